@@ -1,0 +1,21 @@
+"""Datasets in one canonical form, CTR samples with leakage-free histories, and splits."""
+
+from ragrec.data.dataset import DATASETS, Dataset, dataset_available, load_dataset
+from ragrec.data.samples import Samples, UserSequences, build_samples, cap_samples
+from ragrec.data.split import SPLIT_METHODS, Split, split_interactions
+from ragrec.data.stats import dataset_statistics
+
+__all__ = [
+    "DATASETS",
+    "SPLIT_METHODS",
+    "Dataset",
+    "Samples",
+    "Split",
+    "UserSequences",
+    "build_samples",
+    "cap_samples",
+    "dataset_available",
+    "dataset_statistics",
+    "load_dataset",
+    "split_interactions",
+]

@@ -1,0 +1,122 @@
+"""Splits and CTR samples: no leakage, reproducible, stratified caps, clear errors."""
+
+import numpy as np
+import pytest
+
+from ragrec.data import build_samples, cap_samples, dataset_statistics, load_dataset, split_interactions
+from ragrec.errors import ConfigError, DataError
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return load_dataset("synthetic", n_users=60, n_items=80, min_per_user=12, max_per_user=25, seed=1)
+
+
+@pytest.mark.parametrize("method", ["per_user", "global_time"])
+def test_no_validation_or_test_interaction_is_a_training_interaction(synthetic, method):
+    split = split_interactions(synthetic, method)
+    train = set(map(tuple, split.train[["user", "item"]].to_numpy()))
+    held_out = set(map(tuple, split.interactions[split.interactions["split"] != "train"][["user", "item"]].to_numpy()))
+    assert train and held_out and not (train & held_out)
+    if method == "global_time":
+        assert split.train["timestamp"].max() < split.valid["timestamp"].min()
+        assert split.valid["timestamp"].max() < split.test["timestamp"].min()
+
+
+def test_per_user_split_is_chronological_eight_one_one(synthetic):
+    split = split_interactions(synthetic, "per_user")
+    for _, events in split.interactions.groupby("user"):
+        codes = events["split"].cat.codes.to_numpy()
+        assert (np.diff(codes) >= 0).all()  # train, then valid, then test in time order
+        n = len(events)
+        assert abs((codes == 0).sum() - 0.8 * n) <= 1
+    assert set(split.test["user"]) <= set(split.train["user"])
+
+
+@pytest.mark.parametrize("scope", ["train", "prior"])
+def test_every_history_event_precedes_its_sample(synthetic, scope):
+    split = split_interactions(synthetic, "per_user")
+    samples = build_samples(split, synthetic.n_users, min_history=5, history_len=6, history_scope=scope)
+    train_pairs = set(map(tuple, split.train[["user", "item"]].to_numpy()))
+    seq = samples.sequences
+    for sid, row in samples.frame.iterrows():
+        items, ratings, times = samples.history(sid)
+        assert len(items) <= 6
+        assert (times < row["timestamp"]).all()
+        assert (seq.users[row["hist_start"]:row["hist_end"]] == row["user"]).all()
+        if scope == "train":
+            assert all((row["user"], it) in train_pairs for it in items)
+
+
+def test_history_is_the_most_recent_earlier_events(synthetic):
+    split = split_interactions(synthetic, "per_user")
+    samples = build_samples(split, synthetic.n_users, history_len=4, history_scope="prior")
+    sid = samples.frame.index[-1]
+    row = samples.frame.loc[sid]
+    user_events = split.interactions[(split.interactions["user"] == row["user"]) & (split.interactions["timestamp"] < row["timestamp"])]
+    expected = user_events.sort_values("timestamp")["item"].to_numpy()[-4:]
+    assert list(samples.history(sid)[0]) == list(expected)
+
+
+def test_min_history_counts_strictly_earlier_events(synthetic):
+    split = split_interactions(synthetic, "per_user")
+    samples = build_samples(split, synthetic.n_users, min_history=5, history_scope="prior")
+    first = samples.frame.groupby("user")["timestamp"].min()
+    inter = split.interactions
+    for user, t in first.items():
+        assert (inter[(inter["user"] == user)]["timestamp"] < t).sum() >= 5
+
+
+def test_same_seed_gives_identical_samples_and_caps(synthetic):
+    def draw():
+        split = split_interactions(synthetic, "per_user")
+        samples = build_samples(split, synthetic.n_users)
+        return cap_samples(samples.part("test"), 40, seed=7).frame
+
+    assert draw().equals(draw())
+
+
+def test_cap_is_stratified_by_label(synthetic):
+    samples = build_samples(split_interactions(synthetic), synthetic.n_users).part("train")
+    capped = cap_samples(samples, 100, seed=0)
+    assert len(capped) == 100
+    assert abs(capped.frame["label"].mean() - samples.frame["label"].mean()) < 0.02
+    assert cap_samples(samples, 100, seed=1).frame.index.tolist() != capped.frame.index.tolist()
+
+
+def test_cap_larger_than_split_is_a_clear_error(synthetic):
+    samples = build_samples(split_interactions(synthetic), synthetic.n_users).part("test")
+    with pytest.raises(DataError, match=f"larger than the {len(samples)} samples"):
+        cap_samples(samples, len(samples) + 1, seed=0)
+
+
+def test_empty_split_part_is_a_clear_error(synthetic):
+    with pytest.raises(DataError, match="no CTR samples"):
+        build_samples(split_interactions(synthetic), synthetic.n_users, min_history=100)
+
+
+def test_bad_parameters_are_config_errors(synthetic):
+    with pytest.raises(ConfigError, match="unknown split method"):
+        split_interactions(synthetic, "random")
+    with pytest.raises(ConfigError, match="ratios"):
+        split_interactions(synthetic, ratios=(0.5, 0.5, 0.5))
+    with pytest.raises(ConfigError, match="history_scope"):
+        build_samples(split_interactions(synthetic), synthetic.n_users, history_scope="future")
+
+
+def test_global_time_cut_needs_timestamps(tmp_path):
+    from tests.test_data_loaders import write_bx
+
+    write_bx(tmp_path / "bookcrossing")
+    ds = load_dataset("bookcrossing", data_root=tmp_path)
+    with pytest.raises(ConfigError, match="no timestamps"):
+        split_interactions(ds, "global_time")
+
+
+def test_statistics_table_reports_sizes_and_cold_start(synthetic):
+    split = split_interactions(synthetic, "global_time")
+    samples = build_samples(split, synthetic.n_users, history_scope="prior")
+    stats = dataset_statistics(synthetic, split, samples).iloc[0]
+    assert stats["interactions"] == len(synthetic.interactions)
+    assert stats["train_samples"] + stats["valid_samples"] + stats["test_samples"] == len(samples)
+    assert 0 <= stats["test_cold_start_share"] <= 1

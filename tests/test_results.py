@@ -1,0 +1,57 @@
+"""Results are written atomically with provenance, and timing summaries are correct."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from ragrec.errors import DataError
+from ragrec.results import Provenance, atomic_path, read_csv, result_dir, write_csv
+from ragrec.timing import summarize
+
+
+def test_csv_round_trip_has_a_header_and_leaves_no_temp_files(tmp_path):
+    frame = pd.DataFrame({"method": ["full", "exit"], "rps": [3.5, 6.0]})
+    path = write_csv(frame, tmp_path / "a" / "t.csv")
+    assert path.read_text().splitlines()[0] == "method,rps"
+    assert read_csv(path).equals(frame)
+    assert [p.name for p in path.parent.iterdir()] == ["t.csv"]
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("old\n")
+    with pytest.raises(RuntimeError):
+        with atomic_path(path) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert path.read_text() == "old\n"
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_provenance_records_environment_and_merges_steps(tmp_path):
+    Provenance("data", "smoke", "synthetic", seed=3, parameters={"k": 5}).write(tmp_path, ["stats.csv"])
+    Provenance("retrieval", "smoke", "synthetic", seed=3, parameters={"k": 5}).write(tmp_path)
+    prov = json.loads((tmp_path / "provenance.json").read_text())
+    step = prov["steps"]["data"]
+    assert set(prov["steps"]) == {"data", "retrieval"}
+    for key in ("git_commit", "git_dirty", "packages", "python", "cpu", "torch_threads", "seed", "started", "finished"):
+        assert key in step
+    assert step["parameters"] == {"k": 5} and step["outputs"] == ["stats.csv"]
+
+
+def test_missing_results_table_says_how_to_make_it(tmp_path):
+    with pytest.raises(DataError, match="run the notebook"):
+        read_csv(tmp_path / "nope.csv")
+
+
+def test_result_dir_honours_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAGREC_RESULTS", str(tmp_path))
+    assert result_dir("cpu", "ml-100k") == tmp_path / "cpu" / "ml-100k"
+
+
+def test_summarize_gives_percentiles_and_throughput():
+    lat = summarize([0.1, 0.2, 0.3, 0.4], items_per_call=[2, 2, 2, 2])
+    assert lat.p50_ms == pytest.approx(250.0)
+    assert lat.per_s == pytest.approx(8 / 1.0)
+    assert lat.n == 4
