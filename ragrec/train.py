@@ -1,0 +1,325 @@
+"""Multi-head instruction tuning: LoRA on the backbone, every exit head trained together.
+
+Loss (one batch of B prompts with labels y ∈ {0, 1}):
+
+    L = Σ_h w_h · CE(softmax([logit_No, logit_Yes]_h), y),    Σ_h w_h = 1 (uniform by default)
+
+Depth-wise learning-rate decay (the paper): the parameters of depth index d (0 = shallowest
+head) train with ``lr_d = lr_0 · exp(−β · d)``, so shallow heads learn faster. "Parameters of
+depth d" are head d's own (its norm) and the LoRA adapters of the decoder layers between head
+d−1 and head d — the layers whose output only head d and deeper heads read. β = 0 is the
+uniform ablation. Implemented as optimizer parameter groups.
+
+Checkpoints (LoRA adapters + heads as safetensors, optimizer state, progress) are written
+atomically every ``checkpoint_every`` optimizer steps; a rerun after a kill resumes from the
+latest one, and a finished run is reloaded by evaluation instead of retrained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+from peft.utils import get_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ragrec.backbone import Backbone
+from ragrec.early_exit import ExitHeads
+from ragrec.errors import ConfigError, ModelError
+from ragrec.evaluate import auc
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA on the attention projections (peft). Defaults: r=8, α=16, dropout 0.05."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Multi-head training. ``lr`` is lr_0 of the shallowest depth; ``beta`` the decay rate."""
+
+    lr: float = 1e-3
+    beta: float = 0.1
+    epochs: int = 1
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_steps: int | None = None
+    head_weights: tuple[float, ...] | None = None
+    eval_every: int = 50
+    checkpoint_every: int = 25
+    warmup_steps: int = 10
+    seed: int = 0
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.beta < 0 or self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ConfigError(f"invalid training configuration {self}")
+        if self.head_weights is not None and (min(self.head_weights) < 0 or sum(self.head_weights) <= 0):
+            raise ConfigError(f"head_weights must be non-negative with a positive sum, got {self.head_weights}")
+
+
+def depth_lr(lr0: float, beta: float, depth: int) -> float:
+    """``lr_d = lr_0 · exp(−β · d)`` (the paper's depth-wise learning-rate decay)."""
+    return lr0 * math.exp(-beta * depth)
+
+
+def attach_lora(backbone: Backbone, settings: LoraSettings, seed: int = 0) -> Backbone:
+    """A Backbone whose model is wrapped with fresh LoRA adapters (seeded init)."""
+    torch.manual_seed(seed)
+    config = LoraConfig(
+        r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules), bias="none", task_type="CAUSAL_LM",
+    )
+    return dataclasses.replace(backbone, model=get_peft_model(backbone.model, config))
+
+
+def _layer_index(name: str) -> int | None:
+    """0-based decoder layer index of a parameter name like ``...layers.7.self_attn...``."""
+    parts = name.split(".")
+    for a, b in zip(parts, parts[1:]):
+        if a == "layers" and b.isdigit():
+            return int(b)
+    return None
+
+
+def parameter_groups(backbone: Backbone, heads: ExitHeads, lr0: float, beta: float) -> list[dict]:
+    """Optimizer parameter groups, one per head depth d, each with ``lr_0 · exp(−β · d)``.
+
+    Every trainable parameter lands in exactly one group (checked): head d's parameters and the
+    trainable (LoRA) parameters of decoder layers ``(head_layers[d−1], head_layers[d]]``.
+    """
+    layers = list(heads.head_layers)
+    groups: list[list[torch.nn.Parameter]] = [list(heads.head_parameters(d)) for d in range(len(layers))]
+    for name, p in backbone.model.named_parameters():
+        if not p.requires_grad:
+            continue
+        i = _layer_index(name)
+        if i is None:
+            raise ModelError(f"trainable backbone parameter {name} is not inside a decoder layer")
+        d = next(d for d, L in enumerate(layers) if i + 1 <= L) if i + 1 <= layers[-1] else len(layers) - 1
+        groups[d].append(p)
+    seen = sum(len(g) for g in groups)
+    expected = sum(1 for p in backbone.model.parameters() if p.requires_grad) + sum(1 for p in heads.parameters() if p.requires_grad)
+    if seen != expected:
+        raise ModelError(f"parameter groups hold {seen} tensors, but {expected} are trainable")
+    return [
+        {"params": g, "lr": depth_lr(lr0, beta, d), "initial_lr": depth_lr(lr0, beta, d), "depth": d, "head_layer": layers[d]}
+        for d, g in enumerate(groups)
+    ]
+
+
+def pad_batch(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists to ``[B, T]`` ids and a ``[B, T]`` attention mask (1 = real)."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for r, p in enumerate(prompts):
+        ids[r, : len(p)] = torch.tensor(p, dtype=torch.long)
+        mask[r, : len(p)] = 1
+    return ids, mask
+
+
+def _pad_id(backbone: Backbone) -> int:
+    tok = backbone.tokenizer
+    return int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+
+
+@torch.inference_mode()
+def predict_heads(backbone: Backbone, heads: ExitHeads, prompts: Sequence[Sequence[int]], batch_size: int = 16, progress: bool = False) -> np.ndarray:
+    """P(Yes) of every head for every prompt, ``[N, n_heads]``, from full forwards (batches of
+    similar length, results in the original order)."""
+    order = np.argsort([len(p) for p in prompts], kind="stable")
+    out = np.empty((len(prompts), len(heads.head_layers)), dtype=np.float64)
+    was_training = backbone.model.training
+    backbone.model.eval(), heads.eval()
+    pad = _pad_id(backbone)
+    for start in tqdm(range(0, len(order), batch_size), desc="predict", disable=not progress, leave=False):
+        rows = order[start : start + batch_size]
+        ids, mask = pad_batch([prompts[r] for r in rows], pad)
+        logits = heads.forward_all(backbone.model, ids.to(backbone.device), mask.to(backbone.device))
+        out[rows] = torch.softmax(logits.float(), dim=-1)[..., 1].cpu().numpy()
+    backbone.model.train(was_training)
+    return out
+
+
+@dataclass
+class TrainResult:
+    """What training produced: per-step loss, per-evaluation validation AUC of every head."""
+
+    steps: int
+    seconds: float
+    loss: list[float]
+    valid_auc: list[dict]
+    resumed_from: int | None
+
+
+_STATE = "state.json"
+
+
+def _fingerprint(backbone: Backbone, heads: ExitHeads, config: TrainConfig, n_train: int) -> dict:
+    """What a checkpoint must match to be resumed (JSON-normalised, as stored)."""
+    return json.loads(json.dumps({
+        "model": backbone.name,
+        "num_layers": backbone.num_layers,
+        "head_layers": list(heads.head_layers),
+        "config": dataclasses.asdict(config),
+        "n_train": n_train,
+    }))
+
+
+def _save_checkpoint(directory: Path, name: str, backbone: Backbone, heads: ExitHeads, optimizer, state: dict) -> Path:
+    """Write ``directory/name`` atomically: adapters, heads, optimizer and progress."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=directory))
+    save_file({k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(backbone.model).items()}, tmp / "adapter.safetensors")
+    save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}, tmp / "heads.safetensors")
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    (tmp / _STATE).write_text(json.dumps(state, indent=2))
+    final = directory / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    return final
+
+
+def _load_into(path: Path, backbone: Backbone, heads: ExitHeads, fingerprint: dict) -> dict:
+    state = json.loads((path / _STATE).read_text())
+    theirs = state["fingerprint"]
+    for key in ("model", "num_layers", "head_layers"):
+        if theirs[key] != fingerprint[key]:
+            raise ModelError(f"checkpoint {path} was made for {key}={theirs[key]}, but this run has {fingerprint[key]}")
+    set_peft_model_state_dict(backbone.model, load_file(path / "adapter.safetensors"))
+    heads.load_state_dict(load_file(path / "heads.safetensors"))
+    return state
+
+
+def _latest(directory: Path) -> Path | None:
+    done = sorted(p for p in directory.glob("step-*") if (p / _STATE).is_file())
+    return done[-1] if done else None
+
+
+def train_multihead(
+    backbone: Backbone,
+    heads: ExitHeads,
+    prompts: Sequence[Sequence[int]],
+    labels: np.ndarray,
+    config: TrainConfig,
+    checkpoint_dir: str | os.PathLike,
+    *,
+    valid: tuple[Sequence[Sequence[int]], np.ndarray] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train LoRA adapters and all exit heads together (see the module docstring).
+
+    ``backbone.model`` must already carry LoRA adapters (:func:`attach_lora`). Resumes from the
+    latest checkpoint in ``checkpoint_dir`` when one matches this run, and returns at once when
+    ``checkpoint_dir/final`` does.
+    """
+    import time
+
+    labels = np.asarray(labels).astype(np.int64)
+    if len(prompts) != len(labels) or len(prompts) == 0:
+        raise ConfigError(f"need as many labels as prompts (> 0), got {len(prompts)} prompts and {len(labels)} labels")
+    if not isinstance(backbone.model, PeftModel):
+        raise ModelError("train_multihead expects a backbone with LoRA adapters; call attach_lora first")
+    directory = Path(checkpoint_dir)
+    fingerprint = _fingerprint(backbone, heads, config, len(prompts))
+    weights = torch.tensor(config.head_weights or [1.0] * len(heads.head_layers), dtype=torch.float32)
+    if len(weights) != len(heads.head_layers):
+        raise ConfigError(f"{len(weights)} head weights for {len(heads.head_layers)} heads")
+    weights = weights / weights.sum()
+
+    if (directory / "final" / _STATE).is_file():
+        state = _load_into(directory / "final", backbone, heads, fingerprint)
+        if state["fingerprint"] != fingerprint:
+            raise ModelError(f"{directory / 'final'} was trained with other settings; delete it or use another checkpoint_dir")
+        r = state["result"]
+        return TrainResult(r["steps"], r["seconds"], r["loss"], r["valid_auc"], resumed_from=r["steps"])
+
+    batches_per_epoch = math.ceil(len(prompts) / config.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
+    total = config.epochs * steps_per_epoch if config.max_steps is None else min(config.max_steps, config.epochs * steps_per_epoch)
+    optimizer = torch.optim.AdamW(parameter_groups(backbone, heads, config.lr, config.beta), weight_decay=0.0)
+    # Linear warm-up then linear decay to 0; it multiplies every group's own lr_d.
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)) * max(0.0, 1 - s / max(1, total))
+    )
+    step, history, evals, resumed, seconds = 0, [], [], None, 0.0
+    latest = _latest(directory) if directory.exists() else None
+    if latest is not None:
+        state = _load_into(latest, backbone, heads, fingerprint)
+        if state["fingerprint"] != fingerprint:
+            raise ModelError(f"{latest} belongs to a run with other settings; delete {directory} to start over")
+        optimizer.load_state_dict(torch.load(latest / "optimizer.pt", weights_only=True))
+        step, history, evals, seconds = state["step"], state["loss"], state["valid_auc"], state["seconds"]
+        schedule.last_epoch = step - 1
+        schedule.step()
+        resumed = step
+
+    pad = _pad_id(backbone)
+    device = backbone.device
+    backbone.model.train(), heads.train()
+    bar = tqdm(total=total, initial=step, desc="train", disable=not progress)
+    t0 = time.perf_counter()
+    while step < total:
+        epoch, within = divmod(step, steps_per_epoch)
+        # The batch order is a pure function of (seed, epoch): a resumed run sees the same data.
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(prompts))
+        torch.manual_seed(config.seed * 100_003 + step)  # LoRA dropout, reproducible per step
+        optimizer.zero_grad(set_to_none=True)
+        total_loss = 0.0
+        for a in range(config.grad_accum):
+            b = within * config.grad_accum + a
+            rows = order[b * config.batch_size : (b + 1) * config.batch_size]
+            if len(rows) == 0:
+                break
+            ids, mask = pad_batch([prompts[r] for r in rows], pad)
+            logits = heads.forward_all(backbone.model, ids.to(device), mask.to(device)).float()  # [B, H, 2]
+            y = torch.as_tensor(labels[rows], device=device)
+            per_head = torch.stack([F.cross_entropy(logits[:, h], y) for h in range(logits.shape[1])])
+            loss = (weights.to(device) * per_head).sum() / config.grad_accum
+            loss.backward()
+            total_loss += loss.item()
+        optimizer.step()
+        schedule.step()
+        step += 1
+        history.append(total_loss)
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(history[-10:]):.4f}")
+        if valid is not None and (step % config.eval_every == 0 or step == total):
+            p = predict_heads(backbone, heads, valid[0])
+            evals.append({"step": step, **{str(L): auc(valid[1], p[:, h]) for h, L in enumerate(heads.head_layers)}})
+            backbone.model.train(), heads.train()
+        if step % config.checkpoint_every == 0 and step < total:
+            state = {"fingerprint": fingerprint, "step": step, "loss": history, "valid_auc": evals, "seconds": seconds + time.perf_counter() - t0}
+            _save_checkpoint(directory, f"step-{step:06d}", backbone, heads, optimizer, state)
+            for old in directory.glob("step-*"):
+                if old.name != f"step-{step:06d}":
+                    shutil.rmtree(old, ignore_errors=True)
+    bar.close()
+    backbone.model.eval(), heads.eval()
+    seconds += time.perf_counter() - t0
+    result = TrainResult(step, seconds, history, evals, resumed)
+    state = {"fingerprint": fingerprint, "step": step, "loss": history, "valid_auc": evals, "seconds": seconds, "result": dataclasses.asdict(result)}
+    _save_checkpoint(directory, "final", backbone, heads, None, state)
+    for old in directory.glob("step-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    return result

@@ -1,0 +1,125 @@
+"""Multi-head training: depth-wise LR groups, learning, checkpoints that reload and resume."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ragrec.backbone import encode_chat, tiny_backbone
+from ragrec.early_exit import ExitHeads
+from ragrec.errors import ConfigError, ModelError
+from ragrec.train import (
+    LoraSettings,
+    TrainConfig,
+    attach_lora,
+    depth_lr,
+    parameter_groups,
+    predict_heads,
+    train_multihead,
+)
+
+LAYERS = (2, 4, 6)
+
+
+def fresh(seed: int = 0):
+    bb = attach_lora(tiny_backbone(num_layers=6, hidden_size=32, seed=seed), LoraSettings(r=4, alpha=8, dropout=0.0), seed=seed)
+    return bb, ExitHeads(bb, LAYERS)
+
+
+def learnable_task(bb, n: int = 48, seed: int = 0):
+    """Label = whether the user liked the item, stated by one word in an otherwise noisy prompt."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    filler = ["movie", "user", "rated", "history", "genre", "year", "similar", "target"]
+    prompts = []
+    for y in labels:
+        words = list(rng.choice(filler, rng.integers(3, 9)))
+        words.insert(rng.integers(len(words) + 1), "good" if y else "bad")
+        prompts.append(encode_chat(bb, " ".join(words)))
+    return prompts, labels
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 1.0])
+def test_parameter_groups_follow_the_depth_decay_formula(beta):
+    bb, heads = fresh()
+    groups = parameter_groups(bb, heads, lr0=1e-3, beta=beta)
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3 * math.exp(-beta * d) for d in range(len(LAYERS))])
+    # Head d owns the LoRA of layers (L_{d-1}, L_d]: two layers × 4 projections × (A, B) + its norm.
+    assert [len(g["params"]) for g in groups] == [2 * 4 * 2 + 1, 2 * 4 * 2 + 1, 2 * 4 * 2]
+    assert depth_lr(1.0, beta, 2) == pytest.approx(math.exp(-2 * beta))
+
+
+def test_a_few_steps_lower_the_loss_on_a_learnable_task(tmp_path):
+    bb, heads = fresh()
+    prompts, labels = learnable_task(bb)
+    before = predict_heads(bb, heads, prompts)
+    result = train_multihead(bb, heads, prompts, labels, TrainConfig(lr=1e-2, beta=0.1, epochs=6, batch_size=8, warmup_steps=1), tmp_path, progress=False)
+    after = predict_heads(bb, heads, prompts)
+
+    def ce(p):
+        return -np.mean(np.log(np.where(labels[:, None] == 1, p, 1 - p)), axis=0)
+
+    assert np.mean(result.loss[-5:]) < np.mean(result.loss[:5])
+    assert (ce(after) < ce(before)).all()  # every head improved
+
+
+def test_save_then_load_gives_identical_predictions(tmp_path):
+    bb, heads = fresh()
+    prompts, labels = learnable_task(bb, n=16)
+    train_multihead(bb, heads, prompts, labels, TrainConfig(lr=1e-2, epochs=2, batch_size=8), tmp_path, progress=False)
+    expected = predict_heads(bb, heads, prompts)
+    bb2, heads2 = fresh()
+    assert not np.allclose(predict_heads(bb2, heads2, prompts), expected)
+    result = train_multihead(bb2, heads2, prompts, labels, TrainConfig(lr=1e-2, epochs=2, batch_size=8), tmp_path, progress=False)
+    assert result.resumed_from == result.steps  # loaded, not retrained
+    np.testing.assert_allclose(predict_heads(bb2, heads2, prompts), expected, atol=1e-6)
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    config = TrainConfig(lr=1e-2, epochs=3, batch_size=8, checkpoint_every=2, warmup_steps=1)
+    bb, heads = fresh()
+    prompts, labels = learnable_task(bb, n=24)
+    train_multihead(bb, heads, prompts, labels, config, tmp_path / "a", progress=False)
+    expected = predict_heads(bb, heads, prompts)
+
+    bb2, heads2 = fresh()
+    calls = {"n": 0}
+    real_step = torch.optim.AdamW.step
+
+    def dies_at_step_5(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", dies_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train_multihead(bb2, heads2, prompts, labels, config, tmp_path / "b", progress=False)
+    monkeypatch.undo()
+    assert (tmp_path / "b" / "step-000004").is_dir() and not (tmp_path / "b" / "final").exists()
+
+    bb3, heads3 = fresh()
+    result = train_multihead(bb3, heads3, prompts, labels, config, tmp_path / "b", progress=False)
+    assert result.resumed_from == 4 and result.steps == 9
+    np.testing.assert_allclose(predict_heads(bb3, heads3, prompts), expected, atol=1e-5)
+
+
+def test_checkpoint_from_another_head_layout_is_refused(tmp_path):
+    bb, heads = fresh()
+    prompts, labels = learnable_task(bb, n=8)
+    train_multihead(bb, heads, prompts, labels, TrainConfig(epochs=1, batch_size=8), tmp_path, progress=False)
+    bb2 = attach_lora(tiny_backbone(num_layers=6, hidden_size=32), LoraSettings(r=4, alpha=8))
+    with pytest.raises(ModelError, match="head_layers"):
+        train_multihead(bb2, ExitHeads(bb2, (3, 6)), prompts, labels, TrainConfig(epochs=1, batch_size=8), tmp_path, progress=False)
+
+
+def test_bad_training_input_is_refused(tmp_path):
+    bb, heads = fresh()
+    with pytest.raises(ConfigError):
+        TrainConfig(beta=-1)
+    with pytest.raises(ConfigError, match="labels"):
+        train_multihead(bb, heads, [[1, 2]], np.array([0, 1]), TrainConfig(), tmp_path)
+    plain = tiny_backbone(num_layers=6, hidden_size=32)
+    with pytest.raises(ModelError, match="attach_lora"):
+        train_multihead(plain, ExitHeads(plain, LAYERS), [[1, 2]], np.array([1]), TrainConfig(), tmp_path)
