@@ -1,0 +1,259 @@
+"""The recommender experiment end to end, as functions the notebooks call.
+
+data → retrievers → prompts → multi-head training → per-head evaluation → results. One model is
+trained on *mixed* contexts (each training sample gets one of the profile's contexts — none,
+random, GCN, LLM — as ReLLa mixes its prompts) and evaluated under every context, so the
+context ablation needs no retraining. The β ablation trains a second model that differs only
+in β (same samples, steps, seed).
+
+Artefacts (LightGCN embeddings, LoRA + head checkpoints) live in
+``results/<profile>/<dataset>/checkpoints/`` (git-ignored); a rerun reloads them instead of
+retraining, and an interrupted training resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ragrec.backbone import Backbone, load_backbone, tiny_backbone
+from ragrec.config import Profile
+from ragrec.data import Dataset, Samples, Split, build_samples, cap_samples, load_dataset, split_interactions
+from ragrec.early_exit import ExitHeads
+from ragrec.errors import ConfigError
+from ragrec.evaluate import head_table
+from ragrec.lightgcn import LightGCNResult
+from ragrec.prompts import PromptBuilder
+from ragrec.results import Provenance, result_dir, write_csv
+from ragrec.retrieval import RETRIEVERS, GCNRetriever, Retriever, make_retriever
+from ragrec.train import TrainResult, attach_lora, predict_heads, train_multihead
+
+
+@dataclass
+class Prepared:
+    """A profile's data: the dataset, its split, all CTR samples and the capped parts used."""
+
+    profile: Profile
+    dataset: Dataset
+    split: Split
+    samples: Samples
+    train: Samples
+    valid: Samples
+    test: Samples
+
+
+def prepare_data(profile: Profile, *, data_root: str | os.PathLike | None = None) -> Prepared:
+    """Load, split and sample the profile's dataset, and draw its (stratified, seeded) caps."""
+    d = profile.data
+    options = {}
+    if d.dataset == "synthetic":
+        options = dict(n_users=d.synthetic_users, n_items=d.synthetic_items, seed=profile.seed)
+    dataset = load_dataset(d.dataset, data_root=data_root, **options)
+    split = split_interactions(dataset, d.split_method)
+    samples = build_samples(split, dataset.n_users, min_history=d.min_history, history_len=d.history_len, history_scope=d.history_scope)
+    caps = {"train": d.train_cap, "valid": d.valid_cap, "test": d.test_cap}
+    parts = {name: cap_samples(samples.part(name), caps[name], seed=profile.seed) for name in caps}
+    return Prepared(profile, dataset, split, samples, parts["train"], parts["valid"], parts["test"])
+
+
+def load_model(profile: Profile, dataset: Dataset) -> Backbone:
+    """The profile's backbone; the tiny test model gets the dataset's words in its vocabulary."""
+    m = profile.model
+    if m.source == "tiny":
+        words = [w for title in dataset.items["title"] for w in str(title).split()]
+        return tiny_backbone(num_layers=m.tiny_layers, hidden_size=m.tiny_hidden, seed=profile.seed, vocab_words=words)
+    torch.manual_seed(profile.seed)
+    return load_backbone(m.source)
+
+
+def checkpoint_dir(profile: Profile, results_root: str | os.PathLike | None = None) -> Path:
+    return result_dir(profile.name, profile.data.dataset, results_root) / "checkpoints"
+
+
+def fit_retrievers(prepared: Prepared, backbone: Backbone, names: tuple[str, ...], *, results_root=None) -> dict[str, Retriever]:
+    """Fit the named retrievers on the training interactions. LightGCN embeddings are cached in
+    the checkpoint folder. Call before LoRA is attached: the LLM retriever embeds users with the
+    *untuned* backbone, as in the paper's LLM-based retrieval baseline."""
+    unknown = [n for n in names if n not in RETRIEVERS]
+    if unknown:
+        raise ConfigError(f"unknown context(s) {unknown}; choose from {RETRIEVERS}")
+    p = prepared.profile
+    out: dict[str, Retriever] = {}
+    for name in names:
+        retriever = make_retriever(
+            name, prepared.dataset, lightgcn=p.lightgcn, backbone=backbone,
+            history_items=p.prompt.history_len, llm_batch_size=p.eval_batch_size, seed=p.seed,
+        )
+        if isinstance(retriever, GCNRetriever):
+            # Keyed by the whole LightGCN config: another profile's embeddings are never reused.
+            key = hashlib.sha1(repr(p.lightgcn).encode()).hexdigest()[:10]
+            cache = checkpoint_dir(p, results_root) / f"lightgcn_{p.lightgcn.layer_combination}_{key}.safetensors"
+            if cache.exists():
+                retriever.use_pretrained(LightGCNResult.load(cache))
+            retriever.fit(prepared.split.train, prepared.split.valid)
+            if not cache.exists():
+                retriever.result.save(cache)
+        else:
+            retriever.fit(prepared.split.train, prepared.split.valid)
+        out[name] = retriever
+    return out
+
+
+def context_neighbours(retriever: Retriever, samples: Samples, k: int) -> np.ndarray | None:
+    """``[len(samples), k]`` neighbours of each sample's user among users active before the
+    sample (None for the ``none`` context). Uses the retriever's index vectors for the query
+    users too: for prompt building the query user's text is the one embedded at fit, so
+    re-embedding it per sample would only cost time (the latency benchmark does pay it)."""
+    if retriever.name == "none":
+        return None
+    frame = samples.frame
+    return retriever.retrieve(frame["user"].to_numpy(), k, before=frame["timestamp"].to_numpy(), precomputed=True)
+
+
+def encode_contexts(
+    builder: PromptBuilder, retrievers: dict[str, Retriever], samples: Samples, contexts: list[str], k: int
+) -> list[list[int]]:
+    """Prompt ids for ``samples``, sample i built with context ``contexts[i]``."""
+    if len(contexts) != len(samples):
+        raise ConfigError(f"{len(contexts)} contexts for {len(samples)} samples")
+    prompts: list[list[int] | None] = [None] * len(samples)
+    for name in dict.fromkeys(contexts):
+        rows = np.flatnonzero(np.asarray(contexts) == name)
+        subset = samples.subset(samples.frame.index[rows])
+        hoods = context_neighbours(retrievers[name], subset, k)
+        for j, ids in enumerate(builder.encode_all(subset, hoods)):
+            prompts[rows[j]] = ids
+    return prompts
+
+
+def mixed_contexts(n: int, contexts: tuple[str, ...], seed: int) -> list[str]:
+    """Each of ``n`` training samples gets one context, balanced and seeded."""
+    reps = np.resize(np.arange(len(contexts)), n)
+    return [contexts[i] for i in np.random.default_rng(seed).permutation(reps)]
+
+
+@dataclass
+class TrainedModel:
+    backbone: Backbone
+    heads: ExitHeads
+    result: TrainResult
+    beta: float
+
+
+def train_model(
+    prepared: Prepared,
+    backbone: Backbone,
+    retrievers: dict[str, Retriever],
+    builder: PromptBuilder,
+    *,
+    beta: float | None = None,
+    results_root=None,
+    progress: bool = True,
+) -> TrainedModel:
+    """LoRA + all heads on mixed-context training prompts (β from the profile unless given);
+    validation per-head AUC on GCN-context prompts. Reloads a finished run, resumes a killed one."""
+    p = prepared.profile
+    config = p.train if beta is None else dataclasses.replace(p.train, beta=beta)
+    contexts = mixed_contexts(len(prepared.train), p.contexts, p.seed)
+    prompts = encode_contexts(builder, retrievers, prepared.train, contexts, p.k)
+    valid_ctx = "gcn" if "gcn" in retrievers else p.contexts[0]
+    valid_prompts = encode_contexts(builder, retrievers, prepared.valid, [valid_ctx] * len(prepared.valid), p.k)
+    tuned = attach_lora(backbone, config.lora, seed=p.seed)
+    heads = ExitHeads(tuned, p.model.head_layers)
+    directory = checkpoint_dir(p, results_root) / f"model_beta{config.beta:g}"
+    result = train_multihead(
+        tuned, heads, prompts, prepared.train.frame["label"].to_numpy(), config, directory,
+        valid=(valid_prompts, prepared.valid.frame["label"].to_numpy()), progress=progress,
+    )
+    return TrainedModel(tuned, heads, result, config.beta)
+
+
+def predictions_frame(samples: Samples, per_head_p: np.ndarray, head_layers) -> pd.DataFrame:
+    """Per-sample predictions: user, item, label, timestamp and P(Yes) of every head."""
+    frame = samples.frame
+    out = pd.DataFrame({
+        "sample_id": frame.index.to_numpy(),
+        "user": frame["user"].to_numpy(),
+        "item": frame["item"].to_numpy(),
+        "label": frame["label"].to_numpy(),
+        "timestamp": frame["timestamp"].to_numpy(),
+    })
+    for h, layer in enumerate(head_layers):
+        out[f"p_head_{layer}"] = per_head_p[:, h]
+    return out
+
+
+def evaluate_contexts(
+    prepared: Prepared,
+    model: TrainedModel,
+    retrievers: dict[str, Retriever],
+    builder: PromptBuilder,
+    contexts: tuple[str, ...],
+    *,
+    results_root=None,
+    variant: str = "main",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Per-head AUC/LogLoss of ``model`` on the test samples under each context; writes
+    ``predictions_<context>.csv`` (main variant) and returns the ``heads.csv`` rows."""
+    p = prepared.profile
+    out_dir = result_dir(p.name, p.data.dataset, results_root)
+    labels = prepared.test.frame["label"].to_numpy()
+    tables = []
+    for ctx in contexts:
+        prompts = encode_contexts(builder, retrievers, prepared.test, [ctx] * len(prepared.test), p.k)
+        per_head = predict_heads(model.backbone, model.heads, prompts, p.eval_batch_size, progress=progress)
+        name = f"predictions_{ctx}.csv" if variant == "main" else f"predictions_{ctx}_{variant}.csv"
+        write_csv(predictions_frame(prepared.test, per_head, model.heads.head_layers), out_dir / name)
+        table = head_table(labels, per_head, model.heads.head_layers, context=ctx, seed=p.seed)
+        table.insert(1, "variant", variant)
+        table.insert(2, "beta", model.beta)
+        table["mean_prompt_tokens"] = float(np.mean([len(x) for x in prompts]))
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def run_recommender(profile: Profile, *, data_root=None, results_root=None, beta_ablation: bool = True, progress: bool = True) -> pd.DataFrame:
+    """The whole model half: train once on mixed contexts, evaluate every context and head,
+    optionally the β = 0 ablation (GCN context), write ``heads.csv``, ``training.csv`` and
+    provenance. Returns the heads table."""
+    import time
+
+    started = time.perf_counter()
+    torch.manual_seed(profile.seed)
+    prepared = prepare_data(profile, data_root=data_root)
+    backbone = load_model(profile, prepared.dataset)
+    retrievers = fit_retrievers(prepared, backbone, profile.contexts, results_root=results_root)
+    builder = PromptBuilder(prepared.dataset, backbone, retrievers[profile.contexts[0]].sequences, profile.prompt)
+    model = train_model(prepared, backbone, retrievers, builder, results_root=results_root, progress=progress)
+    heads = evaluate_contexts(prepared, model, retrievers, builder, profile.contexts, results_root=results_root, progress=progress)
+    logs = [_training_log(model)]
+    if beta_ablation and profile.train.beta != 0:
+        # A fresh backbone: LoRA was injected into the first one in place.
+        base = load_model(profile, prepared.dataset)
+        builder0 = PromptBuilder(prepared.dataset, base, builder.train, profile.prompt)
+        ablated = train_model(prepared, base, retrievers, builder0, beta=0.0, results_root=results_root, progress=progress)
+        heads = pd.concat([heads, evaluate_contexts(prepared, ablated, retrievers, builder0, ("gcn",), results_root=results_root, variant="beta0", progress=progress)], ignore_index=True)
+        logs.append(_training_log(ablated))
+    out_dir = result_dir(profile.name, profile.data.dataset, results_root)
+    write_csv(heads, out_dir / "heads.csv")
+    write_csv(pd.concat(logs, ignore_index=True), out_dir / "training.csv")
+    Provenance("recommender", profile.name, profile.data.dataset, profile.seed, profile).write(
+        out_dir, ["heads.csv", "training.csv"] + [f"predictions_{c}.csv" for c in profile.contexts]
+    )
+    print(f"recommender step: {time.perf_counter() - started:.0f} s")
+    return heads
+
+
+def _training_log(model: TrainedModel) -> pd.DataFrame:
+    r = model.result
+    frame = pd.DataFrame({"beta": model.beta, "step": np.arange(1, len(r.loss) + 1), "loss": r.loss})
+    frame["train_seconds"] = r.seconds
+    return frame

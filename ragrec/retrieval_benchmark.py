@@ -1,0 +1,304 @@
+"""The retrieval benchmark: GCN-Retriever vs LLM retriever (and baselines) side by side.
+
+The same query users go through every retriever in one process run (DESIGN §5): for each
+retriever and ``k`` it measures the per-query latency (one ``retrieve([user], k, before=[t])``
+call per query, after warm-up; p50/p95/p99 ms and queries/s via :mod:`ragrec.timing`), the
+one-off fit/index seconds (LightGCN training incl. its validation evaluations; for ``llm``, the
+LLM embedding of every user's history text), and a neighbour-quality figure that needs no CTR
+model:
+
+    neighbour_hit_rate = mean over queries q of |P_q ∩ ⋃_{v ∈ N_q} T_v(< t_q)| / |P_q|
+
+where ``P_q`` are the query user's held-out (validation + test) positives, ``N_q`` the retrieved
+neighbours and ``T_v(< t_q)`` a neighbour's training items strictly before the query time
+``t_q`` = the query user's first held-out interaction (what a prompt could show; the time
+filter is skipped without real timestamps). Query users: a seeded sample of users with ≥ 1
+training interaction and ≥ 1 held-out positive.
+
+Outputs in ``results/<profile>/<dataset>/``: ``retrieval.csv`` (one row per retriever × layer
+combination × k), ``lightgcn.csv`` (validation Recall@20/NDCG@20 of LightGCN per layer
+combination next to popularity; columns ``recall_at_k``, ``ndcg_at_k`` at
+``cutoff`` = ``LightGCNConfig.top_k``, 20 by default), ``lightgcn_history.csv`` (per-epoch loss/metrics) and the
+``retrieval`` step in ``provenance.json``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ragrec.data import Dataset, Split, load_dataset, split_interactions
+from ragrec.errors import ConfigError, DataError
+from ragrec.lightgcn import LAYER_COMBINATIONS, LightGCNConfig, check_layer_combination
+from ragrec.results import Provenance, result_dir, write_csv
+from ragrec.retrieval import RETRIEVERS, GCNRetriever, Retriever, make_retriever, neighbour_events
+from ragrec.timing import summarize, time_calls
+
+RETRIEVAL_COLUMNS = (
+    "retriever", "layer_combination", "k", "p50_ms", "p95_ms", "p99_ms", "queries_per_s",
+    "fit_s", "neighbour_hit_rate", "n_queries", "backend",
+)
+NOT_APPLICABLE = "n/a"  # layer_combination of retrievers that are not GCNs
+
+
+@dataclass(frozen=True)
+class RetrievalBenchmarkConfig:
+    """What the retrieval benchmark runs.
+
+    Attributes:
+        profile, dataset: where results go (``results/<profile>/<dataset>/``) and which dataset
+            :func:`ragrec.data.load_dataset` loads when none is passed.
+        split_method: ``"per_user"`` or ``"global_time"``.
+        ks: neighbour counts to measure.
+        n_queries: query users (seeded sample; fewer if fewer qualify).
+        retrievers: any of ``gcn``, ``llm``, ``random``, ``none``.
+        layer_combinations: the GCN read-outs to run (``gcn`` gets one row set per entry).
+        lightgcn: LightGCN hyper-parameters (its own ``layer_combination`` is overridden).
+        positives_only: graph edges from ``label == 1`` only (default: every interaction).
+        backbone: ``llm`` backbone source for :func:`ragrec.backbone.load_backbone`.
+        llm_history_items, llm_batch_size, llm_max_tokens: the LLM retriever's text/embedding.
+        backend: ``"exact"`` or ``"faiss"``.
+        warmup: untimed calls before each timed pass.
+        hit_items: count only each neighbour's ``hit_items`` most recent training items before
+            the query time in ``neighbour_hit_rate`` (e.g. what a prompt shows; None: all of them,
+            which saturates on dense data — random neighbours already cover popular items).
+        threads: torch intra-op threads for the whole run (None: leave torch's setting); the
+            count in effect is recorded in provenance either way.
+        seed: query sampling and the random retriever.
+    """
+
+    profile: str = "cpu"
+    dataset: str = "ml-100k"
+    split_method: str = "per_user"
+    ks: tuple[int, ...] = (5,)
+    n_queries: int = 200
+    retrievers: tuple[str, ...] = ("gcn", "llm", "random")
+    layer_combinations: tuple[str, ...] = LAYER_COMBINATIONS
+    lightgcn: LightGCNConfig = field(default_factory=LightGCNConfig)
+    positives_only: bool = False
+    backbone: str = "bundled"
+    llm_history_items: int = 10
+    llm_batch_size: int = 8
+    llm_max_tokens: int = 512
+    backend: str = "exact"
+    warmup: int = 2
+    hit_items: int | None = None
+    threads: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.ks):
+            raise ConfigError(f"ks must be a non-empty tuple of integers ≥ 1, got {self.ks!r}")
+        unknown = [r for r in self.retrievers if r not in RETRIEVERS]
+        if unknown or not self.retrievers:
+            raise ConfigError(f"unknown retriever(s) {unknown}; choose from {RETRIEVERS}")
+        if not self.layer_combinations:
+            raise ConfigError("layer_combinations must name at least one of " + str(LAYER_COMBINATIONS))
+        for name in self.layer_combinations:
+            check_layer_combination(name)
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be ≥ 1 or None, got {self.threads}")
+        if self.hit_items is not None and self.hit_items < 1:
+            raise ConfigError(f"hit_items must be ≥ 1 or None, got {self.hit_items}")
+        if self.n_queries < 1 or self.warmup < 0:
+            raise ConfigError(f"need n_queries ≥ 1 and warmup ≥ 0, got {self.n_queries}, {self.warmup}")
+
+
+@dataclass(frozen=True)
+class RetrievalBenchmark:
+    """The benchmark's tables (also written to ``directory`` unless ``write=False``)."""
+
+    table: pd.DataFrame
+    lightgcn: pd.DataFrame
+    history: pd.DataFrame
+    query_users: np.ndarray
+    directory: Path | None
+
+    def speedup(self, k: int, fast: str = "gcn", slow: str = "llm", layer_combination: str = "mean") -> float:
+        """p50 latency ratio slow/fast at ``k`` (e.g. how many times faster ``gcn`` is than ``llm``)."""
+        t = self.table[self.table["k"] == k]
+        fast_rows = t[(t["retriever"] == fast) & (t["layer_combination"].isin([layer_combination, NOT_APPLICABLE]))]
+        slow_rows = t[t["retriever"] == slow]
+        if fast_rows.empty or slow_rows.empty:
+            raise DataError(f"no rows for {fast!r} and {slow!r} at k={k}")
+        return float(slow_rows["p50_ms"].iloc[0] / fast_rows["p50_ms"].iloc[0])
+
+
+@dataclass(frozen=True)
+class QueryUsers:
+    """Query users ``[n]``, their query times ``[n]`` (first held-out interaction) and held-out
+    positive items (``positives[j]`` for ``users[j]``)."""
+
+    users: np.ndarray
+    times: np.ndarray
+    positives: list[np.ndarray]
+
+
+def select_query_users(split: Split, n: int, *, seed: int) -> QueryUsers:
+    """A seeded sample (sorted) of users with training interactions and held-out positives."""
+    held = split.interactions[split.interactions["split"] != "train"]
+    trained = set(split.train["user"].unique().tolist())
+    positives = held[held["label"] == 1]
+    eligible = np.array(sorted(u for u in positives["user"].unique().tolist() if u in trained), dtype=np.int64)
+    if eligible.size == 0:
+        raise DataError("no user has both training interactions and held-out positives; nothing to query")
+    rng = np.random.default_rng(seed)
+    users = np.sort(rng.choice(eligible, size=min(n, eligible.size), replace=False))
+    first = held.groupby("user")["timestamp"].min()
+    groups = positives.groupby("user")["item"]
+    pos = {u: np.unique(items.to_numpy(np.int64)) for u, items in groups}
+    return QueryUsers(users, first.loc[users].to_numpy(np.int64), [pos[int(u)] for u in users])
+
+
+def neighbour_hit_rate(
+    retriever: Retriever, neighbours: np.ndarray, queries: QueryUsers, hit_items: int | None = None
+) -> float:
+    """Mean share of each query user's held-out positives among the neighbours' training items
+    strictly before the query time (the ``hit_items`` most recent of them per neighbour; None:
+    all), see the module docstring."""
+    limit = np.iinfo(np.int32).max if hit_items is None else hit_items
+    rates = []
+    for row, u in enumerate(queries.users):
+        seen: set[int] = set()
+        for v in neighbours[row]:
+            if v < 0:
+                continue
+            items, _, _ = neighbour_events(
+                retriever.sequences, int(v), int(queries.times[row]), limit,
+                has_timestamps=retriever.has_timestamps,
+            )
+            seen.update(items.tolist())
+        pos = queries.positives[row]
+        rates.append(np.isin(pos, np.fromiter(seen, dtype=np.int64, count=len(seen))).mean() if len(pos) else 0.0)
+    return float(np.mean(rates))
+
+
+def measure(retriever: Retriever, queries: QueryUsers, k: int, warmup: int) -> tuple[np.ndarray, list[float]]:
+    """Per-query timed retrieval: one ``retrieve`` call per query user; returns the neighbours
+    ``[n, k]`` and each call's seconds."""
+    out: dict[int, np.ndarray] = {}
+
+    def one(j: int) -> None:
+        out[j] = retriever.retrieve(queries.users[j : j + 1], k, before=queries.times[j : j + 1])[0]
+
+    seconds = time_calls(one, list(range(len(queries.users))), warmup=warmup)
+    return np.stack([out[j] for j in range(len(queries.users))]), seconds
+
+
+def run_retrieval_benchmark(
+    config: RetrievalBenchmarkConfig = RetrievalBenchmarkConfig(),
+    *,
+    dataset: Dataset | None = None,
+    split: Split | None = None,
+    backbone: Any = None,
+    results_root: str | os.PathLike | None = None,
+    write: bool = True,
+) -> RetrievalBenchmark:
+    """Run the benchmark and (by default) write its tables with provenance.
+
+    Args:
+        config: what to run.
+        dataset: an already loaded dataset (default: ``load_dataset(config.dataset)``).
+        split: an already made split of it (default: ``split_interactions(dataset, config.split_method)``).
+        backbone: a loaded backbone for ``llm`` (default: ``load_backbone(config.backbone)``).
+        results_root: results root (default ``$RAGREC_RESULTS`` or ``results``).
+        write: write ``retrieval.csv``, ``lightgcn.csv``, ``lightgcn_history.csv`` and provenance.
+
+    Progress bars (LightGCN epochs, LLM embedding) follow ``config.lightgcn.progress``.
+    """
+    previous_threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        return _run(config, dataset, split, backbone, results_root, write)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(config, dataset, split, backbone, results_root, write) -> RetrievalBenchmark:
+    provenance = Provenance("retrieval", config.profile, config.dataset, config.seed, config)
+    dataset = dataset if dataset is not None else load_dataset(config.dataset)
+    split = split if split is not None else split_interactions(dataset, config.split_method)
+    for k in config.ks:
+        if k >= dataset.n_users:
+            raise ConfigError(f"k={k} must be smaller than the {dataset.n_users} users")
+    queries = select_query_users(split, config.n_queries, seed=config.seed)
+
+    runs: list[tuple[str, Retriever]] = []
+    for name in config.retrievers:
+        if name == "gcn":
+            for lc in config.layer_combinations:
+                lightgcn = replace(config.lightgcn, layer_combination=lc)
+                runs.append((lc, make_retriever("gcn", dataset, lightgcn=lightgcn, positives_only=config.positives_only, backend=config.backend)))
+        elif name == "llm":
+            if backbone is None:
+                from ragrec.backbone import load_backbone
+
+                backbone = load_backbone(config.backbone)
+            runs.append((NOT_APPLICABLE, make_retriever(
+                "llm", dataset, backbone=backbone, history_items=config.llm_history_items,
+                llm_batch_size=config.llm_batch_size, max_tokens=config.llm_max_tokens, backend=config.backend,
+                progress=config.lightgcn.progress,
+            )))
+        else:
+            runs.append((NOT_APPLICABLE, make_retriever(name, dataset, seed=config.seed)))
+
+    rows, lightgcn_rows, histories = [], [], []
+    for lc, retriever in runs:
+        retriever.fit(split.train, split.valid)
+        if isinstance(retriever, GCNRetriever):
+            result = retriever.result
+            lightgcn_rows.append(_lightgcn_row(f"lightgcn-{lc}", lc, result.valid, result.best_epoch, len(result.history), result.fit_s))
+            histories.append(result.history_frame().assign(layer_combination=lc))
+            if len(lightgcn_rows) == 1 and result.popularity is not None:
+                lightgcn_rows.insert(0, _lightgcn_row("popularity", NOT_APPLICABLE, result.popularity, None, None, None))
+        for k in config.ks:
+            neighbours, seconds = measure(retriever, queries, k, config.warmup)
+            latency = summarize(seconds)
+            rows.append({
+                "retriever": retriever.name, "layer_combination": lc, "k": k,
+                "p50_ms": latency.p50_ms, "p95_ms": latency.p95_ms, "p99_ms": latency.p99_ms,
+                "queries_per_s": latency.per_s, "fit_s": retriever.fit_s,
+                "neighbour_hit_rate": neighbour_hit_rate(retriever, neighbours, queries, config.hit_items),
+                "n_queries": latency.n, "backend": config.backend if retriever.name in ("gcn", "llm") else NOT_APPLICABLE,
+            })
+
+    table = pd.DataFrame(rows, columns=list(RETRIEVAL_COLUMNS))
+    lightgcn_table = pd.DataFrame(
+        lightgcn_rows, columns=["model", "layer_combination", "recall_at_k", "ndcg_at_k", "cutoff", "n_users", "best_epoch", "epochs_run", "fit_s"]
+    )
+    history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
+    directory = None
+    if write:
+        directory = result_dir(config.profile, config.dataset, results_root)
+        outputs = [write_csv(table, directory / "retrieval.csv").name]
+        if not lightgcn_table.empty:
+            outputs.append(write_csv(lightgcn_table, directory / "lightgcn.csv").name)
+            outputs.append(write_csv(history, directory / "lightgcn_history.csv").name)
+        provenance.parameters = {
+            "config": config,
+            "n_users": dataset.n_users,
+            "n_items": dataset.n_items,
+            "n_train": len(split.train),
+            "n_queries": len(queries.users),
+            "backbone": getattr(backbone, "name", None),
+        }
+        provenance.write(directory, outputs)
+    return RetrievalBenchmark(table, lightgcn_table, history, queries.users, directory)
+
+
+def _lightgcn_row(model, lc, metrics, best_epoch, epochs_run, fit_s) -> dict[str, Any]:
+    return {
+        "model": model, "layer_combination": lc,
+        "recall_at_k": None if metrics is None else metrics.recall,
+        "ndcg_at_k": None if metrics is None else metrics.ndcg,
+        "cutoff": None if metrics is None else metrics.k,
+        "n_users": None if metrics is None else metrics.n_users,
+        "best_epoch": best_epoch, "epochs_run": epochs_run, "fit_s": fit_s,
+    }
