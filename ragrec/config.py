@@ -53,11 +53,14 @@ class Profile:
     lightgcn: LightGCNConfig
     prompt: PromptConfig
     train: TrainConfig
-    k: int = 3
-    """Similar users retrieved per prompt."""
     contexts: tuple[str, ...] = ("none", "random", "gcn", "llm")
     eval_batch_size: int = 16
     notes: str = ""
+
+    @property
+    def k(self) -> int:
+        """Similar users whose histories a prompt shows."""
+        return self.prompt.k
 
     def with_dataset(self, dataset: str) -> Profile:
         return dataclasses.replace(self, data=dataclasses.replace(self.data, dataset=dataset))
@@ -70,10 +73,9 @@ SMOKE = Profile(
                       synthetic_users=120, synthetic_items=150),
     model=ModelSettings(source="tiny", head_layers=(2, 4, 6), tiny_layers=6, tiny_hidden=64),
     lightgcn=LightGCNConfig(dim=32, max_epochs=20, eval_every=5, patience=2, batch_size=512, progress=False),
-    prompt=PromptConfig(history_len=6, neighbour_items=2, max_tokens=256),
+    prompt=PromptConfig(history_len=6, k=2, neighbour_items=2, vote_k=10, max_tokens=256),
     train=TrainConfig(lr=5e-3, beta=0.1, epochs=2, batch_size=16, eval_every=1000, checkpoint_every=1000,
                       lora=LoraSettings(r=4, alpha=8, dropout=0.0)),
-    k=2,
     eval_batch_size=32,
     notes="Whole pipeline on a synthetic dataset with a tiny random Llama: checks plumbing, not accuracy.",
 )
@@ -81,12 +83,11 @@ SMOKE = Profile(
 CPU = Profile(
     name="cpu",
     seed=0,
-    data=DataSettings(dataset="ml-100k", history_len=8, train_cap=1200, valid_cap=200, test_cap=600),
+    data=DataSettings(dataset="ml-100k", history_len=10, train_cap=800, valid_cap=150, test_cap=400),
     model=ModelSettings(source="bundled", head_layers=(5, 10, 15, 20, 25, 30)),
     lightgcn=LightGCNConfig(),
-    prompt=PromptConfig(history_len=8, neighbour_items=3, max_tokens=256),
+    prompt=PromptConfig(history_len=5, k=2, neighbour_items=1, vote_k=50, max_tokens=192),
     train=TrainConfig(lr=1e-3, beta=0.1, epochs=1, batch_size=8, eval_every=50, checkpoint_every=25),
-    k=3,
     notes="SmolLM2-135M-Instruct on MovieLens-100K, sized for 60 minutes on 2 CPU cores.",
 )
 
@@ -96,9 +97,8 @@ GPU = Profile(
     data=DataSettings(dataset="ml-100k", history_len=20, train_cap=None, valid_cap=2000, test_cap=None),
     model=ModelSettings(source="bundled", head_layers=(5, 10, 15, 20, 25, 30)),
     lightgcn=LightGCNConfig(),
-    prompt=PromptConfig(history_len=20, neighbour_items=5, max_tokens=1024),
+    prompt=PromptConfig(history_len=20, k=5, neighbour_items=5, vote_k=30, max_tokens=1024),
     train=TrainConfig(lr=5e-4, beta=0.1, epochs=2, batch_size=16, grad_accum=2, eval_every=500, checkpoint_every=200),
-    k=5,
     eval_batch_size=64,
     notes="Paper scale: full splits, longer prompts; point model.source at a local Vicuna-7B folder.",
 )

@@ -32,7 +32,7 @@ from ragrec.evaluate import head_table
 from ragrec.lightgcn import LightGCNResult
 from ragrec.prompts import PromptBuilder
 from ragrec.results import Provenance, result_dir, write_csv
-from ragrec.retrieval import RETRIEVERS, GCNRetriever, Retriever, make_retriever
+from ragrec.retrieval import RETRIEVERS, GCNRetriever, LLMRetriever, Retriever, make_retriever
 from ragrec.train import TrainResult, attach_lora, predict_heads, train_multihead
 
 
@@ -77,7 +77,9 @@ def checkpoint_dir(profile: Profile, results_root: str | os.PathLike | None = No
     return result_dir(profile.name, profile.data.dataset, results_root) / "checkpoints"
 
 
-def fit_retrievers(prepared: Prepared, backbone: Backbone, names: tuple[str, ...], *, results_root=None) -> dict[str, Retriever]:
+def fit_retrievers(
+    prepared: Prepared, backbone: Backbone, names: tuple[str, ...], *, results_root=None, progress: bool = False
+) -> dict[str, Retriever]:
     """Fit the named retrievers on the training interactions. LightGCN embeddings are cached in
     the checkpoint folder. Call before LoRA is attached: the LLM retriever embeds users with the
     *untuned* backbone, as in the paper's LLM-based retrieval baseline."""
@@ -89,7 +91,7 @@ def fit_retrievers(prepared: Prepared, backbone: Backbone, names: tuple[str, ...
     for name in names:
         retriever = make_retriever(
             name, prepared.dataset, lightgcn=p.lightgcn, backbone=backbone,
-            history_items=p.prompt.history_len, llm_batch_size=p.eval_batch_size, seed=p.seed,
+            history_items=p.data.history_len, llm_batch_size=p.eval_batch_size, seed=p.seed, progress=progress,
         )
         if isinstance(retriever, GCNRetriever):
             # Keyed by the whole LightGCN config: another profile's embeddings are never reused.
@@ -101,6 +103,13 @@ def fit_retrievers(prepared: Prepared, backbone: Backbone, names: tuple[str, ...
             if not cache.exists():
                 retriever.result.save(cache)
         else:
+            if isinstance(retriever, LLMRetriever):
+                train = prepared.split.train
+                key = hashlib.sha1(
+                    repr((backbone.name, retriever.history_items, retriever.max_tokens, len(train),
+                          int(train["user"].sum()), int(train["item"].sum()), int(train["timestamp"].sum()))).encode()
+                ).hexdigest()[:10]
+                retriever.cache_vectors(checkpoint_dir(p, results_root) / f"llm_user_vectors_{key}.npy")
             retriever.fit(prepared.split.train, prepared.split.valid)
         out[name] = retriever
     return out
@@ -118,16 +127,17 @@ def context_neighbours(retriever: Retriever, samples: Samples, k: int) -> np.nda
 
 
 def encode_contexts(
-    builder: PromptBuilder, retrievers: dict[str, Retriever], samples: Samples, contexts: list[str], k: int
+    builder: PromptBuilder, retrievers: dict[str, Retriever], samples: Samples, contexts: list[str]
 ) -> list[list[int]]:
-    """Prompt ids for ``samples``, sample i built with context ``contexts[i]``."""
+    """Prompt ids for ``samples``, sample i built with context ``contexts[i]`` (the builder's
+    ``retrieve_k`` neighbours each)."""
     if len(contexts) != len(samples):
         raise ConfigError(f"{len(contexts)} contexts for {len(samples)} samples")
     prompts: list[list[int] | None] = [None] * len(samples)
     for name in dict.fromkeys(contexts):
         rows = np.flatnonzero(np.asarray(contexts) == name)
         subset = samples.subset(samples.frame.index[rows])
-        hoods = context_neighbours(retrievers[name], subset, k)
+        hoods = context_neighbours(retrievers[name], subset, builder.config.retrieve_k)
         for j, ids in enumerate(builder.encode_all(subset, hoods)):
             prompts[rows[j]] = ids
     return prompts
@@ -162,9 +172,9 @@ def train_model(
     p = prepared.profile
     config = p.train if beta is None else dataclasses.replace(p.train, beta=beta)
     contexts = mixed_contexts(len(prepared.train), p.contexts, p.seed)
-    prompts = encode_contexts(builder, retrievers, prepared.train, contexts, p.k)
+    prompts = encode_contexts(builder, retrievers, prepared.train, contexts)
     valid_ctx = "gcn" if "gcn" in retrievers else p.contexts[0]
-    valid_prompts = encode_contexts(builder, retrievers, prepared.valid, [valid_ctx] * len(prepared.valid), p.k)
+    valid_prompts = encode_contexts(builder, retrievers, prepared.valid, [valid_ctx] * len(prepared.valid))
     tuned = attach_lora(backbone, config.lora, seed=p.seed)
     heads = ExitHeads(tuned, p.model.head_layers)
     directory = checkpoint_dir(p, results_root) / f"model_beta{config.beta:g}"
@@ -208,7 +218,7 @@ def evaluate_contexts(
     labels = prepared.test.frame["label"].to_numpy()
     tables = []
     for ctx in contexts:
-        prompts = encode_contexts(builder, retrievers, prepared.test, [ctx] * len(prepared.test), p.k)
+        prompts = encode_contexts(builder, retrievers, prepared.test, [ctx] * len(prepared.test))
         per_head = predict_heads(model.backbone, model.heads, prompts, p.eval_batch_size, progress=progress)
         name = f"predictions_{ctx}.csv" if variant == "main" else f"predictions_{ctx}_{variant}.csv"
         write_csv(predictions_frame(prepared.test, per_head, model.heads.head_layers), out_dir / name)
@@ -230,7 +240,7 @@ def run_recommender(profile: Profile, *, data_root=None, results_root=None, beta
     torch.manual_seed(profile.seed)
     prepared = prepare_data(profile, data_root=data_root)
     backbone = load_model(profile, prepared.dataset)
-    retrievers = fit_retrievers(prepared, backbone, profile.contexts, results_root=results_root)
+    retrievers = fit_retrievers(prepared, backbone, profile.contexts, results_root=results_root, progress=progress)
     builder = PromptBuilder(prepared.dataset, backbone, retrievers[profile.contexts[0]].sequences, profile.prompt)
     model = train_model(prepared, backbone, retrievers, builder, results_root=results_root, progress=progress)
     heads = evaluate_contexts(prepared, model, retrievers, builder, profile.contexts, results_root=results_root, progress=progress)

@@ -2,9 +2,12 @@
 
 The paper's template is ``[instruction] + [target user's history] + [similar users' histories] +
 [target item]`` answered with Yes/No. Every interaction shown is strictly earlier than the
-sample and, for other users, a *training* interaction (DESIGN §5). For each neighbour we also
-say how they rated the target item when they did so before the sample's time: a collaborative
-signal a small LLM can learn to read.
+sample and, for other users, a *training* interaction (DESIGN §5). The retrieved users also
+give a collaborative signal on the target a small LLM can learn to read: how many of the
+``vote_k`` most similar users rated the target before the sample's time and their average
+rating, and for each shown neighbour whether and how they rated it. The user's average rating
+over the history window is stated too (a 135M model reads one number more easily than it
+averages ten).
 
 Under a token budget the prompt is shortened in this order, never touching the instruction, the
 target item or the question: the oldest items of the furthest neighbour first, then whole
@@ -31,43 +34,55 @@ class PromptConfig:
     """How much context a prompt carries.
 
     Attributes:
-        history_len: items of the target user's own history shown (most recent).
-        neighbour_items: items shown per retrieved neighbour (most recent before the sample).
+        history_len: items of the target user's own history shown (most recent). The average
+            rating line covers the sample's whole history window (``DataSettings.history_len``).
+        k: retrieved neighbours whose own recent items are shown.
+        neighbour_items: items shown per shown neighbour (most recent before the sample).
+        vote_k: neighbours polled for the target: "n of vote_k similar users rated it, average
+            r" — the retrieved users' collaborative signal on the target item. 0 turns it off.
         max_tokens: token budget of the whole rendered prompt (chat template included).
     """
 
     history_len: int = 10
+    k: int = 3
     neighbour_items: int = 3
+    vote_k: int = 20
     max_tokens: int = 256
 
     def __post_init__(self) -> None:
-        if self.history_len < 1 or self.neighbour_items < 0 or self.max_tokens < 8:
+        if self.history_len < 1 or self.k < 0 or self.neighbour_items < 0 or self.vote_k < 0 or self.max_tokens < 8:
             raise ConfigError(f"invalid prompt configuration {self}")
+
+    @property
+    def retrieve_k(self) -> int:
+        """How many neighbours a prompt needs from the retriever."""
+        return max(self.k, self.vote_k)
 
 
 @dataclass
 class _Parts:
-    """The pieces of one prompt as lists of lines, so truncation drops whole items."""
+    """The pieces of one prompt, so truncation can drop whole items."""
 
     history: list[str]
-    neighbours: list[list[str]]  # per neighbour: its item lines
-    neighbour_target: list[str | None]  # per neighbour: how it rated the target, if it did
+    neighbours: list[list[str]]  # per shown neighbour: its items
+    neighbour_target: list[str | None]  # per shown neighbour: how it rated the target, if it did
     target: str
     mean_rating: float | None = None
+    vote: tuple[int, int, float | None] | None = None  # (raters, polled, their mean rating)
     scale: int = 5
     noun: str = field(default="item")
 
     def render(self) -> str:
-        lines = [f"A user's ratings, oldest first (scale 1-{self.scale}):"]
-        lines += [f"- {h}" for h in self.history] or ["- (none)"]
-        if self.mean_rating is not None and self.history:
-            lines.append(f"Their average rating: {self.mean_rating:.1f}")
-        if self.neighbours:
-            lines.append("Users with similar taste:")
-            for j, (items, rated) in enumerate(zip(self.neighbours, self.neighbour_target)):
-                said = f"rated the target {rated}" if rated else "has not rated the target"
-                shown = "; ".join(items) if items else "no earlier ratings"
-                lines.append(f"User {j + 1} ({said}): {shown}")
+        lines = [f"User's recent ratings (1-{self.scale}): " + ("; ".join(self.history) or "none")]
+        if self.mean_rating is not None:
+            lines.append(f"User's average rating: {self.mean_rating:.1f}")
+        if self.vote is not None:
+            raters, polled, mean = self.vote
+            said = f", average {mean:.1f}" if raters else ""
+            lines.append(f"Similar users who rated this {self.noun}: {raters} of {polled}{said}")
+        for j, (items, rated) in enumerate(zip(self.neighbours, self.neighbour_target)):
+            said = f"rated it {rated}" if rated else "not rated"
+            lines.append(f"Similar user {j + 1} ({said}): " + ("; ".join(items) or "none"))
         lines.append(f"Target {self.noun}: {self.target}")
         lines.append(f"Will the user like the target {self.noun}? Answer Yes or No.")
         return "\n".join(lines)
@@ -114,27 +129,30 @@ class PromptBuilder:
         """The untruncated pieces of one sample's prompt (see the module docstring)."""
         row = samples.frame.loc[sample_id]
         items, ratings, _ = samples.history(sample_id)
-        items, ratings = items[-self.config.history_len:], ratings[-self.config.history_len:]
         target = int(row["item"])
-        hoods, rated = [], []
-        for n in [] if neighbours is None else np.asarray(neighbours).ravel():
-            if n < 0:  # padding: fewer than k users qualified
-                continue
+        hoods, rated, votes = [], [], []
+        polled = [] if neighbours is None else [int(n) for n in np.asarray(neighbours).ravel() if n >= 0]
+        for j, n in enumerate(polled):  # -1 is padding: fewer users qualified
             # All of the neighbour's training events before the sample (to find the target),
             # of which the most recent ``neighbour_items`` are shown.
             n_items, n_ratings, _ = neighbour_events(
-                self.train, int(n), int(row["timestamp"]), 1 << 30, has_timestamps=self.dataset.has_timestamps
+                self.train, n, int(row["timestamp"]), 1 << 30, has_timestamps=self.dataset.has_timestamps
             )
             hit = np.flatnonzero(n_items == target)
-            rated.append(f"{n_ratings[hit[-1]]:g}" if len(hit) else None)
-            shown = slice(max(0, len(n_items) - self.config.neighbour_items), len(n_items))
-            hoods.append([self._short(i, r) for i, r in zip(n_items[shown], n_ratings[shown])])
+            if len(hit) and j < self.config.vote_k:
+                votes.append(float(n_ratings[hit[-1]]))
+            if j < self.config.k:
+                rated.append(f"{n_ratings[hit[-1]]:g}" if len(hit) else None)
+                shown = slice(max(0, len(n_items) - self.config.neighbour_items), len(n_items))
+                hoods.append([self._short(i, r) for i, r in zip(n_items[shown], n_ratings[shown])])
+        n_polled = min(len(polled), self.config.vote_k)
         return _Parts(
-            history=[self._short(i, r) for i, r in zip(items, ratings)],
+            history=[self._short(i, r) for i, r in zip(items[-self.config.history_len:], ratings[-self.config.history_len:])],
             neighbours=hoods,
             neighbour_target=rated,
             target=item_line(self.dataset, target),
             mean_rating=float(np.mean(ratings)) if len(ratings) else None,
+            vote=(len(votes), n_polled, float(np.mean(votes)) if votes else None) if n_polled else None,
             scale=self.scale,
             noun=self.noun,
         )
@@ -157,6 +175,7 @@ class PromptBuilder:
                 )
 
     def encode_all(self, samples: Samples, neighbours: np.ndarray | None = None) -> list[list[int]]:
-        """Encode every sample; ``neighbours`` is ``[len(samples), k]`` (row i for sample i) or None."""
+        """Encode every sample; ``neighbours`` is ``[len(samples), retrieve_k]`` (row i for sample
+        i, most similar first) or None."""
         ids = samples.frame.index
         return [self.encode(samples, sid, None if neighbours is None else neighbours[i]) for i, sid in enumerate(ids)]

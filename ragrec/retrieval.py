@@ -42,10 +42,12 @@ needs nothing. Without a usable history a :class:`~ragrec.errors.DataError` name
 
 from __future__ import annotations
 
+import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -488,6 +490,14 @@ class LLMRetriever(VectorRetriever):
         self.history_items = history_items
         self.batch_size = batch_size
         self.max_tokens = max_tokens
+        self._cache: Path | None = None
+
+    def cache_vectors(self, path: str | os.PathLike) -> LLMRetriever:
+        """Keep the fit-time user vectors in ``path`` (``.npy``): a later fit on the *same*
+        training interactions with the same backbone and text settings loads them instead of
+        re-embedding every user (minutes on a CPU). The caller keys the path by those inputs."""
+        self._cache = Path(path)
+        return self
 
     def user_text(self, user: int) -> str:
         """The text of a user's ``history_items`` most recent training interactions."""
@@ -496,12 +506,24 @@ class LLMRetriever(VectorRetriever):
 
     def _fit(self, train, valid) -> None:
         counts = np.diff(self.sequences.offsets)
-        known = np.flatnonzero(counts > 0)
-        vectors = np.zeros((self.n_users, self.backbone.hidden_size), dtype=np.float32)
-        vectors[known] = embed_texts(
-            self.backbone, [self.user_text(u) for u in known],
-            batch_size=self.batch_size, max_tokens=self.max_tokens, progress=self.progress,
-        )
+        shape = (self.n_users, self.backbone.hidden_size)
+        if self._cache is not None and self._cache.is_file():
+            vectors = np.load(self._cache)
+            if vectors.shape != shape:
+                raise ConfigError(f"cached LLM user vectors {self._cache} have shape {vectors.shape}, expected {shape}; delete the file")
+        else:
+            known = np.flatnonzero(counts > 0)
+            vectors = np.zeros(shape, dtype=np.float32)
+            vectors[known] = embed_texts(
+                self.backbone, [self.user_text(u) for u in known],
+                batch_size=self.batch_size, max_tokens=self.max_tokens, progress=self.progress,
+            )
+            if self._cache is not None:
+                from ragrec.results import atomic_path
+
+                with atomic_path(self._cache) as tmp:
+                    with open(tmp, "wb") as handle:
+                        np.save(handle, vectors)
         self._set_vectors(vectors, counts > 0)
 
     def query_vectors(self, users, histories=None, *, precomputed: bool = False) -> np.ndarray:

@@ -21,7 +21,7 @@ def setup():
 
 def test_prompt_never_shows_interactions_after_the_sample_or_outside_training(setup):
     ds, split, samples, train, bb = setup
-    builder = PromptBuilder(ds, bb, train, PromptConfig(history_len=8, neighbour_items=50, max_tokens=4000))
+    builder = PromptBuilder(ds, bb, train, PromptConfig(history_len=8, k=3, neighbour_items=50, max_tokens=4000))
     inter = split.interactions
     rng = np.random.default_rng(0)
     for sid in rng.choice(samples.part("test").frame.index, 15, replace=False):
@@ -30,15 +30,15 @@ def test_prompt_never_shows_interactions_after_the_sample_or_outside_training(se
         text = builder.parts(samples, sid, neighbours).render()
         lines = text.splitlines()
         for j, n in enumerate(neighbours):
-            line = next(x for x in lines if x.startswith(f"User {j + 1} ("))
+            line = next(x for x in lines if x.startswith(f"Similar user {j + 1} ("))
             shown = set(line.split("): ", 1)[1].split("; "))
             theirs = inter[inter["user"] == n]
             allowed = theirs[(theirs["timestamp"] < row["timestamp"]) & (theirs["split"] == "train")]
-            assert shown <= {f"{ds.items.at[i, 'title']} ({r:g})" for i, r in zip(allowed["item"], allowed["rating"])} | {"no earlier ratings"}
-            assert len(shown) == min(len(allowed), 50) or shown == {"no earlier ratings"}
-        own_future = inter[(inter["user"] == row["user"]) & (inter["timestamp"] >= row["timestamp"])]
-        for item, rating in zip(own_future["item"], own_future["rating"]):
-            assert f"- {ds.items.at[item, 'title']} ({rating:g})" not in text
+            assert shown <= {f"{ds.items.at[i, 'title']} ({r:g})" for i, r in zip(allowed["item"], allowed["rating"])} | {"none"}
+            assert len(shown) == min(len(allowed), 50) or shown == {"none"}
+        own = set(lines[0].split(": ", 1)[1].split("; "))
+        mine = inter[(inter["user"] == row["user"]) & (inter["timestamp"] < row["timestamp"]) & (inter["split"] == "train")]
+        assert own <= {f"{ds.items.at[i, 'title']} ({r:g})" for i, r in zip(mine["item"], mine["rating"])}
 
 
 def test_neighbour_rating_of_the_target_is_shown_only_when_earlier(setup):
@@ -54,9 +54,13 @@ def test_neighbour_rating_of_the_target_is_shown_only_when_earlier(setup):
             break
     else:
         pytest.skip("no sample with raters both before and after")
-    parts = builder.parts(samples, sid, np.array([before["user"].iloc[0], after["user"].iloc[0]]))
-    assert parts.neighbour_target[0] == f"{before['rating'].iloc[0]:g}"
-    assert parts.neighbour_target[1] is None or after["user"].iloc[0] in set(before["user"])
+    late = after[~after["user"].isin(before["user"])]
+    if late.empty:
+        pytest.skip("every later rater also rated earlier")
+    parts = builder.parts(samples, sid, np.array([before["user"].iloc[0], late["user"].iloc[0]]))
+    assert parts.neighbour_target == [f"{before['rating'].iloc[0]:g}", None]
+    # The vote over the polled neighbours counts only the earlier rating.
+    assert parts.vote == (1, 2, pytest.approx(float(before["rating"].iloc[0])))
 
 
 def test_budget_truncation_keeps_target_and_question(setup):
