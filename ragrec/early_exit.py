@@ -137,6 +137,29 @@ def plain_full_forward_p_yes(backbone: Backbone, input_ids: Tensor, attention_ma
     return p_yes_from_logits(answer)
 
 
+def length_sorted_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Prompt indices grouped into batches of similar length, longest first (an out-of-memory
+    batch shows up at once, not at the end). The engine batches with this; so must any baseline
+    that is compared with it (same prompts, same batches, same padding)."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def pad_prompts(batch: Sequence[Sequence[int]], pad_id: int, padding_side: str = "left") -> tuple[Tensor, Tensor]:
+    """Token-id lists → ids ``[B, T]`` (long, ``pad_id`` in the padding) and a bool mask ``[B, T]``
+    (True = real token), padded on ``padding_side`` to the longest prompt."""
+    seq_len = max(len(p) for p in batch)
+    ids = torch.full((len(batch), seq_len), pad_id, dtype=torch.long)
+    valid = torch.zeros((len(batch), seq_len), dtype=torch.bool)
+    for r, prompt in enumerate(batch):
+        span = slice(seq_len - len(prompt), seq_len) if padding_side == "left" else slice(0, len(prompt))
+        ids[r, span] = torch.as_tensor(prompt, dtype=torch.long)
+        valid[r, span] = True
+    return ids, valid
+
+
 # --------------------------------------------------------------------------------------------
 # exit heads
 
@@ -619,12 +642,9 @@ class EarlyExitEngine:
         per_head_p = np.full((n, n_heads), np.nan)
         p_yes = np.full(n, np.nan)
         exit_layer = np.zeros(n, dtype=np.int64)
-        # Longest first: an out-of-memory batch shows up at once, not at the end.
-        order = sorted(range(n), key=lambda i: -len(prompts[i]))
         layers_run = 0
         with torch.inference_mode():
-            for start in range(0, n, batch_size):
-                idx = order[start : start + batch_size]
+            for idx in length_sorted_batches(prompts, batch_size):
                 layers_run += self._run_batch(
                     [prompts[i] for i in idx], np.asarray(idx), padding_side, per_head_p, p_yes, exit_layer
                 )
@@ -647,14 +667,7 @@ class EarlyExitEngine:
     ) -> int:
         """Run one padded batch; fills the result arrays at ``rows``; returns row-layers computed."""
         core, heads, device = self.core, self.heads, self.backbone.device
-        seq_len = max(len(p) for p in batch)
-        pad_id = self.backbone.tokenizer.pad_token_id or 0  # any valid id: padding is masked out
-        ids = torch.full((len(batch), seq_len), pad_id, dtype=torch.long)
-        valid = torch.zeros((len(batch), seq_len), dtype=torch.bool)
-        for r, prompt in enumerate(batch):
-            span = slice(seq_len - len(prompt), seq_len) if padding_side == "left" else slice(0, len(prompt))
-            ids[r, span] = torch.as_tensor(prompt, dtype=torch.long)
-            valid[r, span] = True
+        ids, valid = pad_prompts(batch, self.backbone.tokenizer.pad_token_id or 0, padding_side)
         ids, valid = ids.to(device), valid.to(device)
 
         pos = positions_from_mask(valid)  # [B, T]
