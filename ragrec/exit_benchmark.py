@@ -792,7 +792,7 @@ def run_exit_benchmark(
         merged model; plain forward vs the saved predictions of the unmerged model).
     """
     from ragrec.experiment import (
-        checkpoint_dir, encode_contexts, fit_retrievers, load_model, prepare_data, train_model,
+        encode_contexts, fit_retrievers, load_model, load_trained_model, model_dir, prepare_data,
     )
     from ragrec.prompts import PromptBuilder
 
@@ -807,7 +807,7 @@ def run_exit_benchmark(
         path = out_dir / f"predictions_{ctx}.csv"
         if ctx == context or path.exists():
             saved[ctx] = read_csv(path)
-    final = checkpoint_dir(profile, results_root) / f"model_beta{profile.train.beta:g}" / "final"
+    final = model_dir(profile, results_root=results_root) / "final"
     if not final.is_dir():
         raise DataError(
             f"no trained model at {final}; run the recommender step for profile {profile.name!r} first "
@@ -827,7 +827,7 @@ def run_exit_benchmark(
         retrievers = fit_retrievers(prepared, base, names, results_root=results_root)
         builder = PromptBuilder(prepared.dataset, base, retrievers[names[0]].sequences, profile.prompt)
         tuned = load_model(profile, prepared.dataset)
-        model = train_model(prepared, tuned, retrievers, builder, results_root=results_root, progress=progress)
+        model = load_trained_model(prepared, tuned, results_root=results_root)
         backbone, heads = merged_for_inference(model.backbone, model.heads)
         head_layers = heads.head_layers
 

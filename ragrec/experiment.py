@@ -33,7 +33,7 @@ from ragrec.lightgcn import LightGCNResult
 from ragrec.prompts import PromptBuilder
 from ragrec.results import Provenance, result_dir, write_csv
 from ragrec.retrieval import RETRIEVERS, GCNRetriever, LLMRetriever, Retriever, make_retriever
-from ragrec.train import TrainResult, attach_lora, predict_heads, train_multihead
+from ragrec.train import TrainResult, attach_lora, load_trained, predict_heads, train_multihead
 
 
 @dataclass
@@ -177,12 +177,29 @@ def train_model(
     valid_prompts = encode_contexts(builder, retrievers, prepared.valid, [valid_ctx] * len(prepared.valid))
     tuned = attach_lora(backbone, config.lora, seed=p.seed)
     heads = ExitHeads(tuned, p.model.head_layers)
-    directory = checkpoint_dir(p, results_root) / f"model_beta{config.beta:g}"
+    directory = model_dir(p, config.beta, results_root)
     result = train_multihead(
         tuned, heads, prompts, prepared.train.frame["label"].to_numpy(), config, directory,
         valid=(valid_prompts, prepared.valid.frame["label"].to_numpy()), progress=progress,
     )
     return TrainedModel(tuned, heads, result, config.beta)
+
+
+def model_dir(profile: Profile, beta: float | None = None, results_root=None) -> Path:
+    """Where the model trained with ``beta`` (default: the profile's) keeps its checkpoints."""
+    return checkpoint_dir(profile, results_root) / f"model_beta{profile.train.beta if beta is None else beta:g}"
+
+
+def load_trained_model(prepared: Prepared, backbone: Backbone, *, beta: float | None = None, results_root=None) -> TrainedModel:
+    """The finished model of the recommender step, reloaded (never trained here): LoRA is
+    attached to ``backbone`` and the adapters and heads are loaded. ModelError if absent."""
+    p = prepared.profile
+    beta = p.train.beta if beta is None else beta
+    tuned = attach_lora(backbone, p.train.lora, seed=p.seed)
+    heads = ExitHeads(tuned, p.model.head_layers)
+    result = load_trained(model_dir(p, beta, results_root), tuned, heads)
+    tuned.model.eval(), heads.eval()
+    return TrainedModel(tuned, heads, result, beta)
 
 
 def predictions_frame(samples: Samples, per_head_p: np.ndarray, head_layers) -> pd.DataFrame:

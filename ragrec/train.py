@@ -200,15 +200,29 @@ def _save_checkpoint(directory: Path, name: str, backbone: Backbone, heads: Exit
     return final
 
 
-def _load_into(path: Path, backbone: Backbone, heads: ExitHeads, fingerprint: dict) -> dict:
-    state = json.loads((path / _STATE).read_text())
-    theirs = state["fingerprint"]
+def _check_layout(path: Path, theirs: dict, ours: dict) -> None:
     for key in ("model", "num_layers", "head_layers"):
-        if theirs[key] != fingerprint[key]:
-            raise ModelError(f"checkpoint {path} was made for {key}={theirs[key]}, but this run has {fingerprint[key]}")
+        if theirs[key] != ours[key]:
+            raise ModelError(f"checkpoint {path} was made for {key}={theirs[key]}, but this run has {ours[key]}")
+
+
+def _load_into(path: Path, backbone: Backbone, heads: ExitHeads, fingerprint: dict) -> dict:
+    if not (path / _STATE).is_file():
+        raise ModelError(f"no training checkpoint at {path} (expected {_STATE}, adapter and head safetensors)")
+    state = json.loads((path / _STATE).read_text())
+    _check_layout(path, state["fingerprint"], fingerprint)
     set_peft_model_state_dict(backbone.model, load_file(path / "adapter.safetensors"))
     heads.load_state_dict(load_file(path / "heads.safetensors"))
     return state
+
+
+def load_trained(directory: str | os.PathLike, backbone: Backbone, heads: ExitHeads) -> TrainResult:
+    """Load the finished run in ``directory/final`` into ``backbone`` (with LoRA attached) and
+    ``heads``; ModelError when it is missing or was trained for another model or head layout."""
+    layout = {"model": backbone.name, "num_layers": backbone.num_layers, "head_layers": list(heads.head_layers)}
+    state = _load_into(Path(directory) / "final", backbone, heads, layout)
+    r = state["result"]
+    return TrainResult(r["steps"], r["seconds"], r["loss"], r["valid_auc"], resumed_from=r["steps"])
 
 
 def _latest(directory: Path) -> Path | None:
@@ -248,11 +262,11 @@ def train_multihead(
     weights = weights / weights.sum()
 
     if (directory / "final" / _STATE).is_file():
-        state = _load_into(directory / "final", backbone, heads, fingerprint)
+        state = json.loads((directory / "final" / _STATE).read_text())
+        _check_layout(directory / "final", state["fingerprint"], fingerprint)
         if state["fingerprint"] != fingerprint:
             raise ModelError(f"{directory / 'final'} was trained with other settings; delete it or use another checkpoint_dir")
-        r = state["result"]
-        return TrainResult(r["steps"], r["seconds"], r["loss"], r["valid_auc"], resumed_from=r["steps"])
+        return load_trained(directory, backbone, heads)
 
     batches_per_epoch = math.ceil(len(prompts) / config.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
