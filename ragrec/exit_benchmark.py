@@ -15,7 +15,7 @@ at the same AUC), all in one process run:
 2. **Real engine vs plain forward** (:func:`benchmark_engine`): the
    :class:`~ragrec.early_exit.EarlyExitEngine` at chosen τ values and the plain Hugging Face
    full-depth forward of the same (LoRA-merged) model, on the same prompts, cut into the same
-   batches (:func:`ragrec.early_exit.length_sorted_batches`: longest first, similar lengths),
+   batches (:func:`ragrec.batching.length_sorted_batches`: longest first, similar lengths),
    padded the same way, same batch size and threads. Each batch is one timed call
    (:func:`ragrec.timing.time_calls`). Methods are interleaved within every repeat (their order
    rotates between repeats) so machine drift hits all of them alike; the first repeat starts with
@@ -71,6 +71,7 @@ import pandas as pd
 import torch
 
 from ragrec.backbone import Backbone
+from ragrec.batching import length_sorted_batches, pad_prompts
 from ragrec.data import Samples
 from ragrec.early_exit import (
     EarlyExitEngine,
@@ -78,8 +79,6 @@ from ragrec.early_exit import (
     ExitResult,
     NeverExit,
     StabilityExit,
-    length_sorted_batches,
-    pad_prompts,
     plain_full_forward_p_yes,
     simulate_exits,
     unwrap_llama,

@@ -55,6 +55,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ragrec.batching import length_sorted_batches, pad_prompts
 from ragrec.data import Dataset, UserSequences
 from ragrec.errors import ConfigError, DataError
 from ragrec.graph import BipartiteGraph, build_graph
@@ -436,17 +437,10 @@ def embed_texts(
     decoder = backbone.model.get_decoder()
     device = backbone.device
     out = np.zeros((len(ids), backbone.hidden_size), dtype=np.float32)
-    order = np.argsort([len(x) for x in ids], kind="stable")
     with torch.inference_mode():
-        starts = range(0, len(order), batch_size)
-        for start in tqdm(starts, desc="LLM embeddings", unit="batch", disable=not progress, leave=False):
-            rows = order[start : start + batch_size]
-            width = max(len(ids[r]) for r in rows)
-            input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for j, r in enumerate(rows):
-                input_ids[j, : len(ids[r])] = torch.tensor(ids[r])
-                mask[j, : len(ids[r])] = 1
+        batches = length_sorted_batches(ids, batch_size)
+        for rows in tqdm(batches, desc="LLM embeddings", unit="batch", disable=not progress, leave=False):
+            input_ids, mask = pad_prompts([ids[r] for r in rows], pad, "right")
             input_ids, mask = input_ids.to(device), mask.to(device)
             hidden = decoder(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
             m = mask.unsqueeze(-1).to(hidden.dtype)

@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ragrec.backbone import Backbone
+from ragrec.batching import length_sorted_batches, pad_prompts
 from ragrec.early_exit import ExitHeads
 from ragrec.errors import ConfigError, ModelError
 from ragrec.evaluate import auc
@@ -125,17 +126,6 @@ def parameter_groups(backbone: Backbone, heads: ExitHeads, lr0: float, beta: flo
     ]
 
 
-def pad_batch(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token id lists to ``[B, T]`` ids and a ``[B, T]`` attention mask (1 = real)."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for r, p in enumerate(prompts):
-        ids[r, : len(p)] = torch.tensor(p, dtype=torch.long)
-        mask[r, : len(p)] = 1
-    return ids, mask
-
-
 def _pad_id(backbone: Backbone) -> int:
     tok = backbone.tokenizer
     return int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
@@ -145,14 +135,12 @@ def _pad_id(backbone: Backbone) -> int:
 def predict_heads(backbone: Backbone, heads: ExitHeads, prompts: Sequence[Sequence[int]], batch_size: int = 16, progress: bool = False) -> np.ndarray:
     """P(Yes) of every head for every prompt, ``[N, n_heads]``, from full forwards (batches of
     similar length, results in the original order)."""
-    order = np.argsort([len(p) for p in prompts], kind="stable")
     out = np.empty((len(prompts), len(heads.head_layers)), dtype=np.float64)
     was_training = backbone.model.training
     backbone.model.eval(), heads.eval()
     pad = _pad_id(backbone)
-    for start in tqdm(range(0, len(order), batch_size), desc="predict", disable=not progress, leave=False):
-        rows = order[start : start + batch_size]
-        ids, mask = pad_batch([prompts[r] for r in rows], pad)
+    for rows in tqdm(length_sorted_batches(prompts, batch_size), desc="predict", disable=not progress, leave=False):
+        ids, mask = pad_prompts([prompts[r] for r in rows], pad, "right")
         logits = heads.forward_all(backbone.model, ids.to(backbone.device), mask.to(backbone.device))
         out[rows] = torch.softmax(logits.float(), dim=-1)[..., 1].cpu().numpy()
     backbone.model.train(was_training)
@@ -305,7 +293,7 @@ def train_multihead(
             rows = order[b * config.batch_size : (b + 1) * config.batch_size]
             if len(rows) == 0:
                 break
-            ids, mask = pad_batch([prompts[r] for r in rows], pad)
+            ids, mask = pad_prompts([prompts[r] for r in rows], pad, "right")
             logits = heads.forward_all(backbone.model, ids.to(device), mask.to(device)).float()  # [B, H, 2]
             y = torch.as_tensor(labels[rows], device=device)
             per_head = torch.stack([F.cross_entropy(logits[:, h], y) for h in range(logits.shape[1])])
