@@ -138,6 +138,25 @@ def plain_full_forward_p_yes(backbone: Backbone, input_ids: Tensor, attention_ma
     return p_yes_from_logits(answer)
 
 
+def check_prompts(backbone: Backbone, prompts: Sequence[Sequence[int]]) -> None:
+    """ConfigError for an empty list, an empty prompt, one longer than the model's context or
+    token ids outside its vocabulary (the engine and any baseline scored beside it)."""
+    if len(prompts) == 0:
+        raise ConfigError("no prompts to score; pass a non-empty list of token-id lists")
+    config = unwrap_llama(backbone.model).config
+    max_pos, vocab = int(config.max_position_embeddings), int(config.vocab_size)
+    for i, prompt in enumerate(prompts):
+        if len(prompt) == 0:
+            raise ConfigError(f"prompt {i} is empty; every prompt needs at least one token")
+        if len(prompt) > max_pos:
+            raise ConfigError(
+                f"prompt {i} has {len(prompt)} tokens but the model takes at most {max_pos} "
+                "(config.max_position_embeddings); lower the prompt token budget"
+            )
+        if min(prompt) < 0 or max(prompt) >= vocab:
+            raise ConfigError(f"prompt {i} has token ids outside the vocabulary 0..{vocab - 1}")
+
+
 # --------------------------------------------------------------------------------------------
 # exit heads
 
@@ -587,24 +606,11 @@ class EarlyExitEngine:
         self.criterion = criterion
 
     def _validate(self, prompts: Sequence[Sequence[int]], batch_size: int, padding_side: str) -> None:
-        if len(prompts) == 0:
-            raise ConfigError("predict() got no prompts; pass a non-empty list of token-id lists")
+        check_prompts(self.backbone, prompts)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if padding_side not in ("left", "right"):
             raise ConfigError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-        max_pos = int(self.core.config.max_position_embeddings)
-        vocab = int(self.core.config.vocab_size)
-        for i, prompt in enumerate(prompts):
-            if len(prompt) == 0:
-                raise ConfigError(f"prompt {i} is empty; every prompt needs at least one token")
-            if len(prompt) > max_pos:
-                raise ConfigError(
-                    f"prompt {i} has {len(prompt)} tokens but the model takes at most {max_pos} "
-                    "(config.max_position_embeddings); lower the prompt token budget"
-                )
-            if min(prompt) < 0 or max(prompt) >= vocab:
-                raise ConfigError(f"prompt {i} has token ids outside the vocabulary 0..{vocab - 1}")
 
     def predict(
         self, prompts: list[list[int]], batch_size: int, padding_side: Literal["left", "right"] = "left"

@@ -79,6 +79,7 @@ from ragrec.early_exit import (
     ExitResult,
     NeverExit,
     StabilityExit,
+    check_prompts,
     plain_full_forward_p_yes,
     simulate_exits,
     unwrap_llama,
@@ -398,21 +399,6 @@ def engine_points(sweep: pd.DataFrame, tolerance: float, *, first_head: str = "w
 
 # --------------------------------------------------------------------------------------------
 # 2. the real engine against the plain forward
-
-
-def check_prompts(backbone: Backbone, prompts: Sequence[Sequence[int]]) -> None:
-    """ConfigError for an empty list, an empty prompt or one longer than the model's context."""
-    if len(prompts) == 0:
-        raise ConfigError("no prompts to score; pass a non-empty list of token-id lists")
-    max_pos = int(unwrap_llama(backbone.model).config.max_position_embeddings)
-    for i, prompt in enumerate(prompts):
-        if len(prompt) == 0:
-            raise ConfigError(f"prompt {i} is empty; every prompt needs at least one token")
-        if len(prompt) > max_pos:
-            raise ConfigError(
-                f"prompt {i} has {len(prompt)} tokens but the model takes at most {max_pos} "
-                "(config.max_position_embeddings); lower the prompt token budget"
-            )
 
 
 def plain_predict(backbone: Backbone, prompts: Sequence[Sequence[int]], batch_size: int,
