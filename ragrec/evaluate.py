@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 from sklearn.metrics import log_loss, roc_auc_score
 
 from ragrec.errors import DataError
@@ -46,14 +47,22 @@ def _bootstrap_rows(n: int, n_boot: int, seed: int) -> np.ndarray:
 
 
 def _resampled_aucs(labels: np.ndarray, scores: Sequence[np.ndarray], rows: np.ndarray) -> np.ndarray:
-    """AUC of every score vector on every resample that holds both classes: [n_kept, len(scores)]."""
-    out = []
-    for idx in rows:
-        y = labels[idx]
-        if y.min() == y.max():
-            continue
-        out.append([roc_auc_score(y, s[idx]) for s in scores])
-    return np.asarray(out)
+    """AUC of every score vector on every resample that holds both classes: ``[n_kept, len(scores)]``.
+
+    Mann–Whitney form on average ranks (ties count ½), vectorised over resamples: the same value
+    as ``roc_auc_score`` on each resample (checked in the tests), orders of magnitude faster
+    than calling it a thousand times.
+    """
+    y = labels[rows]  # [B, n]
+    n_pos = y.sum(1)
+    n_neg = y.shape[1] - n_pos
+    keep = (n_pos > 0) & (n_neg > 0)
+    y, n_pos, n_neg = y[keep], n_pos[keep], n_neg[keep]
+    out = np.empty((len(y), len(scores)))
+    for j, s in enumerate(scores):
+        ranks = rankdata(s[rows[keep]], axis=1)  # average ranks within each resample
+        out[:, j] = ((ranks * y).sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return out
 
 
 def auc_ci(labels, scores, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:

@@ -52,3 +52,15 @@ def test_one_class_or_mismatched_inputs_are_clear_errors():
         auc([0, 1, 1], [0.2, 0.3])
     with pytest.raises(DataError, match="shape"):
         head_table([0, 1], np.zeros((2, 3)), [5, 30], context="none")
+
+
+def test_vectorised_bootstrap_aucs_equal_sklearn_on_each_resample():
+    from ragrec.evaluate import _resampled_aucs
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 60)
+    s = np.round(rng.uniform(size=60), 1)  # many ties
+    rows = rng.integers(0, 60, size=(25, 60))
+    fast = _resampled_aucs(y, [s], rows)[:, 0]
+    slow = [roc_auc_score(y[r], s[r]) for r in rows if 0 < y[r].sum() < 60]
+    np.testing.assert_allclose(fast, slow, atol=1e-12)

@@ -1,0 +1,90 @@
+"""The recommender's ablations, recomputed from its saved per-sample predictions.
+
+* **Context** — the same trained model evaluated with each prompt context (``none``, ``random``,
+  ``gcn``, ``llm``): every head's AUC with its bootstrap interval and the paired-bootstrap
+  difference AUC(reference) − AUC(context) on the same test samples (reference: ``gcn``).
+* **β** — depth-wise learning-rate decay (β > 0, the main model) against uniform learning rates
+  (β = 0, ``predictions_gcn_beta0.csv``), GCN context: per head, AUC of each and the paired
+  difference AUC(β > 0) − AUC(β = 0).
+
+Both read ``predictions_<context>[_<variant>].csv`` (columns ``sample_id``, ``label``,
+``p_head_<layer>``) written by :func:`ragrec.experiment.run_recommender`, so every number here
+can be recomputed from those files. The result is one long table, ``ablations.csv``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ragrec.errors import DataError
+from ragrec.evaluate import auc, auc_ci, paired_auc_difference
+from ragrec.results import read_csv
+
+ABLATION_COLUMNS = ("ablation", "variant", "reference", "head_layer", "auc", "auc_ci_low", "auc_ci_high",
+                    "reference_minus_variant", "diff_ci_low", "diff_ci_high", "n")
+
+
+def head_columns(frame: pd.DataFrame) -> list[str]:
+    """The ``p_head_<layer>`` columns, shallowest first."""
+    return sorted((c for c in frame.columns if c.startswith("p_head_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+
+
+def _load(directory: Path, name: str) -> pd.DataFrame | None:
+    path = directory / name
+    return read_csv(path).sort_values("sample_id").reset_index(drop=True) if path.exists() else None
+
+
+def compare(ablation: str, reference_name: str, reference: pd.DataFrame, variants: dict[str, pd.DataFrame], *,
+            n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per variant and head: AUC with interval, and AUC(reference) − AUC(variant) paired on the
+    same samples (the reference's own rows carry no difference)."""
+    rows = []
+    heads = head_columns(reference)
+    for name, frame in {reference_name: reference, **variants}.items():
+        if not frame["sample_id"].equals(reference["sample_id"]):
+            raise DataError(f"{ablation} ablation: {name!r} scores other samples than {reference_name!r}")
+        if head_columns(frame) != heads:
+            raise DataError(f"{ablation} ablation: {name!r} has heads {head_columns(frame)}, expected {heads}")
+        labels = frame["label"].to_numpy()
+        for col in heads:
+            lo, hi = auc_ci(labels, frame[col], n_boot=n_boot, seed=seed)
+            row = {"ablation": ablation, "variant": name, "reference": reference_name, "head_layer": int(col.rsplit("_", 1)[1]),
+                   "auc": auc(labels, frame[col]), "auc_ci_low": lo, "auc_ci_high": hi,
+                   "reference_minus_variant": float("nan"), "diff_ci_low": float("nan"), "diff_ci_high": float("nan"),
+                   "n": len(frame)}
+            if name != reference_name:
+                d = paired_auc_difference(labels, reference[col], frame[col], n_boot=n_boot, seed=seed)
+                row.update(reference_minus_variant=d.diff, diff_ci_low=d.ci_low, diff_ci_high=d.ci_high)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
+
+
+def context_ablation(directory: str | Path, contexts: tuple[str, ...], *, reference: str = "gcn", n_boot: int = 1000,
+                     seed: int = 0) -> pd.DataFrame:
+    """The context ablation from ``predictions_<context>.csv`` (contexts without a file are
+    skipped; empty table when the reference's file is absent)."""
+    d = Path(directory)
+    ref = _load(d, f"predictions_{reference}.csv")
+    if ref is None:
+        return pd.DataFrame(columns=list(ABLATION_COLUMNS))
+    variants = {c: f for c in contexts if c != reference and (f := _load(d, f"predictions_{c}.csv")) is not None}
+    return compare("context", reference, ref, variants, n_boot=n_boot, seed=seed)
+
+
+def beta_ablation(directory: str | Path, beta: float, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """The β ablation: the main model (depth-wise decay ``beta``) against β = 0, GCN context;
+    empty table when either predictions file is absent."""
+    d = Path(directory)
+    main, uniform = _load(d, "predictions_gcn.csv"), _load(d, "predictions_gcn_beta0.csv")
+    if main is None or uniform is None:
+        return pd.DataFrame(columns=list(ABLATION_COLUMNS))
+    return compare("beta", f"beta={beta:g}", main, {"beta=0": uniform}, n_boot=n_boot, seed=seed)
+
+
+def run_ablations(directory: str | Path, contexts: tuple[str, ...], beta: float, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Both ablations as one table (the ``ablations.csv`` of a results directory)."""
+    parts = [context_ablation(directory, contexts, n_boot=n_boot, seed=seed), beta_ablation(directory, beta, n_boot=n_boot, seed=seed)]
+    parts = [p for p in parts if not p.empty]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(ABLATION_COLUMNS))

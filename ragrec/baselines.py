@@ -1,0 +1,275 @@
+"""Classical CTR predictors on the LLM's own test samples: where the LLM recommender stands.
+
+Every baseline scores exactly the test samples the recommender is evaluated on
+(:func:`ragrec.experiment.prepare_data` with the same profile and seed) and is scored with the
+same AUC and bootstrap interval (:mod:`ragrec.evaluate`):
+
+* ``popularity`` — how many training interactions the target item has strictly before the
+  sample's time (all of them when the dataset has no real timestamps). Not a probability: AUC
+  only.
+* ``logistic_regression`` — scikit-learn ``LogisticRegression`` on one-hot user id, one-hot item
+  id and the item's attribute tokens (every item column but the title; comma/pipe/semicolon
+  separated values become one token each, e.g. ``genres=Comedy``, ``year=1995``), fitted on
+  *every* training-split CTR sample (uncapped: a classical model can afford them). A probability:
+  AUC and LogLoss.
+* ``lightgcn_score`` — LightGCN's own dot product ``e_u · e_i`` of the retriever's embeddings
+  (the same trained model the GCN-Retriever uses, reloaded from its checkpoint), as a CTR score.
+  The graph's edges are interactions, liked or not, so it scores "will interact" rather than
+  "will like". AUC only.
+* ``recent_mean_rating`` — the mean rating of the sample's own history (the up to ``history_len``
+  most recent training interactions strictly before it; the global training mean when empty).
+  AUC only.
+
+``run_baselines`` also reads the recommender's ``predictions_<context>.csv`` (final head) when
+present, so the table places the LLM among them, with paired-bootstrap AUC differences
+(LLM − baseline) on the same samples.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ragrec.config import Profile
+from ragrec.data import Dataset, Samples
+from ragrec.errors import ConfigError, DataError
+from ragrec.evaluate import auc, auc_ci, logloss, paired_auc_difference
+from ragrec.results import Provenance, read_csv, result_dir, write_csv
+
+BASELINES = ("popularity", "logistic_regression", "lightgcn_score", "recent_mean_rating")
+PROBABILISTIC = frozenset({"logistic_regression"})
+"""Baselines whose scores are probabilities, so a LogLoss is meaningful."""
+
+TABLE_COLUMNS = ("method", "kind", "auc", "auc_ci_low", "auc_ci_high", "logloss", "n", "n_train",
+                 "llm_minus_baseline", "diff_ci_low", "diff_ci_high")
+_SPLIT_TOKENS = re.compile(r"\s*[,|;]\s*")
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """How the baselines are fitted and scored.
+
+    Attributes:
+        methods: which of :data:`BASELINES` to run.
+        c: inverse L2 strength of the logistic regression.
+        max_iter: its solver's iteration cap.
+        attribute_columns: item columns used as attributes (None: every column but ``title``).
+        n_boot: bootstrap resamples for the intervals.
+        seed: bootstrap seed.
+    """
+
+    methods: tuple[str, ...] = BASELINES
+    c: float = 1.0
+    max_iter: int = 2000
+    attribute_columns: tuple[str, ...] | None = None
+    n_boot: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in BASELINES]
+        if unknown or not self.methods:
+            raise ConfigError(f"unknown baseline(s) {unknown}; choose from {BASELINES}")
+        if self.c <= 0 or self.max_iter < 1 or self.n_boot < 1:
+            raise ConfigError(f"need c > 0, max_iter ≥ 1, n_boot ≥ 1; got {self.c}, {self.max_iter}, {self.n_boot}")
+
+
+# --------------------------------------------------------------------------------------------
+# the four predictors
+
+
+def popularity_scores(train: pd.DataFrame, samples: Samples, *, has_timestamps: bool = True) -> np.ndarray:
+    """Per sample: the target item's training interactions strictly before the sample's time
+    (every training interaction of it when ``has_timestamps`` is False)."""
+    frame = samples.frame
+    items = frame["item"].to_numpy(np.int64)
+    if not has_timestamps:
+        counts = train["item"].value_counts()
+        return counts.reindex(items, fill_value=0).to_numpy(dtype=float)
+    ordered = train.sort_values(["item", "timestamp"], kind="stable")
+    t_items = ordered["item"].to_numpy(np.int64)
+    t_times = ordered["timestamp"].to_numpy(np.int64)
+    start = np.searchsorted(t_items, items, side="left")
+    end = np.searchsorted(t_items, items, side="right")
+    out = np.empty(len(items), dtype=float)
+    for j, (a, b, t) in enumerate(zip(start, end, frame["timestamp"].to_numpy(np.int64))):
+        out[j] = np.searchsorted(t_times[a:b], t, side="left")
+    return out
+
+
+def recent_mean_rating(samples: Samples, fallback: float) -> np.ndarray:
+    """Per sample: the mean rating of its history (``fallback`` when the history is empty)."""
+    frame = samples.frame
+    ratings = samples.sequences.ratings
+    out = np.full(len(frame), float(fallback))
+    for j, (a, b) in enumerate(zip(frame["hist_start"].to_numpy(np.int64), frame["hist_end"].to_numpy(np.int64))):
+        if b > a:
+            out[j] = float(ratings[a:b].mean())
+    return out
+
+
+def item_attribute_tokens(items: pd.DataFrame, columns: tuple[str, ...] | None = None) -> list[list[str]]:
+    """Per item (by dense id): ``column=value`` tokens of its attributes; multi-valued cells
+    (``"Action, Comedy"``) give one token per value, empty cells none."""
+    cols = [c for c in items.columns if c != "title"] if columns is None else list(columns)
+    absent = [c for c in cols if c not in items.columns]
+    if absent:
+        raise ConfigError(f"item attribute column(s) {absent} not in the dataset; it has {list(items.columns)}")
+    tokens: list[list[str]] = []
+    for _, row in items[cols].iterrows():
+        own = []
+        for col in cols:
+            own.extend(f"{col}={v}" for v in _SPLIT_TOKENS.split(str(row[col]).strip()) if v)
+        tokens.append(own)
+    return tokens
+
+
+def _features(samples: Samples, item_tokens: list[list[str]]) -> list[dict[str, float]]:
+    frame = samples.frame
+    return [
+        {f"user={u}": 1.0, f"item={i}": 1.0, **{t: 1.0 for t in item_tokens[i]}}
+        for u, i in zip(frame["user"].to_numpy(np.int64), frame["item"].to_numpy(np.int64))
+    ]
+
+
+def logistic_regression_scores(train: Samples, test: Samples, items: pd.DataFrame, config: BaselineConfig = BaselineConfig()) -> np.ndarray:
+    """P(label = 1) from a logistic regression on user id, item id and item attribute tokens,
+    fitted on ``train`` samples (ids/tokens never seen in training contribute nothing)."""
+    from sklearn.feature_extraction import DictVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    y = train.frame["label"].to_numpy(int)
+    if len(np.unique(y)) < 2:
+        raise DataError("the logistic regression needs both labels among the training samples")
+    tokens = item_attribute_tokens(items, config.attribute_columns)
+    vectorizer = DictVectorizer()
+    x_train = vectorizer.fit_transform(_features(train, tokens))
+    x_test = vectorizer.transform(_features(test, tokens))
+    model = LogisticRegression(C=config.c, max_iter=config.max_iter, solver="lbfgs")
+    model.fit(x_train, y)
+    return model.predict_proba(x_test)[:, 1]
+
+
+def lightgcn_scores(user_embeddings: np.ndarray, item_embeddings: np.ndarray, samples: Samples) -> np.ndarray:
+    """Per sample: ``e_u · e_i`` of the trained LightGCN read-out."""
+    frame = samples.frame
+    u = user_embeddings[frame["user"].to_numpy(np.int64)]
+    i = item_embeddings[frame["item"].to_numpy(np.int64)]
+    return np.einsum("nd,nd->n", u.astype(np.float64), i.astype(np.float64))
+
+
+# --------------------------------------------------------------------------------------------
+# scoring and the table
+
+
+def score_table(labels: np.ndarray, scores: dict[str, np.ndarray], kinds: dict[str, str], *, n_train: dict[str, int] | None = None,
+                reference: str | None = None, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """One row per method: AUC with its bootstrap interval, LogLoss (probabilities only), and —
+    when ``reference`` names one of ``scores`` — the paired-bootstrap AUC difference
+    reference − method on the same samples."""
+    rows = []
+    for method, s in scores.items():
+        lo, hi = auc_ci(labels, s, n_boot=n_boot, seed=seed)
+        row = {
+            "method": method, "kind": kinds.get(method, ""), "auc": auc(labels, s), "auc_ci_low": lo, "auc_ci_high": hi,
+            "logloss": logloss(labels, s) if _is_probability(method, kinds) else np.nan,
+            "n": len(s), "n_train": (n_train or {}).get(method, np.nan),
+            "llm_minus_baseline": np.nan, "diff_ci_low": np.nan, "diff_ci_high": np.nan,
+        }
+        if reference is not None and method != reference:
+            d = paired_auc_difference(labels, scores[reference], s, n_boot=n_boot, seed=seed)
+            row.update(llm_minus_baseline=d.diff, diff_ci_low=d.ci_low, diff_ci_high=d.ci_high)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def _is_probability(method: str, kinds: dict[str, str]) -> bool:
+    return method in PROBABILISTIC or kinds.get(method) == "llm"
+
+
+def score_baselines(dataset: Dataset, train_interactions: pd.DataFrame, train: Samples, test: Samples,
+                    embeddings: tuple[np.ndarray, np.ndarray] | None, config: BaselineConfig = BaselineConfig()) -> dict[str, np.ndarray]:
+    """Scores of every configured baseline on ``test`` (see the module docstring).
+
+    Args:
+        train_interactions: the split's training interactions (popularity, fallback rating).
+        train: training CTR samples (the logistic regression's data).
+        embeddings: LightGCN (user, item) embeddings, needed for ``lightgcn_score``.
+    """
+    out: dict[str, np.ndarray] = {}
+    for method in config.methods:
+        if method == "popularity":
+            out[method] = popularity_scores(train_interactions, test, has_timestamps=dataset.has_timestamps)
+        elif method == "logistic_regression":
+            out[method] = logistic_regression_scores(train, test, dataset.items, config)
+        elif method == "lightgcn_score":
+            if embeddings is None:
+                raise ConfigError("lightgcn_score needs the trained LightGCN embeddings")
+            out[method] = lightgcn_scores(*embeddings, test)
+        else:
+            out[method] = recent_mean_rating(test, float(train_interactions["rating"].mean()))
+    return out
+
+
+def llm_predictions(out_dir: os.PathLike, contexts: tuple[str, ...], sample_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """The recommender's final-head P(Yes) per context from ``predictions_<context>.csv``,
+    aligned to ``sample_ids``; contexts without a file are left out.
+
+    Raises:
+        DataError: a predictions file scores other samples than ``sample_ids``.
+    """
+    out = {}
+    for ctx in contexts:
+        path = os.path.join(out_dir, f"predictions_{ctx}.csv")
+        if not os.path.exists(path):
+            continue
+        frame = read_csv(path)
+        heads = sorted((c for c in frame.columns if c.startswith("p_head_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+        if not heads:
+            raise DataError(f"{path} has no p_head_<layer> column")
+        if not np.array_equal(np.sort(frame["sample_id"].to_numpy()), np.sort(np.asarray(sample_ids))):
+            raise DataError(f"{path} scores other samples than the baselines' test samples; rerun the recommender step")
+        aligned = frame.set_index("sample_id").loc[np.asarray(sample_ids)]
+        out[f"llm_{ctx}_head{heads[-1].rsplit('_', 1)[1]}"] = aligned[heads[-1]].to_numpy(float)
+    return out
+
+
+def run_baselines(profile: Profile, *, config: BaselineConfig | None = None, data_root=None, results_root=None) -> pd.DataFrame:
+    """Score the baselines (and the LLM, when its predictions exist) on the recommender's test
+    samples; write ``baselines.csv``, ``predictions_baselines.csv`` and provenance."""
+    from ragrec.experiment import fit_retrievers, prepare_data
+
+    started = time.perf_counter()
+    config = config or BaselineConfig(seed=profile.seed)
+    provenance = Provenance("baselines", profile.name, profile.data.dataset, profile.seed, {"config": config})
+    prepared = prepare_data(profile, data_root=data_root)
+    embeddings = None
+    if "lightgcn_score" in config.methods:
+        gcn = fit_retrievers(prepared, None, ("gcn",), results_root=results_root)["gcn"]
+        embeddings = (gcn.result.user_embeddings, gcn.result.item_embeddings)
+    all_train = prepared.samples.part("train")
+    test = prepared.test
+    scores = score_baselines(prepared.dataset, prepared.split.train, all_train, test, embeddings, config)
+    kinds = {m: "baseline" for m in scores}
+    n_train = {"logistic_regression": len(all_train)}
+    out_dir = result_dir(profile.name, profile.data.dataset, results_root)
+    sample_ids = test.frame.index.to_numpy()
+    llm = llm_predictions(out_dir, profile.contexts, sample_ids)
+    for name in llm:
+        kinds[name] = "llm"
+        n_train[name] = len(prepared.train)
+    reference = next((n for n in llm if n.startswith("llm_gcn_")), next(iter(llm), None))
+    table = score_table(test.frame["label"].to_numpy(), {**llm, **scores}, kinds, n_train=n_train,
+                        reference=reference, n_boot=config.n_boot, seed=config.seed)
+    predictions = pd.DataFrame({"sample_id": sample_ids, "user": test.frame["user"].to_numpy(),
+                                "item": test.frame["item"].to_numpy(), "label": test.frame["label"].to_numpy(), **scores})
+    write_csv(table, out_dir / "baselines.csv")
+    write_csv(predictions, out_dir / "predictions_baselines.csv")
+    provenance.parameters = {"config": config, "reference": reference, "n_test": len(test), "n_train": len(all_train),
+                             "seconds": time.perf_counter() - started}
+    provenance.write(out_dir, ["baselines.csv", "predictions_baselines.csv"])
+    return table

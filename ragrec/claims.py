@@ -1,0 +1,234 @@
+"""The paper's claims checked against one results directory.
+
+Each claim gets the paper's figure (as reported; text), our estimate with its 95% interval where
+the results allow one, and a verdict:
+
+* ``supported`` — the interval lies on the claimed side (or, for measures without an interval,
+  the point estimate does; the verdict then says ``no interval``);
+* ``consistent`` — for an "at least as good" claim, the interval contains 0;
+* ``inconclusive`` — for a "better" claim, the interval contains 0;
+* ``contradicted`` — the estimate lies on the other side (beyond the interval when there is one);
+* ``not run`` — the results the claim needs are absent (a step not built or not run).
+
+Claims and measures:
+
+1. ``faster_retrieval`` — p50 per-query latency ratio LLM retriever / GCN-Retriever (mean read-out)
+   from ``retrieval.csv``; latency percentiles come without an interval.
+2. ``gcn_auc_vs_llm`` — AUC(GCN context) − AUC(LLM context), final head, paired bootstrap on the
+   same test samples (``predictions_gcn.csv``, ``predictions_llm.csv``).
+3. ``early_exit_rps`` — measured requests/s of the early-exit engine over the plain full-depth
+   forward at the benchmark's operating point (the least layer compute whose simulated AUC stays
+   within 0.5 AUC points of full depth; ``early_exit.csv`` row ``role=operating_point``), same
+   prompts, batches and threads; supported when it is faster *and* its AUC on the timed requests
+   stays within ``max_auc_drop`` of the full forward's. Without a ``role`` column: the fastest
+   ``exit`` row whose AUC stays within ``max_auc_drop``.
+4. ``lr_decay_helps`` — AUC(β > 0) − AUC(β = 0), final head, GCN context, paired bootstrap
+   (``predictions_gcn.csv``, ``predictions_gcn_beta0.csv``).
+5. ``layer_mean_beats_last`` — neighbour hit rate of the GCN-Retriever with the mean over layers
+   minus with the last layer (``retrieval.csv``), no interval.
+6. ``pipeline_rps`` — whole requests (retrieval → prompt → score) per second of GCN retrieval +
+   early exit over LLM retrieval + full depth (``early_exit.csv`` rows ``e2e_gcn_exit`` and
+   ``e2e_llm_full``), the comparison behind the paper's throughput headline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ragrec.errors import DataError
+from ragrec.evaluate import paired_auc_difference
+from ragrec.results import read_csv
+
+NOT_RUN = "not run"
+CLAIM_COLUMNS = ("claim_id", "claim", "paper", "measure", "estimate", "ci_low", "ci_high", "verdict", "evidence")
+
+
+@dataclass(frozen=True)
+class ClaimCheck:
+    """One row of ``claims.csv``."""
+
+    claim_id: str
+    claim: str
+    paper: str
+    measure: str
+    estimate: float = math.nan
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    verdict: str = NOT_RUN
+    evidence: str = ""
+
+
+@dataclass(frozen=True)
+class ClaimSettings:
+    """Choices the checks need: neighbour count ``k`` of the retrieval rows, the largest AUC drop
+    an early-exit operating point may have, and the bootstrap."""
+
+    k: int | None = None
+    max_auc_drop: float = 0.005
+    n_boot: int = 1000
+    seed: int = 0
+
+
+def interval_verdict(low: float, high: float, *, at_least: bool) -> str:
+    """Verdict of a difference claimed > 0 (``at_least``: ≥ 0) from its interval."""
+    if low > 0:
+        return "supported"
+    if high < 0:
+        return "contradicted"
+    return "consistent" if at_least else "inconclusive"
+
+
+def point_verdict(estimate: float, threshold: float = 0.0) -> str:
+    """Verdict of a measure without interval claimed to exceed ``threshold``."""
+    return ("supported" if estimate > threshold else "contradicted") + " (no interval)"
+
+
+def _read(directory: Path, name: str) -> pd.DataFrame | None:
+    path = directory / name
+    return read_csv(path) if path.exists() else None
+
+
+def final_head_column(frame: pd.DataFrame) -> str:
+    heads = sorted((c for c in frame.columns if c.startswith("p_head_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+    if not heads:
+        raise DataError("a predictions table has no p_head_<layer> column")
+    return heads[-1]
+
+
+def paired_final_head(a: pd.DataFrame, b: pd.DataFrame, settings: ClaimSettings) -> tuple[float, float, float]:
+    """AUC(a) − AUC(b) of the final heads on the samples both scored, with a paired bootstrap."""
+    merged = a.merge(b, on="sample_id", suffixes=("_a", "_b"))
+    if len(merged) != len(a) or len(merged) != len(b):
+        raise DataError("the two predictions tables score different samples")
+    col_a, col_b = final_head_column(a), final_head_column(b)
+    d = paired_auc_difference(merged["label_a"], merged[f"{col_a}_a"], merged[f"{col_b}_b"],
+                              n_boot=settings.n_boot, seed=settings.seed)
+    return d.diff, d.ci_low, d.ci_high
+
+
+def _retrieval_rows(frame: pd.DataFrame, k: int | None) -> pd.DataFrame:
+    ks = sorted(frame["k"].unique())
+    chosen = k if k in ks else ks[0]
+    return frame[frame["k"] == chosen]
+
+
+def check_faster_retrieval(d: Path, s: ClaimSettings) -> ClaimCheck:
+    base = ClaimCheck("faster_retrieval", "The GCN-Retriever retrieves similar users faster than the LLM-based retriever.",
+                      "up to 4.72× faster retrieval", "p50 latency ratio LLM / GCN (×)")
+    frame = _read(d, "retrieval.csv")
+    if frame is None:
+        return base
+    rows = _retrieval_rows(frame, s.k)
+    gcn = rows[(rows["retriever"] == "gcn") & (rows["layer_combination"] == "mean")]
+    llm = rows[rows["retriever"] == "llm"]
+    if gcn.empty or llm.empty:
+        return base
+    ratio = float(llm["p50_ms"].iloc[0] / gcn["p50_ms"].iloc[0])
+    return _with(base, ratio, verdict=point_verdict(ratio, 1.0), evidence=f"retrieval.csv, k={int(rows['k'].iloc[0])}")
+
+
+def check_gcn_auc_vs_llm(d: Path, s: ClaimSettings) -> ClaimCheck:
+    base = ClaimCheck("gcn_auc_vs_llm", "Prompts with GCN-retrieved users score an AUC at least as high as with LLM-retrieved users.",
+                      "AUC 72.51 vs 69.05 (BookCrossing)", "AUC(GCN context) − AUC(LLM context), final head")
+    a, b = _read(d, "predictions_gcn.csv"), _read(d, "predictions_llm.csv")
+    if a is None or b is None:
+        return base
+    diff, lo, hi = paired_final_head(a, b, s)
+    return _with(base, diff, lo, hi, interval_verdict(lo, hi, at_least=True), "predictions_gcn.csv − predictions_llm.csv")
+
+
+def early_exit_operating_point(frame: pd.DataFrame, max_auc_drop: float) -> pd.Series | None:
+    """The benchmark's operating point (the row with ``role == "operating_point"``) when the table
+    names one; otherwise the fastest early-exit row (not ``full``, not an ``e2e_*`` pipeline row)
+    whose AUC is within ``max_auc_drop`` of the ``full`` row; None when no row qualifies."""
+    full = frame[frame["method"] == "full"]
+    if full.empty:
+        raise DataError("early_exit.csv has no method=full row")
+    if "role" in frame.columns:
+        named = frame[(frame["role"] == "operating_point") & ~frame["method"].astype(str).str.startswith("e2e_")]
+        if not named.empty:
+            return named.iloc[0]
+    floor = float(full["auc"].iloc[0]) - max_auc_drop
+    candidates = frame[(frame["method"] != "full") & ~frame["method"].astype(str).str.startswith("e2e_") & (frame["auc"] >= floor)]
+    if candidates.empty:
+        return None
+    return candidates.loc[candidates["rps"].idxmax()]
+
+
+def check_early_exit_rps(d: Path, s: ClaimSettings) -> ClaimCheck:
+    base = ClaimCheck("early_exit_rps", "Early exit raises requests per second while keeping AUC.",
+                      "higher RPS at kept AUC (main table)",
+                      "RPS ratio early exit / full depth at the operating point")
+    frame = _read(d, "early_exit.csv")
+    if frame is None:
+        return base
+    point = early_exit_operating_point(frame, s.max_auc_drop)
+    if point is None:
+        return _with(base, math.nan, verdict="contradicted", evidence="early_exit.csv: no operating point keeps the AUC")
+    speedup = float(point["speedup_vs_full"])
+    full_auc = float(frame.loc[frame["method"] == "full", "auc"].iloc[0])
+    kept = float(point["auc"]) >= full_auc - s.max_auc_drop
+    verdict = point_verdict(speedup, 1.0) if kept or speedup <= 1.0 else "contradicted (AUC not kept; no interval)"
+    form = f" {point['form']}" if "form" in point.index else ""
+    return _with(base, speedup, verdict=verdict,
+                 evidence=f"early_exit.csv,{form} τ={point['tau']:g}, AUC {float(point['auc']):.4f} vs full {full_auc:.4f}")
+
+
+def check_pipeline_rps(d: Path, s: ClaimSettings) -> ClaimCheck:
+    base = ClaimCheck("pipeline_rps", "GCN retrieval with early exit serves more whole requests per second than LLM retrieval at full depth.",
+                      "RPS 3.83 → 4.57 (Video Games)", "requests/s ratio e2e GCN + exit / e2e LLM + full")
+    frame = _read(d, "early_exit.csv")
+    if frame is None:
+        return base
+    rows = frame.set_index("method")
+    if not {"e2e_gcn_exit", "e2e_llm_full"} <= set(rows.index):
+        return base
+    ratio = float(rows.loc["e2e_gcn_exit", "rps"] / rows.loc["e2e_llm_full", "rps"])
+    return _with(base, ratio, verdict=point_verdict(ratio, 1.0), evidence="early_exit.csv, e2e_gcn_exit / e2e_llm_full")
+
+
+def check_lr_decay(d: Path, s: ClaimSettings) -> ClaimCheck:
+    base = ClaimCheck("lr_decay_helps", "Depth-wise learning-rate decay of the exit heads improves accuracy.",
+                      "reported as an improvement (no figure available here)", "AUC(β > 0) − AUC(β = 0), final head, GCN context")
+    a, b = _read(d, "predictions_gcn.csv"), _read(d, "predictions_gcn_beta0.csv")
+    if a is None or b is None:
+        return base
+    diff, lo, hi = paired_final_head(a, b, s)
+    return _with(base, diff, lo, hi, interval_verdict(lo, hi, at_least=False), "predictions_gcn.csv − predictions_gcn_beta0.csv")
+
+
+def check_layer_mean(d: Path, s: ClaimSettings) -> ClaimCheck:
+    base = ClaimCheck("layer_mean_beats_last", "Averaging the GCN's layer outputs retrieves better neighbours than the last layer.",
+                      "reported as better (ablation; figure not available here)", "neighbour hit rate, mean − last layer")
+    frame = _read(d, "retrieval.csv")
+    if frame is None:
+        return base
+    rows = _retrieval_rows(frame, s.k)
+    gcn = rows[rows["retriever"] == "gcn"].set_index("layer_combination")
+    if not {"mean", "last"} <= set(gcn.index):
+        return base
+    diff = float(gcn.loc["mean", "neighbour_hit_rate"] - gcn.loc["last", "neighbour_hit_rate"])
+    return _with(base, diff, verdict=point_verdict(diff), evidence=f"retrieval.csv, k={int(rows['k'].iloc[0])}")
+
+
+def _with(base: ClaimCheck, estimate: float, lo: float = math.nan, hi: float = math.nan, verdict: str = NOT_RUN, evidence: str = "") -> ClaimCheck:
+    return ClaimCheck(base.claim_id, base.claim, base.paper, base.measure, estimate, lo, hi, verdict, evidence)
+
+
+CHECKS: tuple[Callable[[Path, ClaimSettings], ClaimCheck], ...] = (
+    check_faster_retrieval, check_gcn_auc_vs_llm, check_early_exit_rps, check_lr_decay, check_layer_mean,
+    check_pipeline_rps,
+)
+
+
+def check_claims(directory: str | Path, settings: ClaimSettings = ClaimSettings()) -> pd.DataFrame:
+    """Every claim checked against the results in ``directory``, as the ``claims.csv`` table."""
+    d = Path(directory)
+    rows = [asdict(check(d, settings)) for check in CHECKS]
+    return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
+

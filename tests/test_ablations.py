@@ -1,0 +1,60 @@
+"""Ablations recomputed from per-sample predictions: per-head AUC and paired differences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ragrec.ablations import ABLATION_COLUMNS, beta_ablation, context_ablation, run_ablations
+from ragrec.errors import DataError
+from ragrec.evaluate import auc
+
+
+def _write(path, labels, heads: dict[int, np.ndarray], ids=None):
+    frame = pd.DataFrame({"sample_id": np.arange(len(labels)) if ids is None else ids, "label": labels})
+    for layer, p in heads.items():
+        frame[f"p_head_{layer}"] = p
+    frame.to_csv(path, index=False)
+
+
+@pytest.fixture
+def predictions(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    good = labels * 0.6 + rng.random(300) * 0.4
+    noise = rng.random(300)
+    _write(tmp_path / "predictions_gcn.csv", labels, {2: noise, 10: good})
+    _write(tmp_path / "predictions_none.csv", labels, {2: noise, 10: rng.random(300)})
+    _write(tmp_path / "predictions_gcn_beta0.csv", labels, {2: noise, 10: good})
+    return tmp_path, labels, good
+
+
+def test_context_ablation_gives_every_head_and_the_paired_difference_to_gcn(predictions):
+    directory, labels, good = predictions
+    table = context_ablation(directory, ("none", "random", "gcn", "llm"), n_boot=100)
+    assert list(table.columns) == list(ABLATION_COLUMNS)
+    assert set(table["variant"]) == {"gcn", "none"}, "contexts without predictions are skipped"
+    gcn10 = table[(table["variant"] == "gcn") & (table["head_layer"] == 10)].iloc[0]
+    assert gcn10["auc"] == pytest.approx(auc(labels, good)) and np.isnan(gcn10["reference_minus_variant"])
+    none10 = table[(table["variant"] == "none") & (table["head_layer"] == 10)].iloc[0]
+    assert none10["reference_minus_variant"] > 0 and none10["diff_ci_low"] > 0
+
+
+def test_beta_ablation_compares_the_main_model_with_uniform_rates(predictions):
+    directory, _, _ = predictions
+    table = beta_ablation(directory, 0.1, n_boot=100)
+    assert set(table["variant"]) == {"beta=0.1", "beta=0"}
+    assert table[table["variant"] == "beta=0"]["reference_minus_variant"].abs().max() == pytest.approx(0.0)
+
+
+def test_absent_predictions_give_an_empty_table(tmp_path):
+    table = run_ablations(tmp_path, ("gcn", "none"), 0.1, n_boot=10)
+    assert table.empty and list(table.columns) == list(ABLATION_COLUMNS)
+
+
+def test_predictions_of_other_samples_are_refused(predictions):
+    directory, labels, good = predictions
+    _write(directory / "predictions_llm.csv", labels, {2: good, 10: good}, ids=np.arange(1, 301))
+    with pytest.raises(DataError, match="other samples"):
+        context_ablation(directory, ("gcn", "llm"), n_boot=10)

@@ -1,0 +1,84 @@
+"""Claims check: verdict rules, each claim from hand-made result tables, honest 'not run'."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ragrec.claims import ClaimSettings, check_claims, early_exit_operating_point, interval_verdict, point_verdict
+from ragrec.errors import DataError
+
+FAST = ClaimSettings(n_boot=200)
+
+
+def test_interval_verdicts_distinguish_at_least_from_better_claims():
+    assert interval_verdict(0.01, 0.05, at_least=False) == "supported"
+    assert interval_verdict(-0.05, -0.01, at_least=True) == "contradicted"
+    assert interval_verdict(-0.01, 0.02, at_least=True) == "consistent"
+    assert interval_verdict(-0.01, 0.02, at_least=False) == "inconclusive"
+    assert point_verdict(3.0, 1.0) == "supported (no interval)"
+    assert point_verdict(0.9, 1.0) == "contradicted (no interval)"
+
+
+def test_every_claim_is_not_run_without_results(tmp_path):
+    table = check_claims(tmp_path, FAST)
+    assert len(table) == 6 and (table["verdict"] == "not run").all() and table["estimate"].isna().all()
+
+
+def _predictions(path, labels, p):
+    pd.DataFrame({"sample_id": np.arange(len(labels)), "label": labels, "p_head_2": 0.5, "p_head_6": p}).to_csv(path, index=False)
+
+
+def test_claims_are_checked_from_the_results_they_need(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    _predictions(tmp_path / "predictions_gcn.csv", labels, labels * 0.5 + rng.random(400) * 0.5)
+    _predictions(tmp_path / "predictions_llm.csv", labels, rng.random(400))
+    _predictions(tmp_path / "predictions_gcn_beta0.csv", labels, labels * 0.5 + rng.random(400) * 0.5)
+    pd.DataFrame({
+        "retriever": ["gcn", "gcn", "llm"], "layer_combination": ["mean", "last", "n/a"], "k": 3,
+        "p50_ms": [0.1, 0.1, 50.0], "neighbour_hit_rate": [0.30, 0.25, 0.2],
+    }).to_csv(tmp_path / "retrieval.csv", index=False)
+    pd.DataFrame({
+        "method": ["full", "exit", "exit", "e2e_llm_full", "e2e_gcn_exit"], "form": ["none", "difference", "ratio", "none", "difference"],
+        "tau": [np.nan, 0.01, 0.2, np.nan, 0.01], "role": ["full_depth", "operating_point", "best_ratio", "full_depth", "operating_point"],
+        "auc": [0.750, 0.748, 0.70, 0.75, 0.748], "rps": [4.0, 6.0, 9.0, 2.0, 5.0], "speedup_vs_full": [1.0, 1.5, 2.25, 1.0, 2.5],
+    }).to_csv(tmp_path / "early_exit.csv", index=False)
+    table = check_claims(tmp_path, ClaimSettings(k=3, n_boot=200)).set_index("claim_id")
+    assert table.loc["faster_retrieval", "estimate"] == pytest.approx(500.0)
+    assert table.loc["faster_retrieval", "verdict"] == "supported (no interval)"
+    assert table.loc["gcn_auc_vs_llm", "verdict"] == "supported" and table.loc["gcn_auc_vs_llm", "ci_low"] > 0
+    assert table.loc["early_exit_rps", "estimate"] == 1.5, "the benchmark's operating point"
+    assert table.loc["early_exit_rps", "verdict"] == "supported (no interval)"
+    assert table.loc["pipeline_rps", "estimate"] == pytest.approx(2.5)
+    assert table.loc["lr_decay_helps", "verdict"] in {"inconclusive", "supported", "contradicted"}
+    assert table.loc["layer_mean_beats_last", "estimate"] == pytest.approx(0.05)
+
+
+def test_early_exit_operating_point_needs_a_full_depth_row():
+    with pytest.raises(DataError, match="method=full"):
+        early_exit_operating_point(pd.DataFrame({"method": ["exit"], "auc": [0.7], "rps": [5.0]}), 0.005)
+
+
+def test_without_a_named_operating_point_the_fastest_row_keeping_the_auc_is_used():
+    frame = pd.DataFrame({"method": ["full", "exit", "exit"], "tau": [np.nan, 0.01, 0.3], "auc": [0.75, 0.748, 0.70],
+                          "rps": [4.0, 5.0, 9.0]})
+    assert early_exit_operating_point(frame, 0.005)["tau"] == 0.01
+    assert early_exit_operating_point(frame.iloc[[0, 2]], 0.005) is None
+
+
+def test_a_faster_operating_point_that_loses_auc_on_the_timed_requests_contradicts(tmp_path):
+    pd.DataFrame({"method": ["full", "exit"], "form": ["none", "difference"], "tau": [np.nan, 0.05],
+                  "role": ["full_depth", "operating_point"], "auc": [0.75, 0.70], "rps": [4.0, 8.0],
+                  "speedup_vs_full": [1.0, 2.0]}).to_csv(tmp_path / "early_exit.csv", index=False)
+    row = check_claims(tmp_path, FAST).set_index("claim_id").loc["early_exit_rps"]
+    assert row["estimate"] == 2.0 and row["verdict"].startswith("contradicted")
+
+
+def test_paired_claims_refuse_predictions_of_different_samples(tmp_path):
+    labels = np.array([0, 1] * 20)
+    _predictions(tmp_path / "predictions_gcn.csv", labels, np.linspace(0, 1, 40))
+    pd.DataFrame({"sample_id": np.arange(5, 45), "label": labels, "p_head_6": 0.5}).to_csv(tmp_path / "predictions_llm.csv", index=False)
+    with pytest.raises(DataError, match="different samples"):
+        check_claims(tmp_path, FAST)
