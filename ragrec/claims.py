@@ -135,11 +135,16 @@ def check_faster_retrieval(d: Path, s: ClaimSettings) -> ClaimCheck:
 def check_gcn_auc_vs_llm(d: Path, s: ClaimSettings) -> ClaimCheck:
     base = ClaimCheck("gcn_auc_vs_llm", "Prompts with GCN-retrieved users score an AUC at least as high as with LLM-retrieved users.",
                       "AUC 72.51 vs 69.05 (BookCrossing)", "AUC(GCN context) − AUC(LLM context), final head")
-    a, b = _read(d, "predictions_gcn.csv"), _read(d, "predictions_llm.csv")
+    return _paired_check(base, d, s, "predictions_gcn.csv", "predictions_llm.csv", at_least=True)
+
+
+def _paired_check(base: ClaimCheck, d: Path, s: ClaimSettings, a_name: str, b_name: str, *, at_least: bool) -> ClaimCheck:
+    """The claim judged on the paired-bootstrap final-head AUC difference of two prediction files."""
+    a, b = _read(d, a_name), _read(d, b_name)
     if a is None or b is None:
         return base
     diff, lo, hi = paired_final_head(a, b, s)
-    return _with(base, diff, lo, hi, interval_verdict(lo, hi, at_least=True), "predictions_gcn.csv − predictions_llm.csv")
+    return _with(base, diff, lo, hi, interval_verdict(lo, hi, at_least=at_least), f"{a_name} − {b_name}")
 
 
 def early_exit_operating_point(frame: pd.DataFrame, max_auc_drop: float) -> pd.Series | None:
@@ -195,11 +200,7 @@ def check_pipeline_rps(d: Path, s: ClaimSettings) -> ClaimCheck:
 def check_lr_decay(d: Path, s: ClaimSettings) -> ClaimCheck:
     base = ClaimCheck("lr_decay_helps", "Depth-wise learning-rate decay of the exit heads improves accuracy.",
                       "reported as an improvement (no figure available here)", "AUC(β > 0) − AUC(β = 0), final head, GCN context")
-    a, b = _read(d, "predictions_gcn.csv"), _read(d, "predictions_gcn_beta0.csv")
-    if a is None or b is None:
-        return base
-    diff, lo, hi = paired_final_head(a, b, s)
-    return _with(base, diff, lo, hi, interval_verdict(lo, hi, at_least=False), "predictions_gcn.csv − predictions_gcn_beta0.csv")
+    return _paired_check(base, d, s, "predictions_gcn.csv", "predictions_gcn_beta0.csv", at_least=False)
 
 
 def check_layer_mean(d: Path, s: ClaimSettings) -> ClaimCheck:
