@@ -87,6 +87,10 @@ def fit_retrievers(
     if unknown:
         raise ConfigError(f"unknown context(s) {unknown}; choose from {RETRIEVERS}")
     p = prepared.profile
+    train = prepared.split.train
+    # Cached artefacts are keyed by everything they were computed from, so another profile,
+    # split or backbone never picks up a stale file.
+    data_key = (len(train), int(train["user"].sum()), int(train["item"].sum()), int(train["timestamp"].sum()))
     out: dict[str, Retriever] = {}
     for name in names:
         retriever = make_retriever(
@@ -94,25 +98,23 @@ def fit_retrievers(
             history_items=p.data.history_len, llm_batch_size=p.eval_batch_size, seed=p.seed, progress=progress,
         )
         if isinstance(retriever, GCNRetriever):
-            # Keyed by the whole LightGCN config: another profile's embeddings are never reused.
-            key = hashlib.sha1(repr(p.lightgcn).encode()).hexdigest()[:10]
-            cache = checkpoint_dir(p, results_root) / f"lightgcn_{p.lightgcn.layer_combination}_{key}.safetensors"
+            cache = checkpoint_dir(p, results_root) / f"lightgcn_{p.lightgcn.layer_combination}_{_key(p.lightgcn, data_key)}.safetensors"
             if cache.exists():
                 retriever.use_pretrained(LightGCNResult.load(cache))
-            retriever.fit(prepared.split.train, prepared.split.valid)
+            retriever.fit(train, prepared.split.valid)
             if not cache.exists():
                 retriever.result.save(cache)
-        else:
-            if isinstance(retriever, LLMRetriever):
-                train = prepared.split.train
-                key = hashlib.sha1(
-                    repr((backbone.name, retriever.history_items, retriever.max_tokens, len(train),
-                          int(train["user"].sum()), int(train["item"].sum()), int(train["timestamp"].sum()))).encode()
-                ).hexdigest()[:10]
-                retriever.cache_vectors(checkpoint_dir(p, results_root) / f"llm_user_vectors_{key}.npy")
-            retriever.fit(prepared.split.train, prepared.split.valid)
-        out[name] = retriever
+            out[name] = retriever
+            continue
+        if isinstance(retriever, LLMRetriever):
+            key = _key(backbone.name, retriever.history_items, retriever.max_tokens, data_key)
+            retriever.cache_vectors(checkpoint_dir(p, results_root) / f"llm_user_vectors_{key}.npy")
+        out[name] = retriever.fit(train, prepared.split.valid)
     return out
+
+
+def _key(*parts) -> str:
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:10]
 
 
 def context_neighbours(retriever: Retriever, samples: Samples, k: int) -> np.ndarray | None:
