@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,9 @@ from ragrec.lightgcn import LAYER_COMBINATIONS, LightGCNConfig, check_layer_comb
 from ragrec.results import Provenance, result_dir, write_csv
 from ragrec.retrieval import RETRIEVERS, GCNRetriever, Retriever, make_retriever, neighbour_events
 from ragrec.timing import summarize, time_calls
+
+if TYPE_CHECKING:
+    from ragrec.config import Profile
 
 RETRIEVAL_COLUMNS = (
     "retriever", "layer_combination", "k", "p50_ms", "p95_ms", "p99_ms", "queries_per_s",
@@ -109,6 +112,23 @@ class RetrievalBenchmarkConfig:
         if self.n_queries < 1 or self.warmup < 0:
             raise ConfigError(f"need n_queries ≥ 1 and warmup ≥ 0, got {self.n_queries}, {self.warmup}")
 
+
+
+# Query users per profile: enough for stable percentiles, few enough that the LLM retriever's
+# per-query forward (~0.3-0.5 s each on 2 CPU cores) stays inside the cpu budget.
+_N_QUERIES = {"smoke": 40, "cpu": 100, "gpu": 1000}
+
+
+def default_retrieval_config(profile: Profile) -> RetrievalBenchmarkConfig:
+    """The retrieval benchmark of a profile, with the same retriever settings the recommender
+    uses (LightGCN config, the LLM retriever's history window, the backbone), so the retrieval
+    chapter measures the retrievers that build the prompts."""
+    return RetrievalBenchmarkConfig(
+        profile=profile.name, dataset=profile.data.dataset, split_method=profile.data.split_method,
+        ks=(profile.prompt.k, profile.prompt.vote_k) if profile.prompt.vote_k > profile.prompt.k else (profile.prompt.k,),
+        n_queries=_N_QUERIES.get(profile.name, 200), lightgcn=profile.lightgcn, backbone=profile.model.source,
+        llm_history_items=profile.data.history_len, llm_batch_size=profile.eval_batch_size, seed=profile.seed,
+    )
 
 @dataclass(frozen=True)
 class RetrievalBenchmark:

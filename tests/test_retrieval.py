@@ -380,3 +380,15 @@ def test_llm_precomputed_skips_the_llm_and_gives_the_same_neighbours(llm, monkey
     np.testing.assert_array_equal(llm.retrieve(users, 4, precomputed=True), live)
     with pytest.raises(AssertionError):
         llm.retrieve(users, 4)
+
+
+def test_default_benchmark_config_measures_the_retrievers_the_prompts_use():
+    from ragrec.config import get_profile
+    from ragrec.retrieval_benchmark import default_retrieval_config
+
+    for name in ("smoke", "cpu", "gpu"):
+        p = get_profile(name)
+        config = default_retrieval_config(p)
+        assert p.prompt.k in config.ks and p.prompt.vote_k in config.ks
+        assert config.llm_history_items == p.data.history_len
+        assert config.lightgcn == p.lightgcn and config.dataset == p.data.dataset
