@@ -14,7 +14,6 @@ retraining, and an interrupted training resumes.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,8 @@ from ragrec.errors import ConfigError
 from ragrec.evaluate import head_table
 from ragrec.lightgcn import LightGCNResult
 from ragrec.prompts import PromptBuilder
-from ragrec.results import Provenance, result_dir, write_csv
-from ragrec.retrieval import RETRIEVERS, GCNRetriever, LLMRetriever, Retriever, make_retriever
+from ragrec.results import CHECKPOINTS, Provenance, result_dir, write_csv
+from ragrec.retrieval import RETRIEVERS, Retriever, make_retriever, use_cache
 from ragrec.train import TrainResult, attach_lora, load_trained, predict_heads, train_multihead
 
 
@@ -74,47 +73,29 @@ def load_model(profile: Profile, dataset: Dataset) -> Backbone:
 
 
 def checkpoint_dir(profile: Profile, results_root: str | os.PathLike | None = None) -> Path:
-    return result_dir(profile.name, profile.data.dataset, results_root) / "checkpoints"
+    return result_dir(profile.name, profile.data.dataset, results_root) / CHECKPOINTS
 
 
 def fit_retrievers(
     prepared: Prepared, backbone: Backbone, names: tuple[str, ...], *, results_root=None, progress: bool = False
 ) -> dict[str, Retriever]:
-    """Fit the named retrievers on the training interactions. LightGCN embeddings are cached in
-    the checkpoint folder. Call before LoRA is attached: the LLM retriever embeds users with the
-    *untuned* backbone, as in the paper's LLM-based retrieval baseline."""
+    """Fit the named retrievers on the training interactions. LightGCN embeddings and LLM user
+    vectors are cached in the checkpoint folder (:func:`ragrec.retrieval.use_cache`), where the
+    retrieval benchmark finds them too. Call before LoRA is attached: the LLM retriever embeds
+    users with the *untuned* backbone, as in the paper's LLM-based retrieval baseline."""
     unknown = [n for n in names if n not in RETRIEVERS]
     if unknown:
         raise ConfigError(f"unknown context(s) {unknown}; choose from {RETRIEVERS}")
     p = prepared.profile
-    train = prepared.split.train
-    # Cached artefacts are keyed by everything they were computed from, so another profile,
-    # split or backbone never picks up a stale file.
-    data_key = (len(train), int(train["user"].sum()), int(train["item"].sum()), int(train["timestamp"].sum()))
     out: dict[str, Retriever] = {}
     for name in names:
         retriever = make_retriever(
             name, prepared.dataset, lightgcn=p.lightgcn, backbone=backbone,
             history_items=p.data.history_len, llm_batch_size=p.eval_batch_size, seed=p.seed, progress=progress,
         )
-        if isinstance(retriever, GCNRetriever):
-            cache = checkpoint_dir(p, results_root) / f"lightgcn_{p.lightgcn.layer_combination}_{_key(p.lightgcn, data_key)}.safetensors"
-            if cache.exists():
-                retriever.use_pretrained(LightGCNResult.load(cache))
-            retriever.fit(train, prepared.split.valid)
-            if not cache.exists():
-                retriever.result.save(cache)
-            out[name] = retriever
-            continue
-        if isinstance(retriever, LLMRetriever):
-            key = _key(backbone.name, retriever.history_items, retriever.max_tokens, data_key)
-            retriever.cache_vectors(checkpoint_dir(p, results_root) / f"llm_user_vectors_{key}.npy")
-        out[name] = retriever.fit(train, prepared.split.valid)
+        use_cache(retriever, prepared.split.train, checkpoint_dir(p, results_root))
+        out[name] = retriever.fit(prepared.split.train, prepared.split.valid)
     return out
-
-
-def _key(*parts) -> str:
-    return hashlib.sha1(repr(parts).encode()).hexdigest()[:10]
 
 
 def context_neighbours(retriever: Retriever, samples: Samples, k: int) -> np.ndarray | None:

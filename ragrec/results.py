@@ -29,6 +29,11 @@ RESULTS_ROOT = Path("results")
 _PACKAGES = ("ragrec", "torch", "torch-geometric", "transformers", "peft", "numpy", "pandas", "scikit-learn")
 
 
+CHECKPOINTS = "checkpoints"
+"""Sub-folder of a results directory for fitted artefacts (git-ignored): LightGCN embeddings,
+LLM user vectors, LoRA and head checkpoints."""
+
+
 def result_dir(profile: str, dataset: str, root: str | os.PathLike | None = None) -> Path:
     """``<root>/<profile>/<dataset>/`` (root: argument, else ``$RAGREC_RESULTS``, else ``results``)."""
     base = Path(root) if root is not None else Path(os.environ.get("RAGREC_RESULTS", RESULTS_ROOT))

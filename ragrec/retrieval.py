@@ -42,6 +42,8 @@ needs nothing. Without a usable history a :class:`~ragrec.errors.DataError` name
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from abc import ABC, abstractmethod
@@ -342,6 +344,7 @@ class GCNRetriever(VectorRetriever):
         self.graph: BipartiteGraph | None = None
         self.result: LightGCNResult | None = None
         self._pretrained: LightGCNResult | None = None
+        self._cache: Path | None = None
 
     def use_pretrained(self, result: LightGCNResult) -> GCNRetriever:
         """Use already trained embeddings (e.g. :meth:`LightGCNResult.load`) instead of training
@@ -359,9 +362,20 @@ class GCNRetriever(VectorRetriever):
         self.config = result.config
         return self
 
+    def cache_result(self, path: str | os.PathLike) -> GCNRetriever:
+        """Keep the trained LightGCN in ``path`` (safetensors): a later fit on the *same* training
+        interactions with the same configuration loads it instead of retraining. The caller keys
+        the path by those inputs (:func:`use_cache`)."""
+        self._cache = Path(path)
+        return self
+
     def _fit(self, train, valid) -> None:
+        if self._pretrained is None and self._cache is not None and self._cache.is_file():
+            self.use_pretrained(LightGCNResult.load(self._cache))
         self.graph = build_graph(train, self.n_users, self.n_items, positives_only=self.positives_only)
         self.result = self._pretrained or train_lightgcn(self.graph, self.config, valid=valid)
+        if self._cache is not None and not self._cache.is_file():
+            self.result.save(self._cache)
         self._item_layers = self.result.layers[:, self.n_users :]  # [K+1, I, d] for fold-in
         self._set_vectors(self.result.user_embeddings, self.graph.user_degree > 0)
 
@@ -485,6 +499,7 @@ class LLMRetriever(VectorRetriever):
         self.batch_size = batch_size
         self.max_tokens = max_tokens
         self._cache: Path | None = None
+        self._cached_embed_s = 0.0
 
     def cache_vectors(self, path: str | os.PathLike) -> LLMRetriever:
         """Keep the fit-time user vectors in ``path`` (``.npy``): a later fit on the *same*
@@ -501,11 +516,15 @@ class LLMRetriever(VectorRetriever):
     def _fit(self, train, valid) -> None:
         counts = np.diff(self.sequences.offsets)
         shape = (self.n_users, self.backbone.hidden_size)
+        self._cached_embed_s = 0.0
         if self._cache is not None and self._cache.is_file():
             vectors = np.load(self._cache)
             if vectors.shape != shape:
                 raise ConfigError(f"cached LLM user vectors {self._cache} have shape {vectors.shape}, expected {shape}; delete the file")
+            seconds = self._cache.with_suffix(".json")
+            self._cached_embed_s = float(json.loads(seconds.read_text())["embed_s"]) if seconds.is_file() else 0.0
         else:
+            started = time.perf_counter()
             known = np.flatnonzero(counts > 0)
             vectors = np.zeros(shape, dtype=np.float32)
             vectors[known] = embed_texts(
@@ -513,12 +532,18 @@ class LLMRetriever(VectorRetriever):
                 batch_size=self.batch_size, max_tokens=self.max_tokens, progress=self.progress,
             )
             if self._cache is not None:
-                from ragrec.results import atomic_path
+                from ragrec.results import atomic_path, write_json
 
+                # The seconds first: a vectors file always has its measured embedding time.
+                write_json({"embed_s": time.perf_counter() - started, "users": len(known)}, self._cache.with_suffix(".json"))
                 with atomic_path(self._cache) as tmp:
                     with open(tmp, "wb") as handle:
                         np.save(handle, vectors)
         self._set_vectors(vectors, counts > 0)
+
+    def _extra_fit_s(self) -> float:
+        # Cached vectors still cost their embedding once (measured when written): report it.
+        return self._cached_embed_s
 
     def query_vectors(self, users, histories=None, *, precomputed: bool = False) -> np.ndarray:
         out = np.zeros((len(users), self.backbone.hidden_size), dtype=np.float32)
@@ -656,3 +681,25 @@ def neighbour_events(
     else:
         s = train_sequences.window(int(neighbour), before_time if has_timestamps else None, limit)
     return train_sequences.items[s], train_sequences.ratings[s], train_sequences.timestamps[s]
+
+
+def use_cache(retriever: Retriever, train: pd.DataFrame, directory: str | os.PathLike) -> Retriever:
+    """Point a ``gcn`` or ``llm`` retriever at its fit cache in ``directory`` (other retrievers
+    fit in milliseconds and are returned as they are). The file name is keyed by everything the
+    fit depends on — the training interactions and the LightGCN configuration, or the backbone
+    and the text settings — so another profile, split or model never picks up a stale file."""
+    users, items, times = (train[c].to_numpy(np.int64) for c in ("user", "item", "timestamp"))
+    data = (len(train), int(users.sum()), int(items.sum()), int(times.sum()), int((users * 1_000_003 + items).sum() % (1 << 61)))
+    directory = Path(directory)
+    if isinstance(retriever, GCNRetriever):
+        config = replace(retriever.config, progress=False)
+        key = _digest(config, retriever.positives_only, data)
+        return retriever.cache_result(directory / f"lightgcn_{config.layer_combination}_{key}.safetensors")
+    if isinstance(retriever, LLMRetriever):
+        key = _digest(retriever.backbone.name, retriever.history_items, retriever.max_tokens, data)
+        return retriever.cache_vectors(directory / f"llm_user_vectors_{key}.npy")
+    return retriever
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:10]

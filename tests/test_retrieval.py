@@ -21,6 +21,7 @@ from ragrec.retrieval import (
     make_retriever,
     neighbour_events,
     top_k_exact,
+    use_cache,
 )
 from ragrec.retrieval_benchmark import RetrievalBenchmarkConfig, run_retrieval_benchmark
 
@@ -392,3 +393,30 @@ def test_default_benchmark_config_measures_the_retrievers_the_prompts_use():
         assert p.prompt.k in config.ks and p.prompt.vote_k in config.ks
         assert config.llm_history_items == p.data.history_len
         assert config.lightgcn == p.lightgcn and config.dataset == p.data.dataset
+
+
+def test_fit_caches_are_reused_with_the_fit_time_they_cost(data, tiny, tmp_path, monkeypatch):
+    ds, split = data
+    first_gcn = use_cache(make_retriever("gcn", ds, lightgcn=FAST), split.train, tmp_path).fit(split.train, split.valid)
+    first_llm = use_cache(make_retriever("llm", ds, backbone=tiny, history_items=3), split.train, tmp_path).fit(split.train)
+    # A second fit must load both instead of training LightGCN or running the LLM again.
+    monkeypatch.setattr("ragrec.retrieval.train_lightgcn", lambda *a, **k: pytest.fail("LightGCN retrained"))
+    monkeypatch.setattr("ragrec.retrieval.embed_texts", lambda *a, **k: pytest.fail("users re-embedded"))
+    again_gcn = use_cache(make_retriever("gcn", ds, lightgcn=FAST), split.train, tmp_path).fit(split.train, split.valid)
+    again_llm = use_cache(make_retriever("llm", ds, backbone=tiny, history_items=3), split.train, tmp_path).fit(split.train)
+    assert np.array_equal(again_gcn.vectors, first_gcn.vectors) and np.array_equal(again_llm.vectors, first_llm.vectors)
+    # The reported fit time still includes the measured one-off cost of what was loaded.
+    assert again_gcn.fit_s >= first_gcn.result.fit_s and again_llm.fit_s >= json.loads(next(tmp_path.glob("llm_*.json")).read_text())["embed_s"] > 0
+
+
+def test_fit_cache_is_keyed_by_the_training_interactions_and_settings(data, tiny, tmp_path):
+    ds, split = data
+    fewer = split.train.iloc[:-5]
+    names = {
+        use_cache(make_retriever("gcn", ds, lightgcn=FAST), split.train, tmp_path)._cache.name,
+        use_cache(make_retriever("gcn", ds, lightgcn=FAST), fewer, tmp_path)._cache.name,
+        use_cache(make_retriever("gcn", ds, lightgcn=replace(FAST, dim=16)), split.train, tmp_path)._cache.name,
+        use_cache(make_retriever("llm", ds, backbone=tiny, history_items=3), split.train, tmp_path)._cache.name,
+        use_cache(make_retriever("llm", ds, backbone=tiny, history_items=4), split.train, tmp_path)._cache.name,
+    }
+    assert len(names) == 5
