@@ -86,8 +86,12 @@ CPU = Profile(
     data=DataSettings(dataset="ml-100k", history_len=10, train_cap=800, valid_cap=150, test_cap=400),
     model=ModelSettings(source="bundled", head_layers=(5, 10, 15, 20, 25, 30)),
     lightgcn=LightGCNConfig(),
-    prompt=PromptConfig(history_len=5, k=2, neighbour_items=1, vote_k=50, max_tokens=192),
-    train=TrainConfig(lr=1e-3, beta=0.1, epochs=1, batch_size=8, eval_every=50, checkpoint_every=25),
+    # ~165 tokens a prompt on average. vote_k=200: 94% of test targets have a rater among the
+    # 200 nearest users (83% with 50), and the share who liked it is less noisy.
+    prompt=PromptConfig(history_len=5, k=2, neighbour_items=1, vote_k=200, max_tokens=224),
+    # 100 steps of 8 (~6.5 s a step on 2 cores). lr 3e-3: validation AUC of the last head 0.733
+    # after 100 steps, against 0.70 at 2e-3 (both still rising; more steps do not fit the hour).
+    train=TrainConfig(lr=3e-3, beta=0.1, epochs=1, batch_size=8, eval_every=50, checkpoint_every=25),
     notes="SmolLM2-135M-Instruct on MovieLens-100K, sized for 60 minutes on 2 CPU cores.",
 )
 

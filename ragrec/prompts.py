@@ -4,10 +4,16 @@ The paper's template is ``[instruction] + [target user's history] + [similar use
 [target item]`` answered with Yes/No. Every interaction shown is strictly earlier than the
 sample and, for other users, a *training* interaction (DESIGN §5). The retrieved users also
 give a collaborative signal on the target a small LLM can learn to read: how many of the
-``vote_k`` most similar users rated the target before the sample's time and their average
-rating, and for each shown neighbour whether and how they rated it. The user's average rating
-over the history window is stated too (a 135M model reads one number more easily than it
-averages ten).
+``vote_k`` most similar users rated the target before the sample's time and what share of them
+liked it (the dataset's label rule applied to their ratings), and for each shown neighbour
+whether and how they rated it. The share of the user's own history window that were likes is
+stated too (a 135M model reads one number far more easily than it averages ten).
+
+Both shares are whole percentages and sit last, right before the question. Measured on the cpu
+profile (100 LoRA steps): with the user's *mean rating* ("3.2") placed there, SmolLM2-135M did
+not even learn the deterministic label "mean ≥ median" (validation AUC 0.63), while with a lone
+number in a short prompt it learns a threshold in 25 steps — among the many digits of a history
+prompt it must find one token whose value decides, and a percentage's first digit is that token.
 
 Under a token budget the prompt is shortened in this order, never touching the instruction, the
 target item or the question: the oldest items of the furthest neighbour first, then whole
@@ -67,23 +73,26 @@ class _Parts:
     neighbours: list[list[str]]  # per shown neighbour: its items
     neighbour_target: list[str | None]  # per shown neighbour: how it rated the target, if it did
     target: str
-    mean_rating: float | None = None
-    vote: tuple[int, int, float | None] | None = None  # (raters, polled, their mean rating)
+    liked_share: float | None = None  # share of the user's history window that were likes
+    vote: tuple[int, int, int] | None = None  # (raters, polled, raters who liked it)
     scale: int = 5
     noun: str = field(default="item")
 
     def render(self) -> str:
+        # The two numbers the answer depends on most sit last, right before the question: a
+        # constant number of tokens from the position the answer is read at, which a small model
+        # learns to attend to far more easily than a number buried before a variable-length list.
         lines = [f"User's recent ratings (1-{self.scale}): " + ("; ".join(self.history) or "none")]
-        if self.mean_rating is not None:
-            lines.append(f"User's average rating: {self.mean_rating:.1f}")
-        if self.vote is not None:
-            raters, polled, mean = self.vote
-            said = f", average {mean:.1f}" if raters else ""
-            lines.append(f"Similar users who rated this {self.noun}: {raters} of {polled}{said}")
         for j, (items, rated) in enumerate(zip(self.neighbours, self.neighbour_target)):
             said = f"rated it {rated}" if rated else "not rated"
             lines.append(f"Similar user {j + 1} ({said}): " + ("; ".join(items) or "none"))
         lines.append(f"Target {self.noun}: {self.target}")
+        if self.vote is not None:
+            raters, polled, likes = self.vote
+            said = f", {_percent(likes / raters)} liked it" if raters else ""
+            lines.append(f"Similar users who rated this {self.noun}: {raters} of {polled}{said}")
+        if self.liked_share is not None:
+            lines.append(f"Share of recent {self.noun}s the user liked: {_percent(self.liked_share)}")
         lines.append(f"Will the user like the target {self.noun}? Answer Yes or No.")
         return "\n".join(lines)
 
@@ -99,6 +108,12 @@ class _Parts:
             self.history.pop(0)
             return True
         return False
+
+
+def _percent(share: float) -> str:
+    # A whole percentage: its first digit alone places the share to within ten points, one
+    # token a small model reads far more reliably than a mean rating's decimals.
+    return f"{round(100 * share)}%"
 
 
 class PromptBuilder:
@@ -140,7 +155,7 @@ class PromptBuilder:
             )
             hit = np.flatnonzero(n_items == target)
             if len(hit) and j < self.config.vote_k:
-                votes.append(float(n_ratings[hit[-1]]))
+                votes.append(float(n_ratings[hit[-1]]))  # the neighbour's latest rating of it
             if j < self.config.k:
                 rated.append(f"{n_ratings[hit[-1]]:g}" if len(hit) else None)
                 shown = slice(max(0, len(n_items) - self.config.neighbour_items), len(n_items))
@@ -151,8 +166,8 @@ class PromptBuilder:
             neighbours=hoods,
             neighbour_target=rated,
             target=item_line(self.dataset, target),
-            mean_rating=float(np.mean(ratings)) if len(ratings) else None,
-            vote=(len(votes), n_polled, float(np.mean(votes)) if votes else None) if n_polled else None,
+            liked_share=float(np.mean(self.dataset.liked(ratings))) if len(ratings) else None,
+            vote=(len(votes), n_polled, int(self.dataset.liked(votes).sum())) if n_polled else None,
             scale=self.scale,
             noun=self.noun,
         )

@@ -172,3 +172,12 @@ def test_every_listed_dataset_has_a_loader():
     for name in DATASETS:
         ok, why = dataset_available(name, data_root="/nonexistent")
         assert ok or "Expected" in why or "recbole" in why
+
+
+def test_like_threshold_is_read_off_the_label_rule(tmp_path):
+    write_bx(tmp_path / "bookcrossing")
+    bx = load_dataset("bookcrossing", data_root=tmp_path)  # "rating >= 5" on 1-10
+    assert bx.like_threshold == 5
+    assert bx.liked(np.array([4, 5, 10])).tolist() == [False, True, True]
+    syn = load_dataset("synthetic", n_users=30, n_items=50, seed=3)  # "rating > 3" on 1-5
+    assert syn.like_threshold == 4

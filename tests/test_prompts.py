@@ -59,8 +59,8 @@ def test_neighbour_rating_of_the_target_is_shown_only_when_earlier(setup):
         pytest.skip("every later rater also rated earlier")
     parts = builder.parts(samples, sid, np.array([before["user"].iloc[0], late["user"].iloc[0]]))
     assert parts.neighbour_target == [f"{before['rating'].iloc[0]:g}", None]
-    # The vote over the polled neighbours counts only the earlier rating.
-    assert parts.vote == (1, 2, pytest.approx(float(before["rating"].iloc[0])))
+    # The vote over the polled neighbours counts only the earlier rating, and whether it was a like.
+    assert parts.vote == (1, 2, int(before["rating"].iloc[0] > 3))
 
 
 def test_budget_truncation_keeps_target_and_question(setup):
@@ -90,3 +90,14 @@ def test_prompt_ends_where_the_answer_is_read(setup):
     ids = PromptBuilder(ds, bb, train, PromptConfig()).encode(samples, samples.frame.index[0])
     # The chat template's generation prompt closes the prompt: the next token is the answer.
     assert bb.tokenizer.convert_ids_to_tokens(ids[-1:]) == ["<|assistant|>"]
+
+
+def test_user_liked_share_is_last_before_the_question(setup):
+    ds, split, samples, train, bb = setup
+    sid = samples.part("test").frame.index[0]
+    _, ratings, _ = samples.history(sid)
+    lines = PromptBuilder(ds, bb, train, PromptConfig(max_tokens=4000)).parts(samples, sid, np.array([1, 2])).render().splitlines()
+    # Synthetic labels are "rating > 3", so the share counts ratings of 4 and 5.
+    assert lines[-2] == f"Share of recent items the user liked: {round(100 * np.mean(ratings > 3))}%"
+    assert lines[-3].startswith("Similar users who rated this item: ")
+    assert lines[-1].startswith("Will the user like the target item?")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,23 @@ class Dataset:
     @property
     def n_items(self) -> int:
         return len(self.item_raw_ids)
+
+    @cached_property
+    def like_threshold(self) -> float:
+        """The smallest rating the dataset's label rule calls a like (every rule here is a
+        threshold: ``rating > 3`` on 1-5 is 4), read off the labelled interactions."""
+        liked = self.interactions["label"].to_numpy() == 1
+        ratings = self.interactions["rating"].to_numpy()
+        if not liked.any() or liked.all():
+            raise DataError(f"{self.name}: the labels hold one class only; a like threshold is undefined")
+        threshold = float(ratings[liked].min())
+        if ratings[~liked].max() >= threshold:
+            raise DataError(f"{self.name}: the label rule {self.label_rule!r} is not a rating threshold")
+        return threshold
+
+    def liked(self, ratings: np.ndarray) -> np.ndarray:
+        """Boolean mask: which of ``ratings`` the label rule counts as a like."""
+        return np.asarray(ratings, dtype=float) >= self.like_threshold
 
     def item_text(self, item: int) -> str:
         """A one-line description of an item: its title and, when known, its attributes."""
