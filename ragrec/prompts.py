@@ -2,18 +2,31 @@
 
 The paper's template is ``[instruction] + [target user's history] + [similar users' histories] +
 [target item]`` answered with Yes/No. Every interaction shown is strictly earlier than the
-sample and, for other users, a *training* interaction (DESIGN §5). The retrieved users also
-give a collaborative signal on the target a small LLM can learn to read: how many of the
-``vote_k`` most similar users rated the target before the sample's time and what share of them
-liked it (the dataset's label rule applied to their ratings), and for each shown neighbour
-whether and how they rated it. The share of the user's own history window that were likes is
-stated too (a 135M model reads one number far more easily than it averages ten).
+sample and, for other users, a *training* interaction (DESIGN §5). Three like shares carry the
+collaborative signal a small LLM can learn to read, each by the dataset's own label rule
+(``Dataset.liked``):
 
-Both shares are whole percentages and sit last, right before the question. Measured on the cpu
-profile (100 LoRA steps): with the user's *mean rating* ("3.2") placed there, SmolLM2-135M did
-not even learn the deterministic label "mean ≥ median" (validation AUC 0.63), while with a lone
-number in a short prompt it learns a threshold in 25 steps — among the many digits of a history
-prompt it must find one token whose value decides, and a percentage's first digit is that token.
+- the target item's: the share of likes among its training-period ratings before the sample's
+  time (an item-bias signal; every context gets it);
+- the retrieved users' vote: how many of the ``vote_k`` most similar users rated the target
+  before the sample's time and what share of them liked it, and for each shown neighbour whether
+  and how they rated it (only with a retriever);
+- the user's: the share of the likes in their history window (a user-bias signal; a 135M model
+  reads one number far more easily than it averages ten ratings).
+
+How far the item's and the user's shares carry when read off linearly is the ``prompt_shares``
+baseline (:mod:`ragrec.baselines`): the reference the tuned LLM is learning to reach.
+
+The shares are whole percentages and sit last, right before the question. Measured on the cpu
+profile (100 LoRA steps, 400 test samples, last head): the item's share as "Share of earlier
+raters who liked this movie: 35%" reached AUC 0.69, the same line as "Users who rated this movie
+before: 20; share who liked it: 35%" 0.61, and counts before "61% liked it" on every line 0.58
+(200 steps) — where the deciding digit sits matters more to a 135M model than how much the line
+says; without the item's line it was 0.64. Earlier, with the user's *mean rating* ("3.2") placed
+there, SmolLM2-135M did not even learn the deterministic label "mean ≥ median" (validation AUC
+0.63), while with a lone number in a short prompt it learns a threshold in 25 steps — among the
+many digits of a history prompt it must find one token whose value decides, and a percentage's
+first digit is that token.
 
 Under a token budget the prompt is shortened in this order, never touching the instruction, the
 target item or the question: the oldest items of the furthest neighbour first, then whole
@@ -40,12 +53,11 @@ class PromptConfig:
     """How much context a prompt carries.
 
     Attributes:
-        history_len: items of the target user's own history shown (most recent). The average
-            rating line covers the sample's whole history window (``DataSettings.history_len``).
+        history_len: items of the target user's own history shown (most recent).
         k: retrieved neighbours whose own recent items are shown.
         neighbour_items: items shown per shown neighbour (most recent before the sample).
-        vote_k: neighbours polled for the target: "n of vote_k similar users rated it, average
-            r" — the retrieved users' collaborative signal on the target item. 0 turns it off.
+        vote_k: neighbours polled for the target: "n of vote_k similar users rated it, p% liked
+            it" — the retrieved users' collaborative signal on the target item. 0 turns it off.
         max_tokens: token budget of the whole rendered prompt (chat template included).
     """
 
@@ -73,13 +85,14 @@ class _Parts:
     neighbours: list[list[str]]  # per shown neighbour: its items
     neighbour_target: list[str | None]  # per shown neighbour: how it rated the target, if it did
     target: str
+    item_likes: tuple[int, int] = (0, 0)  # (earlier training ratings of the target, likes among them)
     liked_share: float | None = None  # share of the user's history window that were likes
     vote: tuple[int, int, int] | None = None  # (raters, polled, raters who liked it)
     scale: int = 5
     noun: str = field(default="item")
 
     def render(self) -> str:
-        # The two numbers the answer depends on most sit last, right before the question: a
+        # The numbers the answer depends on most sit last, right before the question: a
         # constant number of tokens from the position the answer is read at, which a small model
         # learns to attend to far more easily than a number buried before a variable-length list.
         lines = [f"User's recent ratings (1-{self.scale}): " + ("; ".join(self.history) or "none")]
@@ -87,6 +100,9 @@ class _Parts:
             said = f"rated it {rated}" if rated else "not rated"
             lines.append(f"Similar user {j + 1} ({said}): " + ("; ".join(items) or "none"))
         lines.append(f"Target {self.noun}: {self.target}")
+        raters, likes = self.item_likes
+        said = _percent(likes / raters) if raters else "none"
+        lines.append(f"Share of earlier raters who liked this {self.noun}: {said}")
         if self.vote is not None:
             raters, polled, likes = self.vote
             said = f", {_percent(likes / raters)} liked it" if raters else ""
@@ -131,6 +147,7 @@ class PromptBuilder:
         self.dataset = dataset
         self.backbone = backbone
         self.train = train_sequences
+        self.train_by_item = train_sequences.by_item(dataset.n_items)
         self.config = config
         self.scale = 10 if dataset.name == "bookcrossing" else 5
         self.noun = {"ml-100k": "movie", "bookcrossing": "book"}.get(dataset.name, "item")
@@ -144,14 +161,14 @@ class PromptBuilder:
         """The untruncated pieces of one sample's prompt (see the module docstring)."""
         row = samples.frame.loc[sample_id]
         items, ratings, _ = samples.history(sample_id)
-        target = int(row["item"])
+        target, time = int(row["item"]), int(row["timestamp"])
         hoods, rated, votes = [], [], []
         polled = [] if neighbours is None else [int(n) for n in np.asarray(neighbours).ravel() if n >= 0]
         for j, n in enumerate(polled):  # -1 is padding: fewer users qualified
             # All of the neighbour's training events before the sample (to find the target),
             # of which the most recent ``neighbour_items`` are shown.
             n_items, n_ratings, _ = neighbour_events(
-                self.train, n, int(row["timestamp"]), 1 << 30, has_timestamps=self.dataset.has_timestamps
+                self.train, n, time, 1 << 30, has_timestamps=self.dataset.has_timestamps
             )
             hit = np.flatnonzero(n_items == target)
             if len(hit) and j < self.config.vote_k:
@@ -161,11 +178,16 @@ class PromptBuilder:
                 shown = slice(max(0, len(n_items) - self.config.neighbour_items), len(n_items))
                 hoods.append([self._short(i, r) for i, r in zip(n_items[shown], n_ratings[shown])])
         n_polled = min(len(polled), self.config.vote_k)
+        # Without timestamps "before the sample" cannot be told apart: then the whole training
+        # period counts, as it does for the neighbours' items (``neighbour_events``).
+        when = np.array([time if self.dataset.has_timestamps else np.iinfo(np.int64).max])
+        raters, likes = self.train_by_item.likes_before(np.array([target]), when)
         return _Parts(
             history=[self._short(i, r) for i, r in zip(items[-self.config.history_len:], ratings[-self.config.history_len:])],
             neighbours=hoods,
             neighbour_target=rated,
             target=item_line(self.dataset, target),
+            item_likes=(int(raters[0]), int(likes[0])),
             liked_share=float(np.mean(self.dataset.liked(ratings))) if len(ratings) else None,
             vote=(len(votes), n_polled, int(self.dataset.liked(votes).sum())) if n_polled else None,
             scale=self.scale,

@@ -92,12 +92,30 @@ def test_prompt_ends_where_the_answer_is_read(setup):
     assert bb.tokenizer.convert_ids_to_tokens(ids[-1:]) == ["<|assistant|>"]
 
 
-def test_user_liked_share_is_last_before_the_question(setup):
+def test_like_shares_sit_last_before_the_question_and_count_only_earlier_training_ratings(setup):
     ds, split, samples, train, bb = setup
+    tr = split.train
     sid = samples.part("test").frame.index[0]
+    row = samples.frame.loc[sid]
     _, ratings, _ = samples.history(sid)
     lines = PromptBuilder(ds, bb, train, PromptConfig(max_tokens=4000)).parts(samples, sid, np.array([1, 2])).render().splitlines()
-    # Synthetic labels are "rating > 3", so the share counts ratings of 4 and 5.
-    assert lines[-2] == f"Share of recent items the user liked: {round(100 * np.mean(ratings > 3))}%"
+    # Synthetic labels are "rating > 3", so the shares count ratings of 4 and 5.
+    raters = tr[(tr["timestamp"] < row["timestamp"]) & (tr["item"] == row["item"])]
+    said = f"{round(100 * np.mean(raters['rating'] > 3))}%" if len(raters) else "none"
+    assert lines[-4] == f"Share of earlier raters who liked this item: {said}"
     assert lines[-3].startswith("Similar users who rated this item: ")
+    assert lines[-2] == f"Share of recent items the user liked: {round(100 * np.mean(ratings > 3))}%"
     assert lines[-1].startswith("Will the user like the target item?")
+
+
+def test_like_counts_before_a_time_by_user_and_by_item(setup):
+    ds, split, samples, train, bb = setup
+    tr = split.train
+    t = int(tr["timestamp"].median())
+    users, items = tr["user"].unique()[:5], tr["item"].unique()[:5]
+    n, likes = train.likes_before(users, np.full(len(users), t))
+    m, item_likes = train.by_item(ds.n_items).likes_before(items, np.full(len(items), t))
+    for key, column, count, liked in ((users, "user", n, likes), (items, "item", m, item_likes)):
+        for j, x in enumerate(key):
+            mine = tr[(tr[column] == x) & (tr["timestamp"] < t)]
+            assert (count[j], liked[j]) == (len(mine), int(mine["label"].sum()))

@@ -42,6 +42,14 @@ class UserSequences:
         self._t0 = int(self.timestamps.min()) if len(self.timestamps) else 0
         self._span = int(self.timestamps.max()) - self._t0 + 2 if len(self.timestamps) else 2
         self._keys = self.users * self._span + (self.timestamps - self._t0)
+        # Running count of likes, so "how many of u's events before t were likes" is two lookups.
+        self._likes = np.concatenate([[0], np.cumsum(self.labels, dtype=np.int64)])
+
+    def by_item(self, n_items: int) -> UserSequences:
+        """The same events keyed by item (``users`` ↔ ``items`` swapped): every lookup of this
+        class then answers "what happened to item i before t" — e.g. :meth:`likes_before`."""
+        swapped = {"user": self.items, "item": self.users, "rating": self.ratings, "timestamp": self.timestamps, "label": self.labels}
+        return UserSequences(pd.DataFrame(swapped), n_items)
 
     def end_before(self, users: np.ndarray, times: np.ndarray) -> np.ndarray:
         """For each (user, time): the index one past the user's last event strictly before time.
@@ -57,6 +65,13 @@ class UserSequences:
     def count_before(self, users: np.ndarray, times: np.ndarray) -> np.ndarray:
         """How many of each user's events are strictly before the given time."""
         return self.end_before(users, times) - self.offsets[np.asarray(users, dtype=np.int64)]
+
+    def likes_before(self, users: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each (user, time): (events strictly before time, how many of them were likes),
+        two int64 arrays of the query's shape."""
+        users = np.asarray(users, dtype=np.int64)
+        end, start = self.end_before(users, times), self.offsets[users]
+        return end - start, self._likes[end] - self._likes[start]
 
     def window(self, user: int, time: int | None, limit: int) -> slice:
         """The up-to-``limit`` most recent events of ``user`` strictly before ``time``
