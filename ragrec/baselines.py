@@ -19,6 +19,11 @@ same AUC and bootstrap interval (:mod:`ragrec.evaluate`):
 * ``recent_mean_rating`` — the mean rating of the sample's own history (the up to ``history_len``
   most recent training interactions strictly before it; the global training mean when empty).
   AUC only.
+* ``prompt_shares`` — a logistic regression on the two like shares every prompt states
+  (:mod:`ragrec.prompts`): the target item's share of likes among its earlier training ratings
+  and the share of likes in the user's history window, fitted on every
+  training-split sample. It shows how far the prompt's numbers alone carry, read off linearly: the
+  reference the fine-tuned LLM is learning to reach. A probability: AUC and LogLoss.
 
 ``run_baselines`` also reads the recommender's ``predictions_<context>.csv`` (final head) when
 present, so the table places the LLM among them, with paired-bootstrap AUC differences
@@ -36,13 +41,13 @@ import numpy as np
 import pandas as pd
 
 from ragrec.config import Profile
-from ragrec.data import Dataset, Samples
+from ragrec.data import Dataset, Samples, UserSequences
 from ragrec.errors import ConfigError, DataError
 from ragrec.evaluate import auc, auc_ci, logloss, paired_auc_difference
 from ragrec.results import Provenance, read_csv, result_dir, write_csv
 
-BASELINES = ("popularity", "logistic_regression", "lightgcn_score", "recent_mean_rating")
-PROBABILISTIC = frozenset({"logistic_regression"})
+BASELINES = ("popularity", "logistic_regression", "lightgcn_score", "recent_mean_rating", "prompt_shares")
+PROBABILISTIC = frozenset({"logistic_regression", "prompt_shares"})
 """Baselines whose scores are probabilities, so a LogLoss is meaningful."""
 
 TABLE_COLUMNS = ("method", "kind", "auc", "auc_ci_low", "auc_ci_high", "logloss", "n", "n_train",
@@ -79,36 +84,41 @@ class BaselineConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# the four predictors
+# the predictors
 
 
-def popularity_scores(train: pd.DataFrame, samples: Samples, *, has_timestamps: bool = True) -> np.ndarray:
+def item_likes_before(train: pd.DataFrame, samples: Samples, n_items: int, *, has_timestamps: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: (the target item's training interactions strictly before the sample's time,
+    how many of them were likes) — every training interaction of it when ``has_timestamps`` is
+    False. The counts the prompts state (:mod:`ragrec.prompts`), by the same lookup."""
+    frame = samples.frame
+    times = frame["timestamp"].to_numpy(np.int64) if has_timestamps else np.full(len(frame), np.iinfo(np.int64).max)
+    by_item = UserSequences(train, int(train["user"].max()) + 1 if len(train) else 0).by_item(n_items)
+    return by_item.likes_before(frame["item"].to_numpy(np.int64), times)
+
+
+def popularity_scores(train: pd.DataFrame, samples: Samples, n_items: int, *, has_timestamps: bool = True) -> np.ndarray:
     """Per sample: the target item's training interactions strictly before the sample's time
     (every training interaction of it when ``has_timestamps`` is False)."""
-    frame = samples.frame
-    items = frame["item"].to_numpy(np.int64)
-    if not has_timestamps:
-        counts = train["item"].value_counts()
-        return counts.reindex(items, fill_value=0).to_numpy(dtype=float)
-    ordered = train.sort_values(["item", "timestamp"], kind="stable")
-    t_items = ordered["item"].to_numpy(np.int64)
-    t_times = ordered["timestamp"].to_numpy(np.int64)
-    start = np.searchsorted(t_items, items, side="left")
-    end = np.searchsorted(t_items, items, side="right")
-    out = np.empty(len(items), dtype=float)
-    for j, (a, b, t) in enumerate(zip(start, end, frame["timestamp"].to_numpy(np.int64))):
-        out[j] = np.searchsorted(t_times[a:b], t, side="left")
-    return out
+    return item_likes_before(train, samples, n_items, has_timestamps=has_timestamps)[0].astype(float)
+
+
+def history_like_share(samples: Samples, fallback: float) -> np.ndarray:
+    """Per sample: the share of likes in its history window (``fallback`` when it is empty)."""
+    return _history_mean(samples, samples.sequences.labels, fallback)
 
 
 def recent_mean_rating(samples: Samples, fallback: float) -> np.ndarray:
     """Per sample: the mean rating of its history (``fallback`` when the history is empty)."""
+    return _history_mean(samples, samples.sequences.ratings, fallback)
+
+
+def _history_mean(samples: Samples, values: np.ndarray, fallback: float) -> np.ndarray:
     frame = samples.frame
-    ratings = samples.sequences.ratings
     out = np.full(len(frame), float(fallback))
     for j, (a, b) in enumerate(zip(frame["hist_start"].to_numpy(np.int64), frame["hist_end"].to_numpy(np.int64))):
         if b > a:
-            out[j] = float(ratings[a:b].mean())
+            out[j] = float(values[a:b].mean())
     return out
 
 
@@ -152,6 +162,33 @@ def logistic_regression_scores(train: Samples, test: Samples, items: pd.DataFram
     model = LogisticRegression(C=config.c, max_iter=config.max_iter, solver="lbfgs")
     model.fit(x_train, y)
     return model.predict_proba(x_test)[:, 1]
+
+
+def prompt_share_scores(train_interactions: pd.DataFrame, train: Samples, test: Samples, n_items: int, *,
+                        has_timestamps: bool = True, config: BaselineConfig = BaselineConfig()) -> np.ndarray:
+    """P(label = 1) from a logistic regression on the prompts' like shares, fitted on ``train``.
+
+    Features: the logit of the item's like share among its earlier training ratings, smoothed
+    towards the training like rate by one pseudo-rating (the prompt's "Share of earlier raters who
+    liked this ..."), and the logit of the history window's like share (clipped to [0.05, 0.95];
+    the prompt's "Share of recent ... the user liked").
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    y = train.frame["label"].to_numpy(int)
+    if len(np.unique(y)) < 2:
+        raise DataError("the prompt-share regression needs both labels among the training samples")
+    prior = float(train_interactions["label"].mean())
+
+    def features(samples: Samples) -> np.ndarray:
+        n, likes = item_likes_before(train_interactions, samples, n_items, has_timestamps=has_timestamps)
+        item = (likes + prior) / (n + 1.0)
+        user = np.clip(history_like_share(samples, prior), 0.05, 0.95)
+        return np.column_stack([np.log(item / (1 - item)), np.log(user / (1 - user))])
+
+    model = LogisticRegression(C=config.c, max_iter=config.max_iter, solver="lbfgs")
+    model.fit(features(train), y)
+    return model.predict_proba(features(test))[:, 1]
 
 
 def lightgcn_scores(user_embeddings: np.ndarray, item_embeddings: np.ndarray, samples: Samples) -> np.ndarray:
@@ -203,13 +240,16 @@ def score_baselines(dataset: Dataset, train_interactions: pd.DataFrame, train: S
     out: dict[str, np.ndarray] = {}
     for method in config.methods:
         if method == "popularity":
-            out[method] = popularity_scores(train_interactions, test, has_timestamps=dataset.has_timestamps)
+            out[method] = popularity_scores(train_interactions, test, dataset.n_items, has_timestamps=dataset.has_timestamps)
         elif method == "logistic_regression":
             out[method] = logistic_regression_scores(train, test, dataset.items, config)
         elif method == "lightgcn_score":
             if embeddings is None:
                 raise ConfigError("lightgcn_score needs the trained LightGCN embeddings")
             out[method] = lightgcn_scores(*embeddings, test)
+        elif method == "prompt_shares":
+            out[method] = prompt_share_scores(train_interactions, train, test, dataset.n_items,
+                                              has_timestamps=dataset.has_timestamps, config=config)
         else:
             out[method] = recent_mean_rating(test, float(train_interactions["rating"].mean()))
     return out
@@ -255,7 +295,7 @@ def run_baselines(profile: Profile, *, config: BaselineConfig | None = None, dat
     test = prepared.test
     scores = score_baselines(prepared.dataset, prepared.split.train, all_train, test, embeddings, config)
     kinds = {m: "baseline" for m in scores}
-    n_train = {"logistic_regression": len(all_train)}
+    n_train = {"logistic_regression": len(all_train), "prompt_shares": len(all_train)}
     out_dir = result_dir(profile.name, profile.data.dataset, results_root)
     sample_ids = test.frame.index.to_numpy()
     llm = llm_predictions(out_dir, profile.contexts, sample_ids)

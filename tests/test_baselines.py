@@ -10,10 +10,12 @@ from ragrec.baselines import (
     BASELINES,
     BaselineConfig,
     item_attribute_tokens,
+    item_likes_before,
     lightgcn_scores,
     llm_predictions,
     logistic_regression_scores,
     popularity_scores,
+    prompt_share_scores,
     recent_mean_rating,
     run_baselines,
     score_table,
@@ -38,8 +40,29 @@ def test_popularity_counts_only_training_interactions_strictly_before_the_sample
     train = _events([0, 1, 2, 3], [7, 7, 7, 5], [5, 5, 5, 5], [10, 20, 30, 5])
     samples = _samples([{"user": 0, "item": 7, "timestamp": 20}, {"user": 0, "item": 5, "timestamp": 100},
                         {"user": 0, "item": 9, "timestamp": 100}], train, 4)
-    assert popularity_scores(train, samples).tolist() == [1.0, 1.0, 0.0]
-    assert popularity_scores(train, samples, has_timestamps=False).tolist() == [3.0, 1.0, 0.0]
+    assert popularity_scores(train, samples, 10).tolist() == [1.0, 1.0, 0.0]
+    assert popularity_scores(train, samples, 10, has_timestamps=False).tolist() == [3.0, 1.0, 0.0]
+
+
+def test_item_likes_before_counts_the_earlier_likes_the_prompt_states():
+    train = _events([0, 1, 2, 3], [7, 7, 7, 5], [5, 2, 4, 1], [10, 20, 30, 5])
+    samples = _samples([{"user": 0, "item": 7, "timestamp": 25}, {"user": 0, "item": 5, "timestamp": 100},
+                        {"user": 0, "item": 9, "timestamp": 100}], train, 4)
+    n, likes = item_likes_before(train, samples, 10)
+    assert n.tolist() == [2, 1, 0] and likes.tolist() == [1, 0, 0]
+
+
+def test_prompt_shares_rank_items_by_their_earlier_likes():
+    # Item 1 was liked by every earlier rater, item 2 by none; the labels follow the items.
+    users = np.arange(40)
+    train = _events(users, users % 2 + 1, np.where(users % 2 == 0, 5, 1), users)
+    empty = {"hist_start": 0, "hist_end": 0}  # no history: the user's share is the fallback
+    train_samples = _samples([{"user": int(u), "item": int(u % 2 + 1), "timestamp": 50, "label": int(u % 2 == 0), **empty}
+                              for u in users], train, 40)
+    test = _samples([{"user": 0, "item": 1, "timestamp": 60, "label": 1, **empty},
+                     {"user": 1, "item": 2, "timestamp": 60, "label": 0, **empty}], train, 40)
+    p = prompt_share_scores(train, train_samples, test, 3)
+    assert p[0] > 0.5 > p[1]
 
 
 def test_recent_mean_rating_is_the_mean_of_the_samples_history_or_the_fallback():
