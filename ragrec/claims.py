@@ -111,7 +111,12 @@ def paired_final_head(a: pd.DataFrame, b: pd.DataFrame, settings: ClaimSettings)
     return d.diff, d.ci_low, d.ci_high
 
 
-def _retrieval_rows(frame: pd.DataFrame, k: int | None) -> pd.DataFrame:
+def _retrieval_rows(d: Path, k: int | None) -> pd.DataFrame | None:
+    """``retrieval.csv``'s rows for ``k`` (the smallest k measured when k was not), or None when
+    the retrieval benchmark has not run."""
+    frame = _read(d, "retrieval.csv")
+    if frame is None:
+        return None
     ks = sorted(frame["k"].unique())
     chosen = k if k in ks else ks[0]
     return frame[frame["k"] == chosen]
@@ -120,10 +125,9 @@ def _retrieval_rows(frame: pd.DataFrame, k: int | None) -> pd.DataFrame:
 def check_faster_retrieval(d: Path, s: ClaimSettings) -> ClaimCheck:
     base = ClaimCheck("faster_retrieval", "The GCN-Retriever retrieves similar users faster than the LLM-based retriever.",
                       "up to 4.72× faster retrieval", "p50 latency ratio LLM / GCN (×)")
-    frame = _read(d, "retrieval.csv")
-    if frame is None:
+    rows = _retrieval_rows(d, s.k)
+    if rows is None:
         return base
-    rows = _retrieval_rows(frame, s.k)
     gcn = rows[(rows["retriever"] == "gcn") & (rows["layer_combination"] == "mean")]
     llm = rows[rows["retriever"] == "llm"]
     if gcn.empty or llm.empty:
@@ -206,10 +210,9 @@ def check_lr_decay(d: Path, s: ClaimSettings) -> ClaimCheck:
 def check_layer_mean(d: Path, s: ClaimSettings) -> ClaimCheck:
     base = ClaimCheck("layer_mean_beats_last", "Averaging the GCN's layer outputs retrieves better neighbours than the last layer.",
                       "reported as better (ablation; figure not available here)", "neighbour hit rate, mean − last layer")
-    frame = _read(d, "retrieval.csv")
-    if frame is None:
+    rows = _retrieval_rows(d, s.k)
+    if rows is None:
         return base
-    rows = _retrieval_rows(frame, s.k)
     gcn = rows[rows["retriever"] == "gcn"].set_index("layer_combination")
     if not {"mean", "last"} <= set(gcn.index):
         return base
