@@ -24,7 +24,13 @@ class DataSettings:
     split_method: str = "per_user"
     min_history: int = 5
     history_len: int = 10
-    history_scope: str = "train"
+    # The target user's own history: every earlier interaction of theirs ("prior", the paper's and
+    # ReLLa's convention), not only the training-period ones ("train"). Training samples see the
+    # same histories either way under the per-user split (their past lies in the training period);
+    # with "train", a test sample's history would end where the user's training period ends, a
+    # staleness the model never saw in training. Other users' interactions (retrieval, neighbours,
+    # item shares) stay training-period only.
+    history_scope: str = "prior"
     train_cap: int | None = None
     valid_cap: int | None = None
     test_cap: int | None = None

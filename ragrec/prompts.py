@@ -2,7 +2,8 @@
 
 The paper's template is ``[instruction] + [target user's history] + [similar users' histories] +
 [target item]`` answered with Yes/No. Every interaction shown is strictly earlier than the
-sample and, for other users, a *training* interaction (DESIGN §5). Three like shares carry the
+sample and, for other users, a *training* interaction (DESIGN §5); the target user's own
+history follows the samples' ``history_scope``. Three like shares carry the
 collaborative signal a small LLM can learn to read, each by the dataset's own label rule
 (``Dataset.liked``):
 

@@ -48,6 +48,23 @@ def test_every_history_event_precedes_its_sample(synthetic, scope):
             assert all((row["user"], it) in train_pairs for it in items)
 
 
+def test_prior_scope_gives_training_samples_training_histories_only(synthetic):
+    """Under the per-user split a training sample's earlier events all lie in the training
+    period, so the "prior" scope the profiles use lets no validation or test rating reach
+    training; it differs from "train" only on validation and test samples."""
+    split = split_interactions(synthetic, "per_user")
+    prior = build_samples(split, synthetic.n_users, history_scope="prior")
+    train = build_samples(split, synthetic.n_users, history_scope="train")
+    for part in ("train", "valid", "test"):
+        a, b = prior.part(part), train.part(part)
+        assert list(a.frame.index) == list(b.frame.index)
+        same = [np.array_equal(a.history(s)[2], b.history(s)[2]) and np.array_equal(a.history(s)[0], b.history(s)[0]) for s in a.frame.index]
+        if part == "train":
+            assert all(same)
+        else:
+            assert not all(same)  # later parts see the user's more recent ratings
+
+
 def test_history_is_the_most_recent_earlier_events(synthetic):
     split = split_interactions(synthetic, "per_user")
     samples = build_samples(split, synthetic.n_users, history_len=4, history_scope="prior")
@@ -120,3 +137,4 @@ def test_statistics_table_reports_sizes_and_cold_start(synthetic):
     assert stats["interactions"] == len(synthetic.interactions)
     assert stats["train_samples"] + stats["valid_samples"] + stats["test_samples"] == len(samples)
     assert 0 <= stats["test_cold_start_share"] <= 1
+    assert stats["history_scope"] == "prior"

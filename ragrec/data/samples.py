@@ -4,9 +4,11 @@ A sample is one interaction (user, target item, label, timestamp) of a user who 
 least ``min_history`` strictly earlier interactions. Its history is the up to ``history_len``
 most recent interactions of the same user that are (a) strictly earlier than the sample's
 timestamp — equal timestamps are not "earlier", MovieLens has many same-second ratings — and
-(b) with ``history_scope="train"`` (default, DESIGN §5) training interactions only;
-``"prior"`` allows any of the user's own earlier interactions (ReLLa's convention, useful under
-the global time cut where cold users have no training interactions).
+(b) with ``history_scope="train"`` (DESIGN §5) training interactions only; with ``"prior"`` (the
+profiles' choice, ReLLa's convention) any of the user's own earlier interactions. Under the
+per-user split the two agree on every training sample, so no validation or test rating reaches
+training either way; they differ at evaluation, where "train" would show a test sample the
+history as it stood at the end of the user's training period.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ from ragrec.data.split import SPLIT_NAMES, Split
 
 
 def dataset_statistics(dataset: Dataset, split: Split, samples: Samples) -> pd.DataFrame:
-    """One row: sizes, positive rate, samples per split part, mean history length, and the share
+    """One row: sizes, positive rate, samples per split part, the history scope and mean history
+    length, and the share
     of test samples whose user has no training interaction (cold start for a user-graph
     retriever)."""
     inter = dataset.interactions
@@ -29,6 +30,7 @@ def dataset_statistics(dataset: Dataset, split: Split, samples: Samples) -> pd.D
         "label_rule": dataset.label_rule,
         "train_interactions": len(split.train),
         **{f"{name}_samples": int((frame["split"] == name).sum()) for name in SPLIT_NAMES},
+        "history_scope": samples.history_scope,
         "mean_history_len": float(hist_len.mean()),
         "test_cold_start_share": float((~test["user"].isin(train_users)).mean()) if len(test) else float("nan"),
     }
