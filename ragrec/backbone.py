@@ -87,6 +87,12 @@ class Backbone:
         return int(self.model.config.hidden_size)
 
     @property
+    def pad_id(self) -> int:
+        """The id right-padded training and evaluation batches pad with (pad token, else EOS)."""
+        tok = self.tokenizer
+        return int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 

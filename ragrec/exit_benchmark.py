@@ -738,7 +738,7 @@ def merged_for_inference(backbone: Backbone, heads: ExitHeads) -> tuple[Backbone
         model = model.merge_and_unload()
     model.eval()
     merged = dataclasses.replace(backbone, model=model)
-    out = ExitHeads(merged, heads.head_layers)
+    out = ExitHeads(merged, heads.head_layers, readout=heads.has_readouts)
     out.load_checkpoint(heads.checkpoint())
     out.eval()
     return merged, out

@@ -159,7 +159,7 @@ def train_model(
     valid_ctx = "gcn" if "gcn" in retrievers else p.contexts[0]
     valid_prompts = encode_contexts(builder, retrievers, prepared.valid, [valid_ctx] * len(prepared.valid))
     tuned = attach_lora(backbone, config.lora, seed=p.seed)
-    heads = ExitHeads(tuned, p.model.head_layers)
+    heads = ExitHeads(tuned, p.model.head_layers, readout=p.train.readout_fit is not None)
     directory = model_dir(p, config.beta, results_root)
     result = train_multihead(
         tuned, heads, prompts, prepared.train.frame["label"].to_numpy(), config, directory,
@@ -179,7 +179,7 @@ def load_trained_model(prepared: Prepared, backbone: Backbone, *, beta: float | 
     p = prepared.profile
     beta = p.train.beta if beta is None else beta
     tuned = attach_lora(backbone, p.train.lora, seed=p.seed)
-    heads = ExitHeads(tuned, p.model.head_layers)
+    heads = ExitHeads(tuned, p.model.head_layers, readout=p.train.readout_fit is not None)
     result = load_trained(model_dir(p, beta, results_root), tuned, heads)
     tuned.model.eval(), heads.eval()
     return TrainedModel(tuned, heads, result, beta)

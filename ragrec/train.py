@@ -4,11 +4,21 @@ Loss (one batch of B prompts with labels y ∈ {0, 1}):
 
     L = Σ_h w_h · CE(softmax([logit_No, logit_Yes]_h), y),    Σ_h w_h = 1 (uniform by default)
 
+Optional self-distillation (``distill = α > 0``; not in the paper, off by default): every head
+but the last trains on ``(1 − α) · CE(·, y) + α · CE(·, p_last)``, where ``p_last`` is the last
+head's [P(No), P(Yes)] for the same prompt, detached. An intermediate head then learns to say
+what the full model will say, not only the label — what the exit rule needs, since a row that
+exits early keeps that head's answer instead of the last head's (the early-exit literature's
+self-distillation, e.g. FastBERT). The last head's loss is unchanged.
+
 Depth-wise learning-rate decay (the paper): the parameters of depth index d (0 = shallowest
 head) train with ``lr_d = lr_0 · exp(−β · d)``, so shallow heads learn faster. "Parameters of
-depth d" are head d's own (its norm) and the LoRA adapters of the decoder layers between head
-d−1 and head d — the layers whose output only head d and deeper heads read. β = 0 is the
-uniform ablation. Implemented as optimizer parameter groups.
+depth d" are head d's own (its norm, and its readout if it has one) and the LoRA adapters of
+the decoder layers between head d−1 and head d — the layers whose output only head d and
+deeper heads read. β = 0 is the uniform ablation. Implemented as optimizer parameter groups.
+
+With ``readout_fit`` set, the intermediate heads' readouts are refitted in closed form after
+the last step (:mod:`ragrec.readout`) and saved with the final checkpoint.
 
 Checkpoints (LoRA adapters + heads as safetensors, optimizer state, progress) are written
 atomically every ``checkpoint_every`` optimizer steps; a rerun after a kill resumes from the
@@ -40,6 +50,7 @@ from ragrec.batching import length_sorted_batches, pad_prompts
 from ragrec.early_exit import ExitHeads
 from ragrec.errors import ConfigError, ModelError
 from ragrec.evaluate import auc
+from ragrec.readout import ReadoutFit, fit_readouts
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,10 @@ class TrainConfig:
     grad_accum: int = 1
     max_steps: int | None = None
     head_weights: tuple[float, ...] | None = None
+    distill: float = 0.0
+    # Refit the intermediate heads' readouts by logistic regression after training (heads built
+    # with readout=True; see ragrec.readout). None: no closed-form fit.
+    readout_fit: ReadoutFit | None = None
     eval_every: int = 50
     checkpoint_every: int = 25
     warmup_steps: int = 10
@@ -74,6 +89,8 @@ class TrainConfig:
             raise ConfigError(f"invalid training configuration {self}")
         if self.head_weights is not None and (min(self.head_weights) < 0 or sum(self.head_weights) <= 0):
             raise ConfigError(f"head_weights must be non-negative with a positive sum, got {self.head_weights}")
+        if not 0.0 <= self.distill <= 1.0:
+            raise ConfigError(f"distill is the weight of the last head's answer in [0, 1], got {self.distill}")
 
 
 def depth_lr(lr0: float, beta: float, depth: int) -> float:
@@ -126,9 +143,16 @@ def parameter_groups(backbone: Backbone, heads: ExitHeads, lr0: float, beta: flo
     ]
 
 
-def _pad_id(backbone: Backbone) -> int:
-    tok = backbone.tokenizer
-    return int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+def multihead_losses(logits: torch.Tensor, y: torch.Tensor, distill: float = 0.0) -> torch.Tensor:
+    """Per-head losses ``[H]`` for logits ``[B, H, 2]`` and labels ``[B]`` (module docstring):
+    cross-entropy on ``y``, mixed for every head but the last with cross-entropy on the last
+    head's detached probabilities when ``distill > 0``."""
+    hard = torch.stack([F.cross_entropy(logits[:, h], y) for h in range(logits.shape[1])])
+    if distill == 0.0:
+        return hard
+    teacher = torch.softmax(logits[:, -1].detach(), dim=-1)  # [B, 2]
+    soft = torch.stack([F.cross_entropy(logits[:, h], teacher) for h in range(logits.shape[1] - 1)])
+    return torch.cat([(1.0 - distill) * hard[:-1] + distill * soft, hard[-1:]])
 
 
 @torch.inference_mode()
@@ -138,7 +162,7 @@ def predict_heads(backbone: Backbone, heads: ExitHeads, prompts: Sequence[Sequen
     out = np.empty((len(prompts), len(heads.head_layers)), dtype=np.float64)
     was_training = backbone.model.training
     backbone.model.eval(), heads.eval()
-    pad = _pad_id(backbone)
+    pad = backbone.pad_id
     for rows in tqdm(length_sorted_batches(prompts, batch_size), desc="predict", disable=not progress, leave=False):
         ids, mask = pad_prompts([prompts[r] for r in rows], pad, "right")
         logits = heads.forward_all(backbone.model, ids.to(backbone.device), mask.to(backbone.device))
@@ -276,7 +300,7 @@ def train_multihead(
         schedule.step()
         resumed = step
 
-    pad = _pad_id(backbone)
+    pad = backbone.pad_id
     device = backbone.device
     backbone.model.train(), heads.train()
     bar = tqdm(total=total, initial=step, desc="train", disable=not progress)
@@ -296,7 +320,7 @@ def train_multihead(
             ids, mask = pad_prompts([prompts[r] for r in rows], pad, "right")
             logits = heads.forward_all(backbone.model, ids.to(device), mask.to(device)).float()  # [B, H, 2]
             y = torch.as_tensor(labels[rows], device=device)
-            per_head = torch.stack([F.cross_entropy(logits[:, h], y) for h in range(logits.shape[1])])
+            per_head = multihead_losses(logits, y, config.distill)
             loss = (weights.to(device) * per_head).sum() / config.grad_accum
             loss.backward()
             total_loss += loss.item()
@@ -318,6 +342,11 @@ def train_multihead(
                     shutil.rmtree(old, ignore_errors=True)
     bar.close()
     backbone.model.eval(), heads.eval()
+    if config.readout_fit is not None:
+        fit_readouts(backbone, heads, prompts, labels, config.readout_fit, progress=progress)
+        if valid is not None:  # the last evaluation again, with the fitted readouts
+            p = predict_heads(backbone, heads, valid[0])
+            evals.append({"step": step, "readouts": "fitted", **{str(L): auc(valid[1], p[:, h]) for h, L in enumerate(heads.head_layers)}})
     seconds += time.perf_counter() - t0
     result = TrainResult(step, seconds, history, evals, resumed)
     state = {"fingerprint": fingerprint, "step": step, "loss": history, "valid_auc": evals, "seconds": seconds, "result": dataclasses.asdict(result)}

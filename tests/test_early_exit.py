@@ -78,6 +78,21 @@ def test_only_intermediate_norms_are_parameters(tiny_backbone, tiny_heads):
     final = tiny_backbone.model.model.norm.weight
     assert all(torch.equal(p, final) and p.data_ptr() != final.data_ptr() for p in params.values())
     assert set(tiny_heads.state_dict()) == set(params)
+    with_readouts = dict(ExitHeads(tiny_backbone, [3, 6], readout=True).named_parameters())
+    assert sorted(with_readouts) == ["norms.3.weight", "readouts.3.bias", "readouts.3.weight"]
+
+
+def test_an_untrained_readout_leaves_the_logit_lens(tiny_backbone):
+    heads = ExitHeads(tiny_backbone, [2, 4, 6], readout=True)
+    hidden = torch.randn(3, tiny_backbone.hidden_size, generator=torch.Generator().manual_seed(2))
+    core = tiny_backbone.model
+    with torch.no_grad():
+        lens = core.lm_head(core.model.norm(hidden))[:, [tiny_backbone.no_token_id, tiny_backbone.yes_token_id]]
+        torch.testing.assert_close(heads.logits(hidden, 0), lens)
+        # A trained readout moves only its own head.
+        heads.readouts["2"].bias.copy_(torch.tensor([0.0, 1.0]))
+        torch.testing.assert_close(heads.logits(hidden, 0), lens + torch.tensor([0.0, 1.0]))
+        torch.testing.assert_close(heads.logits(hidden, 1), lens)
 
 
 def test_last_head_of_forward_all_is_the_plain_model(tiny_backbone, tiny_heads, prompts, all_heads):
@@ -309,10 +324,10 @@ def test_bad_engine_input(tiny_backbone, tiny_heads):
 
 
 def test_checkpoint_round_trip_and_layout_checks(tmp_path, tiny_backbone, prompts):
-    heads = ExitHeads(tiny_backbone, [2, 4, 6])
+    heads = ExitHeads(tiny_backbone, [2, 4, 6], readout=True)
     with torch.no_grad():
         for p in heads.parameters():
-            p.mul_(torch.linspace(0.5, 1.5, p.numel()))
+            p.add_(torch.linspace(0.5, 1.5, p.numel()).view_as(p))  # readouts start at zero
     path = tmp_path / "heads.pt"
     heads.save(path)
     assert [p.name for p in tmp_path.iterdir()] == ["heads.pt"]
@@ -325,7 +340,9 @@ def test_checkpoint_round_trip_and_layout_checks(tmp_path, tiny_backbone, prompt
     np.testing.assert_array_equal(engine_a.per_head_p, engine_b.per_head_p)
 
     with pytest.raises(ModelError, match="head_layers"):
-        ExitHeads(tiny_backbone, [3, 6]).load_checkpoint(heads.checkpoint())
+        ExitHeads(tiny_backbone, [3, 6], readout=True).load_checkpoint(heads.checkpoint())
+    with pytest.raises(ModelError, match="readout"):
+        ExitHeads(tiny_backbone, [2, 4, 6]).load_checkpoint(heads.checkpoint())
     with pytest.raises(ModelError, match="num_layers"):
         ExitHeads(bb.tiny_backbone(num_layers=8), [2, 4, 6]).load_checkpoint(heads.checkpoint())
     with pytest.raises(ModelError, match="hidden_size"):

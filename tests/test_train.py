@@ -9,11 +9,14 @@ import torch
 from ragrec.backbone import encode_chat, tiny_backbone
 from ragrec.early_exit import ExitHeads
 from ragrec.errors import ConfigError, ModelError
+from ragrec.evaluate import auc
+from ragrec.readout import ReadoutFit
 from ragrec.train import (
     LoraSettings,
     TrainConfig,
     attach_lora,
     depth_lr,
+    multihead_losses,
     parameter_groups,
     predict_heads,
     train_multihead,
@@ -22,9 +25,9 @@ from ragrec.train import (
 LAYERS = (2, 4, 6)
 
 
-def fresh(seed: int = 0):
+def fresh(seed: int = 0, readout: bool = False):
     bb = attach_lora(tiny_backbone(num_layers=6, hidden_size=32, seed=seed), LoraSettings(r=4, alpha=8, dropout=0.0), seed=seed)
-    return bb, ExitHeads(bb, LAYERS)
+    return bb, ExitHeads(bb, LAYERS, readout=readout)
 
 
 def learnable_task(bb, n: int = 48, seed: int = 0):
@@ -76,6 +79,18 @@ def test_save_then_load_gives_identical_predictions(tmp_path):
     np.testing.assert_allclose(predict_heads(bb2, heads2, prompts), expected, atol=1e-6)
 
 
+def test_fitted_readouts_are_part_of_the_saved_model(tmp_path):
+    bb, heads = fresh(readout=True)
+    prompts, labels = learnable_task(bb, n=32)
+    config = TrainConfig(lr=1e-2, epochs=1, batch_size=8, readout_fit=ReadoutFit(c=1.0))
+    train_multihead(bb, heads, prompts, labels, config, tmp_path, progress=False)
+    expected = predict_heads(bb, heads, prompts)
+    assert auc(labels, expected[:, 0]) > 0.9  # the fit read "good"/"bad" off layer 2
+    bb2, heads2 = fresh(readout=True)
+    train_multihead(bb2, heads2, prompts, labels, config, tmp_path, progress=False)
+    np.testing.assert_allclose(predict_heads(bb2, heads2, prompts), expected, atol=1e-6)
+
+
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     config = TrainConfig(lr=1e-2, epochs=3, batch_size=8, checkpoint_every=2, warmup_steps=1)
     bb, heads = fresh()
@@ -118,8 +133,29 @@ def test_bad_training_input_is_refused(tmp_path):
     bb, heads = fresh()
     with pytest.raises(ConfigError):
         TrainConfig(beta=-1)
+    with pytest.raises(ConfigError, match="distill"):
+        TrainConfig(distill=1.5)
     with pytest.raises(ConfigError, match="labels"):
         train_multihead(bb, heads, [[1, 2]], np.array([0, 1]), TrainConfig(), tmp_path)
     plain = tiny_backbone(num_layers=6, hidden_size=32)
     with pytest.raises(ModelError, match="attach_lora"):
         train_multihead(plain, ExitHeads(plain, LAYERS), [[1, 2]], np.array([1]), TrainConfig(), tmp_path)
+
+
+def test_distillation_mixes_the_last_heads_answer_into_earlier_heads_only():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 3, 2, requires_grad=True)  # [B, H, 2]
+    y = torch.tensor([0, 1, 1, 0, 1])
+    hard = torch.stack([torch.nn.functional.cross_entropy(logits[:, h], y) for h in range(3)])
+    assert torch.allclose(multihead_losses(logits, y, 0.0), hard)
+
+    teacher = torch.softmax(logits[:, -1], dim=-1).detach()
+    soft = -(teacher * torch.log_softmax(logits[:, 0], dim=-1)).sum(-1).mean()
+    mixed = multihead_losses(logits, y, 0.25)
+    assert torch.allclose(mixed[0], 0.75 * hard[0] + 0.25 * soft)
+    assert torch.allclose(mixed[-1], hard[-1])  # the last head still learns from the label alone
+
+    # The teacher is detached: pure distillation sends no gradient into the last head's logits.
+    multihead_losses(logits, y, 1.0)[:-1].sum().backward()
+    assert logits.grad[:, -1].abs().max() == 0
+    assert logits.grad[:, 0].abs().max() > 0

@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from ragrec.backbone import tiny_backbone
+from ragrec.early_exit import ExitHeads
+from ragrec.errors import ConfigError
+from ragrec.evaluate import auc
+from ragrec.readout import ReadoutFit, fit_readouts, head_states
+from ragrec.train import predict_heads
+from tests.test_train import learnable_task
+
+
+def test_fitted_heads_answer_what_the_logistic_regression_answers():
+    bb = tiny_backbone(num_layers=6, hidden_size=32, seed=0)
+    heads = ExitHeads(bb, (2, 4, 6), readout=True)
+    prompts, labels = learnable_task(bb, n=64)
+    before = predict_heads(bb, heads, prompts)
+    fit = ReadoutFit(c=1.0)
+    fit_readouts(bb, heads, prompts, labels, fit, batch_size=8)
+    after = predict_heads(bb, heads, prompts)
+
+    states = head_states(bb, heads, prompts)
+    for j in range(2):
+        scaler = StandardScaler().fit(states[:, j])
+        reference = LogisticRegression(C=fit.c, max_iter=fit.max_iter).fit(scaler.transform(states[:, j]), labels)
+        np.testing.assert_allclose(after[:, j], reference.predict_proba(scaler.transform(states[:, j]))[:, 1], atol=1e-4)
+    np.testing.assert_array_equal(after[:, -1], before[:, -1])  # the last head is the model's own
+    assert auc(labels, after[:, 1]) > 0.9  # the word "good"/"bad" is linearly readable by layer 4
+
+
+def test_fitting_needs_readouts_and_both_classes():
+    bb = tiny_backbone(num_layers=6, hidden_size=32, seed=0)
+    prompts, labels = learnable_task(bb, n=8)
+    with pytest.raises(ConfigError, match="readout=True"):
+        fit_readouts(bb, ExitHeads(bb, (2, 6)), prompts, labels)
+    with pytest.raises(ConfigError, match="both classes"):
+        fit_readouts(bb, ExitHeads(bb, (2, 6), readout=True), prompts, np.zeros(8))
+    with pytest.raises(ConfigError, match="c > 0"):
+        ReadoutFit(c=0)
