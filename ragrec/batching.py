@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -23,6 +24,29 @@ def length_sorted_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> 
         raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def bucketed_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator, window: int = 50) -> list[np.ndarray]:
+    """One shuffled epoch of training batches whose prompts have similar lengths.
+
+    The prompts are shuffled, cut into windows of ``window · batch_size``, each window is sorted
+    by length and cut into batches, and the batches are shuffled again. Every prompt lands in
+    exactly one batch, and which prompts share a batch stays random (each window is a random sample
+    of the data), but batches pad little: mixed contexts put ~135- and ~195-token prompts side by
+    side, and padding random batches of 4 to their longest prompt costs ~11% more tokens on the
+    cpu profile. ``rng`` makes the epoch a pure function of its seed.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1 or window < 1:
+        raise ConfigError(f"batch_size and window must be ints >= 1, got {batch_size!r}, {window!r}")
+    lengths = np.asarray(lengths)
+    order = rng.permutation(len(lengths))
+    span = window * batch_size
+    batches = []
+    for start in range(0, len(order), span):
+        chunk = order[start : start + span]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def pad_prompts(batch: Sequence[Sequence[int]], pad_id: int, padding_side: str = "left") -> tuple[Tensor, Tensor]:
