@@ -46,7 +46,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ragrec.backbone import Backbone
-from ragrec.batching import length_sorted_batches, pad_prompts
+from ragrec.batching import bucketed_batches, length_sorted_batches, pad_prompts
 from ragrec.early_exit import ExitHeads
 from ragrec.errors import ConfigError, ModelError
 from ragrec.evaluate import auc
@@ -73,6 +73,10 @@ class TrainConfig:
     batch_size: int = 8
     grad_accum: int = 1
     max_steps: int | None = None
+    # End the run after this many optimizer steps while keeping the learning-rate schedule of the
+    # whole run (max_steps shortens the schedule instead). A shorter ablation run then follows the
+    # main run step for step, and pairs with the main run's snapshot at that step.
+    stop_at: int | None = None
     head_weights: tuple[float, ...] | None = None
     distill: float = 0.0
     # Refit the intermediate heads' readouts by logistic regression after training (heads built
@@ -87,6 +91,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.beta < 0 or self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ConfigError(f"invalid training configuration {self}")
+        if self.stop_at is not None and self.stop_at < 1:
+            raise ConfigError(f"stop_at must be >= 1, got {self.stop_at}")
         if self.head_weights is not None and (min(self.head_weights) < 0 or sum(self.head_weights) <= 0):
             raise ConfigError(f"head_weights must be non-negative with a positive sum, got {self.head_weights}")
         if not 0.0 <= self.distill <= 1.0:
@@ -228,11 +234,17 @@ def _load_into(path: Path, backbone: Backbone, heads: ExitHeads, fingerprint: di
     return state
 
 
-def load_trained(directory: str | os.PathLike, backbone: Backbone, heads: ExitHeads) -> TrainResult:
-    """Load the finished run in ``directory/final`` into ``backbone`` (with LoRA attached) and
-    ``heads``; ModelError when it is missing or was trained for another model or head layout."""
+def snapshot_name(step: int) -> str:
+    """The folder, inside a run's checkpoint directory, of the weights kept at ``step``."""
+    return f"snapshot-{step:06d}"
+
+
+def load_trained(directory: str | os.PathLike, backbone: Backbone, heads: ExitHeads, name: str = "final") -> TrainResult:
+    """Load the finished run in ``directory/final`` (or a kept snapshot, ``name`` =
+    :func:`snapshot_name`) into ``backbone`` (with LoRA attached) and ``heads``; ModelError when
+    it is missing or was trained for another model or head layout."""
     layout = {"model": backbone.name, "num_layers": backbone.num_layers, "head_layers": list(heads.head_layers)}
-    state = _load_into(Path(directory) / "final", backbone, heads, layout)
+    state = _load_into(Path(directory) / name, backbone, heads, layout)
     r = state["result"]
     return TrainResult(r["steps"], r["seconds"], r["loss"], r["valid_auc"], resumed_from=r["steps"])
 
@@ -251,13 +263,16 @@ def train_multihead(
     checkpoint_dir: str | os.PathLike,
     *,
     valid: tuple[Sequence[Sequence[int]], np.ndarray] | None = None,
+    snapshot_at: Sequence[int] = (),
     progress: bool = True,
 ) -> TrainResult:
     """Train LoRA adapters and all exit heads together (see the module docstring).
 
     ``backbone.model`` must already carry LoRA adapters (:func:`attach_lora`). Resumes from the
     latest checkpoint in ``checkpoint_dir`` when one matches this run, and returns at once when
-    ``checkpoint_dir/final`` does.
+    ``checkpoint_dir/final`` does. The weights after each step in ``snapshot_at`` are kept in
+    ``checkpoint_dir/``:func:`snapshot_name` (loadable with :func:`load_trained`): they equal a
+    run with ``stop_at`` = that step.
     """
     import time
 
@@ -283,6 +298,9 @@ def train_multihead(
     batches_per_epoch = math.ceil(len(prompts) / config.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
     total = config.epochs * steps_per_epoch if config.max_steps is None else min(config.max_steps, config.epochs * steps_per_epoch)
+    end = total if config.stop_at is None else min(config.stop_at, total)
+    if any(not 1 <= s < end for s in snapshot_at):
+        raise ConfigError(f"snapshot steps {tuple(snapshot_at)} must lie in [1, {end}) (the run ends after step {end})")
     optimizer = torch.optim.AdamW(parameter_groups(backbone, heads, config.lr, config.beta), weight_decay=0.0)
     # Linear warm-up then linear decay to 0; it multiplies every group's own lr_d.
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -303,20 +321,23 @@ def train_multihead(
     pad = backbone.pad_id
     device = backbone.device
     backbone.model.train(), heads.train()
-    bar = tqdm(total=total, initial=step, desc="train", disable=not progress)
+    bar = tqdm(total=end, initial=step, desc="train", disable=not progress)
+    lengths = [len(x) for x in prompts]
+    batches: dict[int, list[np.ndarray]] = {}
     t0 = time.perf_counter()
-    while step < total:
+    while step < end:
         epoch, within = divmod(step, steps_per_epoch)
-        # The batch order is a pure function of (seed, epoch): a resumed run sees the same data.
-        order = np.random.default_rng([config.seed, epoch]).permutation(len(prompts))
+        # The batches are a pure function of (seed, epoch): a resumed run sees the same data.
+        if epoch not in batches:
+            batches = {epoch: bucketed_batches(lengths, config.batch_size, np.random.default_rng([config.seed, epoch]))}
         torch.manual_seed(config.seed * 100_003 + step)  # LoRA dropout, reproducible per step
         optimizer.zero_grad(set_to_none=True)
         total_loss = 0.0
         for a in range(config.grad_accum):
             b = within * config.grad_accum + a
-            rows = order[b * config.batch_size : (b + 1) * config.batch_size]
-            if len(rows) == 0:
+            if b >= len(batches[epoch]):
                 break
+            rows = batches[epoch][b]
             ids, mask = pad_prompts([prompts[r] for r in rows], pad, "right")
             logits = heads.forward_all(backbone.model, ids.to(device), mask.to(device)).float()  # [B, H, 2]
             y = torch.as_tensor(labels[rows], device=device)
@@ -330,11 +351,14 @@ def train_multihead(
         history.append(total_loss)
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(history[-10:]):.4f}")
-        if valid is not None and (step % config.eval_every == 0 or step == total):
+        if valid is not None and (step % config.eval_every == 0 or step == end):
             p = predict_heads(backbone, heads, valid[0])
             evals.append({"step": step, **{str(L): auc(valid[1], p[:, h]) for h, L in enumerate(heads.head_layers)}})
             backbone.model.train(), heads.train()
-        if step % config.checkpoint_every == 0 and step < total:
+        if step in snapshot_at:
+            _save_checkpoint(directory, snapshot_name(step), backbone, heads, None,
+                             _finished_state(fingerprint, step, history, evals, seconds + time.perf_counter() - t0, resumed))
+        if step % config.checkpoint_every == 0 and step < end:
             state = {"fingerprint": fingerprint, "step": step, "loss": history, "valid_auc": evals, "seconds": seconds + time.perf_counter() - t0}
             _save_checkpoint(directory, f"step-{step:06d}", backbone, heads, optimizer, state)
             for old in directory.glob("step-*"):
@@ -347,10 +371,15 @@ def train_multihead(
         if valid is not None:  # the last evaluation again, with the fitted readouts
             p = predict_heads(backbone, heads, valid[0])
             evals.append({"step": step, "readouts": "fitted", **{str(L): auc(valid[1], p[:, h]) for h, L in enumerate(heads.head_layers)}})
-    seconds += time.perf_counter() - t0
-    result = TrainResult(step, seconds, history, evals, resumed)
-    state = {"fingerprint": fingerprint, "step": step, "loss": history, "valid_auc": evals, "seconds": seconds, "result": dataclasses.asdict(result)}
+    state = _finished_state(fingerprint, step, history, evals, seconds + time.perf_counter() - t0, resumed)
     _save_checkpoint(directory, "final", backbone, heads, None, state)
     for old in directory.glob("step-*"):
         shutil.rmtree(old, ignore_errors=True)
-    return result
+    return TrainResult(**state["result"])
+
+
+def _finished_state(fingerprint: dict, step: int, history: list[float], evals: list[dict], seconds: float, resumed: int | None) -> dict:
+    """What ``final`` and snapshots store: progress plus the :class:`TrainResult` they load as."""
+    result = TrainResult(step, seconds, list(history), list(evals), resumed)
+    return {"fingerprint": fingerprint, "step": step, "loss": result.loss, "valid_auc": result.valid_auc, "seconds": seconds,
+            "result": dataclasses.asdict(result)}

@@ -1,5 +1,6 @@
 """Multi-head training: depth-wise LR groups, learning, checkpoints that reload and resume."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -16,9 +17,11 @@ from ragrec.train import (
     TrainConfig,
     attach_lora,
     depth_lr,
+    load_trained,
     multihead_losses,
     parameter_groups,
     predict_heads,
+    snapshot_name,
     train_multihead,
 )
 
@@ -118,6 +121,30 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     result = train_multihead(bb3, heads3, prompts, labels, config, tmp_path / "b", progress=False)
     assert result.resumed_from == 4 and result.steps == 9
     np.testing.assert_allclose(predict_heads(bb3, heads3, prompts), expected, atol=1e-5)
+
+
+def test_a_stopped_run_keeps_the_full_schedule_and_equals_the_full_runs_snapshot(tmp_path):
+    """The β ablation's short run and the main run's snapshot at its step are the same model."""
+    config = TrainConfig(lr=1e-2, epochs=3, batch_size=8, warmup_steps=1)
+    bb, heads = fresh()
+    prompts, labels = learnable_task(bb, n=24)
+    full = train_multihead(bb, heads, prompts, labels, config, tmp_path / "full", snapshot_at=(4,), progress=False)
+    assert full.steps == 9 and (tmp_path / "full" / snapshot_name(4)).is_dir()
+
+    bb2, heads2 = fresh()
+    stopped = train_multihead(bb2, heads2, prompts, labels, dataclasses.replace(config, stop_at=4), tmp_path / "stop", progress=False)
+    assert stopped.steps == 4 and stopped.loss == pytest.approx(full.loss[:4], abs=1e-6)
+    # Shortening the schedule instead (max_steps) decays the rate sooner: a different model.
+    bb3, heads3 = fresh()
+    train_multihead(bb3, heads3, prompts, labels, dataclasses.replace(config, max_steps=4), tmp_path / "max", progress=False)
+    assert not np.allclose(predict_heads(bb3, heads3, prompts), predict_heads(bb2, heads2, prompts), atol=1e-4)
+
+    bb4, heads4 = fresh()
+    kept = load_trained(tmp_path / "full", bb4, heads4, snapshot_name(4))
+    assert kept.steps == 4
+    np.testing.assert_allclose(predict_heads(bb4, heads4, prompts), predict_heads(bb2, heads2, prompts), atol=1e-5)
+    with pytest.raises(ConfigError, match="snapshot"):
+        train_multihead(*fresh(), prompts, labels, dataclasses.replace(config, stop_at=4), tmp_path / "bad", snapshot_at=(4,))
 
 
 def test_checkpoint_from_another_head_layout_is_refused(tmp_path):
