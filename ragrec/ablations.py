@@ -5,7 +5,9 @@
   difference AUC(reference) − AUC(context) on the same test samples (reference: ``gcn``).
 * **β** — depth-wise learning-rate decay (β > 0, the main model) against uniform learning rates
   (β = 0, ``predictions_gcn_beta0.csv``), GCN context: per head, AUC of each and the paired
-  difference AUC(β > 0) − AUC(β = 0).
+  difference AUC(β > 0) − AUC(β = 0). When the profile stops the β = 0 run early, the β > 0 side
+  is the main run's snapshot at the same step (``predictions_gcn_beta_ref.csv``), never the
+  finished main model (:func:`beta_pair_files`).
 
 Both read ``predictions_<context>[_<variant>].csv`` (columns ``sample_id``, ``label``,
 ``p_head_<layer>``) written by :func:`ragrec.experiment.run_recommender`, so every number here
@@ -73,11 +75,18 @@ def context_ablation(directory: str | Path, contexts: tuple[str, ...], *, refere
     return compare("context", reference, ref, variants, n_boot=n_boot, seed=seed)
 
 
+def beta_pair_files(directory: str | Path) -> tuple[str, str]:
+    """The prediction files of the β ablation's pair, (β > 0, β = 0): the main run's snapshot at
+    the ablation's step when the recommender wrote one, else the main model's GCN predictions."""
+    reference = "predictions_gcn_beta_ref.csv"
+    return (reference if (Path(directory) / reference).exists() else "predictions_gcn.csv"), "predictions_gcn_beta0.csv"
+
+
 def beta_ablation(directory: str | Path, beta: float, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """The β ablation: the main model (depth-wise decay ``beta``) against β = 0, GCN context;
-    empty table when either predictions file is absent."""
+    """The β ablation: depth-wise decay ``beta`` against β = 0 (:func:`beta_pair_files`), GCN
+    context; empty table when either predictions file is absent."""
     d = Path(directory)
-    main, uniform = _load(d, "predictions_gcn.csv"), _load(d, "predictions_gcn_beta0.csv")
+    main, uniform = (_load(d, name) for name in beta_pair_files(d))
     if main is None or uniform is None:
         return pd.DataFrame(columns=list(ABLATION_COLUMNS))
     return compare("beta", f"beta={beta:g}", main, {"beta=0": uniform}, n_boot=n_boot, seed=seed)

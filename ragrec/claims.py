@@ -23,7 +23,8 @@ Claims and measures:
    stays within ``max_auc_drop`` of the full forward's. Without a ``role`` column: the fastest
    ``exit`` row whose AUC stays within ``max_auc_drop``.
 4. ``lr_decay_helps`` — AUC(β > 0) − AUC(β = 0), final head, GCN context, paired bootstrap
-   (``predictions_gcn.csv``, ``predictions_gcn_beta0.csv``).
+   (:func:`ragrec.ablations.beta_pair_files`: ``predictions_gcn.csv`` or, when the β = 0 run
+   stopped early, the main run's snapshot at that step, against ``predictions_gcn_beta0.csv``).
 5. ``layer_mean_beats_last`` — neighbour hit rate of the GCN-Retriever with the mean over layers
    minus with the last layer (``retrieval.csv``), no interval.
 6. ``pipeline_rps`` — whole requests (retrieval → prompt → score) per second of GCN retrieval +
@@ -40,6 +41,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ragrec.ablations import beta_pair_files
 from ragrec.errors import DataError
 from ragrec.evaluate import paired_auc_difference
 from ragrec.results import read_csv
@@ -204,7 +206,7 @@ def check_pipeline_rps(d: Path, s: ClaimSettings) -> ClaimCheck:
 def check_lr_decay(d: Path, s: ClaimSettings) -> ClaimCheck:
     base = ClaimCheck("lr_decay_helps", "Depth-wise learning-rate decay of the exit heads improves accuracy.",
                       "reported as an improvement (no figure available here)", "AUC(β > 0) − AUC(β = 0), final head, GCN context")
-    return _paired_check(base, d, s, "predictions_gcn.csv", "predictions_gcn_beta0.csv", at_least=False)
+    return _paired_check(base, d, s, *beta_pair_files(d), at_least=False)
 
 
 def check_layer_mean(d: Path, s: ClaimSettings) -> ClaimCheck:

@@ -4,7 +4,9 @@ data → retrievers → prompts → multi-head training → per-head evaluation 
 trained on *mixed* contexts (each training sample gets one of the profile's contexts — none,
 random, GCN, LLM — as ReLLa mixes its prompts) and evaluated under every context, so the
 context ablation needs no retraining. The β ablation trains a second model that differs only
-in β (same samples, steps, seed).
+in β (same samples, batches, learning-rate schedule, seed); a profile may stop it early
+(``Profile.beta_ablation_steps``), and it is then compared with the main run's snapshot at the
+same step, so the pair stays like for like at a fraction of the cost.
 
 Artefacts (LightGCN embeddings, LoRA + head checkpoints) live in
 ``results/<profile>/<dataset>/checkpoints/`` (git-ignored); a rerun reloads them instead of
@@ -32,7 +34,7 @@ from ragrec.lightgcn import LightGCNResult
 from ragrec.prompts import PromptBuilder
 from ragrec.results import CHECKPOINTS, Provenance, result_dir, write_csv
 from ragrec.retrieval import RETRIEVERS, Retriever, make_retriever, use_cache
-from ragrec.train import TrainResult, attach_lora, load_trained, predict_heads, train_multihead
+from ragrec.train import TrainResult, attach_lora, load_trained, predict_heads, snapshot_name, train_multihead
 
 
 @dataclass
@@ -147,40 +149,52 @@ def train_model(
     builder: PromptBuilder,
     *,
     beta: float | None = None,
+    stop_at: int | None = None,
+    snapshot_at: tuple[int, ...] = (),
+    validate: bool = True,
     results_root=None,
     progress: bool = True,
 ) -> TrainedModel:
-    """LoRA + all heads on mixed-context training prompts (β from the profile unless given);
-    validation per-head AUC on GCN-context prompts. Reloads a finished run, resumes a killed one."""
+    """LoRA + all heads on mixed-context training prompts (β from the profile unless given;
+    ``stop_at``/``snapshot_at`` as in :func:`ragrec.train.train_multihead`); validation per-head
+    AUC on GCN-context prompts unless ``validate`` is off. Reloads a finished run, resumes a
+    killed one."""
     p = prepared.profile
-    config = p.train if beta is None else dataclasses.replace(p.train, beta=beta)
+    config = dataclasses.replace(p.train, beta=p.train.beta if beta is None else beta, stop_at=stop_at)
     contexts = mixed_contexts(len(prepared.train), p.contexts, p.seed)
     prompts = encode_contexts(builder, retrievers, prepared.train, contexts)
     valid_ctx = "gcn" if "gcn" in retrievers else p.contexts[0]
     valid_prompts = encode_contexts(builder, retrievers, prepared.valid, [valid_ctx] * len(prepared.valid))
     tuned = attach_lora(backbone, config.lora, seed=p.seed)
     heads = ExitHeads(tuned, p.model.head_layers, readout=p.train.readout_fit is not None)
-    directory = model_dir(p, config.beta, results_root)
+    directory = model_dir(p, config.beta, results_root, stop_at=stop_at)
     result = train_multihead(
         tuned, heads, prompts, prepared.train.frame["label"].to_numpy(), config, directory,
-        valid=(valid_prompts, prepared.valid.frame["label"].to_numpy()), progress=progress,
+        valid=(valid_prompts, prepared.valid.frame["label"].to_numpy()) if validate else None,
+        snapshot_at=snapshot_at, progress=progress,
     )
     return TrainedModel(tuned, heads, result, config.beta)
 
 
-def model_dir(profile: Profile, beta: float | None = None, results_root=None) -> Path:
-    """Where the model trained with ``beta`` (default: the profile's) keeps its checkpoints."""
-    return checkpoint_dir(profile, results_root) / f"model_beta{profile.train.beta if beta is None else beta:g}"
+def model_dir(profile: Profile, beta: float | None = None, results_root=None, *, stop_at: int | None = None) -> Path:
+    """Where the model trained with ``beta`` (default: the profile's), stopped after ``stop_at``
+    steps if given, keeps its checkpoints."""
+    name = f"model_beta{profile.train.beta if beta is None else beta:g}"
+    return checkpoint_dir(profile, results_root) / (name if stop_at is None else f"{name}_step{stop_at}")
 
 
-def load_trained_model(prepared: Prepared, backbone: Backbone, *, beta: float | None = None, results_root=None) -> TrainedModel:
-    """The finished model of the recommender step, reloaded (never trained here): LoRA is
-    attached to ``backbone`` and the adapters and heads are loaded. ModelError if absent."""
+def load_trained_model(
+    prepared: Prepared, backbone: Backbone, *, beta: float | None = None, snapshot: int | None = None, results_root=None
+) -> TrainedModel:
+    """The finished model of the recommender step (or its snapshot after step ``snapshot``),
+    reloaded (never trained here): LoRA is attached to ``backbone`` and the adapters and heads
+    are loaded. ModelError if absent."""
     p = prepared.profile
     beta = p.train.beta if beta is None else beta
     tuned = attach_lora(backbone, p.train.lora, seed=p.seed)
     heads = ExitHeads(tuned, p.model.head_layers, readout=p.train.readout_fit is not None)
-    result = load_trained(model_dir(p, beta, results_root), tuned, heads)
+    name = "final" if snapshot is None else snapshot_name(snapshot)
+    result = load_trained(model_dir(p, beta, results_root), tuned, heads, name)
     tuned.model.eval(), heads.eval()
     return TrainedModel(tuned, heads, result, beta)
 
@@ -225,6 +239,7 @@ def evaluate_contexts(
         table = head_table(labels, per_head, model.heads.head_layers, context=ctx, seed=p.seed)
         table.insert(1, "variant", variant)
         table.insert(2, "beta", model.beta)
+        table.insert(3, "train_steps", model.result.steps)
         table["mean_prompt_tokens"] = float(np.mean([len(x) for x in prompts]))
         tables.append(table)
     return pd.concat(tables, ignore_index=True)
@@ -232,7 +247,8 @@ def evaluate_contexts(
 
 def run_recommender(profile: Profile, *, data_root=None, results_root=None, beta_ablation: bool = True, progress: bool = True) -> pd.DataFrame:
     """The whole model half: train once on mixed contexts, evaluate every context and head,
-    optionally the β = 0 ablation (GCN context), write ``heads.csv``, ``training.csv`` and
+    optionally the β = 0 ablation (GCN context; variant ``beta0``, and ``beta_ref`` for the main
+    run's snapshot when the ablation stops early), write ``heads.csv``, ``training.csv`` and
     provenance. Returns the heads table."""
     import time
 
@@ -242,17 +258,30 @@ def run_recommender(profile: Profile, *, data_root=None, results_root=None, beta
     backbone = load_model(profile, prepared.dataset)
     retrievers = fit_retrievers(prepared, backbone, profile.contexts, results_root=results_root, progress=progress)
     builder = PromptBuilder(prepared.dataset, backbone, retrievers[profile.contexts[0]].sequences, profile.prompt)
-    model = train_model(prepared, backbone, retrievers, builder, results_root=results_root, progress=progress)
-    heads = evaluate_contexts(prepared, model, retrievers, builder, profile.contexts, results_root=results_root, progress=progress)
+    ablate = beta_ablation and profile.train.beta != 0
+    short = profile.beta_ablation_steps if ablate else None
+    model = train_model(prepared, backbone, retrievers, builder, snapshot_at=(short,) if short else (), results_root=results_root, progress=progress)
+    tables = [evaluate_contexts(prepared, model, retrievers, builder, profile.contexts, results_root=results_root, progress=progress)]
     logs = [_training_log(model)]
-    if beta_ablation and profile.train.beta != 0:
-        # A fresh backbone: LoRA was injected into the first one in place.
-        base = load_model(profile, prepared.dataset)
-        builder0 = PromptBuilder(prepared.dataset, base, builder.train, profile.prompt)
-        ablated = train_model(prepared, base, retrievers, builder0, beta=0.0, results_root=results_root, progress=progress)
-        heads = pd.concat([heads, evaluate_contexts(prepared, ablated, retrievers, builder0, ("gcn",), results_root=results_root, variant="beta0", progress=progress)], ignore_index=True)
-        logs.append(_training_log(ablated))
     out_dir = result_dir(profile.name, profile.data.dataset, results_root)
+    (out_dir / "predictions_gcn_beta_ref.csv").unlink(missing_ok=True)  # a stale pair must not outlive its profile
+    if ablate:
+        # Fresh backbones: LoRA was injected into the first one in place.
+        def fresh() -> tuple[Backbone, PromptBuilder]:
+            base = load_model(profile, prepared.dataset)
+            return base, PromptBuilder(prepared.dataset, base, builder.train, profile.prompt)
+
+        base, builder0 = fresh()
+        ablated = train_model(prepared, base, retrievers, builder0, beta=0.0, stop_at=short, validate=short is None,
+                              results_root=results_root, progress=progress)
+        tables.append(evaluate_contexts(prepared, ablated, retrievers, builder0, ("gcn",), results_root=results_root, variant="beta0", progress=progress))
+        logs.append(_training_log(ablated))
+        if short:
+            base, builder_ref = fresh()
+            reference = load_trained_model(prepared, base, snapshot=short, results_root=results_root)
+            tables.append(evaluate_contexts(prepared, reference, retrievers, builder_ref, ("gcn",), results_root=results_root,
+                                            variant="beta_ref", progress=progress))
+    heads = pd.concat(tables, ignore_index=True)
     write_csv(heads, out_dir / "heads.csv")
     write_csv(pd.concat(logs, ignore_index=True), out_dir / "training.csv")
     Provenance("recommender", profile.name, profile.data.dataset, profile.seed, profile).write(

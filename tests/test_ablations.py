@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ragrec.ablations import ABLATION_COLUMNS, beta_ablation, context_ablation, run_ablations
+from ragrec.ablations import ABLATION_COLUMNS, beta_ablation, beta_pair_files, context_ablation, run_ablations
 from ragrec.errors import DataError
 from ragrec.evaluate import auc
 
@@ -46,6 +46,16 @@ def test_beta_ablation_compares_the_main_model_with_uniform_rates(predictions):
     table = beta_ablation(directory, 0.1, n_boot=100)
     assert set(table["variant"]) == {"beta=0.1", "beta=0"}
     assert table[table["variant"] == "beta=0"]["reference_minus_variant"].abs().max() == pytest.approx(0.0)
+
+
+def test_beta_ablation_pairs_uniform_rates_with_the_snapshot_at_their_step_when_there_is_one(predictions):
+    directory, labels, good = predictions
+    assert beta_pair_files(directory) == ("predictions_gcn.csv", "predictions_gcn_beta0.csv")
+    _write(directory / "predictions_gcn_beta_ref.csv", labels, {2: good, 10: good})
+    assert beta_pair_files(directory)[0] == "predictions_gcn_beta_ref.csv"
+    table = beta_ablation(directory, 0.1, n_boot=100)
+    head2 = table[(table["variant"] == "beta=0.1") & (table["head_layer"] == 2)].iloc[0]
+    assert head2["auc"] == pytest.approx(auc(labels, good))  # the snapshot's head, not the main model's noise
 
 
 def test_absent_predictions_give_an_empty_table(tmp_path):

@@ -19,6 +19,7 @@ def small_smoke():
         p,
         data=dataclasses.replace(p.data, train_cap=48, valid_cap=32, test_cap=48, synthetic_users=60, synthetic_items=80),
         train=dataclasses.replace(p.train, epochs=1),
+        beta_ablation_steps=None,
     )
 
 
@@ -40,6 +41,19 @@ def test_recommender_writes_heads_predictions_and_provenance_and_reloads(tmp_pat
     # A rerun loads the finished checkpoints: same numbers, no new training.
     again = run_recommender(profile, results_root=tmp_path, progress=False)
     np.testing.assert_allclose(again["auc"].to_numpy(), heads["auc"].to_numpy(), atol=1e-9)
+
+
+def test_a_short_beta_ablation_is_paired_with_the_main_runs_snapshot(tmp_path):
+    profile = dataclasses.replace(small_smoke(), beta_ablation_steps=2)
+    table = run_recommender(profile, results_root=tmp_path, progress=False)
+    out = tmp_path / "smoke" / "synthetic"
+    steps = table.groupby("variant")["train_steps"].first()
+    assert steps["beta0"] == steps["beta_ref"] == 2 and steps["main"] == 3
+    assert set(table[table["variant"] == "beta_ref"]["beta"]) == {profile.train.beta}
+    assert (out / "predictions_gcn_beta_ref.csv").exists()
+    # Without a short ablation the pair is the finished models again, and no stale snapshot file stays.
+    again = run_recommender(dataclasses.replace(profile, beta_ablation_steps=None), results_root=tmp_path, progress=False)
+    assert set(again["variant"]) == {"main", "beta0"} and not (out / "predictions_gcn_beta_ref.csv").exists()
 
 
 def test_mixed_contexts_are_balanced_and_seeded():
