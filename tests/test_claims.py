@@ -76,6 +76,27 @@ def test_a_faster_operating_point_that_loses_auc_on_the_timed_requests_contradic
     assert row["estimate"] == 2.0 and row["verdict"].startswith("contradicted")
 
 
+def test_the_kept_auc_is_the_sweeps_over_every_test_sample_when_the_engine_matched_the_sweep(tmp_path):
+    # On 64 timed requests the exit rows score 0.70 against 0.75; over all 400 samples the sweep
+    # says the same exits keep the AUC, and the engine's exits equal the sweep's.
+    engine = pd.DataFrame({"method": ["full", "exit"], "form": ["none", "difference"], "tau": [np.nan, 0.05],
+                           "first_head": ["wait", "wait"], "role": ["full_depth", "operating_point"], "auc": [0.75, 0.70],
+                           "rps": [4.0, 8.0], "speedup_vs_full": [1.0, 2.0], "exit_agreement": [np.nan, 1.0], "n": [64, 64]})
+    engine.to_csv(tmp_path / "early_exit.csv", index=False)
+    sweep = pd.DataFrame({"form": ["difference", "difference", "ratio"], "first_head": "wait", "tau": [0.0, 0.05, 0.05],
+                          "auc": [0.730, 0.728, 0.60], "auc_full": 0.730, "n": 400})
+    sweep.to_csv(tmp_path / "threshold_sweep.csv", index=False)
+    row = check_claims(tmp_path, FAST).set_index("claim_id").loc["early_exit_rps"]
+    assert row["verdict"] == "supported (no interval)" and "400 test samples" in row["evidence"]
+    sweep.assign(auc=[0.730, 0.70, 0.60]).to_csv(tmp_path / "threshold_sweep.csv", index=False)
+    assert check_claims(tmp_path, FAST).set_index("claim_id").loc["early_exit_rps", "verdict"].startswith("contradicted")
+    # Exits that did not match the sweep: only the timed requests' own AUCs count.
+    sweep.to_csv(tmp_path / "threshold_sweep.csv", index=False)
+    engine.assign(exit_agreement=[np.nan, 0.9]).to_csv(tmp_path / "early_exit.csv", index=False)
+    row = check_claims(tmp_path, FAST).set_index("claim_id").loc["early_exit_rps"]
+    assert row["verdict"].startswith("contradicted") and "timed requests" in row["evidence"]
+
+
 def test_paired_claims_refuse_predictions_of_different_samples(tmp_path):
     labels = np.array([0, 1] * 20)
     _predictions(tmp_path / "predictions_gcn.csv", labels, np.linspace(0, 1, 40))
