@@ -56,11 +56,13 @@ def test_parameter_groups_follow_the_depth_decay_formula(beta):
     assert depth_lr(1.0, beta, 2) == pytest.approx(math.exp(-2 * beta))
 
 
-def test_a_few_steps_lower_the_loss_on_a_learnable_task(tmp_path):
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
+def test_a_few_steps_lower_the_loss_on_a_learnable_task(tmp_path, bf16):
     bb, heads = fresh()
     prompts, labels = learnable_task(bb)
     before = predict_heads(bb, heads, prompts)
-    result = train_multihead(bb, heads, prompts, labels, TrainConfig(lr=1e-2, beta=0.1, epochs=6, batch_size=8, warmup_steps=1), tmp_path, progress=False)
+    config = TrainConfig(lr=1e-2, beta=0.1, epochs=6, batch_size=8, warmup_steps=1, bf16_autocast=bf16)
+    result = train_multihead(bb, heads, prompts, labels, config, tmp_path, progress=False)
     after = predict_heads(bb, heads, prompts)
 
     def ce(p):
@@ -68,6 +70,20 @@ def test_a_few_steps_lower_the_loss_on_a_learnable_task(tmp_path):
 
     assert np.mean(result.loss[-5:]) < np.mean(result.loss[:5])
     assert (ce(after) < ce(before)).all()  # every head improved
+
+
+def test_bf16_autocast_computes_in_bf16_but_keeps_fp32_weights(tmp_path):
+    losses = {}
+    for bf16 in (False, True):
+        bb, heads = fresh()
+        prompts, labels = learnable_task(bb, n=16)
+        config = TrainConfig(lr=1e-2, epochs=1, batch_size=8, bf16_autocast=bf16)
+        losses[bf16] = train_multihead(bb, heads, prompts, labels, config, tmp_path / str(bf16), progress=False).loss
+        trainable = [p for p in [*bb.model.parameters(), *heads.parameters()] if p.requires_grad]
+        assert {p.dtype for p in trainable} == {torch.float32}
+    # Same seed, same batches: only the matmul precision differs, and it shows in the loss.
+    assert losses[True] != pytest.approx(losses[False], abs=1e-6)
+    assert losses[True] == pytest.approx(losses[False], abs=0.05)
 
 
 def test_save_then_load_gives_identical_predictions(tmp_path):
@@ -143,6 +159,8 @@ def test_a_stopped_run_keeps_the_full_schedule_and_equals_the_full_runs_snapshot
     kept = load_trained(tmp_path / "full", bb4, heads4, snapshot_name(4))
     assert kept.steps == 4
     np.testing.assert_allclose(predict_heads(bb4, heads4, prompts), predict_heads(bb2, heads2, prompts), atol=1e-5)
+    with pytest.raises(ModelError, match="kept no snapshot-000002.*delete"):
+        load_trained(tmp_path / "full", *fresh(), snapshot_name(2))
     with pytest.raises(ConfigError, match="snapshot"):
         train_multihead(*fresh(), prompts, labels, dataclasses.replace(config, stop_at=4), tmp_path / "bad", snapshot_at=(4,))
 
