@@ -11,9 +11,9 @@ import dataclasses
 from dataclasses import dataclass
 
 from ragrec.errors import ConfigError
-from ragrec.lightgcn import LightGCNConfig
-from ragrec.prompts import PromptConfig
-from ragrec.train import LoraSettings, TrainConfig
+from ragrec.model.prompts import PromptConfig
+from ragrec.model.train import LoraSettings, TrainConfig
+from ragrec.retrieval.lightgcn import LightGCNConfig
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Both are session-scoped and shared by every test module: treat them as read-only. A test that
 trains, wraps with peft or changes the attention implementation builds its own with
-``ragrec.backbone.tiny_backbone()`` (a few milliseconds).
+``ragrec.llm.backbone.tiny_backbone()`` (a few milliseconds).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from ragrec import backbone as backbone_mod
-from ragrec.backbone import Backbone
-from ragrec.early_exit import ExitHeads
+from ragrec.llm.backbone import Backbone
+from ragrec.model.heads import ExitHeads
 
 TINY_LAYERS = 6
 TINY_HIDDEN = 64

@@ -6,9 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ragrec.ablations import ABLATION_COLUMNS, beta_ablation, beta_pair_files, context_ablation, run_ablations
 from ragrec.errors import DataError
-from ragrec.evaluate import auc
+from ragrec.experiments.ablations import (
+    ABLATION_COLUMNS,
+    beta_ablation,
+    beta_pair_files,
+    context_ablation,
+    run_ablations,
+)
+from ragrec.metrics import auc
 
 
 def _write(path, labels, heads: dict[int, np.ndarray], ids=None):

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from ragrec import backbone as bb
-from ragrec.backbone import (
+from ragrec.errors import ConfigError, ModelError
+from ragrec.llm.backbone import (
     CONVERSION_RECORD,
     answer_token_id,
     encode_chat,
@@ -19,7 +20,6 @@ from ragrec.backbone import (
     load_backbone,
     tiny_tokenizer,
 )
-from ragrec.errors import ConfigError, ModelError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -226,7 +226,10 @@ def test_bundled_smollm2_converts_once_then_loads_from_safetensors(bundled_cache
     assert b.tokenizer.convert_ids_to_tokens([b.yes_token_id, b.no_token_id]) == ["Yes", "No"]
 
     # The layer-by-layer engine reproduces the plain forward on the real model too.
-    from ragrec.early_exit import EarlyExitEngine, ExitHeads, NeverExit, default_head_layers, plain_full_forward_p_yes
+    from ragrec.model.criteria import NeverExit
+    from ragrec.model.engine import EarlyExitEngine
+    from ragrec.model.forward import plain_full_forward_p_yes
+    from ragrec.model.heads import ExitHeads, default_head_layers
 
     prompts = [encode_chat(b, "Does the user like science fiction movies? Answer Yes or No."), encode_chat(b, "Is 2+2 four?")]
     heads = ExitHeads(b, default_head_layers(b.num_layers))

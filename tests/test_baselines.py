@@ -6,7 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ragrec.baselines import (
+from ragrec.config import get_profile
+from ragrec.data import Samples, UserSequences
+from ragrec.errors import ConfigError, DataError
+from ragrec.experiments.baselines import (
     BASELINES,
     BaselineConfig,
     item_attribute_tokens,
@@ -20,9 +23,6 @@ from ragrec.baselines import (
     run_baselines,
     score_table,
 )
-from ragrec.config import get_profile
-from ragrec.data import Samples, UserSequences
-from ragrec.errors import ConfigError, DataError
 
 
 def _samples(rows: list[dict], events: pd.DataFrame, n_users: int) -> Samples:

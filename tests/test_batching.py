@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from ragrec.batching import bucketed_batches, length_sorted_batches, pad_prompts
 from ragrec.errors import ConfigError
+from ragrec.llm.batching import bucketed_batches, length_sorted_batches, pad_prompts
 
 
 def test_batches_cover_every_prompt_once_longest_first():

@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from ragrec.book import build_book, stage
 from ragrec.errors import ConfigError
-from ragrec.report import NOT_RUN, glue_record_name
-from ragrec.reproduce import NOTEBOOKS, run
+from ragrec.reproduce.book import build_book, stage
+from ragrec.reproduce.notebook import NOT_RUN, glue_record_name
+from ragrec.reproduce.runner import NOTEBOOKS, run
 
 # --------------------------------------------------------------------------------------------
 # staging (no build)

@@ -6,8 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ragrec.claims import ClaimSettings, check_claims, early_exit_operating_point, interval_verdict, point_verdict
 from ragrec.errors import DataError
+from ragrec.experiments.claims import (
+    ClaimSettings,
+    check_claims,
+    early_exit_operating_point,
+    interval_verdict,
+    point_verdict,
+)
 
 FAST = ClaimSettings(n_boot=200)
 

@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from ragrec.data import build_samples, cap_samples, dataset_statistics, load_dataset, split_interactions
+from ragrec.data import (
+    build_samples,
+    cap_samples,
+    dataset_statistics,
+    load_dataset,
+    split_interactions,
+)
 from ragrec.errors import ConfigError, DataError
 
 

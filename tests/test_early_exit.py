@@ -7,18 +7,11 @@ import pytest
 import torch
 
 from ragrec import backbone as bb
-from ragrec.early_exit import (
-    EarlyExitEngine,
-    ExitHeads,
-    FixedHead,
-    NeverExit,
-    StabilityExit,
-    default_head_layers,
-    p_yes_from_logits,
-    plain_full_forward_p_yes,
-    simulate_exits,
-)
 from ragrec.errors import ConfigError, ModelError
+from ragrec.model.criteria import FixedHead, NeverExit, StabilityExit, simulate_exits
+from ragrec.model.engine import EarlyExitEngine
+from ragrec.model.forward import p_yes_from_logits, plain_full_forward_p_yes
+from ragrec.model.heads import ExitHeads, default_head_layers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from ragrec.errors import DataError
-from ragrec.evaluate import auc, auc_ci, head_table, logloss, paired_auc_difference
+from ragrec.metrics import auc, auc_ci, head_table, logloss, paired_auc_difference
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_one_class_or_mismatched_inputs_are_clear_errors():
 
 
 def test_vectorised_bootstrap_aucs_equal_sklearn_on_each_resample():
-    from ragrec.evaluate import _resampled_aucs
+    from ragrec.metrics import _resampled_aucs
 
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 60)

@@ -15,26 +15,31 @@ import pytest
 import torch
 
 from ragrec.config import get_profile
-from ragrec.early_exit import EarlyExitEngine, ExitHeads, NeverExit, StabilityExit, simulate_exits
 from ragrec.errors import ConfigError, DataError, ModelError
-from ragrec.evaluate import auc
-from ragrec.exit_benchmark import (
-    E2E_METHODS,
-    EARLY_EXIT_COLUMNS,
-    SWEEP_COLUMNS,
+from ragrec.experiments.end_to_end import E2E_METHODS, run_end_to_end
+from ragrec.experiments.exit_benchmark import (
     ExitBenchmarkConfig,
-    ExitPoint,
-    benchmark_engine,
-    choose_operating_point,
     default_exit_config,
-    engine_points,
-    plain_predict,
-    run_end_to_end,
     run_exit_benchmark,
+)
+from ragrec.experiments.exit_sweep import (
+    SWEEP_COLUMNS,
+    ExitPoint,
+    choose_operating_point,
+    engine_points,
     saved_per_head,
     threshold_sweep,
 )
-from ragrec.train import predict_heads
+from ragrec.experiments.exit_timing import (
+    EARLY_EXIT_COLUMNS,
+    benchmark_engine,
+    plain_predict,
+)
+from ragrec.metrics import auc
+from ragrec.model.criteria import NeverExit, StabilityExit, simulate_exits
+from ragrec.model.engine import EarlyExitEngine
+from ragrec.model.heads import ExitHeads
+from ragrec.model.train import predict_heads
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -213,7 +218,7 @@ def test_bad_input(tiny_backbone, heads, data):
         benchmark_engine(tiny_backbone, heads, prompts, labels, [ExitPoint("difference", -1.0)])
     with pytest.raises(ConfigError, match="form"):
         ExitPoint("bogus", 0.1).criterion()
-    other = ExitHeads(__import__("ragrec.backbone", fromlist=["x"]).tiny_backbone(seed=1), HEADS)
+    other = ExitHeads(__import__("ragrec.llm.backbone", fromlist=["x"]).tiny_backbone(seed=1), HEADS)
     with pytest.raises(ModelError):  # heads built on another model
         benchmark_engine(tiny_backbone, other, prompts, labels, [ExitPoint("difference", 0.1)])
     with pytest.raises(ConfigError, match="outside"):  # heads that do not exist in the model
@@ -258,7 +263,7 @@ def small_profile():
 @pytest.fixture(scope="module")
 def step(tmp_path_factory):
     """The recommender step on a small smoke profile, then the early-exit step on its outputs."""
-    from ragrec.experiment import run_recommender
+    from ragrec.experiments.recommender import run_recommender
 
     root = tmp_path_factory.mktemp("results")
     profile = small_profile()

@@ -9,8 +9,8 @@ import pytest
 
 from ragrec.config import PROFILES, get_profile
 from ragrec.errors import ConfigError
-from ragrec.evaluate import auc
-from ragrec.experiment import mixed_contexts, run_recommender
+from ragrec.experiments.recommender import mixed_contexts, run_recommender
+from ragrec.metrics import auc
 
 
 def small_smoke():

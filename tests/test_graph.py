@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ragrec.errors import ConfigError, DataError
-from ragrec.graph import build_graph
+from ragrec.retrieval.graph import build_graph
 
 
 def frame(users, items, labels=None):

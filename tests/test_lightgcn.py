@@ -10,8 +10,8 @@ import torch
 
 from ragrec.data import load_dataset, split_interactions
 from ragrec.errors import ConfigError, DataError
-from ragrec.graph import build_graph
-from ragrec.lightgcn import (
+from ragrec.retrieval.graph import build_graph
+from ragrec.retrieval.lightgcn import (
     LightGCNConfig,
     LightGCNResult,
     RankingTargets,

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from ragrec.backbone import tiny_backbone
 from ragrec.data import UserSequences, build_samples, load_dataset, split_interactions
 from ragrec.errors import ConfigError
-from ragrec.prompts import PromptBuilder, PromptConfig
+from ragrec.llm.backbone import tiny_backbone
+from ragrec.model.prompts import PromptBuilder, PromptConfig
 
 
 @pytest.fixture(scope="module")

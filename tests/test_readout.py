@@ -3,12 +3,12 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from ragrec.backbone import tiny_backbone
-from ragrec.early_exit import ExitHeads
 from ragrec.errors import ConfigError
-from ragrec.evaluate import auc
-from ragrec.readout import ReadoutFit, fit_readouts, head_states
-from ragrec.train import predict_heads
+from ragrec.llm.backbone import tiny_backbone
+from ragrec.metrics import auc
+from ragrec.model.heads import ExitHeads
+from ragrec.model.readout import ReadoutFit, fit_readouts, head_states
+from ragrec.model.train import predict_heads
 from tests.test_train import learnable_task
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ragrec.errors import ConfigError, DataError
-from ragrec.report import (
+from ragrec.reproduce.notebook import (
     NOT_RUN,
     format_value,
     glue_record_name,

@@ -14,7 +14,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from ragrec.errors import ConfigError
-from ragrec.reproduce import (
+from ragrec.reproduce.__main__ import main
+from ragrec.reproduce.runner import (
     MANIFEST,
     NOTEBOOK_DIR,
     NOTEBOOKS,
@@ -22,7 +23,6 @@ from ragrec.reproduce import (
     NotebookFailed,
     NotebookSpec,
     check_order,
-    main,
     plan,
     run,
     status,

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from ragrec.errors import DataError
+from ragrec.experiments.timing import summarize
 from ragrec.results import Provenance, atomic_path, read_csv, result_dir, write_csv
-from ragrec.timing import summarize
 
 
 def test_csv_round_trip_has_a_header_and_leaves_no_temp_files(tmp_path):

@@ -1,3 +1,4 @@
+
 """Retrievers: exact cosine top-k, self exclusion, time cut-off, communities, determinism,
 cold start, the LLM retriever on a tiny backbone, bad input, and the benchmark."""
 
@@ -8,22 +9,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ragrec.backbone import load_backbone
 from ragrec.data import UserSequences, load_dataset, split_interactions
 from ragrec.errors import ConfigError, DataError
-from ragrec.lightgcn import LightGCNConfig
-from ragrec.retrieval import (
-    GCNRetriever,
-    LLMRetriever,
-    RandomRetriever,
-    embed_texts,
-    l2_normalize,
-    make_retriever,
-    neighbour_events,
-    top_k_exact,
-    use_cache,
+from ragrec.experiments.retrieval_benchmark import (
+    RetrievalBenchmarkConfig,
+    run_retrieval_benchmark,
 )
-from ragrec.retrieval_benchmark import RetrievalBenchmarkConfig, run_retrieval_benchmark
+from ragrec.llm.backbone import load_backbone
+from ragrec.retrieval.base import neighbour_events
+from ragrec.retrieval.factory import make_retriever, use_cache
+from ragrec.retrieval.gcn import GCNRetriever
+from ragrec.retrieval.lightgcn import LightGCNConfig
+from ragrec.retrieval.llm import LLMRetriever, embed_texts
+from ragrec.retrieval.simple import RandomRetriever
+from ragrec.retrieval.vector import l2_normalize, top_k_exact
 
 FAST = LightGCNConfig(dim=32, batch_size=256, lr=5e-3, max_epochs=12, eval_every=3, patience=10, progress=False)
 N_USERS = 120
@@ -244,7 +243,7 @@ def test_fold_in_reproduces_a_trained_user(data):
 def test_pretrained_embeddings_are_reused(data, gcn, tmp_path):
     ds, split = data
     path = gcn.result.save(tmp_path / "g.safetensors")
-    from ragrec.lightgcn import LightGCNResult
+    from ragrec.retrieval.lightgcn import LightGCNResult
 
     again = GCNRetriever(ds.n_users, ds.n_items, FAST).use_pretrained(LightGCNResult.load(path)).fit(split.train)
     np.testing.assert_array_equal(again.retrieve(np.arange(20), 5), gcn.retrieve(np.arange(20), 5))
@@ -372,12 +371,11 @@ def test_retriever_neighbour_events_follow_its_time_rule(gcn, data):
 def test_llm_precomputed_skips_the_llm_and_gives_the_same_neighbours(llm, monkeypatch):
     users = np.arange(15)
     live = llm.retrieve(users, 4)
-    from ragrec import retrieval
 
     def no_llm(*args, **kwargs):
         raise AssertionError("the LLM ran although precomputed=True")
 
-    monkeypatch.setattr(retrieval, "embed_texts", no_llm)
+    monkeypatch.setattr("ragrec.retrieval.llm.embed_texts", no_llm)
     np.testing.assert_array_equal(llm.retrieve(users, 4, precomputed=True), live)
     with pytest.raises(AssertionError):
         llm.retrieve(users, 4)
@@ -385,7 +383,7 @@ def test_llm_precomputed_skips_the_llm_and_gives_the_same_neighbours(llm, monkey
 
 def test_default_benchmark_config_measures_the_retrievers_the_prompts_use():
     from ragrec.config import get_profile
-    from ragrec.retrieval_benchmark import default_retrieval_config
+    from ragrec.experiments.retrieval_benchmark import default_retrieval_config
 
     for name in ("smoke", "cpu", "gpu"):
         p = get_profile(name)
@@ -400,8 +398,8 @@ def test_fit_caches_are_reused_with_the_fit_time_they_cost(data, tiny, tmp_path,
     first_gcn = use_cache(make_retriever("gcn", ds, lightgcn=FAST), split.train, tmp_path).fit(split.train, split.valid)
     first_llm = use_cache(make_retriever("llm", ds, backbone=tiny, history_items=3), split.train, tmp_path).fit(split.train)
     # A second fit must load both instead of training LightGCN or running the LLM again.
-    monkeypatch.setattr("ragrec.retrieval.train_lightgcn", lambda *a, **k: pytest.fail("LightGCN retrained"))
-    monkeypatch.setattr("ragrec.retrieval.embed_texts", lambda *a, **k: pytest.fail("users re-embedded"))
+    monkeypatch.setattr("ragrec.retrieval.gcn.train_lightgcn", lambda *a, **k: pytest.fail("LightGCN retrained"))
+    monkeypatch.setattr("ragrec.retrieval.llm.embed_texts", lambda *a, **k: pytest.fail("users re-embedded"))
     again_gcn = use_cache(make_retriever("gcn", ds, lightgcn=FAST), split.train, tmp_path).fit(split.train, split.valid)
     again_llm = use_cache(make_retriever("llm", ds, backbone=tiny, history_items=3), split.train, tmp_path).fit(split.train)
     assert np.array_equal(again_gcn.vectors, first_gcn.vectors) and np.array_equal(again_llm.vectors, first_llm.vectors)

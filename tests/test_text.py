@@ -1,7 +1,7 @@
 """Items and histories read the same way wherever they are shown to the LLM."""
 
 from ragrec.data import load_dataset
-from ragrec.text import history_text, item_line
+from ragrec.data.text import history_text, item_line
 
 
 def test_history_text_numbers_items_oldest_first_with_ratings():

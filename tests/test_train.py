@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from ragrec.backbone import encode_chat, tiny_backbone
-from ragrec.early_exit import ExitHeads
 from ragrec.errors import ConfigError, ModelError
-from ragrec.evaluate import auc
-from ragrec.readout import ReadoutFit
-from ragrec.train import (
+from ragrec.llm.backbone import encode_chat, tiny_backbone
+from ragrec.metrics import auc
+from ragrec.model.heads import ExitHeads
+from ragrec.model.readout import ReadoutFit
+from ragrec.model.train import (
     LoraSettings,
     TrainConfig,
     attach_lora,

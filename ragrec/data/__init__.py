@@ -1,6 +1,7 @@
 """Datasets in one canonical form, CTR samples with leakage-free histories, and splits."""
 
-from ragrec.data.dataset import DATASETS, Dataset, dataset_available, load_dataset
+from ragrec.data.base import Dataset
+from ragrec.data.registry import DATASETS, dataset_available, load_dataset
 from ragrec.data.samples import Samples, UserSequences, build_samples, cap_samples
 from ragrec.data.split import SPLIT_METHODS, Split, split_interactions
 from ragrec.data.stats import dataset_statistics

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ragrec.data.dataset import Dataset, canonicalize, missing_files, read_delimited
+from ragrec.data.base import Dataset, canonicalize, missing_files, read_delimited
 from ragrec.errors import ConfigError, DataError
 
 # Dataset name → the category names the two releases use.

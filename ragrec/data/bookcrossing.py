@@ -19,7 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ragrec.data.dataset import Dataset, canonicalize, missing_files, read_delimited, require_columns
+from ragrec.data.base import (
+    Dataset,
+    canonicalize,
+    missing_files,
+    read_delimited,
+    require_columns,
+)
 
 FILES = ("BX-Book-Ratings.csv", "BX-Books.csv", "BX-Users.csv")
 SOURCE = "https://grouplens.org/datasets/book-crossing/ (BX-CSV-Dump.zip)"

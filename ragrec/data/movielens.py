@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ragrec.data.dataset import Dataset, canonicalize, read_delimited, require_columns
+from ragrec.data.base import Dataset, canonicalize, read_delimited, require_columns
 from ragrec.errors import DataError
 
 LABEL_RULE = "rating > 3"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ragrec.data.dataset import Dataset
+from ragrec.data.base import Dataset
 from ragrec.errors import ConfigError
 
 SPLIT_METHODS = ("per_user", "global_time")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ragrec.data.dataset import Dataset
+from ragrec.data.base import Dataset
 from ragrec.data.samples import Samples
 from ragrec.data.split import SPLIT_NAMES, Split
 

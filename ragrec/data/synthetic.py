@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ragrec.data.dataset import Dataset, canonicalize
+from ragrec.data.base import Dataset, canonicalize
 from ragrec.errors import ConfigError
 
 _GENRES = ("Mystery", "Comedy", "Space", "Romance", "History", "Horror", "Cooking", "Sports")

@@ -292,7 +292,9 @@ def _umask_permissions(folder: Path) -> None:
 
 def _convert_gguf(gguf: Path, out: Path) -> float:
     """De-quantise ``gguf`` into a plain fp32 safetensors HF folder at ``out``; returns seconds."""
-    from transformers import AutoModelForCausalLM  # the Auto class is needed for gguf_file loading
+    from transformers import (
+        AutoModelForCausalLM,  # the Auto class is needed for gguf_file loading
+    )
 
     t0 = time.perf_counter()
     log.info("converting %s to safetensors (once; ~15 s on 2 cores)", gguf)

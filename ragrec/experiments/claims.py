@@ -26,7 +26,7 @@ Claims and measures:
    noisy test). Without a ``role`` column: the fastest ``exit`` row whose AUC stays within
    ``max_auc_drop``.
 4. ``lr_decay_helps`` — AUC(β > 0) − AUC(β = 0), final head, GCN context, paired bootstrap
-   (:func:`ragrec.ablations.beta_pair_files`: ``predictions_gcn.csv`` or, when the β = 0 run
+   (:func:`ragrec.experiments.ablations.beta_pair_files`: ``predictions_gcn.csv`` or, when the β = 0 run
    stopped early, the main run's snapshot at that step, against ``predictions_gcn_beta0.csv``).
 5. ``layer_mean_beats_last`` — neighbour hit rate of the GCN-Retriever with the mean over layers
    minus with the last layer (``retrieval.csv``), no interval.
@@ -45,9 +45,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ragrec.ablations import beta_pair_files
 from ragrec.errors import DataError
-from ragrec.evaluate import paired_auc_difference
+from ragrec.experiments.ablations import beta_pair_files
+from ragrec.metrics import paired_auc_difference
 from ragrec.results import read_csv
 
 NOT_RUN = "not run"

@@ -10,7 +10,7 @@
   finished main model (:func:`beta_pair_files`).
 
 Both read ``predictions_<context>[_<variant>].csv`` (columns ``sample_id``, ``label``,
-``p_head_<layer>``) written by :func:`ragrec.experiment.run_recommender`, so every number here
+``p_head_<layer>``) written by :func:`ragrec.experiments.recommender.run_recommender`, so every number here
 can be recomputed from those files. The result is one long table, ``ablations.csv``.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from ragrec.errors import DataError
-from ragrec.evaluate import auc, auc_ci, paired_auc_difference
+from ragrec.metrics import auc, auc_ci, paired_auc_difference
 from ragrec.results import read_csv
 
 ABLATION_COLUMNS = ("ablation", "variant", "reference", "head_layer", "auc", "auc_ci_low", "auc_ci_high",

@@ -31,7 +31,6 @@ Command line (the Makefile's entry point)::
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -43,12 +42,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ragrec.config import PROFILES, get_profile
+from ragrec.config import get_profile
 from ragrec.data import DATASETS, dataset_available
 from ragrec.errors import ConfigError, RagrecError
 from ragrec.results import result_dir, write_json
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 PROJECT_DIR = PACKAGE_DIR.parent
 NOTEBOOK_DIR = PROJECT_DIR / "notebooks"
 MANIFEST = "reproduce.json"
@@ -148,7 +147,7 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "absent"
 
 
-RUNNER_MODULES = ("reproduce.py", "book.py")
+RUNNER_MODULES = ("reproduce/runner.py", "reproduce/book.py", "reproduce/__main__.py")
 """Modules that run notebooks or build the book: they do not change what a notebook computes."""
 
 
@@ -156,7 +155,7 @@ def library_digest() -> str:
     """Digest of the ragrec source every notebook runs on (:data:`RUNNER_MODULES` excluded)."""
     h = hashlib.sha256()
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        if path.parent == PACKAGE_DIR and path.name in RUNNER_MODULES:
+        if path.relative_to(PACKAGE_DIR).as_posix() in RUNNER_MODULES:
             continue
         h.update(str(path.relative_to(PACKAGE_DIR)).encode())
         h.update(path.read_bytes())
@@ -434,55 +433,3 @@ def status(profile: str, *, results_root=None, data_root=None, specs: Sequence[N
             state = "up to date" if up_to_date(task, manifest, library) else "stale"
         rows.append((task.spec.name, task.dataset, state))
     return rows
-
-
-# --------------------------------------------------------------------------------------------
-# command line
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ragrec.reproduce", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)} (default cpu)")
-    common.add_argument("--results", default=None, help="results root (default $RAGREC_RESULTS or results/)")
-    r = sub.add_parser("run", parents=[common], help="execute notebooks into results/<profile>/<dataset>/")
-    r.add_argument("--dataset", action="append", help="a dataset (repeatable; default: the profile's datasets)")
-    r.add_argument("--notebook", action="append", help=f"a notebook (repeatable): {', '.join(SPECS)}")
-    r.add_argument("--force", action="store_true", help="rerun even when up to date")
-    r.add_argument("--seed", type=int, default=None, help="override the profile's seed")
-    r.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output (progress bars, logs) to the terminal")
-    b = sub.add_parser("book", parents=[common], help="build the Jupyter Book from existing results")
-    b.add_argument("--output", default=str(PROJECT_DIR / "book"), help="the book's build goes to OUTPUT/_build/html")
-    sub.add_parser("status", parents=[common], help="which notebooks are up to date")
-    return p
-
-
-def _blank(value: str | None) -> str | None:
-    return value if value else None  # `make notebook DATASET=` passes an empty string
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        if args.command == "run":
-            run(args.profile, [d for d in args.dataset or [] if d] or None, [n for n in args.notebook or [] if n] or None,
-                force=args.force, seed=args.seed, results_root=_blank(args.results), log_output=not args.quiet)
-        elif args.command == "book":
-            from ragrec.book import build_book
-
-            build_book(args.profile, results_root=_blank(args.results), output=Path(args.output))
-        else:
-            for name, dataset, state in status(args.profile, results_root=_blank(args.results)):
-                print(f"{name:<12} {dataset:<20} {state}")
-    except NotebookFailed as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
-        return 1
-    except RagrecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ragrec.data import Dataset
+from ragrec.data.base import Dataset
 
 
 def item_line(dataset: Dataset, item: int, rating: float | None = None) -> str:

@@ -24,17 +24,32 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ragrec.backbone import Backbone, load_backbone, tiny_backbone
 from ragrec.config import Profile
-from ragrec.data import Dataset, Samples, Split, build_samples, cap_samples, load_dataset, split_interactions
-from ragrec.early_exit import ExitHeads
+from ragrec.data import (
+    Dataset,
+    Samples,
+    Split,
+    build_samples,
+    cap_samples,
+    load_dataset,
+    split_interactions,
+)
 from ragrec.errors import ConfigError
-from ragrec.evaluate import head_table
-from ragrec.lightgcn import LightGCNResult
-from ragrec.prompts import PromptBuilder
+from ragrec.llm.backbone import Backbone, load_backbone, tiny_backbone
+from ragrec.metrics import head_table
+from ragrec.model.heads import ExitHeads
+from ragrec.model.prompts import PromptBuilder
+from ragrec.model.train import (
+    TrainResult,
+    attach_lora,
+    load_trained,
+    predict_heads,
+    snapshot_name,
+    train_multihead,
+)
 from ragrec.results import CHECKPOINTS, Provenance, result_dir, write_csv
-from ragrec.retrieval import RETRIEVERS, Retriever, make_retriever, use_cache
-from ragrec.train import TrainResult, attach_lora, load_trained, predict_heads, snapshot_name, train_multihead
+from ragrec.retrieval.base import RETRIEVERS, Retriever
+from ragrec.retrieval.factory import make_retriever, use_cache
 
 
 @dataclass
@@ -156,7 +171,7 @@ def train_model(
     progress: bool = True,
 ) -> TrainedModel:
     """LoRA + all heads on mixed-context training prompts (β from the profile unless given;
-    ``stop_at``/``snapshot_at`` as in :func:`ragrec.train.train_multihead`); validation per-head
+    ``stop_at``/``snapshot_at`` as in :func:`ragrec.model.train.train_multihead`); validation per-head
     AUC on GCN-context prompts unless ``validate`` is off. Reloads a finished run, resumes a
     killed one."""
     p = prepared.profile

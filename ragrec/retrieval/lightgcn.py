@@ -45,7 +45,7 @@ from torch_geometric.nn.models import LightGCN
 from tqdm.auto import tqdm
 
 from ragrec.errors import ConfigError, DataError
-from ragrec.graph import BipartiteGraph
+from ragrec.retrieval.graph import BipartiteGraph
 
 LAYER_COMBINATIONS = ("mean", "last")
 
@@ -179,7 +179,7 @@ class LightGCNResult:
             "fit_s": self.fit_s,
         }
         with atomic_path(path) as tmp:
-            save_file({"layers": np.ascontiguousarray(self.layers)}, str(tmp), metadata={"ragrec.lightgcn": json.dumps(meta)})
+            save_file({"layers": np.ascontiguousarray(self.layers)}, str(tmp), metadata={"ragrec.retrieval.lightgcn": json.dumps(meta)})
         return Path(path)
 
     @classmethod
@@ -191,7 +191,7 @@ class LightGCNResult:
         if not path.is_file():
             raise DataError(f"no saved LightGCN embeddings at {path}")
         with safe_open(str(path), framework="numpy") as f:
-            meta = (f.metadata() or {}).get("ragrec.lightgcn")
+            meta = (f.metadata() or {}).get("ragrec.retrieval.lightgcn")
             if meta is None:
                 raise DataError(f"{path} is not a LightGCN result written by ragrec")
             layers = f.get_tensor("layers")
@@ -359,7 +359,7 @@ def train_lightgcn(
     """Train LightGCN on ``graph`` (see the module docstring).
 
     Args:
-        graph: the training graph (:func:`ragrec.graph.build_graph`).
+        graph: the training graph (:func:`ragrec.retrieval.graph.build_graph`).
         config: hyper-parameters.
         valid: validation interactions for early stopping and the reported metrics; ``None``
             trains ``max_epochs`` epochs and keeps the last ones (no metrics).

@@ -31,10 +31,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
-from ragrec.backbone import Backbone
-from ragrec.batching import length_sorted_batches, pad_prompts
-from ragrec.early_exit import ExitHeads
 from ragrec.errors import ConfigError
+from ragrec.llm.backbone import Backbone
+from ragrec.llm.batching import length_sorted_batches, pad_prompts
+from ragrec.model.heads import ExitHeads
 
 
 @dataclass(frozen=True)

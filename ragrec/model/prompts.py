@@ -16,7 +16,7 @@ collaborative signal a small LLM can learn to read, each by the dataset's own la
   reads one number far more easily than it averages ten ratings).
 
 How far the item's and the user's shares carry when read off linearly is the ``prompt_shares``
-baseline (:mod:`ragrec.baselines`): the reference the tuned LLM is learning to reach.
+baseline (:mod:`ragrec.experiments.baselines`): the reference the tuned LLM is learning to reach.
 
 The shares are whole percentages and sit last, right before the question. Measured on the cpu
 profile (100 LoRA steps, 400 test samples, last head): the item's share as "Share of earlier
@@ -40,11 +40,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ragrec.backbone import Backbone, encode_chat
 from ragrec.data import Dataset, Samples, UserSequences
+from ragrec.data.text import item_line
 from ragrec.errors import ConfigError
-from ragrec.retrieval import neighbour_events
-from ragrec.text import item_line
+from ragrec.llm.backbone import Backbone, encode_chat
+from ragrec.retrieval.base import neighbour_events
 
 SYSTEM = "You are a recommender system. Answer only Yes or No."
 

@@ -2,7 +2,7 @@
 
 The same query users go through every retriever in one process run (DESIGN §5): for each
 retriever and ``k`` it measures the per-query latency (one ``retrieve([user], k, before=[t])``
-call per query, after warm-up; p50/p95/p99 ms and queries/s via :mod:`ragrec.timing`), the
+call per query, after warm-up; p50/p95/p99 ms and queries/s via :mod:`ragrec.experiments.timing`), the
 one-off fit/index seconds (LightGCN training incl. its validation evaluations; for ``llm``, the
 LLM embedding of every user's history text), and a neighbour-quality figure that needs no CTR
 model:
@@ -35,10 +35,16 @@ import torch
 
 from ragrec.data import Dataset, Split, load_dataset, split_interactions
 from ragrec.errors import ConfigError, DataError
-from ragrec.lightgcn import LAYER_COMBINATIONS, LightGCNConfig, check_layer_combination
+from ragrec.experiments.timing import summarize, time_calls
 from ragrec.results import CHECKPOINTS, Provenance, result_dir, write_csv
-from ragrec.retrieval import RETRIEVERS, GCNRetriever, Retriever, make_retriever, neighbour_events, use_cache
-from ragrec.timing import summarize, time_calls
+from ragrec.retrieval.base import RETRIEVERS, Retriever, neighbour_events
+from ragrec.retrieval.factory import make_retriever, use_cache
+from ragrec.retrieval.gcn import GCNRetriever
+from ragrec.retrieval.lightgcn import (
+    LAYER_COMBINATIONS,
+    LightGCNConfig,
+    check_layer_combination,
+)
 
 if TYPE_CHECKING:
     from ragrec.config import Profile
@@ -64,7 +70,7 @@ class RetrievalBenchmarkConfig:
         layer_combinations: the GCN read-outs to run (``gcn`` gets one row set per entry).
         lightgcn: LightGCN hyper-parameters (its own ``layer_combination`` is overridden).
         positives_only: graph edges from ``label == 1`` only (default: every interaction).
-        backbone: ``llm`` backbone source for :func:`ragrec.backbone.load_backbone`.
+        backbone: ``llm`` backbone source for :func:`ragrec.llm.backbone.load_backbone`.
         llm_history_items, llm_batch_size, llm_max_tokens: the LLM retriever's text/embedding.
         backend: ``"exact"`` or ``"faiss"``.
         warmup: untimed calls before each timed pass.
@@ -263,7 +269,7 @@ def _run(config, dataset, split, backbone, results_root, write) -> RetrievalBenc
                 runs.append((lc, make_retriever("gcn", dataset, lightgcn=lightgcn, positives_only=config.positives_only, backend=config.backend)))
         elif name == "llm":
             if backbone is None:
-                from ragrec.backbone import load_backbone
+                from ragrec.llm.backbone import load_backbone
 
                 backbone = load_backbone(config.backbone)
             runs.append((NOT_APPLICABLE, make_retriever(

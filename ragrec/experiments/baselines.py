@@ -1,8 +1,8 @@
 """Classical CTR predictors on the LLM's own test samples: where the LLM recommender stands.
 
 Every baseline scores exactly the test samples the recommender is evaluated on
-(:func:`ragrec.experiment.prepare_data` with the same profile and seed) and is scored with the
-same AUC and bootstrap interval (:mod:`ragrec.evaluate`):
+(:func:`ragrec.experiments.recommender.prepare_data` with the same profile and seed) and is scored with the
+same AUC and bootstrap interval (:mod:`ragrec.metrics`):
 
 * ``popularity`` — how many training interactions the target item has strictly before the
   sample's time (all of them when the dataset has no real timestamps). Not a probability: AUC
@@ -20,7 +20,7 @@ same AUC and bootstrap interval (:mod:`ragrec.evaluate`):
   most recent training interactions strictly before it; the global training mean when empty).
   AUC only.
 * ``prompt_shares`` — a logistic regression on the two like shares every prompt states
-  (:mod:`ragrec.prompts`): the target item's share of likes among its earlier training ratings
+  (:mod:`ragrec.model.prompts`): the target item's share of likes among its earlier training ratings
   and the share of likes in the user's history window, fitted on every
   training-split sample. It shows how far the prompt's numbers alone carry, read off linearly: the
   reference the fine-tuned LLM is learning to reach. A probability: AUC and LogLoss.
@@ -43,7 +43,7 @@ import pandas as pd
 from ragrec.config import Profile
 from ragrec.data import Dataset, Samples, UserSequences
 from ragrec.errors import ConfigError, DataError
-from ragrec.evaluate import auc, auc_ci, logloss, paired_auc_difference
+from ragrec.metrics import auc, auc_ci, logloss, paired_auc_difference
 from ragrec.results import Provenance, read_csv, result_dir, write_csv
 
 BASELINES = ("popularity", "logistic_regression", "lightgcn_score", "recent_mean_rating", "prompt_shares")
@@ -90,7 +90,7 @@ class BaselineConfig:
 def item_likes_before(train: pd.DataFrame, samples: Samples, n_items: int, *, has_timestamps: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Per sample: (the target item's training interactions strictly before the sample's time,
     how many of them were likes) — every training interaction of it when ``has_timestamps`` is
-    False. The counts the prompts state (:mod:`ragrec.prompts`), by the same lookup."""
+    False. The counts the prompts state (:mod:`ragrec.model.prompts`), by the same lookup."""
     frame = samples.frame
     times = frame["timestamp"].to_numpy(np.int64) if has_timestamps else np.full(len(frame), np.iinfo(np.int64).max)
     by_item = UserSequences(train, int(train["user"].max()) + 1 if len(train) else 0).by_item(n_items)
@@ -281,7 +281,7 @@ def llm_predictions(out_dir: os.PathLike, contexts: tuple[str, ...], sample_ids:
 def run_baselines(profile: Profile, *, config: BaselineConfig | None = None, data_root=None, results_root=None) -> pd.DataFrame:
     """Score the baselines (and the LLM, when its predictions exist) on the recommender's test
     samples; write ``baselines.csv``, ``predictions_baselines.csv`` and provenance."""
-    from ragrec.experiment import fit_retrievers, prepare_data
+    from ragrec.experiments.recommender import fit_retrievers, prepare_data
 
     started = time.perf_counter()
     config = config or BaselineConfig(seed=profile.seed)

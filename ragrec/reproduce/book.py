@@ -32,7 +32,13 @@ import yaml
 
 from ragrec.data import dataset_available
 from ragrec.errors import ConfigError, RagrecError
-from ragrec.reproduce import MANIFEST, NOTEBOOKS, PROFILE_DATASETS, PROJECT_DIR, check_profile
+from ragrec.reproduce.runner import (
+    MANIFEST,
+    NOTEBOOKS,
+    PROFILE_DATASETS,
+    PROJECT_DIR,
+    check_profile,
+)
 from ragrec.results import result_dir
 
 BOOK_SOURCE = PROJECT_DIR / "book"

@@ -18,7 +18,7 @@ the decoder layers between head d−1 and head d — the layers whose output onl
 deeper heads read. β = 0 is the uniform ablation. Implemented as optimizer parameter groups.
 
 With ``readout_fit`` set, the intermediate heads' readouts are refitted in closed form after
-the last step (:mod:`ragrec.readout`) and saved with the final checkpoint.
+the last step (:mod:`ragrec.model.readout`) and saved with the final checkpoint.
 
 Checkpoints (LoRA adapters + heads as safetensors, optimizer state, progress) are written
 atomically every ``checkpoint_every`` optimizer steps; a rerun after a kill resumes from the
@@ -45,12 +45,12 @@ from peft.utils import get_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ragrec.backbone import Backbone
-from ragrec.batching import bucketed_batches, length_sorted_batches, pad_prompts
-from ragrec.early_exit import ExitHeads
 from ragrec.errors import ConfigError, ModelError
-from ragrec.evaluate import auc
-from ragrec.readout import ReadoutFit, fit_readouts
+from ragrec.llm.backbone import Backbone
+from ragrec.llm.batching import bucketed_batches, length_sorted_batches, pad_prompts
+from ragrec.metrics import auc
+from ragrec.model.heads import ExitHeads
+from ragrec.model.readout import ReadoutFit, fit_readouts
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class TrainConfig:
     bf16_autocast: bool = False
     distill: float = 0.0
     # Refit the intermediate heads' readouts by logistic regression after training (heads built
-    # with readout=True; see ragrec.readout). None: no closed-form fit.
+    # with readout=True; see ragrec.model.readout). None: no closed-form fit.
     readout_fit: ReadoutFit | None = None
     eval_every: int = 50
     checkpoint_every: int = 25

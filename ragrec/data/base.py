@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ragrec.errors import ConfigError, DataError
+from ragrec.errors import DataError
 
 INTERACTION_COLUMNS = ("user", "item", "rating", "timestamp", "label")
 
@@ -188,52 +188,3 @@ def require_columns(frame: pd.DataFrame, columns: Sequence[str], *, path: Path, 
             f"{what} {path}: missing column(s) {absent}; found {list(frame.columns)}. "
             "Wrong delimiter or not the published format?"
         )
-
-
-DATASETS = ("ml-100k", "bookcrossing", "amazon-beauty", "amazon-video-games", "synthetic")
-
-
-def load_dataset(name: str, *, data_root: str | os.PathLike | None = None, **options) -> Dataset:
-    """Load a dataset by name into canonical form.
-
-    Args:
-        name: one of :data:`DATASETS`.
-        data_root: folder holding ``<name>/`` raw folders (default ``$RAGREC_DATA`` or
-            ``data/raw``); ``ml-100k`` and ``synthetic`` need none.
-        options: loader-specific keywords (e.g. ``k_core`` for Amazon, sizes for ``synthetic``).
-    """
-    # Imported here so that each loader module stays independent of the registry.
-    from ragrec.data import amazon, bookcrossing, movielens, synthetic
-
-    root = resolve_data_root(data_root)
-    if name == "ml-100k":
-        return movielens.load_ml100k(**options)
-    if name == "bookcrossing":
-        return bookcrossing.load_bookcrossing(root / name, **options)
-    if name in amazon.CATEGORIES:
-        return amazon.load_amazon(name, root / name, **options)
-    if name == "synthetic":
-        return synthetic.make_synthetic(**options)
-    raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-
-
-def dataset_available(name: str, *, data_root: str | os.PathLike | None = None) -> tuple[bool, str]:
-    """Whether a dataset's files are present, and if not, the message saying what is missing.
-
-    Cheap: only checks files exist, does not parse them.
-    """
-    from ragrec.data import amazon, bookcrossing, movielens
-
-    root = resolve_data_root(data_root)
-    try:
-        if name == "ml-100k":
-            movielens.locate_ml100k()
-        elif name == "bookcrossing":
-            bookcrossing.locate(root / name)
-        elif name in amazon.CATEGORIES:
-            amazon.locate(name, root / name)
-        elif name != "synthetic":
-            raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    except DataError as exc:
-        return False, str(exc)
-    return True, ""

@@ -1,0 +1,195 @@
+"""The early-exit engine: runs the Llama decoder layer by layer, evaluates the exit heads on the rows
+still running, and drops exited rows from the batch so they cost nothing afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ragrec.errors import ConfigError, ModelError
+from ragrec.llm.backbone import Backbone
+from ragrec.llm.batching import length_sorted_batches, pad_prompts
+from ragrec.model.criteria import ExitCriterion, as_numpy, check_criterion
+from ragrec.model.forward import (
+    check_prompts,
+    last_token_index,
+    positions_from_mask,
+    unwrap_llama,
+)
+from ragrec.model.heads import ExitHeads
+
+SUPPORTED_ATTENTION = ("eager", "sdpa")
+# --------------------------------------------------------------------------------------------
+# the layer-by-layer engine
+
+
+@dataclass(frozen=True)
+class ExitResult:
+    """Engine output, in the original prompt order.
+
+    ``p_yes[N]`` P(Yes) at the exit head; ``exit_layer[N]`` its layer (1-based);
+    ``per_head_p[N, n_heads]`` every head's P(Yes) up to the exit, NaN after it;
+    ``layers_run``: decoder layers computed summed over rows (cost in row-layers).
+    """
+
+    p_yes: np.ndarray
+    exit_layer: np.ndarray
+    per_head_p: np.ndarray
+    layers_run: int
+    head_layers: tuple[int, ...]
+
+    @property
+    def exit_head_index(self) -> np.ndarray:
+        return np.searchsorted(np.asarray(self.head_layers), self.exit_layer)
+
+
+def decoder_attention_mask(valid: Tensor, dtype: torch.dtype, attn_implementation: str) -> Tensor | None:
+    """The causal + padding mask a decoder layer takes, built as transformers builds it.
+
+    ``valid`` ``[B, T]`` (bool) marks real tokens. SDPA: ``None`` when nothing is padded (SDPA's
+    causal fast path), else a bool mask ``[B, 1, T, T]`` (True = may attend). Eager: an additive
+    float mask ``[B, 1, T, T]`` (0 or dtype-min). Matching transformers' own choice keeps the
+    engine on the same attention kernels as the plain forward, hence the same numbers.
+    A padding query may see itself only, so no mask row is empty (an all-masked row gives NaN
+    in SDPA); padding keys are never visible to real queries, so real tokens are unaffected.
+    """
+    if attn_implementation == "sdpa" and bool(valid.all()):
+        return None
+    seq_len = valid.shape[1]
+    idx = torch.arange(seq_len, device=valid.device)
+    causal = idx[None, :] <= idx[:, None]  # [T, T]: key j <= query i
+    allowed = (causal[None] & valid[:, None, :]) | torch.eye(seq_len, dtype=torch.bool, device=valid.device)
+    if attn_implementation == "sdpa":
+        return allowed[:, None]
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=valid.device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[:, None]
+
+
+class EarlyExitEngine:
+    """Layer-by-layer inference with exit heads (a peft-wrapped model runs its base Llama, with
+    any unmerged LoRA still applied; merge it first for speed)."""
+
+    def __init__(self, backbone: Backbone, heads: ExitHeads, criterion: ExitCriterion):
+        core = unwrap_llama(backbone.model)
+        if heads._core is not core:
+            raise ModelError(
+                "the exit heads were built on another model; build ExitHeads(backbone, layers) for this backbone"
+            )
+        if heads.head_layers[-1] > len(core.model.layers):
+            raise ConfigError(
+                f"head layer {heads.head_layers[-1]} is beyond the model's {len(core.model.layers)} layers"
+            )
+        attn = core.config._attn_implementation
+        if attn not in SUPPORTED_ATTENTION:
+            raise ModelError(
+                f"the engine builds the 4-D attention masks of 'sdpa'/'eager' attention, not {attn!r}; "
+                "load the model with attn_implementation='sdpa' (or 'eager')"
+            )
+        check_criterion(criterion, heads.head_layers)
+        self.backbone = backbone
+        self.core = core
+        self.heads = heads
+        self.criterion = criterion
+
+    def _validate(self, prompts: Sequence[Sequence[int]], batch_size: int, padding_side: str) -> None:
+        check_prompts(self.backbone, prompts)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if padding_side not in ("left", "right"):
+            raise ConfigError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+
+    def predict(
+        self, prompts: list[list[int]], batch_size: int, padding_side: Literal["left", "right"] = "left"
+    ) -> ExitResult:
+        """P(Yes) and exit layer of every prompt (token ids, e.g. from ``encode_chat``).
+
+        Prompts are sorted by length and batched with similar lengths (less padding); results come
+        back in the original order. Deterministic and independent of batch mates.
+        """
+        self._validate(prompts, batch_size, padding_side)
+        n = len(prompts)
+        n_heads = self.heads.num_heads
+        per_head_p = np.full((n, n_heads), np.nan)
+        p_yes = np.full(n, np.nan)
+        exit_layer = np.zeros(n, dtype=np.int64)
+        layers_run = 0
+        with torch.inference_mode():
+            for idx in length_sorted_batches(prompts, batch_size):
+                layers_run += self._run_batch(
+                    [prompts[i] for i in idx], np.asarray(idx), padding_side, per_head_p, p_yes, exit_layer
+                )
+        return ExitResult(
+            p_yes=p_yes,
+            exit_layer=exit_layer,
+            per_head_p=per_head_p,
+            layers_run=layers_run,
+            head_layers=self.heads.head_layers,
+        )
+
+    def _run_batch(
+        self,
+        batch: list[list[int]],
+        rows: np.ndarray,
+        padding_side: str,
+        per_head_p: np.ndarray,
+        p_yes: np.ndarray,
+        exit_layer: np.ndarray,
+    ) -> int:
+        """Run one padded batch; fills the result arrays at ``rows``; returns row-layers computed."""
+        core, heads, device = self.core, self.heads, self.backbone.device
+        ids, valid = pad_prompts(batch, self.backbone.tokenizer.pad_token_id or 0, padding_side)
+        ids, valid = ids.to(device), valid.to(device)
+
+        pos = positions_from_mask(valid)  # [B, T]
+        last = last_token_index(valid)  # [B]
+        hidden = core.model.embed_tokens(ids)  # [B, T, H]
+        cos, sin = core.model.rotary_emb(hidden, pos)  # each [B, T, head_dim]
+        attn = core.config._attn_implementation
+        mask = decoder_attention_mask(valid, hidden.dtype, attn)  # [B, 1, T, T] or None
+
+        cost = 0
+        head = 0  # index of the next head
+        prev_p: np.ndarray | None = None
+        n_heads = heads.num_heads
+        for i, layer in enumerate(core.model.layers[: heads.head_layers[-1]]):
+            out = layer(hidden, attention_mask=mask, position_ids=pos, position_embeddings=(cos, sin))
+            hidden = out[0] if isinstance(out, tuple) else out  # tuple in transformers 4.x
+            cost += hidden.shape[0]
+            if i + 1 != heads.head_layers[head]:
+                continue
+
+            arange = torch.arange(hidden.shape[0], device=hidden.device)
+            p_cur = as_numpy(heads.p_yes(hidden[arange, last], head))  # float64, exactly what is stored
+            per_head_p[rows, head] = p_cur
+            is_last = head == n_heads - 1
+            done = np.asarray(self.criterion.decide(prev_p, p_cur, head, is_last, layer=i + 1))
+            p_yes[rows[done]] = p_cur[done]
+            exit_layer[rows[done]] = i + 1
+            if is_last or done.all():
+                break
+            if done.any():
+                # Exited rows leave the batch: every per-row tensor keeps only the running rows.
+                keep_np = ~done
+                keep = torch.from_numpy(keep_np).to(device)
+                rows, prev_p = rows[keep_np], p_cur[keep_np]
+                hidden, pos, cos, sin = hidden[keep], pos[keep], cos[keep], sin[keep]
+                last, valid = last[keep], valid[keep]
+                # Columns that are padding in every remaining row (the longest rows may have left)
+                # are dropped too; no real token attends to them, so nothing changes but the cost.
+                cols = valid.any(0).nonzero().squeeze(-1)
+                lo, hi = int(cols[0]), int(cols[-1]) + 1
+                if (lo, hi) != (0, valid.shape[1]):
+                    hidden, pos, valid = hidden[:, lo:hi], pos[:, lo:hi], valid[:, lo:hi]
+                    cos, sin = cos[:, lo:hi], sin[:, lo:hi]
+                    last = last - lo
+                mask = decoder_attention_mask(valid, hidden.dtype, attn)
+            else:
+                prev_p = p_cur
+            head += 1
+        return cost

@@ -1,0 +1,109 @@
+"""Llama helpers shared by training, the engine and the plain-forward baseline: positions,
+last tokens, P(Yes) from the [No, Yes] logits, and the plain Hugging Face full-depth forward."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from transformers import LlamaForCausalLM
+
+from ragrec.errors import ConfigError, ModelError
+from ragrec.llm.backbone import Backbone
+
+# --------------------------------------------------------------------------------------------
+# helpers shared by training, the engine and the baseline
+
+
+def unwrap_llama(model: nn.Module) -> LlamaForCausalLM:
+    """The ``LlamaForCausalLM`` under an optional peft wrapper.
+
+    peft's LoRA layers live *inside* that model, so running it still applies an unmerged adapter
+    (correct, only slower); callers merge LoRA (``merge_and_unload``) before timed inference.
+    """
+    core = model
+    if not isinstance(core, LlamaForCausalLM) and hasattr(core, "get_base_model"):  # peft PeftModel
+        core = core.get_base_model()
+    if not isinstance(core, LlamaForCausalLM):
+        raise ModelError(
+            f"expected a transformers LlamaForCausalLM (optionally peft-wrapped), got {type(core).__name__}; "
+            "only Llama-family models are supported by the layer-by-layer engine"
+        )
+    return core
+
+
+def positions_from_mask(attention_mask: Tensor) -> Tensor:
+    """Position ids ``[B, T]`` (long) = number of real tokens before each position.
+
+    ``cumsum − 1`` makes the first real token position 0 whatever the padding side; padding
+    positions are clamped to 0 (they are masked out anyway).
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def last_token_index(attention_mask: Tensor) -> Tensor:
+    """Index ``[B]`` (long) of the last real token of every row (T−1 under left padding)."""
+    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+    # argmax of (mask · position) picks the largest real position; rows are checked non-empty.
+    return (attention_mask.long() * positions).argmax(-1)
+
+
+def p_yes_from_logits(logits: Tensor) -> Tensor:
+    """``P(Yes) = softmax([logit_No, logit_Yes])[1]`` in fp32; ``logits[..., 2]`` → ``[...]``."""
+    return torch.softmax(logits.float(), dim=-1)[..., 1]
+
+
+def check_mask(input_ids: Tensor, attention_mask: Tensor) -> None:
+    if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
+        raise ConfigError(
+            f"input_ids and attention_mask must both be [batch, seq]; got {tuple(input_ids.shape)} "
+            f"and {tuple(attention_mask.shape)}"
+        )
+    if not bool((attention_mask.sum(-1) > 0).all()):
+        raise ConfigError("every row needs at least one real token (attention_mask all zero in some row)")
+
+
+def plain_full_forward_p_yes(backbone: Backbone, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """P(Yes) ``[B]`` (fp32) from the plain Hugging Face full-depth forward: the RPS baseline.
+
+    ``model(input_ids, attention_mask, position_ids)`` with mask-derived positions; vocabulary
+    logits are computed only at the last real token (``logits_to_keep``, as ``generate`` does),
+    then restricted to [No, Yes].
+    """
+    check_mask(input_ids, attention_mask)
+    last = last_token_index(attention_mask)
+    seq_len = input_ids.shape[1]
+    # Left padding: the last column is every row's last token, the cheap path generate() uses.
+    keep: int | Tensor = 1 if bool((last == seq_len - 1).all()) else last[:, None]
+    out = backbone.model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=positions_from_mask(attention_mask),
+        use_cache=False,
+        logits_to_keep=keep,
+    )
+    logits = out.logits[:, -1]  # [B, V] at each row's last real token
+    answer = logits[:, [backbone.no_token_id, backbone.yes_token_id]]
+    return p_yes_from_logits(answer)
+
+
+def check_prompts(backbone: Backbone, prompts: Sequence[Sequence[int]]) -> None:
+    """ConfigError for an empty list, an empty prompt, one longer than the model's context or
+    token ids outside its vocabulary (the engine and any baseline scored beside it)."""
+    if len(prompts) == 0:
+        raise ConfigError("no prompts to score; pass a non-empty list of token-id lists")
+    config = unwrap_llama(backbone.model).config
+    max_pos, vocab = int(config.max_position_embeddings), int(config.vocab_size)
+    for i, prompt in enumerate(prompts):
+        if len(prompt) == 0:
+            raise ConfigError(f"prompt {i} is empty; every prompt needs at least one token")
+        if len(prompt) > max_pos:
+            raise ConfigError(
+                f"prompt {i} has {len(prompt)} tokens but the model takes at most {max_pos} "
+                "(config.max_position_embeddings); lower the prompt token budget"
+            )
+        if min(prompt) < 0 or max(prompt) >= vocab:
+            raise ConfigError(f"prompt {i} has token ids outside the vocabulary 0..{vocab - 1}")
+
+

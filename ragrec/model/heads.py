@@ -1,0 +1,291 @@
+"""Multi-head early exit: exit heads on intermediate layers, exit criteria, and the engine.
+
+The paper (Zhou et al., ACL 2025, "multi-head early exit") puts heads on intermediate layers
+(5, 10, …, 30 of Vicuna-7B's 32); each head gives ``P_h(Yes)``. At inference the model stops at
+head ``h`` as soon as the prediction is stable::
+
+    D_h = |P_h(Yes) − P_{h−1}(Yes)| < τ                                          (paper, early exit)
+
+Pieces, each usable alone:
+
+- :class:`ExitHeads`: one trainable RMSNorm per intermediate head, followed by the model's own
+  (frozen, shared) LM-head rows for [No, Yes]. The head at the last decoder layer *is* the model's
+  final norm + LM head, so it reproduces the plain model. ``forward_all`` (one full forward, all
+  heads; what training calls) and the engine share :meth:`ExitHeads.logits`.
+- Exit criteria (:class:`StabilityExit`, :class:`NeverExit`, :class:`FixedHead`) with one
+  vectorised ``decide`` used by both the engine and :func:`simulate_exits` (threshold sweeps on
+  saved predictions), so the two agree exactly.
+- :class:`EarlyExitEngine`: runs the Llama decoder layer by layer, evaluates the heads on the rows
+  still running, and drops exited rows from the batch so they cost nothing afterwards.
+
+Shapes: ``B`` batch rows, ``T`` padded sequence length, ``H`` hidden size, ``n`` heads, ``N``
+prompts. Layers are counted 1-based: the head "at layer L" reads the hidden state after decoder
+layer L (``hidden_states[L]`` in Hugging Face's numbering, where index 0 is the embeddings).
+
+Padding: position ids come from the attention mask (``cumsum − 1``), so a row's result does not
+depend on left vs right padding or on its batch mates.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+from ragrec.errors import ConfigError, ModelError
+from ragrec.llm.backbone import Backbone
+from ragrec.model.forward import (
+    check_mask,
+    last_token_index,
+    p_yes_from_logits,
+    positions_from_mask,
+    unwrap_llama,
+)
+
+CHECKPOINT_FORMAT = "ragrec.exit_heads/2"
+def default_head_layers(num_layers: int, every: int = 5) -> tuple[int, ...]:
+    """Heads every ``every`` layers, as in the paper (5, 10, …, 30 for SmolLM2's 30 layers), plus
+    the last layer when it is not a multiple, so the deepest head is the full model."""
+    if num_layers < 1 or every < 1:
+        raise ConfigError(f"need num_layers >= 1 and every >= 1, got {num_layers}, {every}")
+    layers = list(range(every, num_layers + 1, every))
+    if not layers or layers[-1] != num_layers:
+        layers.append(num_layers)
+    return tuple(layers)
+
+
+# --------------------------------------------------------------------------------------------
+# exit heads
+
+
+class ExitHeads(nn.Module):
+    """Exit heads at ``head_layers`` (1-based, strictly increasing, within the model).
+
+    Head ``k`` at layer ``L`` maps the last-token hidden state after decoder layer ``L`` to two
+    logits ``[logit_No, logit_Yes] = W_{No,Yes} · RMSNorm_k(h_L)``:
+
+    - ``L < num_layers``: its own trainable RMSNorm, initialised as a copy of the model's final
+      norm, so an untrained head is the "logit lens" of that layer. With ``readout=True`` also a
+      small trainable readout ``R_k · x + b_k`` (``R_k`` is ``[2, H]``) added to the two logits,
+      initialised to zero (an untrained head is still the logit lens).
+    - ``L == num_layers``: the model's own final norm and nothing else, so this head equals the
+      full model (and the plain forward reproduces it to the bit).
+
+    ``W_{No,Yes}`` are the rows of the model's LM head, used through the model's own ``lm_head``
+    module at call time (see :meth:`project`): shared, frozen, and not parameters of this module.
+
+    Why the readout: an intermediate layer's last-token state carries the answer but not along
+    the direction ``W_Yes − W_No`` that the final layer writes it to. On SmolLM2 (cpu profile)
+    linear probes of the states after layers 5 and 10 reach validation AUC 0.70 and 0.72, while
+    heads made of a norm and the shared rows stayed near chance (0.55, 0.53) after training.
+    The readout is 2·(H + 1) numbers a head (1,154 for SmolLM2). Trained by SGD with the rest
+    (with the head's lr_d) it did not help there; :mod:`ragrec.model.readout` fits it in closed form.
+
+    Parameters (``state_dict``): the intermediate heads' norms (and readouts), nothing else.
+    """
+
+    def __init__(self, backbone: Backbone, head_layers: Sequence[int], *, readout: bool = False):
+        super().__init__()
+        core = unwrap_llama(backbone.model)
+        num_layers = int(core.config.num_hidden_layers)
+        layers = tuple(int(x) for x in head_layers)
+        if not layers:
+            raise ConfigError("head_layers is empty; give at least one layer, e.g. (5, 10, 15, 20, 25, 30)")
+        bad = [x for x in layers if not 1 <= x <= num_layers]
+        if bad:
+            raise ConfigError(
+                f"head layers {bad} are outside 1..{num_layers}: a head at layer L reads the output of "
+                f"decoder layer L of this {num_layers}-layer model"
+            )
+        if any(b <= a for a, b in zip(layers, layers[1:])):
+            raise ConfigError(
+                f"head_layers must be strictly increasing, got {list(layers)}; sort them and drop repeats"
+            )
+        self.head_layers: tuple[int, ...] = layers
+        self.num_layers = num_layers
+        self.hidden_size = int(core.config.hidden_size)
+        self.yes_token_id = int(backbone.yes_token_id)
+        self.no_token_id = int(backbone.no_token_id)
+        self.model_name = backbone.name
+        # Stored without registering: the frozen model must not become part of the heads'
+        # parameters, state_dict or .to(); only its final norm and LM-head rows are read.
+        object.__setattr__(self, "_core", core)
+        final = core.model.norm
+        self.norms = nn.ModuleDict()
+        for layer in layers:
+            if layer < num_layers:
+                norm = LlamaRMSNorm(self.hidden_size, eps=final.variance_epsilon)
+                norm.weight.data.copy_(final.weight.detach())
+                self.norms[str(layer)] = norm.to(device=final.weight.device, dtype=final.weight.dtype)
+        self.readouts = nn.ModuleDict()
+        for layer in layers if readout else ():
+            if layer < num_layers:
+                linear = nn.Linear(self.hidden_size, 2, device=final.weight.device, dtype=final.weight.dtype)
+                nn.init.zeros_(linear.weight), nn.init.zeros_(linear.bias)
+                self.readouts[str(layer)] = linear
+
+    @property
+    def has_readouts(self) -> bool:
+        return len(self.readouts) > 0
+
+    @property
+    def num_heads(self) -> int:
+        return len(self.head_layers)
+
+    def head_parameters(self, head_index: int) -> list[nn.Parameter]:
+        """Trainable parameters of one head (empty for the full-depth head), for per-head LRs."""
+        key = str(self.head_layers[head_index])
+        if key not in self.norms:
+            return []
+        return [*self.norms[key].parameters(), *(self.readouts[key].parameters() if self.has_readouts else ())]
+
+    def _norm(self, head_index: int) -> nn.Module:
+        layer = self.head_layers[head_index]
+        return self.norms[str(layer)] if layer < self.num_layers else self._core.model.norm
+
+    def normed(self, hidden_last: Tensor, head_index: int) -> Tensor:
+        """Head ``head_index``'s norm on raw last-token states ``[B, H]`` → ``[B, H]`` (what the
+        shared rows and the readout read)."""
+        return self._norm(head_index)(hidden_last)
+
+    def project(self, normed: Tensor) -> Tensor:
+        """``[B, H]`` normalised hidden → ``[B, 2]`` logits ``[No, Yes]`` of the model's LM head.
+
+        The model's own ``lm_head`` module runs on the B last-token states and the [No, Yes]
+        columns are kept. A two-row matmul would be mathematically the same but sums in another
+        order than the plain forward's full-vocabulary GEMM (~1e-5 apart on SmolLM2's logits of
+        ~30); the full row costs V·H multiply-adds per prompt (28 M for SmolLM2, well under 1%
+        of one decoder layer over a 150-token prompt) and makes the last head reproduce the
+        plain model to the bit.
+        """
+        return self._core.lm_head(normed)[:, [self.no_token_id, self.yes_token_id]]
+
+    def logits(self, hidden_last: Tensor, head_index: int) -> Tensor:
+        """Head ``head_index`` on raw (un-normalised) last-token states ``[B, H]`` → ``[B, 2]``."""
+        if not 0 <= head_index < self.num_heads:
+            raise ConfigError(f"head_index {head_index} out of range for {self.num_heads} heads")
+        normed = self.normed(hidden_last, head_index)
+        key = str(self.head_layers[head_index])
+        if key not in self.readouts:  # the full-depth head: the model's own logits, untouched
+            return self.project(normed)
+        return self.project(normed) + self.readouts[key](normed)
+
+    def p_yes(self, hidden_last: Tensor, head_index: int) -> Tensor:
+        """``P(Yes)`` ``[B]`` (fp32) of head ``head_index`` on raw last-token states ``[B, H]``."""
+        return p_yes_from_logits(self.logits(hidden_last, head_index))
+
+    def last_token_states(self, backbone_model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> list[Tensor]:
+        """Each head's input ``[B, H]`` from ONE full forward, at each row's last real token: the
+        raw state after the head's layer, except for the full-depth head, whose state already
+        has the model's final norm applied (as ``last_hidden_state`` has).
+
+        ``backbone_model`` may be peft-wrapped; it must be the model these heads were built on.
+        The decoder (``model.model``) is called directly so that no vocabulary logits are computed
+        for all T positions (``[B, T, V]`` would dominate memory).
+        """
+        core = unwrap_llama(backbone_model)
+        if core is not self._core:
+            raise ModelError(
+                "these exit heads were built on another model instance; build ExitHeads(backbone, layers) "
+                "for this model and load the head checkpoint into it"
+            )
+        check_mask(input_ids, attention_mask)
+        out = core.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=positions_from_mask(attention_mask),
+            output_hidden_states=True,
+            use_cache=False,
+        )
+        at = torch.arange(input_ids.shape[0], device=input_ids.device), last_token_index(attention_mask)
+        return [
+            out.last_hidden_state[at] if layer == self.num_layers else out.hidden_states[layer][at]
+            for layer in self.head_layers
+        ]
+
+    def forward_all(self, backbone_model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Logits ``[B, n_heads, 2]`` of every head from ONE full forward (:meth:`last_token_states`).
+
+        Gradients flow into the heads' norms (and readouts) and into whatever in the model is
+        trainable (LoRA).
+        """
+        states = self.last_token_states(backbone_model, input_ids, attention_mask)
+        logits = [
+            # The full-depth state is already normed: only the projection is left to do.
+            self.project(h) if layer == self.num_layers else self.logits(h, k)
+            for k, (layer, h) in enumerate(zip(self.head_layers, states))
+        ]
+        return torch.stack(logits, dim=1)
+
+    forward = forward_all
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def checkpoint(self) -> dict[str, object]:
+        """The trainable norms and readouts (CPU tensors) plus the layout they belong to."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "head_layers": list(self.head_layers),
+            "num_layers": self.num_layers,
+            "hidden_size": self.hidden_size,
+            "yes_token_id": self.yes_token_id,
+            "no_token_id": self.no_token_id,
+            "model_name": self.model_name,
+            "readout": self.has_readouts,
+            "norms": {k: v.detach().cpu() for k, v in self.norms.state_dict().items()},
+            "readouts": {k: v.detach().cpu() for k, v in self.readouts.state_dict().items()},
+        }
+
+    def load_checkpoint(self, ckpt: dict[str, object]) -> None:
+        """Load norms and readouts saved by :meth:`checkpoint`; ModelError if the layout or model differs."""
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ModelError(f"not an exit-head checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+        expected = {
+            "head_layers": list(self.head_layers),
+            "num_layers": self.num_layers,
+            "hidden_size": self.hidden_size,
+            "yes_token_id": self.yes_token_id,
+            "no_token_id": self.no_token_id,
+            "readout": self.has_readouts,
+        }
+        diffs = [f"{k}: checkpoint {ckpt.get(k)!r} vs heads {v!r}" for k, v in expected.items() if ckpt.get(k) != v]
+        if diffs:
+            raise ModelError(
+                "exit-head checkpoint does not fit these heads (" + "; ".join(diffs) + "); build the heads "
+                f"with the checkpoint's layout on the model it was trained on ({ckpt.get('model_name')!r})"
+            )
+        self.norms.load_state_dict(ckpt["norms"])
+        self.readouts.load_state_dict(ckpt["readouts"])
+
+    def save(self, path: Path) -> None:
+        """Write :meth:`checkpoint` atomically (temp file + rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            torch.save(self.checkpoint(), tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @classmethod
+    def load(cls, path: Path, backbone: Backbone) -> ExitHeads:
+        """Heads with the layout saved at ``path``, built on ``backbone`` and loaded."""
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"no exit-head checkpoint at {path}")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict) or "head_layers" not in ckpt:
+            raise ModelError(f"{path} is not an exit-head checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+        heads = cls(backbone, ckpt["head_layers"], readout=bool(ckpt.get("readout")))
+        heads.load_checkpoint(ckpt)
+        return heads
+
+
