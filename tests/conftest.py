@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ragrec import backbone as backbone_mod
+from ragrec.llm import backbone as backbone_mod
 from ragrec.llm.backbone import Backbone
 from ragrec.model.heads import ExitHeads
 

@@ -21,7 +21,7 @@ def length_sorted_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> 
     batch shows up at once, not at the end). The engine batches with this; so must any baseline
     that is compared with it (same prompts, same batches, same padding)."""
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        raise ConfigError(f"batch_size must be an int ≥ 1, got {batch_size!r}")
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
@@ -32,12 +32,12 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Gen
     The prompts are shuffled, cut into windows of ``window · batch_size``, each window is sorted
     by length and cut into batches, and the batches are shuffled again. Every prompt lands in
     exactly one batch, and which prompts share a batch stays random (each window is a random sample
-    of the data), but batches pad little: mixed contexts put ~135- and ~195-token prompts side by
-    side, and padding random batches of 4 to their longest prompt costs ~11% more tokens on the
-    cpu profile. ``rng`` makes the epoch a pure function of its seed.
+    of the data), but batches pad little: prompts with and without similar users differ in length
+    by dozens of tokens, which random batches would pad to their longest. ``rng`` makes the epoch a
+    pure function of its seed.
     """
     if not isinstance(batch_size, int) or batch_size < 1 or window < 1:
-        raise ConfigError(f"batch_size and window must be ints >= 1, got {batch_size!r}, {window!r}")
+        raise ConfigError(f"batch_size and window must be ints ≥ 1, got {batch_size!r}, {window!r}")
     lengths = np.asarray(lengths)
     order = rng.permutation(len(lengths))
     span = window * batch_size
