@@ -28,6 +28,7 @@ depend on left vs right padding or on its batch mates.
 
 from __future__ import annotations
 
+import numbers
 import os
 import tempfile
 from collections.abc import Sequence
@@ -48,15 +49,47 @@ from ragrec.model.forward import (
 )
 
 CHECKPOINT_FORMAT = "ragrec.exit_heads/2"
+
+
 def default_head_layers(num_layers: int, every: int = 5) -> tuple[int, ...]:
     """Heads every ``every`` layers, as in the paper (5, 10, …, 30 for SmolLM2's 30 layers), plus
     the last layer when it is not a multiple, so the deepest head is the full model."""
     if num_layers < 1 or every < 1:
-        raise ConfigError(f"need num_layers >= 1 and every >= 1, got {num_layers}, {every}")
+        raise ConfigError(f"need num_layers ≥ 1 and every ≥ 1, got {num_layers}, {every}")
     layers = list(range(every, num_layers + 1, every))
     if not layers or layers[-1] != num_layers:
         layers.append(num_layers)
     return tuple(layers)
+
+
+def _is_whole(x: object) -> bool:
+    if isinstance(x, bool):
+        return False
+    return isinstance(x, numbers.Integral) or (isinstance(x, numbers.Real) and float(x).is_integer())
+
+
+def _check_head_layers(head_layers: Sequence[int], num_layers: int) -> tuple[int, ...]:
+    """``head_layers`` as a tuple of ints: non-empty, whole numbers, in 1..num_layers, increasing."""
+    layers = tuple(head_layers)
+    if not layers:
+        raise ConfigError("head_layers is empty; give at least one layer, e.g. (5, 10, 15, 20, 25, 30)")
+    # int(2.5) would silently put a head at layer 2; True is an int, but not a layer number.
+    fractional = [x for x in layers if not _is_whole(x)]
+    if fractional:
+        raise ConfigError(
+            f"head layers {fractional} are not whole layer numbers (head_layers={list(layers)}); "
+            "a head at layer L reads the output of decoder layer L, e.g. (5, 10, 15, 20, 25, 30)"
+        )
+    layers = tuple(int(x) for x in layers)
+    bad = [x for x in layers if not 1 <= x <= num_layers]
+    if bad:
+        raise ConfigError(
+            f"head layers {bad} are outside 1..{num_layers}: a head at layer L reads the output of "
+            f"decoder layer L of this {num_layers}-layer model"
+        )
+    if any(b <= a for a, b in zip(layers, layers[1:])):
+        raise ConfigError(f"head_layers must be strictly increasing, got {list(layers)}; sort them and drop repeats")
+    return layers
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,11 +113,9 @@ class ExitHeads(nn.Module):
     module at call time (see :meth:`project`): shared, frozen, and not parameters of this module.
 
     Why the readout: an intermediate layer's last-token state carries the answer but not along
-    the direction ``W_Yes − W_No`` that the final layer writes it to. On SmolLM2 (cpu profile)
-    linear probes of the states after layers 5 and 10 reach validation AUC 0.70 and 0.72, while
-    heads made of a norm and the shared rows stayed near chance (0.55, 0.53) after training.
-    The readout is 2·(H + 1) numbers a head (1,154 for SmolLM2). Trained by SGD with the rest
-    (with the head's lr_d) it did not help there; :mod:`ragrec.model.readout` fits it in closed form.
+    the direction ``W_Yes − W_No`` that the final layer writes it to, so a norm and the shared
+    rows alone read it poorly. The readout is 2·(H + 1) numbers a head (1,154 for SmolLM2),
+    fitted in closed form after training (:mod:`ragrec.model.readout`, which says why not by SGD).
 
     Parameters (``state_dict``): the intermediate heads' norms (and readouts), nothing else.
     """
@@ -93,19 +124,7 @@ class ExitHeads(nn.Module):
         super().__init__()
         core = unwrap_llama(backbone.model)
         num_layers = int(core.config.num_hidden_layers)
-        layers = tuple(int(x) for x in head_layers)
-        if not layers:
-            raise ConfigError("head_layers is empty; give at least one layer, e.g. (5, 10, 15, 20, 25, 30)")
-        bad = [x for x in layers if not 1 <= x <= num_layers]
-        if bad:
-            raise ConfigError(
-                f"head layers {bad} are outside 1..{num_layers}: a head at layer L reads the output of "
-                f"decoder layer L of this {num_layers}-layer model"
-            )
-        if any(b <= a for a, b in zip(layers, layers[1:])):
-            raise ConfigError(
-                f"head_layers must be strictly increasing, got {list(layers)}; sort them and drop repeats"
-            )
+        layers = _check_head_layers(head_layers, num_layers)
         self.head_layers: tuple[int, ...] = layers
         self.num_layers = num_layers
         self.hidden_size = int(core.config.hidden_size)
@@ -126,7 +145,8 @@ class ExitHeads(nn.Module):
         for layer in layers if readout else ():
             if layer < num_layers:
                 linear = nn.Linear(self.hidden_size, 2, device=final.weight.device, dtype=final.weight.dtype)
-                nn.init.zeros_(linear.weight), nn.init.zeros_(linear.bias)
+                nn.init.zeros_(linear.weight)
+                nn.init.zeros_(linear.bias)
                 self.readouts[str(layer)] = linear
 
     @property
@@ -221,8 +241,6 @@ class ExitHeads(nn.Module):
             for k, (layer, h) in enumerate(zip(self.head_layers, states))
         ]
         return torch.stack(logits, dim=1)
-
-    forward = forward_all
 
     # -- checkpoints ------------------------------------------------------------------------
 

@@ -1,0 +1,162 @@
+"""Exit heads: the last one is the plain model, the others are its logit lens plus what they learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ragrec.errors import ConfigError, ModelError
+from ragrec.llm.backbone import tiny_backbone as build_tiny
+from ragrec.model.criteria import NeverExit
+from ragrec.model.engine import EarlyExitEngine
+from ragrec.model.forward import plain_full_forward_p_yes
+from ragrec.model.heads import ExitHeads, default_head_layers
+from tests.model.inputs import pad
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ATOL = 1e-5
+
+
+# -- against the plain model --------------------------------------------------------------------
+
+
+def test_last_head_of_forward_all_is_the_plain_model(tiny_backbone, tiny_heads, prompts, all_heads):
+    for side in ("left", "right"):
+        ids, mask = pad(prompts, side)
+        with torch.no_grad():
+            plain = plain_full_forward_p_yes(tiny_backbone, ids, mask).numpy()
+        np.testing.assert_allclose(all_heads[:, -1], plain, atol=ATOL, rtol=0)
+    assert all_heads.std(0).min() > 0.05  # the heads actually disagree between prompts
+
+
+def test_an_untrained_readout_leaves_the_logit_lens(tiny_backbone):
+    heads = ExitHeads(tiny_backbone, [2, 4, 6], readout=True)
+    hidden = torch.randn(3, tiny_backbone.hidden_size, generator=torch.Generator().manual_seed(2))
+    core = tiny_backbone.model
+    with torch.no_grad():
+        lens = core.lm_head(core.model.norm(hidden))[:, [tiny_backbone.no_token_id, tiny_backbone.yes_token_id]]
+        torch.testing.assert_close(heads.logits(hidden, 0), lens)
+        # A trained readout moves only its own head.
+        heads.readouts["2"].bias.copy_(torch.tensor([0.0, 1.0]))
+        torch.testing.assert_close(heads.logits(hidden, 0), lens + torch.tensor([0.0, 1.0]))
+        torch.testing.assert_close(heads.logits(hidden, 1), lens)
+
+
+# -- what a head is -----------------------------------------------------------------------------
+
+
+def test_heads_give_probabilities(tiny_backbone, tiny_heads):
+    hidden = torch.randn(5, tiny_backbone.hidden_size, generator=torch.Generator().manual_seed(1))
+    for k in range(tiny_heads.num_heads):
+        logits = tiny_heads.logits(hidden, k)
+        assert logits.shape == (5, 2)
+        probs = torch.softmax(logits, -1)
+        p = tiny_heads.p_yes(hidden, k)
+        assert ((p > 0) & (p < 1)).all()
+        torch.testing.assert_close(p, probs[:, 1])
+        torch.testing.assert_close(probs.sum(-1), torch.ones(5))
+
+
+def test_only_intermediate_norms_are_parameters(tiny_backbone, tiny_heads):
+    params = dict(tiny_heads.named_parameters())
+    assert sorted(params) == [f"norms.{layer}.weight" for layer in (1, 2, 3, 4, 5)]
+    assert tiny_heads.head_parameters(5) == []  # the full-depth head is the model's own
+    final = tiny_backbone.model.model.norm.weight
+    assert all(torch.equal(p, final) and p.data_ptr() != final.data_ptr() for p in params.values())
+    assert set(tiny_heads.state_dict()) == set(params)
+    with_readouts = dict(ExitHeads(tiny_backbone, [3, 6], readout=True).named_parameters())
+    assert sorted(with_readouts) == ["norms.3.weight", "readouts.3.bias", "readouts.3.weight"]
+
+
+def test_forward_all_trains_the_norms(tiny_backbone, prompts):
+    heads = ExitHeads(tiny_backbone, [2, 4, 6])
+    ids, mask = pad(prompts[:4])
+    logits = heads.forward_all(tiny_backbone.model, ids, mask)
+    assert logits.shape == (4, 3, 2)
+    logits.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in heads.parameters())
+    tiny_backbone.model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize(
+    "num_layers, every, expected",
+    [(30, 5, (5, 10, 15, 20, 25, 30)), (32, 5, (5, 10, 15, 20, 25, 30, 32)), (6, 2, (2, 4, 6)), (3, 5, (3,))],
+    ids=["smollm2", "vicuna-adds-the-last-layer", "every-2", "fewer-layers-than-every"],
+)
+def test_default_head_layers(num_layers, every, expected):
+    assert default_head_layers(num_layers, every) == expected
+
+
+# -- bad layouts ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "layers, message",
+    [
+        ([0, 3], r"outside 1\.\.6"),
+        ([3, 7], r"outside 1\.\.6"),
+        ([4, 2, 6], "strictly increasing"),
+        ([2, 2, 6], "strictly increasing"),
+        ([], "empty"),
+        ((2.5, 4, 6), r"\[2\.5\] are not whole layer numbers"),
+        ((4, float("nan"), 6), r"\[nan\] are not whole layer numbers"),
+        (("2", 4, 6), r"\['2'\] are not whole layer numbers"),
+        ((True, 4, 6), r"\[True\] are not whole layer numbers"),
+    ],
+    ids=["layer-0", "past-the-top", "unsorted", "repeated", "empty", "fraction", "nan", "string", "bool"],
+)
+def test_bad_head_layouts(tiny_backbone, layers, message):
+    with pytest.raises(ConfigError, match=message):
+        ExitHeads(tiny_backbone, layers)
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [np.array([2, 4, 6]), (2.0, 4.0, 6.0), np.array([2.0, 4.0, 6.0])],
+    ids=["numpy-ints", "whole-floats", "numpy-whole-floats"],
+)
+def test_whole_numbers_of_any_type_are_layer_numbers(tiny_backbone, layers):
+    heads = ExitHeads(tiny_backbone, layers)
+    assert heads.head_layers == (2, 4, 6)
+    assert all(type(layer) is int for layer in heads.head_layers)
+
+
+def test_heads_refuse_another_models_states(tiny_heads):
+    other = build_tiny()
+    with pytest.raises(ModelError, match="another model"):
+        tiny_heads.forward_all(other.model, *pad([[10, 11]]))
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+
+
+def test_checkpoint_round_trip_and_layout_checks(tmp_path, tiny_backbone, prompts):
+    heads = ExitHeads(tiny_backbone, [2, 4, 6], readout=True)
+    with torch.no_grad():
+        for p in heads.parameters():
+            p.add_(torch.linspace(0.5, 1.5, p.numel()).view_as(p))  # readouts start at zero
+    path = tmp_path / "heads.pt"
+    heads.save(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["heads.pt"]
+    loaded = ExitHeads.load(path, tiny_backbone)
+    assert loaded.head_layers == (2, 4, 6)
+    for a, b in zip(heads.parameters(), loaded.parameters()):
+        assert torch.equal(a, b)
+    engine_a = EarlyExitEngine(tiny_backbone, heads, NeverExit()).predict(prompts[:4], batch_size=4)
+    engine_b = EarlyExitEngine(tiny_backbone, loaded, NeverExit()).predict(prompts[:4], batch_size=4)
+    np.testing.assert_array_equal(engine_a.per_head_p, engine_b.per_head_p)
+
+    with pytest.raises(ModelError, match="head_layers"):
+        ExitHeads(tiny_backbone, [3, 6], readout=True).load_checkpoint(heads.checkpoint())
+    with pytest.raises(ModelError, match="readout"):
+        ExitHeads(tiny_backbone, [2, 4, 6]).load_checkpoint(heads.checkpoint())
+    with pytest.raises(ModelError, match="num_layers"):
+        ExitHeads(build_tiny(num_layers=8), [2, 4, 6]).load_checkpoint(heads.checkpoint())
+    with pytest.raises(ModelError, match="hidden_size"):
+        ExitHeads(build_tiny(hidden_size=32), [2, 4, 6]).load_checkpoint(heads.checkpoint())
+    with pytest.raises(ModelError, match="not an exit-head checkpoint"):
+        heads.load_checkpoint({"norms": {}})
+    with pytest.raises(ModelError, match="no exit-head checkpoint"):
+        ExitHeads.load(tmp_path / "missing.pt", tiny_backbone)
