@@ -75,7 +75,7 @@ class StabilityExit:
 
     def __post_init__(self) -> None:
         if not isinstance(self.tau, numbers.Real) or math.isnan(self.tau) or self.tau < 0:
-            raise ConfigError(f"tau must be a number >= 0 (larger = earlier exit), got {self.tau!r}")
+            raise ConfigError(f"tau must be a number ≥ 0 (larger = earlier exit), got {self.tau!r}")
         if self.form not in ("difference", "ratio"):
             raise ConfigError(f"form must be 'difference' or 'ratio', got {self.form!r}")
         if self.first_head not in ("wait", "confident"):
@@ -144,7 +144,7 @@ class FixedHead:
 
     def __post_init__(self) -> None:
         if not isinstance(self.layer, int) or self.layer < 1:
-            raise ConfigError(f"FixedHead.layer must be a layer number >= 1, got {self.layer!r}")
+            raise ConfigError(f"FixedHead.layer must be a layer number ≥ 1, got {self.layer!r}")
 
     def decide(
         self,
@@ -186,7 +186,8 @@ def simulate_exits(
     """
     p = np.asarray(per_head_p, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] == 0:
-        raise ConfigError(f"per_head_p must be [N, n_heads] with n_heads >= 1, got shape {p.shape}")
+        raise ConfigError(f"per_head_p must be [N, n_heads] with n_heads ≥ 1, got shape {p.shape}")
+    _check_probabilities(p)
     n_rows, n_heads = p.shape
     layers = tuple(range(1, n_heads + 1)) if head_layers is None else tuple(head_layers)
     if len(layers) != n_heads:
@@ -197,9 +198,11 @@ def simulate_exits(
     p_final = np.full(n_rows, np.nan)
     for k in range(n_heads):
         cur = p[:, k]
-        if np.isnan(cur[~exited]).any():
+        missing = np.flatnonzero(np.isnan(cur) & ~exited)
+        if len(missing):
             raise ConfigError(
-                f"per_head_p is NaN at head {k} for rows that have not exited yet; it needs every head up to the exit"
+                f"per_head_p is NaN at head {k} in {len(missing)} rows that have not exited yet (first: "
+                f"row {missing[0]}); it needs every head up to the exit"
             )
         prev = p[:, k - 1] if k else None
         with np.errstate(invalid="ignore"):  # NaNs of already-exited rows are masked below
@@ -211,3 +214,14 @@ def simulate_exits(
     return p_final, exit_head
 
 
+def _check_probabilities(p: np.ndarray) -> None:
+    """ConfigError naming the first value of ``p`` outside [0, 1] (NaN is checked per head: it
+    may follow a row's exit)."""
+    with np.errstate(invalid="ignore"):
+        outside = np.argwhere((p < 0) | (p > 1))
+    if len(outside):
+        row, head = outside[0]
+        raise ConfigError(
+            f"per_head_p[{row}, {head}] = {float(p[row, head])!r} is not a probability: every P(Yes) must lie "
+            f"in [0, 1] ({len(outside)} of {p.size} values do not); pass the heads' P(Yes), not logits or percentages"
+        )
