@@ -4,7 +4,7 @@ still running, and drops exited rows from the batch so they cost nothing afterwa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -24,6 +24,8 @@ from ragrec.model.forward import (
 from ragrec.model.heads import ExitHeads
 
 SUPPORTED_ATTENTION = ("eager", "sdpa")
+
+
 # --------------------------------------------------------------------------------------------
 # the layer-by-layer engine
 
@@ -100,30 +102,43 @@ class EarlyExitEngine:
     def _validate(self, prompts: Sequence[Sequence[int]], batch_size: int, padding_side: str) -> None:
         check_prompts(self.backbone, prompts)
         if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
+            raise ConfigError(f"batch_size must be an int ≥ 1, got {batch_size!r}")
         if padding_side not in ("left", "right"):
             raise ConfigError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
 
     def predict(
         self, prompts: list[list[int]], batch_size: int, padding_side: Literal["left", "right"] = "left"
     ) -> ExitResult:
-        """P(Yes) and exit layer of every prompt (token ids, e.g. from ``encode_chat``).
+        """P(Yes) and exit layer of every prompt.
 
         Prompts are sorted by length and batched with similar lengths (less padding); results come
         back in the original order. Deterministic and independent of batch mates.
+
+        Args:
+            prompts (list[list[int]]): token-id lists, e.g. from
+                :meth:`ragrec.model.prompts.PromptBuilder.encode_all` or
+                :func:`ragrec.llm.backbone.encode_chat`; each non-empty and within the model's
+                context.
+            batch_size (int): rows per batch (≥ 1); a batch shrinks as its rows exit.
+            padding_side (str, optional): ``"left"`` or ``"right"``; the results do not depend
+                on it. (default: :obj:`"left"`)
+
+        Returns:
+            :class:`ExitResult`, in the order of ``prompts``.
         """
         self._validate(prompts, batch_size, padding_side)
         n = len(prompts)
-        n_heads = self.heads.num_heads
-        per_head_p = np.full((n, n_heads), np.nan)
+        per_head_p = np.full((n, self.heads.num_heads), np.nan)
         p_yes = np.full(n, np.nan)
         exit_layer = np.zeros(n, dtype=np.int64)
         layers_run = 0
         with torch.inference_mode():
             for idx in length_sorted_batches(prompts, batch_size):
-                layers_run += self._run_batch(
-                    [prompts[i] for i in idx], np.asarray(idx), padding_side, per_head_p, p_yes, exit_layer
-                )
+                batch = self._run_batch([prompts[i] for i in idx], padding_side)
+                per_head_p[idx] = batch.per_head_p
+                p_yes[idx] = batch.p_yes
+                exit_layer[idx] = batch.exit_layer
+                layers_run += batch.layers_run
         return ExitResult(
             p_yes=p_yes,
             exit_layer=exit_layer,
@@ -132,64 +147,95 @@ class EarlyExitEngine:
             head_layers=self.heads.head_layers,
         )
 
-    def _run_batch(
-        self,
-        batch: list[list[int]],
-        rows: np.ndarray,
-        padding_side: str,
-        per_head_p: np.ndarray,
-        p_yes: np.ndarray,
-        exit_layer: np.ndarray,
-    ) -> int:
-        """Run one padded batch; fills the result arrays at ``rows``; returns row-layers computed."""
-        core, heads, device = self.core, self.heads, self.backbone.device
+    def _start(self, batch: list[list[int]], padding_side: str) -> _Running:
+        """Pad ``batch`` and embed it: the running state before the first decoder layer."""
+        core, device = self.core, self.backbone.device
         ids, valid = pad_prompts(batch, self.backbone.tokenizer.pad_token_id or 0, padding_side)
         ids, valid = ids.to(device), valid.to(device)
-
         pos = positions_from_mask(valid)  # [B, T]
-        last = last_token_index(valid)  # [B]
         hidden = core.model.embed_tokens(ids)  # [B, T, H]
         cos, sin = core.model.rotary_emb(hidden, pos)  # each [B, T, head_dim]
-        attn = core.config._attn_implementation
-        mask = decoder_attention_mask(valid, hidden.dtype, attn)  # [B, 1, T, T] or None
+        return _Running(
+            rows=np.arange(len(batch)),
+            hidden=hidden,
+            pos=pos,
+            cos=cos,
+            sin=sin,
+            last=last_token_index(valid),  # [B]
+            valid=valid,
+            mask=decoder_attention_mask(valid, hidden.dtype, self.core.config._attn_implementation),
+        )
 
+    def _run_batch(self, batch: list[list[int]], padding_side: str) -> ExitResult:
+        """Run one padded batch layer by layer, dropping rows as they exit; the result is in the
+        order of ``batch``."""
+        heads = self.heads
+        n_rows, n_heads = len(batch), heads.num_heads
+        per_head_p = np.full((n_rows, n_heads), np.nan)
+        p_yes = np.full(n_rows, np.nan)
+        exit_layer = np.zeros(n_rows, dtype=np.int64)
+        run = self._start(batch, padding_side)
         cost = 0
         head = 0  # index of the next head
         prev_p: np.ndarray | None = None
-        n_heads = heads.num_heads
-        for i, layer in enumerate(core.model.layers[: heads.head_layers[-1]]):
-            out = layer(hidden, attention_mask=mask, position_ids=pos, position_embeddings=(cos, sin))
-            hidden = out[0] if isinstance(out, tuple) else out  # tuple in transformers 4.x
-            cost += hidden.shape[0]
+        for i, layer in enumerate(self.core.model.layers[: heads.head_layers[-1]]):
+            # decoder layer on the running rows
+            out = layer(
+                run.hidden, attention_mask=run.mask, position_ids=run.pos, position_embeddings=(run.cos, run.sin)
+            )
+            run.hidden = out[0] if isinstance(out, tuple) else out  # tuple in transformers 4.x
+            cost += run.hidden.shape[0]
             if i + 1 != heads.head_layers[head]:
                 continue
-
-            arange = torch.arange(hidden.shape[0], device=hidden.device)
-            p_cur = as_numpy(heads.p_yes(hidden[arange, last], head))  # float64, exactly what is stored
-            per_head_p[rows, head] = p_cur
+            # exit head: store its P(Yes), then ask the criterion which rows stop here
+            arange = torch.arange(run.hidden.shape[0], device=run.hidden.device)
+            p_cur = as_numpy(heads.p_yes(run.hidden[arange, run.last], head))  # float64, exactly what is stored
+            per_head_p[run.rows, head] = p_cur
             is_last = head == n_heads - 1
             done = np.asarray(self.criterion.decide(prev_p, p_cur, head, is_last, layer=i + 1))
-            p_yes[rows[done]] = p_cur[done]
-            exit_layer[rows[done]] = i + 1
+            p_yes[run.rows[done]] = p_cur[done]
+            exit_layer[run.rows[done]] = i + 1
             if is_last or done.all():
                 break
             if done.any():
-                # Exited rows leave the batch: every per-row tensor keeps only the running rows.
-                keep_np = ~done
-                keep = torch.from_numpy(keep_np).to(device)
-                rows, prev_p = rows[keep_np], p_cur[keep_np]
-                hidden, pos, cos, sin = hidden[keep], pos[keep], cos[keep], sin[keep]
-                last, valid = last[keep], valid[keep]
-                # Columns that are padding in every remaining row (the longest rows may have left)
-                # are dropped too; no real token attends to them, so nothing changes but the cost.
-                cols = valid.any(0).nonzero().squeeze(-1)
-                lo, hi = int(cols[0]), int(cols[-1]) + 1
-                if (lo, hi) != (0, valid.shape[1]):
-                    hidden, pos, valid = hidden[:, lo:hi], pos[:, lo:hi], valid[:, lo:hi]
-                    cos, sin = cos[:, lo:hi], sin[:, lo:hi]
-                    last = last - lo
-                mask = decoder_attention_mask(valid, hidden.dtype, attn)
+                # exited rows leave the batch
+                run = run.keep(~done, self.core.config._attn_implementation)
+                prev_p = p_cur[~done]
             else:
                 prev_p = p_cur
             head += 1
-        return cost
+        return ExitResult(p_yes, exit_layer, per_head_p, cost, heads.head_layers)
+
+
+@dataclass
+class _Running:
+    """The rows of one batch still running, and every per-row tensor the next layer needs.
+
+    ``rows`` are their indices in the batch as it started; the tensors hold only these rows.
+    """
+
+    rows: np.ndarray  # [B]
+    hidden: Tensor  # [B, T, H]
+    pos: Tensor  # [B, T]
+    cos: Tensor  # [B, T, head_dim]
+    sin: Tensor  # [B, T, head_dim]
+    last: Tensor  # [B]: each row's last real token
+    valid: Tensor  # [B, T]: real tokens
+    mask: Tensor | None  # [B, 1, T, T], or None (SDPA, nothing padded)
+
+    def keep(self, keep_np: np.ndarray, attn_implementation: str) -> _Running:
+        """Only the rows where ``keep_np`` is True, and only the columns some of them still use."""
+        keep = torch.from_numpy(keep_np).to(self.hidden.device)
+        hidden, pos, cos, sin = self.hidden[keep], self.pos[keep], self.cos[keep], self.sin[keep]
+        last, valid = self.last[keep], self.valid[keep]
+        # Columns that are padding in every remaining row (the longest rows may have left) are
+        # dropped too; no real token attends to them, so nothing changes but the cost.
+        cols = valid.any(0).nonzero().squeeze(-1)
+        lo, hi = int(cols[0]), int(cols[-1]) + 1
+        if (lo, hi) != (0, valid.shape[1]):
+            hidden, pos, valid = hidden[:, lo:hi], pos[:, lo:hi], valid[:, lo:hi]
+            cos, sin = cos[:, lo:hi], sin[:, lo:hi]
+            last = last - lo
+        mask = decoder_attention_mask(valid, hidden.dtype, attn_implementation)
+        return replace(self, rows=self.rows[keep_np], hidden=hidden, pos=pos, cos=cos, sin=sin, last=last,
+                       valid=valid, mask=mask)

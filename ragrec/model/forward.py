@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from transformers import LlamaForCausalLM
@@ -89,21 +90,45 @@ def plain_full_forward_p_yes(backbone: Backbone, input_ids: Tensor, attention_ma
 
 
 def check_prompts(backbone: Backbone, prompts: Sequence[Sequence[int]]) -> None:
-    """ConfigError for an empty list, an empty prompt, one longer than the model's context or
-    token ids outside its vocabulary (the engine and any baseline scored beside it)."""
+    """ConfigError for anything but a non-empty list of token-id lists that fit the model: a
+    string, an empty prompt, one longer than the model's context, or ids that are not integers
+    or lie outside its vocabulary (the engine and any baseline scored beside it)."""
+    if isinstance(prompts, (str, bytes)):
+        raise ConfigError(f"prompts must be a list of token-id lists, got a {type(prompts).__name__}; {_ENCODE_HINT}")
     if len(prompts) == 0:
         raise ConfigError("no prompts to score; pass a non-empty list of token-id lists")
     config = unwrap_llama(backbone.model).config
     max_pos, vocab = int(config.max_position_embeddings), int(config.vocab_size)
     for i, prompt in enumerate(prompts):
-        if len(prompt) == 0:
+        ids = _token_ids(prompt, i)
+        if len(ids) == 0:
             raise ConfigError(f"prompt {i} is empty; every prompt needs at least one token")
-        if len(prompt) > max_pos:
+        if len(ids) > max_pos:
             raise ConfigError(
-                f"prompt {i} has {len(prompt)} tokens but the model takes at most {max_pos} "
+                f"prompt {i} has {len(ids)} tokens but the model takes at most {max_pos} "
                 "(config.max_position_embeddings); lower the prompt token budget"
             )
-        if min(prompt) < 0 or max(prompt) >= vocab:
+        if ids.min() < 0 or ids.max() >= vocab:
             raise ConfigError(f"prompt {i} has token ids outside the vocabulary 0..{vocab - 1}")
 
 
+_ENCODE_HINT = "encode text first (PromptBuilder.encode_all, or encode_chat for one prompt)"
+
+
+def _token_ids(prompt: Sequence[int], i: int) -> np.ndarray:
+    """Prompt ``i`` as a 1-D integer array; ConfigError when it is text or holds anything else."""
+    if isinstance(prompt, (str, bytes)):
+        raise ConfigError(
+            f"prompt {i} is a {type(prompt).__name__}, not a list of token ids: prompts must be a list "
+            f"of token-id lists; {_ENCODE_HINT}"
+        )
+    try:
+        ids = np.asarray(prompt)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"prompt {i} is not a list of token ids ({err}); {_ENCODE_HINT}") from err
+    if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+        raise ConfigError(
+            f"prompt {i} is not a flat list of integer token ids (got {type(prompt).__name__} of dtype "
+            f"{ids.dtype}, shape {ids.shape}): prompts must be a list of token-id lists; {_ENCODE_HINT}"
+        )
+    return ids

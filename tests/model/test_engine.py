@@ -1,0 +1,217 @@
+"""The layer-by-layer engine reproduces the plain model, drops exited rows, and agrees with the sweep."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ragrec.errors import ConfigError, ModelError
+from ragrec.llm.backbone import tiny_backbone as build_tiny
+from ragrec.model.criteria import FixedHead, NeverExit, StabilityExit, simulate_exits
+from ragrec.model.engine import EarlyExitEngine
+from ragrec.model.forward import p_yes_from_logits, plain_full_forward_p_yes
+from ragrec.model.heads import ExitHeads
+from tests.model.inputs import pad
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ATOL = 1e-5
+
+
+# -- engine vs plain forward ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_never_exit_reproduces_the_plain_forward(tiny_backbone, tiny_heads, prompts, all_heads, side):
+    result = EarlyExitEngine(tiny_backbone, tiny_heads, NeverExit()).predict(prompts, batch_size=5, padding_side=side)
+    ids, mask = pad(prompts, side)
+    with torch.no_grad():
+        plain = plain_full_forward_p_yes(tiny_backbone, ids, mask).numpy()
+    np.testing.assert_allclose(result.p_yes, plain, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(result.per_head_p, all_heads, atol=ATOL, rtol=0)
+    assert (result.exit_layer == 6).all()
+    assert result.layers_run == 6 * len(prompts)
+
+
+def test_fixed_head_reproduces_each_head_of_forward_all(tiny_backbone, tiny_heads, prompts, all_heads):
+    for k, layer in enumerate(tiny_heads.head_layers):
+        result = EarlyExitEngine(tiny_backbone, tiny_heads, FixedHead(layer)).predict(prompts, batch_size=4)
+        np.testing.assert_allclose(result.p_yes, all_heads[:, k], atol=ATOL, rtol=0)
+        assert (result.exit_layer == layer).all()
+        assert result.layers_run == layer * len(prompts)
+        assert np.isnan(result.per_head_p[:, k + 1 :]).all()
+
+
+def test_sparse_heads_and_a_last_head_below_the_top(tiny_backbone, prompts, all_heads):
+    heads = ExitHeads(tiny_backbone, [2, 5])  # layer 6 never runs
+    result = EarlyExitEngine(tiny_backbone, heads, NeverExit()).predict(prompts, batch_size=8)
+    np.testing.assert_allclose(result.per_head_p, all_heads[:, [1, 4]], atol=ATOL, rtol=0)
+    assert result.layers_run == 5 * len(prompts)
+
+
+def test_eager_attention_gives_the_same_answers(prompts):
+    b = build_tiny()
+    b.model.set_attn_implementation("eager")
+    assert b.model.config._attn_implementation == "eager"
+    heads = ExitHeads(b, [3, 6])
+    result = EarlyExitEngine(b, heads, NeverExit()).predict(prompts, batch_size=6)
+    ids, mask = pad(prompts, "left")
+    with torch.no_grad():
+        plain = plain_full_forward_p_yes(b, ids, mask).numpy()
+    np.testing.assert_allclose(result.p_yes, plain, atol=ATOL, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")  # raised inside peft
+def test_peft_wrapped_model(prompts):
+    peft = pytest.importorskip("peft")
+    b = build_tiny()
+    heads = ExitHeads(b, [2, 4, 6])
+    wrapped = peft.get_peft_model(b.model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    b.model = wrapped
+    ids, mask = pad(prompts[:6], "left")
+    with torch.no_grad():
+        all_logits = heads.forward_all(wrapped, ids, mask)
+        plain = plain_full_forward_p_yes(b, ids, mask).numpy()
+    np.testing.assert_allclose(p_yes_from_logits(all_logits)[:, -1].numpy(), plain, atol=ATOL, rtol=0)
+    unmerged = EarlyExitEngine(b, heads, NeverExit()).predict(prompts[:6], batch_size=3)
+    np.testing.assert_allclose(unmerged.p_yes, plain, atol=ATOL, rtol=0)
+    b.model = wrapped.merge_and_unload()
+    merged = EarlyExitEngine(b, heads, NeverExit()).predict(prompts[:6], batch_size=3)
+    np.testing.assert_allclose(merged.p_yes, plain, atol=ATOL, rtol=0)
+
+
+def test_rows_do_not_depend_on_batch_mates_or_padding(tiny_backbone, tiny_heads, prompts):
+    engine = EarlyExitEngine(tiny_backbone, tiny_heads, StabilityExit(0.05))
+    batched = {side: engine.predict(prompts, batch_size=16, padding_side=side) for side in ("left", "right")}
+    assert len(set(batched["left"].exit_layer.tolist())) > 2  # a real mix of exits
+    for i in (0, 5, 11):
+        alone = engine.predict([prompts[i]], batch_size=1)
+        for result in batched.values():
+            assert result.exit_layer[i] == alone.exit_layer[0]
+            assert abs(result.p_yes[i] - alone.p_yes[0]) < ATOL
+    np.testing.assert_array_equal(batched["left"].exit_layer, batched["right"].exit_layer)
+    np.testing.assert_allclose(batched["left"].p_yes, batched["right"].p_yes, atol=ATOL, rtol=0)
+
+
+def test_predict_works_inside_inference_mode(tiny_backbone, tiny_heads, prompts):
+    with torch.inference_mode():
+        result = EarlyExitEngine(tiny_backbone, tiny_heads, StabilityExit(0.1)).predict(prompts[:3], batch_size=2)
+    assert result.p_yes.shape == (3,)
+
+
+# -- one batch ------------------------------------------------------------------------------
+
+
+def test_a_batch_returns_its_rows_in_its_own_order_with_their_cost(tiny_backbone, tiny_heads, prompts):
+    engine = EarlyExitEngine(tiny_backbone, tiny_heads, StabilityExit(0.05))
+    batch = prompts[:7]  # mixed lengths, not sorted
+    with torch.inference_mode():
+        record = engine._run_batch(batch, "left")
+    whole = engine.predict(batch, batch_size=7)
+    np.testing.assert_array_equal(record.exit_layer, whole.exit_layer)
+    np.testing.assert_allclose(record.p_yes, whole.p_yes, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(record.per_head_p, whole.per_head_p, atol=ATOL, rtol=0)
+    assert record.layers_run == int(record.exit_layer.sum())
+    assert len(set(record.exit_layer.tolist())) > 1  # rows really left the batch at different layers
+
+
+# -- exit criteria, replayed ------------------------------------------------------------------
+
+CRITERIA = [
+    StabilityExit(0.0),
+    StabilityExit(0.02),
+    StabilityExit(0.05),
+    StabilityExit(0.1),
+    StabilityExit(0.2, first_head="confident"),
+    StabilityExit(0.4, first_head="confident"),
+    StabilityExit(0.1, form="ratio"),
+    StabilityExit(0.3, form="ratio"),
+    StabilityExit(1.0, form="ratio"),
+    NeverExit(),
+    FixedHead(3),
+]
+
+
+@pytest.mark.parametrize("criterion", CRITERIA, ids=repr)
+def test_simulate_exits_matches_the_engine_exactly(tiny_backbone, tiny_heads, prompts, all_heads, criterion):
+    result = EarlyExitEngine(tiny_backbone, tiny_heads, criterion).predict(prompts, batch_size=5)
+    p_final, exit_head = simulate_exits(result.per_head_p, criterion, tiny_heads.head_layers)
+    np.testing.assert_array_equal(p_final, result.p_yes)
+    np.testing.assert_array_equal(exit_head, result.exit_head_index)
+    np.testing.assert_array_equal(np.asarray(tiny_heads.head_layers)[exit_head], result.exit_layer)
+    # Exited rows leave the batch: the cost is exactly the layers each row needed.
+    assert result.layers_run == int(result.exit_layer.sum())
+    reached = ~np.isnan(result.per_head_p)
+    assert (reached.sum(1) == result.exit_head_index + 1).all()
+    # The sweep on full-depth predictions (what the book saves) gives the same exits.
+    p_sweep, head_sweep = simulate_exits(all_heads, criterion, tiny_heads.head_layers)
+    np.testing.assert_array_equal(head_sweep, exit_head)
+    np.testing.assert_allclose(p_sweep, p_final, atol=ATOL, rtol=0)
+
+
+def test_huge_tau_exits_every_row_at_the_second_head(tiny_backbone, tiny_heads, prompts):
+    for criterion in (StabilityExit(1e9), StabilityExit(float("inf"), form="ratio")):
+        result = EarlyExitEngine(tiny_backbone, tiny_heads, criterion).predict(prompts, batch_size=4)
+        assert (result.exit_layer == tiny_heads.head_layers[1]).all()
+        assert result.layers_run == tiny_heads.head_layers[1] * len(prompts)
+
+
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad, kwargs, message",
+    [
+        ([], {}, "no prompts"),
+        ([[10, 11], []], {}, "prompt 1 is empty"),
+        ([[10] * 1025], {}, "prompt 0 has 1025 tokens.*at most 1024"),
+        ([[10, 10_000]], {}, "outside the vocabulary"),
+        ([[10, -1]], {}, "outside the vocabulary"),
+        ("hello", {}, "prompts must be a list of token-id lists, got a str"),
+        (["hello", "world"], {}, "prompt 0 is a str, not a list of token ids.*list of token-id lists"),
+        ([[10, 11.5]], {}, "prompt 0 is not a flat list of integer token ids.*float64"),
+        ([[10, "11"]], {}, "prompt 0 is not a flat list of integer token ids"),
+        ([10, 11], {}, "prompt 0 is not a flat list of integer token ids"),
+        ([[[10, 11]]], {}, "prompt 0 is not a flat list of integer token ids"),
+        ([[10, 11]], {"batch_size": 0}, "batch_size must be an int ≥ 1"),
+        ([[10, 11]], {"batch_size": 2.0}, "batch_size must be an int ≥ 1"),
+        ([[10, 11]], {"padding_side": "middle"}, "padding_side"),
+    ],
+    ids=[
+        "no-prompts",
+        "empty-prompt",
+        "past-the-context",
+        "past-the-vocabulary",
+        "negative-id",
+        "a-string",
+        "a-list-of-strings",
+        "fractional-id",
+        "string-id",
+        "flat-token-list",
+        "nested-too-deep",
+        "batch-size-0",
+        "float-batch-size",
+        "unknown-padding-side",
+    ],
+)
+def test_bad_engine_input(tiny_backbone, tiny_heads, bad, kwargs, message):
+    assert tiny_backbone.model.config.max_position_embeddings == 1024  # what "past-the-context" exceeds
+    engine = EarlyExitEngine(tiny_backbone, tiny_heads, NeverExit())
+    with pytest.raises(ConfigError, match=message):
+        engine.predict(bad, **{"batch_size": 4, **kwargs})
+
+
+def test_numpy_token_ids_are_token_ids(tiny_backbone, tiny_heads, prompts):
+    engine = EarlyExitEngine(tiny_backbone, tiny_heads, NeverExit())
+    as_arrays = engine.predict([np.asarray(p, dtype=np.int32) for p in prompts[:3]], batch_size=3)
+    np.testing.assert_array_equal(as_arrays.p_yes, engine.predict(prompts[:3], batch_size=3).p_yes)
+
+
+def test_engine_refuses_heads_that_do_not_fit(tiny_backbone, tiny_heads):
+    with pytest.raises(ConfigError, match="FixedHead"):
+        EarlyExitEngine(tiny_backbone, ExitHeads(tiny_backbone, [2, 4, 6]), FixedHead(3))
+    with pytest.raises(ModelError, match="another model"):
+        EarlyExitEngine(build_tiny(), tiny_heads, NeverExit())
