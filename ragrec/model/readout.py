@@ -3,10 +3,8 @@ normalised last-token states, folded into the head's readout after training.
 
 Why: the states after an early layer carry the answer, but not along the direction
 ``W_Yes − W_No`` that the LM head reads, and a zero-initialised readout trained by SGD with the
-rest (batches of 4, one epoch, LLM activations whose few "massive" dimensions dwarf the others)
-does not find it. Linear probes on standardised states do (SmolLM2, cpu profile, validation
-AUC of probes after layers 5/10/15/20: ~0.70/0.72/0.75/0.76, against 0.55/0.53/0.73/0.72 for
-the trained heads).
+rest (small batches, LLM activations whose few "massive" dimensions dwarf the others) does not
+find it, while a linear probe on standardised states does (the book's method chapter, *Readouts*).
 
 Head ``k`` (layer ``L < num_layers``, built with ``readout=True``) computes, with ``x`` its
 normalised state ``[H]``:
@@ -52,7 +50,7 @@ class ReadoutFit:
 
     def __post_init__(self) -> None:
         if not self.c > 0 or self.max_iter < 1:
-            raise ConfigError(f"readout fit needs c > 0 and max_iter >= 1, got {self}")
+            raise ConfigError(f"readout fit needs c > 0 and max_iter ≥ 1, got {self}")
 
 
 @torch.inference_mode()

@@ -11,18 +11,12 @@ what the full model will say, not only the label — what the exit rule needs, s
 exits early keeps that head's answer instead of the last head's (the early-exit literature's
 self-distillation, e.g. FastBERT). The last head's loss is unchanged.
 
-Depth-wise learning-rate decay (the paper): the parameters of depth index d (0 = shallowest
-head) train with ``lr_d = lr_0 · exp(−β · d)``, so shallow heads learn faster. "Parameters of
-depth d" are head d's own (its norm, and its readout if it has one) and the LoRA adapters of
-the decoder layers between head d−1 and head d — the layers whose output only head d and
-deeper heads read. β = 0 is the uniform ablation. Implemented as optimizer parameter groups.
-
-With ``readout_fit`` set, the intermediate heads' readouts are refitted in closed form after
-the last step (:mod:`ragrec.model.readout`) and saved with the final checkpoint.
-
-Checkpoints (LoRA adapters + heads as safetensors, optimizer state, progress) are written
-atomically every ``checkpoint_every`` optimizer steps; a rerun after a kill resumes from the
-latest one, and a finished run is reloaded by evaluation instead of retrained.
+The paper's depth-wise learning-rate decay ``lr_d = lr_0 · exp(−β · d)`` lives in
+:mod:`ragrec.model.lora` (optimizer parameter groups), the checkpoints in
+:mod:`ragrec.model.checkpoints`: a rerun after a kill resumes from the latest one, and a
+finished run is reloaded instead of retrained. With ``readout_fit`` set, the intermediate
+heads' readouts are refitted in closed form after the last step (:mod:`ragrec.model.readout`)
+and saved with the final checkpoint.
 """
 
 from __future__ import annotations
@@ -31,8 +25,7 @@ import dataclasses
 import json
 import math
 import os
-import shutil
-import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,27 +33,45 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
-from peft.utils import get_peft_model_state_dict
-from safetensors.torch import load_file, save_file
+from peft import PeftModel
 from tqdm.auto import tqdm
 
 from ragrec.errors import ConfigError, ModelError
 from ragrec.llm.backbone import Backbone
 from ragrec.llm.batching import bucketed_batches, length_sorted_batches, pad_prompts
 from ragrec.metrics import auc
+from ragrec.model.checkpoints import (
+    STATE,
+    TrainResult,
+    check_layout,
+    finished_state,
+    latest_step,
+    load_into,
+    load_trained,
+    read_state,
+    remove_steps,
+    save_checkpoint,
+    snapshot_name,
+    step_name,
+)
 from ragrec.model.heads import ExitHeads
+from ragrec.model.lora import LoraSettings, attach_lora, depth_lr, parameter_groups
 from ragrec.model.readout import ReadoutFit, fit_readouts
 
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """LoRA on the attention projections (peft). Defaults: r=8, α=16, dropout 0.05."""
-
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+# Callers import the whole training API from here; lora and checkpoints hold its parts.
+__all__ = [
+    "LoraSettings",
+    "TrainConfig",
+    "TrainResult",
+    "attach_lora",
+    "depth_lr",
+    "load_trained",
+    "multihead_losses",
+    "parameter_groups",
+    "predict_heads",
+    "snapshot_name",
+    "train_multihead",
+]
 
 
 @dataclass(frozen=True)
@@ -80,9 +91,8 @@ class TrainConfig:
     head_weights: tuple[float, ...] | None = None
     # Run each training forward and backward under torch.autocast(bfloat16): the matmuls run in
     # bf16 while the weights, LoRA adapters, optimizer state and the loss stay fp32, and
-    # validation/evaluation do not use it. On a CPU with AVX512-BF16 (the 2-core EPYC) a step of
-    # 4 SmolLM2 prompts of ~190 tokens takes ~1.8 s instead of ~3.1 s. A bf16 model (GPU
-    # profile) gains nothing from it.
+    # validation/evaluation do not use it. Worth it on a CPU with native bf16 (AVX512-BF16; the
+    # README's timing table has the step times); a bf16 model (GPU profile) gains nothing.
     bf16_autocast: bool = False
     distill: float = 0.0
     # Refit the intermediate heads' readouts by logistic regression after training (heads built
@@ -98,61 +108,11 @@ class TrainConfig:
         if self.lr <= 0 or self.beta < 0 or self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ConfigError(f"invalid training configuration {self}")
         if self.stop_at is not None and self.stop_at < 1:
-            raise ConfigError(f"stop_at must be >= 1, got {self.stop_at}")
+            raise ConfigError(f"stop_at must be ≥ 1, got {self.stop_at}")
         if self.head_weights is not None and (min(self.head_weights) < 0 or sum(self.head_weights) <= 0):
             raise ConfigError(f"head_weights must be non-negative with a positive sum, got {self.head_weights}")
         if not 0.0 <= self.distill <= 1.0:
             raise ConfigError(f"distill is the weight of the last head's answer in [0, 1], got {self.distill}")
-
-
-def depth_lr(lr0: float, beta: float, depth: int) -> float:
-    """``lr_d = lr_0 · exp(−β · d)`` (the paper's depth-wise learning-rate decay)."""
-    return lr0 * math.exp(-beta * depth)
-
-
-def attach_lora(backbone: Backbone, settings: LoraSettings, seed: int = 0) -> Backbone:
-    """A Backbone whose model is wrapped with fresh LoRA adapters (seeded init)."""
-    torch.manual_seed(seed)
-    config = LoraConfig(
-        r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-        target_modules=list(settings.target_modules), bias="none", task_type="CAUSAL_LM",
-    )
-    return dataclasses.replace(backbone, model=get_peft_model(backbone.model, config))
-
-
-def _layer_index(name: str) -> int | None:
-    """0-based decoder layer index of a parameter name like ``...layers.7.self_attn...``."""
-    parts = name.split(".")
-    for a, b in zip(parts, parts[1:]):
-        if a == "layers" and b.isdigit():
-            return int(b)
-    return None
-
-
-def parameter_groups(backbone: Backbone, heads: ExitHeads, lr0: float, beta: float) -> list[dict]:
-    """Optimizer parameter groups, one per head depth d, each with ``lr_0 · exp(−β · d)``.
-
-    Every trainable parameter lands in exactly one group (checked): head d's parameters and the
-    trainable (LoRA) parameters of decoder layers ``(head_layers[d−1], head_layers[d]]``.
-    """
-    layers = list(heads.head_layers)
-    groups: list[list[torch.nn.Parameter]] = [list(heads.head_parameters(d)) for d in range(len(layers))]
-    for name, p in backbone.model.named_parameters():
-        if not p.requires_grad:
-            continue
-        i = _layer_index(name)
-        if i is None:
-            raise ModelError(f"trainable backbone parameter {name} is not inside a decoder layer")
-        d = next(d for d, L in enumerate(layers) if i + 1 <= L) if i + 1 <= layers[-1] else len(layers) - 1
-        groups[d].append(p)
-    seen = sum(len(g) for g in groups)
-    expected = sum(1 for p in backbone.model.parameters() if p.requires_grad) + sum(1 for p in heads.parameters() if p.requires_grad)
-    if seen != expected:
-        raise ModelError(f"parameter groups hold {seen} tensors, but {expected} are trainable")
-    return [
-        {"params": g, "lr": depth_lr(lr0, beta, d), "initial_lr": depth_lr(lr0, beta, d), "depth": d, "head_layer": layers[d]}
-        for d, g in enumerate(groups)
-    ]
 
 
 def multihead_losses(logits: torch.Tensor, y: torch.Tensor, distill: float = 0.0) -> torch.Tensor:
@@ -168,12 +128,19 @@ def multihead_losses(logits: torch.Tensor, y: torch.Tensor, distill: float = 0.0
 
 
 @torch.inference_mode()
-def predict_heads(backbone: Backbone, heads: ExitHeads, prompts: Sequence[Sequence[int]], batch_size: int = 16, progress: bool = False) -> np.ndarray:
+def predict_heads(
+    backbone: Backbone,
+    heads: ExitHeads,
+    prompts: Sequence[Sequence[int]],
+    batch_size: int = 16,
+    progress: bool = False,
+) -> np.ndarray:
     """P(Yes) of every head for every prompt, ``[N, n_heads]``, from full forwards (batches of
     similar length, results in the original order)."""
     out = np.empty((len(prompts), len(heads.head_layers)), dtype=np.float64)
     was_training = backbone.model.training
-    backbone.model.eval(), heads.eval()
+    backbone.model.eval()
+    heads.eval()
     pad = backbone.pad_id
     for rows in tqdm(length_sorted_batches(prompts, batch_size), desc="predict", disable=not progress, leave=False):
         ids, mask = pad_prompts([prompts[r] for r in rows], pad, "right")
@@ -183,18 +150,49 @@ def predict_heads(backbone: Backbone, heads: ExitHeads, prompts: Sequence[Sequen
     return out
 
 
+# --------------------------------------------------------------------------------------------
+# the steps of a training run
+
+
 @dataclass
-class TrainResult:
-    """What training produced: per-step loss, per-evaluation validation AUC of every head."""
+class _Run:
+    """A training run: what stays fixed (model, optimizer, schedule, length) and where it stands."""
 
-    steps: int
-    seconds: float
-    loss: list[float]
-    valid_auc: list[dict]
-    resumed_from: int | None
+    backbone: Backbone
+    heads: ExitHeads
+    config: TrainConfig
+    directory: Path
+    fingerprint: dict  # what a checkpoint must match to be resumed
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    weights: torch.Tensor  # [H] loss weight of every head, summing to 1
+    steps_per_epoch: int
+    end: int  # the run stops after this optimizer step
+    # where it stands: what the checkpoints store
+    step: int = 0
+    loss: list[float] = field(default_factory=list)
+    valid_auc: list[dict] = field(default_factory=list)
+    seconds: float = 0.0  # spent by earlier sessions of this run (before a kill)
+    resumed: int | None = None
+    started: float = field(default_factory=time.perf_counter)  # this session's clock
 
+    def elapsed(self) -> float:
+        """Training seconds so far, over every session of this run."""
+        return self.seconds + time.perf_counter() - self.started
 
-_STATE = "state.json"
+    def resumable(self) -> dict:
+        """The state a ``step-*`` checkpoint stores."""
+        return {
+            "fingerprint": self.fingerprint,
+            "step": self.step,
+            "loss": self.loss,
+            "valid_auc": self.valid_auc,
+            "seconds": self.elapsed(),
+        }
+
+    def finished(self) -> dict:
+        """The state ``final`` and snapshots store."""
+        return finished_state(self.fingerprint, self.step, self.loss, self.valid_auc, self.elapsed(), self.resumed)
 
 
 def _fingerprint(backbone: Backbone, heads: ExitHeads, config: TrainConfig, n_train: int) -> dict:
@@ -208,62 +206,168 @@ def _fingerprint(backbone: Backbone, heads: ExitHeads, config: TrainConfig, n_tr
     }))
 
 
-def _save_checkpoint(directory: Path, name: str, backbone: Backbone, heads: ExitHeads, optimizer, state: dict) -> Path:
-    """Write ``directory/name`` atomically: adapters, heads, optimizer and progress."""
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=directory))
-    save_file({k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(backbone.model).items()}, tmp / "adapter.safetensors")
-    save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}, tmp / "heads.safetensors")
-    if optimizer is not None:
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    (tmp / _STATE).write_text(json.dumps(state, indent=2))
-    final = directory / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    return final
+def _check_inputs(backbone: Backbone, prompts: Sequence[Sequence[int]], labels: np.ndarray) -> None:
+    if len(prompts) != len(labels) or len(prompts) == 0:
+        raise ConfigError(f"need as many labels as prompts (> 0), got {len(prompts)} prompts and {len(labels)} labels")
+    if not isinstance(backbone.model, PeftModel):
+        raise ModelError("train_multihead expects a backbone with LoRA adapters; call attach_lora first")
 
 
-def _check_layout(path: Path, theirs: dict, ours: dict) -> None:
-    for key in ("model", "num_layers", "head_layers"):
-        if theirs[key] != ours[key]:
-            raise ModelError(f"checkpoint {path} was made for {key}={theirs[key]}, but this run has {ours[key]}")
+def _head_weights(config: TrainConfig, heads: ExitHeads) -> torch.Tensor:
+    """The loss weight ``w_h`` of every head, normalised to sum to 1."""
+    weights = torch.tensor(config.head_weights or [1.0] * len(heads.head_layers), dtype=torch.float32)
+    if len(weights) != len(heads.head_layers):
+        raise ConfigError(f"{len(weights)} head weights for {len(heads.head_layers)} heads")
+    return weights / weights.sum()
 
 
-def _load_into(path: Path, backbone: Backbone, heads: ExitHeads, fingerprint: dict) -> dict:
-    if not (path / _STATE).is_file():
-        raise ModelError(f"no training checkpoint at {path} (expected {_STATE}, adapter and head safetensors)")
-    state = json.loads((path / _STATE).read_text())
-    _check_layout(path, state["fingerprint"], fingerprint)
-    set_peft_model_state_dict(backbone.model, load_file(path / "adapter.safetensors"))
-    heads.load_state_dict(load_file(path / "heads.safetensors"))
-    return state
-
-
-def snapshot_name(step: int) -> str:
-    """The folder, inside a run's checkpoint directory, of the weights kept at ``step``."""
-    return f"snapshot-{step:06d}"
-
-
-def load_trained(directory: str | os.PathLike, backbone: Backbone, heads: ExitHeads, name: str = "final") -> TrainResult:
-    """Load the finished run in ``directory/final`` (or a kept snapshot, ``name`` =
-    :func:`snapshot_name`) into ``backbone`` (with LoRA attached) and ``heads``; ModelError when
-    it is missing or was trained for another model or head layout."""
-    layout = {"model": backbone.name, "num_layers": backbone.num_layers, "head_layers": list(heads.head_layers)}
-    directory = Path(directory)
-    if name != "final" and (directory / "final" / _STATE).is_file() and not (directory / name / _STATE).is_file():
+def _reload_finished(directory: Path, backbone: Backbone, heads: ExitHeads, fingerprint: dict) -> TrainResult:
+    """The finished run in ``directory/final``, loaded; ModelError if it was trained otherwise."""
+    state = read_state(directory / "final")
+    check_layout(directory / "final", state["fingerprint"], fingerprint)
+    if state["fingerprint"] != fingerprint:
         raise ModelError(
-            f"the finished run in {directory} kept no {name} (it was trained without that snapshot); "
-            f"delete {directory} to train it again with the snapshot"
+            f"{directory / 'final'} was trained with other settings; delete it or use another checkpoint_dir"
         )
-    state = _load_into(directory / name, backbone, heads, layout)
-    r = state["result"]
-    return TrainResult(r["steps"], r["seconds"], r["loss"], r["valid_auc"], resumed_from=r["steps"])
+    return load_trained(directory, backbone, heads)
 
 
-def _latest(directory: Path) -> Path | None:
-    done = sorted(p for p in directory.glob("step-*") if (p / _STATE).is_file())
-    return done[-1] if done else None
+def _lr_factor(step: int, warmup_steps: int, total: int) -> float:
+    """Linear warm-up, then linear decay to 0 at ``total``; it multiplies every group's own lr_d."""
+    return min(1.0, (step + 1) / max(1, warmup_steps)) * max(0.0, 1 - step / max(1, total))
+
+
+def _start(
+    backbone: Backbone,
+    heads: ExitHeads,
+    config: TrainConfig,
+    directory: Path,
+    fingerprint: dict,
+    weights: torch.Tensor,
+    n_prompts: int,
+    snapshot_at: Sequence[int],
+) -> _Run:
+    """The run's length, optimizer and schedule, before any step."""
+    steps_per_epoch = math.ceil(math.ceil(n_prompts / config.batch_size) / config.grad_accum)
+    # max_steps shortens the schedule; stop_at ends the run early on the schedule of the whole run
+    total = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total = min(config.max_steps, total)
+    end = total if config.stop_at is None else min(config.stop_at, total)
+    if any(not 1 <= s < end for s in snapshot_at):
+        raise ConfigError(f"snapshot steps {tuple(snapshot_at)} must lie in [1, {end}) (the run ends after step {end})")
+    optimizer = torch.optim.AdamW(parameter_groups(backbone, heads, config.lr, config.beta), weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config.warmup_steps, total))
+    return _Run(backbone, heads, config, directory, fingerprint, optimizer, schedule, weights, steps_per_epoch, end)
+
+
+def _resume(run: _Run) -> None:
+    """Continue from the latest resumable checkpoint, if any: weights, optimizer, schedule, history."""
+    latest = latest_step(run.directory) if run.directory.exists() else None
+    if latest is None:
+        return
+    state = load_into(latest, run.backbone, run.heads, run.fingerprint)
+    if state["fingerprint"] != run.fingerprint:
+        raise ModelError(f"{latest} belongs to a run with other settings; delete {run.directory} to start over")
+    run.optimizer.load_state_dict(torch.load(latest / "optimizer.pt", weights_only=True))
+    run.step, run.loss, run.valid_auc, run.seconds = state["step"], state["loss"], state["valid_auc"], state["seconds"]
+    run.schedule.last_epoch = run.step - 1
+    run.schedule.step()
+    run.resumed = run.step
+
+
+def _train_step(run: _Run, batches: list[np.ndarray], prompts: Sequence[Sequence[int]], labels: np.ndarray) -> float:
+    """One optimizer step over ``batches`` (gradient accumulation); returns the summed loss."""
+    backbone, config, device = run.backbone, run.config, run.backbone.device
+    torch.manual_seed(config.seed * 100_003 + run.step)  # LoRA dropout, reproducible per step
+    run.optimizer.zero_grad(set_to_none=True)
+    total_loss = 0.0
+    for rows in batches:
+        ids, mask = pad_prompts([prompts[r] for r in rows], backbone.pad_id, "right")
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16_autocast):
+            logits = run.heads.forward_all(backbone.model, ids.to(device), mask.to(device)).float()  # [B, H, 2]
+        y = torch.as_tensor(labels[rows], device=device)
+        per_head = multihead_losses(logits, y, config.distill)  # [H]
+        loss = (run.weights.to(device) * per_head).sum() / config.grad_accum
+        loss.backward()
+        total_loss += loss.item()
+    run.optimizer.step()
+    return total_loss
+
+
+def _valid_auc(run: _Run, valid: tuple[Sequence[Sequence[int]], np.ndarray]) -> dict:
+    """Validation AUC of every head, keyed by the head's layer."""
+    p = predict_heads(run.backbone, run.heads, valid[0])
+    return {str(layer): auc(valid[1], p[:, h]) for h, layer in enumerate(run.heads.head_layers)}
+
+
+def _loop(
+    run: _Run,
+    prompts: Sequence[Sequence[int]],
+    labels: np.ndarray,
+    valid: tuple[Sequence[Sequence[int]], np.ndarray] | None,
+    snapshot_at: Sequence[int],
+    progress: bool,
+) -> None:
+    """Optimizer steps from where ``run`` stands to its end."""
+    config = run.config
+    run.backbone.model.train()
+    run.heads.train()
+    bar = tqdm(total=run.end, initial=run.step, desc="train", disable=not progress)
+    lengths = [len(x) for x in prompts]
+    batches: dict[int, list[np.ndarray]] = {}
+    run.started = time.perf_counter()
+    while run.step < run.end:
+        # batches: a pure function of (seed, epoch), so a resumed run sees the same data
+        epoch, within = divmod(run.step, run.steps_per_epoch)
+        if epoch not in batches:
+            batches = {epoch: bucketed_batches(lengths, config.batch_size, np.random.default_rng([config.seed, epoch]))}
+        accumulated = batches[epoch][within * config.grad_accum : (within + 1) * config.grad_accum]
+        # forward/backward and the optimizer step
+        loss = _train_step(run, accumulated, prompts, labels)
+        run.schedule.step()
+        run.step += 1
+        run.loss.append(loss)
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(run.loss[-10:]):.4f}")
+        # evaluate
+        if valid is not None and (run.step % config.eval_every == 0 or run.step == run.end):
+            run.valid_auc.append({"step": run.step, **_valid_auc(run, valid)})
+            run.backbone.model.train()
+            run.heads.train()
+        # snapshot: the weights a run with stop_at = this step ends with
+        if run.step in snapshot_at:
+            save_checkpoint(run.directory, snapshot_name(run.step), run.backbone, run.heads, None, run.finished())
+        # checkpoint: the latest resumable state replaces the one before
+        if run.step % config.checkpoint_every == 0 and run.step < run.end:
+            name = step_name(run.step)
+            save_checkpoint(run.directory, name, run.backbone, run.heads, run.optimizer, run.resumable())
+            remove_steps(run.directory, keep=name)
+    bar.close()
+    run.backbone.model.eval()
+    run.heads.eval()
+
+
+def _finish(
+    run: _Run,
+    prompts: Sequence[Sequence[int]],
+    labels: np.ndarray,
+    valid: tuple[Sequence[Sequence[int]], np.ndarray] | None,
+    progress: bool,
+) -> TrainResult:
+    """Fit the readouts (if asked), save ``final`` and drop the resumable checkpoints."""
+    if run.config.readout_fit is not None:
+        fit_readouts(run.backbone, run.heads, prompts, labels, run.config.readout_fit, progress=progress)
+        if valid is not None:  # the last evaluation again, with the fitted readouts
+            run.valid_auc.append({"step": run.step, "readouts": "fitted", **_valid_auc(run, valid)})
+    state = run.finished()
+    save_checkpoint(run.directory, "final", run.backbone, run.heads, None, state)
+    remove_steps(run.directory)
+    return TrainResult(**state["result"])
+
+
+# --------------------------------------------------------------------------------------------
+# the training run
 
 
 def train_multihead(
@@ -280,119 +384,32 @@ def train_multihead(
 ) -> TrainResult:
     """Train LoRA adapters and all exit heads together (see the module docstring).
 
-    ``backbone.model`` must already carry LoRA adapters (:func:`attach_lora`). Resumes from the
-    latest checkpoint in ``checkpoint_dir`` when one matches this run, and returns at once when
-    ``checkpoint_dir/final`` does. The weights after each step in ``snapshot_at`` are kept in
-    ``checkpoint_dir/``:func:`snapshot_name` (loadable with :func:`load_trained`): they equal a
-    run with ``stop_at`` = that step.
-    """
-    import time
+    Resumes from the latest checkpoint in ``checkpoint_dir`` when one matches this run, and
+    returns at once when ``checkpoint_dir/final`` does.
 
+    Args:
+        backbone (Backbone): the model, already carrying LoRA adapters (:func:`attach_lora`).
+        heads (ExitHeads): the exit heads built on ``backbone``; trained in place.
+        prompts (Sequence[Sequence[int]]): training prompts as token-id lists.
+        labels (np.ndarray): one 0/1 label per prompt.
+        config (TrainConfig): rates, schedule, batches and loss options.
+        checkpoint_dir (str or os.PathLike): where the run's checkpoints, snapshots and ``final``
+            live (:mod:`ragrec.model.checkpoints`).
+        valid (tuple, optional): ``(prompts, labels)`` scored every ``config.eval_every`` steps
+            and at the end, into :attr:`TrainResult.valid_auc`. (default: :obj:`None`)
+        snapshot_at (Sequence[int], optional): steps in ``[1, end)`` after which the weights are
+            kept in ``checkpoint_dir/``:func:`snapshot_name` (loadable with :func:`load_trained`);
+            each equals a run with ``stop_at`` = that step. (default: :obj:`()`)
+        progress (bool, optional): show progress bars. (default: :obj:`True`)
+    """
     labels = np.asarray(labels).astype(np.int64)
-    if len(prompts) != len(labels) or len(prompts) == 0:
-        raise ConfigError(f"need as many labels as prompts (> 0), got {len(prompts)} prompts and {len(labels)} labels")
-    if not isinstance(backbone.model, PeftModel):
-        raise ModelError("train_multihead expects a backbone with LoRA adapters; call attach_lora first")
+    _check_inputs(backbone, prompts, labels)
     directory = Path(checkpoint_dir)
     fingerprint = _fingerprint(backbone, heads, config, len(prompts))
-    weights = torch.tensor(config.head_weights or [1.0] * len(heads.head_layers), dtype=torch.float32)
-    if len(weights) != len(heads.head_layers):
-        raise ConfigError(f"{len(weights)} head weights for {len(heads.head_layers)} heads")
-    weights = weights / weights.sum()
-
-    if (directory / "final" / _STATE).is_file():
-        state = json.loads((directory / "final" / _STATE).read_text())
-        _check_layout(directory / "final", state["fingerprint"], fingerprint)
-        if state["fingerprint"] != fingerprint:
-            raise ModelError(f"{directory / 'final'} was trained with other settings; delete it or use another checkpoint_dir")
-        return load_trained(directory, backbone, heads)
-
-    batches_per_epoch = math.ceil(len(prompts) / config.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
-    total = config.epochs * steps_per_epoch if config.max_steps is None else min(config.max_steps, config.epochs * steps_per_epoch)
-    end = total if config.stop_at is None else min(config.stop_at, total)
-    if any(not 1 <= s < end for s in snapshot_at):
-        raise ConfigError(f"snapshot steps {tuple(snapshot_at)} must lie in [1, {end}) (the run ends after step {end})")
-    optimizer = torch.optim.AdamW(parameter_groups(backbone, heads, config.lr, config.beta), weight_decay=0.0)
-    # Linear warm-up then linear decay to 0; it multiplies every group's own lr_d.
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)) * max(0.0, 1 - s / max(1, total))
-    )
-    step, history, evals, resumed, seconds = 0, [], [], None, 0.0
-    latest = _latest(directory) if directory.exists() else None
-    if latest is not None:
-        state = _load_into(latest, backbone, heads, fingerprint)
-        if state["fingerprint"] != fingerprint:
-            raise ModelError(f"{latest} belongs to a run with other settings; delete {directory} to start over")
-        optimizer.load_state_dict(torch.load(latest / "optimizer.pt", weights_only=True))
-        step, history, evals, seconds = state["step"], state["loss"], state["valid_auc"], state["seconds"]
-        schedule.last_epoch = step - 1
-        schedule.step()
-        resumed = step
-
-    pad = backbone.pad_id
-    device = backbone.device
-    backbone.model.train(), heads.train()
-    bar = tqdm(total=end, initial=step, desc="train", disable=not progress)
-    lengths = [len(x) for x in prompts]
-    batches: dict[int, list[np.ndarray]] = {}
-    t0 = time.perf_counter()
-    while step < end:
-        epoch, within = divmod(step, steps_per_epoch)
-        # The batches are a pure function of (seed, epoch): a resumed run sees the same data.
-        if epoch not in batches:
-            batches = {epoch: bucketed_batches(lengths, config.batch_size, np.random.default_rng([config.seed, epoch]))}
-        torch.manual_seed(config.seed * 100_003 + step)  # LoRA dropout, reproducible per step
-        optimizer.zero_grad(set_to_none=True)
-        total_loss = 0.0
-        for a in range(config.grad_accum):
-            b = within * config.grad_accum + a
-            if b >= len(batches[epoch]):
-                break
-            rows = batches[epoch][b]
-            ids, mask = pad_prompts([prompts[r] for r in rows], pad, "right")
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16_autocast):
-                logits = heads.forward_all(backbone.model, ids.to(device), mask.to(device)).float()  # [B, H, 2]
-            y = torch.as_tensor(labels[rows], device=device)
-            per_head = multihead_losses(logits, y, config.distill)
-            loss = (weights.to(device) * per_head).sum() / config.grad_accum
-            loss.backward()
-            total_loss += loss.item()
-        optimizer.step()
-        schedule.step()
-        step += 1
-        history.append(total_loss)
-        bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(history[-10:]):.4f}")
-        if valid is not None and (step % config.eval_every == 0 or step == end):
-            p = predict_heads(backbone, heads, valid[0])
-            evals.append({"step": step, **{str(L): auc(valid[1], p[:, h]) for h, L in enumerate(heads.head_layers)}})
-            backbone.model.train(), heads.train()
-        if step in snapshot_at:
-            _save_checkpoint(directory, snapshot_name(step), backbone, heads, None,
-                             _finished_state(fingerprint, step, history, evals, seconds + time.perf_counter() - t0, resumed))
-        if step % config.checkpoint_every == 0 and step < end:
-            state = {"fingerprint": fingerprint, "step": step, "loss": history, "valid_auc": evals, "seconds": seconds + time.perf_counter() - t0}
-            _save_checkpoint(directory, f"step-{step:06d}", backbone, heads, optimizer, state)
-            for old in directory.glob("step-*"):
-                if old.name != f"step-{step:06d}":
-                    shutil.rmtree(old, ignore_errors=True)
-    bar.close()
-    backbone.model.eval(), heads.eval()
-    if config.readout_fit is not None:
-        fit_readouts(backbone, heads, prompts, labels, config.readout_fit, progress=progress)
-        if valid is not None:  # the last evaluation again, with the fitted readouts
-            p = predict_heads(backbone, heads, valid[0])
-            evals.append({"step": step, "readouts": "fitted", **{str(L): auc(valid[1], p[:, h]) for h, L in enumerate(heads.head_layers)}})
-    state = _finished_state(fingerprint, step, history, evals, seconds + time.perf_counter() - t0, resumed)
-    _save_checkpoint(directory, "final", backbone, heads, None, state)
-    for old in directory.glob("step-*"):
-        shutil.rmtree(old, ignore_errors=True)
-    return TrainResult(**state["result"])
-
-
-def _finished_state(fingerprint: dict, step: int, history: list[float], evals: list[dict], seconds: float, resumed: int | None) -> dict:
-    """What ``final`` and snapshots store: progress plus the :class:`TrainResult` they load as."""
-    result = TrainResult(step, seconds, list(history), list(evals), resumed)
-    return {"fingerprint": fingerprint, "step": step, "loss": result.loss, "valid_auc": result.valid_auc, "seconds": seconds,
-            "result": dataclasses.asdict(result)}
+    weights = _head_weights(config, heads)
+    if (directory / "final" / STATE).is_file():
+        return _reload_finished(directory, backbone, heads, fingerprint)
+    run = _start(backbone, heads, config, directory, fingerprint, weights, len(prompts), snapshot_at)
+    _resume(run)
+    _loop(run, prompts, labels, valid, snapshot_at, progress)
+    return _finish(run, prompts, labels, valid, progress)

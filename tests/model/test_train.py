@@ -1,7 +1,6 @@
-"""Multi-head training: depth-wise LR groups, learning, checkpoints that reload and resume."""
+"""Multi-head training: it learns, and its checkpoints reload, resume and pair with shorter runs."""
 
 import dataclasses
-import math
 
 import numpy as np
 import pytest
@@ -10,18 +9,14 @@ import torch
 from ragrec.errors import ConfigError, ModelError
 from ragrec.llm.backbone import encode_chat, tiny_backbone
 from ragrec.metrics import auc
+from ragrec.model.checkpoints import load_trained, snapshot_name
 from ragrec.model.heads import ExitHeads
+from ragrec.model.lora import LoraSettings, attach_lora
 from ragrec.model.readout import ReadoutFit
 from ragrec.model.train import (
-    LoraSettings,
     TrainConfig,
-    attach_lora,
-    depth_lr,
-    load_trained,
     multihead_losses,
-    parameter_groups,
     predict_heads,
-    snapshot_name,
     train_multihead,
 )
 
@@ -46,68 +41,23 @@ def learnable_task(bb, n: int = 48, seed: int = 0):
     return prompts, labels
 
 
-@pytest.mark.parametrize("beta", [0.0, 0.3, 1.0])
-def test_parameter_groups_follow_the_depth_decay_formula(beta):
-    bb, heads = fresh()
-    groups = parameter_groups(bb, heads, lr0=1e-3, beta=beta)
-    assert [g["lr"] for g in groups] == pytest.approx([1e-3 * math.exp(-beta * d) for d in range(len(LAYERS))])
-    # Head d owns the LoRA of layers (L_{d-1}, L_d]: two layers × 4 projections × (A, B) + its norm.
-    assert [len(g["params"]) for g in groups] == [2 * 4 * 2 + 1, 2 * 4 * 2 + 1, 2 * 4 * 2]
-    assert depth_lr(1.0, beta, 2) == pytest.approx(math.exp(-2 * beta))
+def test_distillation_mixes_the_last_heads_answer_into_earlier_heads_only():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 3, 2, requires_grad=True)  # [B, H, 2]
+    y = torch.tensor([0, 1, 1, 0, 1])
+    hard = torch.stack([torch.nn.functional.cross_entropy(logits[:, h], y) for h in range(3)])
+    assert torch.allclose(multihead_losses(logits, y, 0.0), hard)
 
+    teacher = torch.softmax(logits[:, -1], dim=-1).detach()
+    soft = -(teacher * torch.log_softmax(logits[:, 0], dim=-1)).sum(-1).mean()
+    mixed = multihead_losses(logits, y, 0.25)
+    assert torch.allclose(mixed[0], 0.75 * hard[0] + 0.25 * soft)
+    assert torch.allclose(mixed[-1], hard[-1])  # the last head still learns from the label alone
 
-@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
-def test_a_few_steps_lower_the_loss_on_a_learnable_task(tmp_path, bf16):
-    bb, heads = fresh()
-    prompts, labels = learnable_task(bb)
-    before = predict_heads(bb, heads, prompts)
-    config = TrainConfig(lr=1e-2, beta=0.1, epochs=6, batch_size=8, warmup_steps=1, bf16_autocast=bf16)
-    result = train_multihead(bb, heads, prompts, labels, config, tmp_path, progress=False)
-    after = predict_heads(bb, heads, prompts)
-
-    def ce(p):
-        return -np.mean(np.log(np.where(labels[:, None] == 1, p, 1 - p)), axis=0)
-
-    assert np.mean(result.loss[-5:]) < np.mean(result.loss[:5])
-    assert (ce(after) < ce(before)).all()  # every head improved
-
-
-def test_bf16_autocast_computes_in_bf16_but_keeps_fp32_weights(tmp_path):
-    losses = {}
-    for bf16 in (False, True):
-        bb, heads = fresh()
-        prompts, labels = learnable_task(bb, n=16)
-        config = TrainConfig(lr=1e-2, epochs=1, batch_size=8, bf16_autocast=bf16)
-        losses[bf16] = train_multihead(bb, heads, prompts, labels, config, tmp_path / str(bf16), progress=False).loss
-        trainable = [p for p in [*bb.model.parameters(), *heads.parameters()] if p.requires_grad]
-        assert {p.dtype for p in trainable} == {torch.float32}
-    # Same seed, same batches: only the matmul precision differs, and it shows in the loss.
-    assert losses[True] != pytest.approx(losses[False], abs=1e-6)
-    assert losses[True] == pytest.approx(losses[False], abs=0.05)
-
-
-def test_save_then_load_gives_identical_predictions(tmp_path):
-    bb, heads = fresh()
-    prompts, labels = learnable_task(bb, n=16)
-    train_multihead(bb, heads, prompts, labels, TrainConfig(lr=1e-2, epochs=2, batch_size=8), tmp_path, progress=False)
-    expected = predict_heads(bb, heads, prompts)
-    bb2, heads2 = fresh()
-    assert not np.allclose(predict_heads(bb2, heads2, prompts), expected)
-    result = train_multihead(bb2, heads2, prompts, labels, TrainConfig(lr=1e-2, epochs=2, batch_size=8), tmp_path, progress=False)
-    assert result.resumed_from == result.steps  # loaded, not retrained
-    np.testing.assert_allclose(predict_heads(bb2, heads2, prompts), expected, atol=1e-6)
-
-
-def test_fitted_readouts_are_part_of_the_saved_model(tmp_path):
-    bb, heads = fresh(readout=True)
-    prompts, labels = learnable_task(bb, n=32)
-    config = TrainConfig(lr=1e-2, epochs=1, batch_size=8, readout_fit=ReadoutFit(c=1.0))
-    train_multihead(bb, heads, prompts, labels, config, tmp_path, progress=False)
-    expected = predict_heads(bb, heads, prompts)
-    assert auc(labels, expected[:, 0]) > 0.9  # the fit read "good"/"bad" off layer 2
-    bb2, heads2 = fresh(readout=True)
-    train_multihead(bb2, heads2, prompts, labels, config, tmp_path, progress=False)
-    np.testing.assert_allclose(predict_heads(bb2, heads2, prompts), expected, atol=1e-6)
+    # The teacher is detached: pure distillation sends no gradient into the last head's logits.
+    multihead_losses(logits, y, 1.0)[:-1].sum().backward()
+    assert logits.grad[:, -1].abs().max() == 0
+    assert logits.grad[:, 0].abs().max() > 0
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
@@ -165,6 +115,60 @@ def test_a_stopped_run_keeps_the_full_schedule_and_equals_the_full_runs_snapshot
         train_multihead(*fresh(), prompts, labels, dataclasses.replace(config, stop_at=4), tmp_path / "bad", snapshot_at=(4,))
 
 
+def test_save_then_load_gives_identical_predictions(tmp_path):
+    bb, heads = fresh()
+    prompts, labels = learnable_task(bb, n=16)
+    train_multihead(bb, heads, prompts, labels, TrainConfig(lr=1e-2, epochs=2, batch_size=8), tmp_path, progress=False)
+    expected = predict_heads(bb, heads, prompts)
+    bb2, heads2 = fresh()
+    assert not np.allclose(predict_heads(bb2, heads2, prompts), expected)
+    result = train_multihead(bb2, heads2, prompts, labels, TrainConfig(lr=1e-2, epochs=2, batch_size=8), tmp_path, progress=False)
+    assert result.resumed_from == result.steps  # loaded, not retrained
+    np.testing.assert_allclose(predict_heads(bb2, heads2, prompts), expected, atol=1e-6)
+
+
+def test_fitted_readouts_are_part_of_the_saved_model(tmp_path):
+    bb, heads = fresh(readout=True)
+    prompts, labels = learnable_task(bb, n=32)
+    config = TrainConfig(lr=1e-2, epochs=1, batch_size=8, readout_fit=ReadoutFit(c=1.0))
+    train_multihead(bb, heads, prompts, labels, config, tmp_path, progress=False)
+    expected = predict_heads(bb, heads, prompts)
+    assert auc(labels, expected[:, 0]) > 0.9  # the fit read "good"/"bad" off layer 2
+    bb2, heads2 = fresh(readout=True)
+    train_multihead(bb2, heads2, prompts, labels, config, tmp_path, progress=False)
+    np.testing.assert_allclose(predict_heads(bb2, heads2, prompts), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
+def test_a_few_steps_lower_the_loss_on_a_learnable_task(tmp_path, bf16):
+    bb, heads = fresh()
+    prompts, labels = learnable_task(bb)
+    before = predict_heads(bb, heads, prompts)
+    config = TrainConfig(lr=1e-2, beta=0.1, epochs=6, batch_size=8, warmup_steps=1, bf16_autocast=bf16)
+    result = train_multihead(bb, heads, prompts, labels, config, tmp_path, progress=False)
+    after = predict_heads(bb, heads, prompts)
+
+    def ce(p):
+        return -np.mean(np.log(np.where(labels[:, None] == 1, p, 1 - p)), axis=0)
+
+    assert np.mean(result.loss[-5:]) < np.mean(result.loss[:5])
+    assert (ce(after) < ce(before)).all()  # every head improved
+
+
+def test_bf16_autocast_computes_in_bf16_but_keeps_fp32_weights(tmp_path):
+    losses = {}
+    for bf16 in (False, True):
+        bb, heads = fresh()
+        prompts, labels = learnable_task(bb, n=16)
+        config = TrainConfig(lr=1e-2, epochs=1, batch_size=8, bf16_autocast=bf16)
+        losses[bf16] = train_multihead(bb, heads, prompts, labels, config, tmp_path / str(bf16), progress=False).loss
+        trainable = [p for p in [*bb.model.parameters(), *heads.parameters()] if p.requires_grad]
+        assert {p.dtype for p in trainable} == {torch.float32}
+    # Same seed, same batches: only the matmul precision differs, and it shows in the loss.
+    assert losses[True] != pytest.approx(losses[False], abs=1e-6)
+    assert losses[True] == pytest.approx(losses[False], abs=0.05)
+
+
 def test_checkpoint_from_another_head_layout_is_refused(tmp_path):
     bb, heads = fresh()
     prompts, labels = learnable_task(bb, n=8)
@@ -174,33 +178,29 @@ def test_checkpoint_from_another_head_layout_is_refused(tmp_path):
         train_multihead(bb2, ExitHeads(bb2, (3, 6)), prompts, labels, TrainConfig(epochs=1, batch_size=8), tmp_path, progress=False)
 
 
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(beta=-1), "invalid training configuration"),
+        (dict(lr=0), "invalid training configuration"),
+        (dict(grad_accum=0), "invalid training configuration"),
+        (dict(stop_at=0), "stop_at must be ≥ 1"),
+        (dict(head_weights=(1.0, -1.0, 1.0)), "head_weights must be non-negative"),
+        (dict(distill=1.5), "distill"),
+    ],
+    ids=["negative-beta", "zero-lr", "no-batches-per-step", "stop-at-0", "negative-head-weight", "distill-above-1"],
+)
+def test_bad_training_configuration(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**settings)
+
+
 def test_bad_training_input_is_refused(tmp_path):
     bb, heads = fresh()
-    with pytest.raises(ConfigError):
-        TrainConfig(beta=-1)
-    with pytest.raises(ConfigError, match="distill"):
-        TrainConfig(distill=1.5)
     with pytest.raises(ConfigError, match="labels"):
         train_multihead(bb, heads, [[1, 2]], np.array([0, 1]), TrainConfig(), tmp_path)
+    with pytest.raises(ConfigError, match="2 head weights for 3 heads"):
+        train_multihead(bb, heads, [[1, 2]], np.array([1]), TrainConfig(head_weights=(1.0, 1.0)), tmp_path)
     plain = tiny_backbone(num_layers=6, hidden_size=32)
     with pytest.raises(ModelError, match="attach_lora"):
         train_multihead(plain, ExitHeads(plain, LAYERS), [[1, 2]], np.array([1]), TrainConfig(), tmp_path)
-
-
-def test_distillation_mixes_the_last_heads_answer_into_earlier_heads_only():
-    torch.manual_seed(0)
-    logits = torch.randn(5, 3, 2, requires_grad=True)  # [B, H, 2]
-    y = torch.tensor([0, 1, 1, 0, 1])
-    hard = torch.stack([torch.nn.functional.cross_entropy(logits[:, h], y) for h in range(3)])
-    assert torch.allclose(multihead_losses(logits, y, 0.0), hard)
-
-    teacher = torch.softmax(logits[:, -1], dim=-1).detach()
-    soft = -(teacher * torch.log_softmax(logits[:, 0], dim=-1)).sum(-1).mean()
-    mixed = multihead_losses(logits, y, 0.25)
-    assert torch.allclose(mixed[0], 0.75 * hard[0] + 0.25 * soft)
-    assert torch.allclose(mixed[-1], hard[-1])  # the last head still learns from the label alone
-
-    # The teacher is detached: pure distillation sends no gradient into the last head's logits.
-    multihead_losses(logits, y, 1.0)[:-1].sum().backward()
-    assert logits.grad[:, -1].abs().max() == 0
-    assert logits.grad[:, 0].abs().max() > 0

@@ -9,7 +9,7 @@ from ragrec.metrics import auc
 from ragrec.model.heads import ExitHeads
 from ragrec.model.readout import ReadoutFit, fit_readouts, head_states
 from ragrec.model.train import predict_heads
-from tests.test_train import learnable_task
+from tests.model.test_train import learnable_task
 
 
 def test_fitted_heads_answer_what_the_logistic_regression_answers():
