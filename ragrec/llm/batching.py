@@ -26,7 +26,9 @@ def length_sorted_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> 
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def bucketed_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator, window: int = 50) -> list[np.ndarray]:
+def bucketed_batches(
+    lengths: Sequence[int], batch_size: int, rng: np.random.Generator, window: int = 50
+) -> list[np.ndarray]:
     """One shuffled epoch of training batches whose prompts have similar lengths.
 
     The prompts are shuffled, cut into windows of ``window · batch_size``, each window is sorted

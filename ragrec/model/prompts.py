@@ -183,8 +183,9 @@ class PromptBuilder:
         # period counts, as it does for the neighbours' items (``neighbour_events``).
         when = np.array([time if self.dataset.has_timestamps else np.iinfo(np.int64).max])
         raters, likes = self.train_by_item.likes_before(np.array([target]), when)
+        recent = slice(-self.config.history_len, None)
         return _Parts(
-            history=[self._short(i, r) for i, r in zip(items[-self.config.history_len:], ratings[-self.config.history_len:])],
+            history=[self._short(i, r) for i, r in zip(items[recent], ratings[recent])],
             neighbours=hoods,
             neighbour_target=rated,
             target=item_line(self.dataset, target),
