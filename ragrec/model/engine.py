@@ -4,7 +4,7 @@ still running, and drops exited rows from the batch so they cost nothing afterwa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -198,13 +198,19 @@ class EarlyExitEngine:
             if is_last or done.all():
                 break
             if done.any():
-                # exited rows leave the batch
+                # exited rows leave the batch: every per-row tensor keeps only the running rows
                 run = run.keep(~done, self.core.config._attn_implementation)
                 prev_p = p_cur[~done]
             else:
                 prev_p = p_cur
             head += 1
-        return ExitResult(p_yes, exit_layer, per_head_p, cost, heads.head_layers)
+        return ExitResult(
+            p_yes=p_yes,
+            exit_layer=exit_layer,
+            per_head_p=per_head_p,
+            layers_run=cost,
+            head_layers=heads.head_layers,
+        )
 
 
 @dataclass
@@ -237,5 +243,13 @@ class _Running:
             cos, sin = cos[:, lo:hi], sin[:, lo:hi]
             last = last - lo
         mask = decoder_attention_mask(valid, hidden.dtype, attn_implementation)
-        return replace(self, rows=self.rows[keep_np], hidden=hidden, pos=pos, cos=cos, sin=sin, last=last,
-                       valid=valid, mask=mask)
+        return _Running(
+            rows=self.rows[keep_np],
+            hidden=hidden,
+            pos=pos,
+            cos=cos,
+            sin=sin,
+            last=last,
+            valid=valid,
+            mask=mask,
+        )
