@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ragrec.config import PROFILES, get_profile
+from ragrec.config import PROFILES, BetaPair, get_profile
 from ragrec.errors import ConfigError
 from ragrec.experiments.recommender import mixed_contexts, run_recommender
 from ragrec.metrics import auc
@@ -19,7 +19,8 @@ def small_smoke():
         p,
         data=dataclasses.replace(p.data, train_cap=48, valid_cap=32, test_cap=48, synthetic_users=60, synthetic_items=80),
         train=dataclasses.replace(p.train, epochs=1),
-        beta_ablation_steps=None,
+        evaluation=dataclasses.replace(p.evaluation, reduced_cap=24),
+        beta_pair=BetaPair(train_cap=24, epochs=1),
     )
 
 
@@ -30,30 +31,35 @@ def test_recommender_writes_heads_predictions_and_provenance_and_reloads(tmp_pat
     table = pd.read_csv(out / "heads.csv")
     assert {"context", "variant", "beta", "head_layer", "auc", "auc_ci_low", "auc_ci_high", "logloss"} <= set(table.columns)
     assert set(table["context"]) == set(profile.contexts)
-    assert set(table["variant"]) == {"main", "beta0"}
+    assert set(table["variant"]) == {"main", "pair_beta0.1", "pair_beta0"}
     assert (table["auc_ci_low"] <= table["auc"]).all() and (table["auc"] <= table["auc_ci_high"]).all()
     # Every AUC can be recomputed from the saved per-sample predictions.
     preds = pd.read_csv(out / "predictions_gcn.csv")
     row = table[(table["context"] == "gcn") & (table["variant"] == "main") & (table["head_layer"] == 6)].iloc[0]
     assert auc(preds["label"], preds["p_head_6"]) == pytest.approx(row["auc"])
     assert (out / "provenance.json").exists() and (out / "training.csv").exists()
+    # Validation predictions of every head are saved for the choices made on them.
+    valid = pd.read_csv(out / "predictions_valid_gcn.csv")
+    assert len(valid) == profile.data.valid_cap and {"p_head_2", "p_head_4", "p_head_6"} <= set(valid.columns)
 
     # A rerun loads the finished checkpoints: same numbers, no new training.
     again = run_recommender(profile, results_root=tmp_path, progress=False)
     np.testing.assert_allclose(again["auc"].to_numpy(), heads["auc"].to_numpy(), atol=1e-9)
 
 
-def test_a_short_beta_ablation_is_paired_with_the_main_runs_snapshot(tmp_path):
-    profile = dataclasses.replace(small_smoke(), beta_ablation_steps=2)
+def test_reduced_contexts_and_the_beta_pair_score_a_paired_subset_of_the_full_contexts_samples(tmp_path):
+    profile = small_smoke()
     table = run_recommender(profile, results_root=tmp_path, progress=False)
     out = tmp_path / "smoke" / "synthetic"
-    steps = table.groupby("variant")["train_steps"].first()
-    assert steps["beta0"] == steps["beta_ref"] == 2 and steps["main"] == 3
-    assert set(table[table["variant"] == "beta_ref"]["beta"]) == {profile.train.beta}
-    assert (out / "predictions_gcn_beta_ref.csv").exists()
-    # Without a short ablation the pair is the finished models again, and no stale snapshot file stays.
-    again = run_recommender(dataclasses.replace(profile, beta_ablation_steps=None), results_root=tmp_path, progress=False)
-    assert set(again["variant"]) == {"main", "beta0"} and not (out / "predictions_gcn_beta_ref.csv").exists()
+    ids = {name: set(pd.read_csv(out / f"predictions_{name}.csv")["sample_id"])
+           for name in ("gcn", "llm", "none", "random", "gcn_pair_beta0.1", "gcn_pair_beta0")}
+    assert ids["gcn"] == ids["llm"] and len(ids["gcn"]) == profile.data.test_cap
+    assert ids["none"] == ids["random"] == ids["gcn_pair_beta0.1"] == ids["gcn_pair_beta0"]
+    assert len(ids["none"]) == profile.evaluation.reduced_cap and ids["none"] < ids["gcn"]
+    # both members of the pair completed the same (shorter) schedule; only β differs
+    pair = table[table["variant"].str.startswith("pair_")].groupby("variant")[["train_steps", "beta"]].first()
+    assert pair.loc["pair_beta0", "train_steps"] == pair.loc["pair_beta0.1", "train_steps"] == -(-24 // profile.train.batch_size)  # ceil: the last batch is partial
+    assert pair["beta"].tolist() == [0.0, 0.1]
 
 
 def test_mixed_contexts_are_balanced_and_seeded():

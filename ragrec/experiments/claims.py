@@ -26,8 +26,8 @@ Claims and measures:
    noisy test). Without a ``role`` column: the fastest ``exit`` row whose AUC stays within
    ``max_auc_drop``.
 4. ``lr_decay_helps`` — AUC(β > 0) − AUC(β = 0), final head, GCN context, paired bootstrap
-   (:func:`ragrec.experiments.ablations.beta_pair_files`: ``predictions_gcn.csv`` or, when the β = 0 run
-   stopped early, the main run's snapshot at that step, against ``predictions_gcn_beta0.csv``).
+   (:func:`ragrec.experiments.ablations.beta_pair_files`: two runs identical but for β, each
+   with its complete schedule, on the same test samples).
 5. ``layer_mean_beats_last`` — neighbour hit rate of the GCN-Retriever with the mean over layers
    minus with the last layer (``retrieval.csv``), no interval.
 6. ``pipeline_rps`` — whole requests (retrieval → prompt → score) per second of GCN retrieval +
@@ -226,7 +226,12 @@ def check_pipeline_rps(d: Path, s: ClaimSettings) -> ClaimCheck:
 def check_lr_decay(d: Path, s: ClaimSettings) -> ClaimCheck:
     base = ClaimCheck("lr_decay_helps", "Depth-wise learning-rate decay of the exit heads improves accuracy.",
                       "reported as an improvement (no figure available here)", "AUC(β > 0) − AUC(β = 0), final head, GCN context")
-    return _paired_check(base, d, s, *beta_pair_files(d), at_least=False)
+    files = beta_pair_files(d)
+    if files is None:
+        return base
+    check = _paired_check(base, d, s, *files, at_least=False)
+    return _with(check, check.estimate, check.ci_low, check.ci_high, check.verdict,
+                 f"{check.evidence}: two runs identical but for β, each with its complete schedule")
 
 
 def check_layer_mean(d: Path, s: ClaimSettings) -> ClaimCheck:
