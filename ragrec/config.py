@@ -107,6 +107,9 @@ class Profile:
     contexts: tuple[str, ...] = ("none", "random", "gcn", "llm")
     eval_batch_size: int = 16
     evaluation: EvalSettings = EvalSettings()
+    # Training prompts' GCN neighbours come from retrievers fitted without the sample's own
+    # interaction, in this many folds (1: the plain retriever, which has seen that edge).
+    train_folds: int = 2
     beta_pair: BetaPair | None = BetaPair()  # None: no β ablation
     notes: str = ""
 

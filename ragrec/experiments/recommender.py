@@ -40,6 +40,11 @@ from ragrec.data import (
     split_interactions,
 )
 from ragrec.errors import ConfigError
+from ragrec.experiments.contexts import (
+    FoldedRetriever,
+    encode_contexts,
+    mixed_contexts,
+)
 from ragrec.llm.backbone import Backbone, load_backbone, tiny_backbone
 from ragrec.metrics import head_table
 from ragrec.model.heads import ExitHeads
@@ -119,38 +124,25 @@ def fit_retrievers(
     return out
 
 
-def context_neighbours(retriever: Retriever, samples: Samples, k: int) -> np.ndarray | None:
-    """``[len(samples), k]`` neighbours of each sample's user among users active before the
-    sample (None for the ``none`` context). Uses the retriever's index vectors for the query
-    users too: for prompt building the query user's text is the one embedded at fit, so
-    re-embedding it per sample would only cost time (the latency benchmark does pay it)."""
-    if retriever.name == "none":
-        return None
-    frame = samples.frame
-    return retriever.retrieve(frame["user"].to_numpy(), k, before=frame["timestamp"].to_numpy(), precomputed=True)
-
-
-def encode_contexts(
-    builder: PromptBuilder, retrievers: dict[str, Retriever], samples: Samples, contexts: list[str]
-) -> list[list[int]]:
-    """Prompt ids for ``samples``, sample i built with context ``contexts[i]`` (the builder's
-    ``retrieve_k`` neighbours each)."""
-    if len(contexts) != len(samples):
-        raise ConfigError(f"{len(contexts)} contexts for {len(samples)} samples")
-    prompts: list[list[int] | None] = [None] * len(samples)
-    for name in dict.fromkeys(contexts):
-        rows = np.flatnonzero(np.asarray(contexts) == name)
-        subset = samples.subset(samples.frame.index[rows])
-        hoods = context_neighbours(retrievers[name], subset, builder.config.retrieve_k)
-        for j, ids in enumerate(builder.encode_all(subset, hoods)):
-            prompts[rows[j]] = ids
-    return prompts
-
-
-def mixed_contexts(n: int, contexts: tuple[str, ...], seed: int) -> list[str]:
-    """Each of ``n`` training samples gets one context, balanced and seeded."""
-    reps = np.resize(np.arange(len(contexts)), n)
-    return [contexts[i] for i in np.random.default_rng(seed).permutation(reps)]
+def fold_retrievers(
+    prepared: Prepared, backbone: Backbone | None, name: str, *, results_root=None, progress: bool = False
+) -> FoldedRetriever:
+    """A :class:`FoldedRetriever` over ``prepared.train`` with the profile's ``train_folds``."""
+    p = prepared.profile
+    rng = np.random.default_rng(p.seed)
+    fold_of = pd.Series(rng.permutation(len(prepared.train)) % p.train_folds, index=prepared.train.frame.index)
+    train = prepared.split.train
+    pairs = train["user"].to_numpy(np.int64) * prepared.dataset.n_items + train["item"].to_numpy(np.int64)
+    sample_pairs = prepared.train.frame["user"].to_numpy(np.int64) * prepared.dataset.n_items + prepared.train.frame["item"].to_numpy(np.int64)
+    folds = []
+    for f in range(p.train_folds):
+        held_out = np.isin(pairs, sample_pairs[fold_of.to_numpy() == f])
+        retriever = make_retriever(name, prepared.dataset, lightgcn=p.lightgcn, backbone=backbone,
+                                   history_items=p.data.history_len, llm_batch_size=p.eval_batch_size,
+                                   seed=p.seed, progress=progress)
+        use_cache(retriever, train[~held_out], checkpoint_dir(p, results_root))
+        folds.append(retriever.fit(train[~held_out], prepared.split.valid))
+    return FoldedRetriever(name, folds, fold_of)
 
 
 @dataclass
@@ -161,12 +153,24 @@ class TrainedModel:
     beta: float
 
 
+def training_retrievers(
+    prepared: Prepared, retrievers: dict[str, Retriever], *, results_root=None, progress: bool = False
+) -> dict[str, Retriever | FoldedRetriever]:
+    """The retrievers training prompts are built with: the GCN folded (:class:`FoldedRetriever`)
+    when the profile has ``train_folds > 1``, the others as they are."""
+    out: dict[str, Retriever | FoldedRetriever] = dict(retrievers)
+    if "gcn" in retrievers and prepared.profile.train_folds > 1:
+        out["gcn"] = fold_retrievers(prepared, None, "gcn", results_root=results_root, progress=progress)
+    return out
+
+
 def train_model(
     prepared: Prepared,
     backbone: Backbone,
     retrievers: dict[str, Retriever],
     builder: PromptBuilder,
     *,
+    train_retrievers: dict[str, Retriever | FoldedRetriever] | None = None,
     beta: float | None = None,
     pair: BetaPair | None = None,
     validate: bool = True,
@@ -177,6 +181,9 @@ def train_model(
     killed one.
 
     Args:
+        retrievers: the plain retrievers (validation prompts).
+        train_retrievers: those the training prompts are built with (:func:`training_retrievers`;
+            default: ``retrievers``).
         beta: the heads' depth-wise learning-rate decay (default: the profile's).
         pair: train on the β pair's shorter schedule instead (its first ``train_cap`` prompts of
             the main run's, for ``epochs``).
@@ -185,7 +192,7 @@ def train_model(
     p = prepared.profile
     config = dataclasses.replace(p.train, beta=p.train.beta if beta is None else beta)
     contexts = mixed_contexts(len(prepared.train), p.contexts, p.seed)
-    prompts = encode_contexts(builder, retrievers, prepared.train, contexts)
+    prompts = encode_contexts(builder, train_retrievers or retrievers, prepared.train, contexts)
     labels = prepared.train.frame["label"].to_numpy()
     if pair is not None and not pair.is_main_schedule:
         # a seeded, label-stratified subset of the main run's prompts, in the same order: the
@@ -311,7 +318,8 @@ def save_validation_predictions(
 
 
 def run_beta_pair(
-    prepared: Prepared, main: TrainedModel, retrievers: dict[str, Retriever], *, results_root=None, progress: bool = True,
+    prepared: Prepared, main: TrainedModel, retrievers: dict[str, Retriever],
+    train_retrievers: dict[str, Retriever | FoldedRetriever], *, results_root=None, progress: bool = True,
 ) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
     """The β ablation (:class:`ragrec.config.BetaPair`): the profile's β and β = 0, each a complete
     run on the pair's schedule, scored under the GCN context on the reduced test samples
@@ -325,8 +333,8 @@ def run_beta_pair(
             # a fresh backbone: LoRA was injected into the main one in place
             base = load_model(p, prepared.dataset)
             builder = PromptBuilder(prepared.dataset, base, retrievers["gcn"].sequences, p.prompt)
-            model = train_model(prepared, base, retrievers, builder, beta=beta, pair=p.beta_pair, validate=False,
-                                results_root=results_root, progress=progress)
+            model = train_model(prepared, base, retrievers, builder, train_retrievers=train_retrievers, beta=beta,
+                                pair=p.beta_pair, validate=False, results_root=results_root, progress=progress)
             logs.append(_training_log(model))
         builder = builder or PromptBuilder(prepared.dataset, model.backbone, retrievers["gcn"].sequences, p.prompt)
         tables.append(evaluate_contexts(prepared, model, retrievers, builder, ("gcn",), results_root=results_root,
@@ -344,7 +352,9 @@ def run_recommender(profile: Profile, *, data_root=None, results_root=None, beta
     backbone = load_model(profile, prepared.dataset)
     retrievers = fit_retrievers(prepared, backbone, profile.contexts, results_root=results_root, progress=progress)
     builder = PromptBuilder(prepared.dataset, backbone, retrievers[profile.contexts[0]].sequences, profile.prompt)
-    model = train_model(prepared, backbone, retrievers, builder, results_root=results_root, progress=progress)
+    train_retrievers = training_retrievers(prepared, retrievers, results_root=results_root, progress=progress)
+    model = train_model(prepared, backbone, retrievers, builder, train_retrievers=train_retrievers,
+                        results_root=results_root, progress=progress)
     outputs = save_validation_predictions(prepared, model, retrievers, builder, results_root=results_root, progress=progress)
     tables = [evaluate_contexts(prepared, model, retrievers, builder, profile.contexts, results_root=results_root, progress=progress)]
     logs = [_training_log(model)]
@@ -352,7 +362,8 @@ def run_recommender(profile: Profile, *, data_root=None, results_root=None, beta
     for stale in out_dir.glob("predictions_gcn_pair_beta*.csv"):
         stale.unlink()  # a pair of another profile must not outlive it
     if beta_ablation and profile.beta_pair is not None and profile.train.beta != 0 and "gcn" in retrievers:
-        pair_tables, pair_logs = run_beta_pair(prepared, model, retrievers, results_root=results_root, progress=progress)
+        pair_tables, pair_logs = run_beta_pair(prepared, model, retrievers, train_retrievers,
+                                               results_root=results_root, progress=progress)
         tables += pair_tables
         logs += pair_logs
     heads = pd.concat(tables, ignore_index=True)

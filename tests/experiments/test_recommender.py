@@ -9,7 +9,8 @@ import pytest
 
 from ragrec.config import PROFILES, BetaPair, get_profile
 from ragrec.errors import ConfigError
-from ragrec.experiments.recommender import mixed_contexts, run_recommender
+from ragrec.experiments.contexts import mixed_contexts
+from ragrec.experiments.recommender import run_recommender
 from ragrec.metrics import auc
 
 
@@ -71,3 +72,20 @@ def test_unknown_profile_is_a_clear_error():
     with pytest.raises(ConfigError, match="unknown profile 'laptop'.*smoke"):
         get_profile("laptop")
     assert set(PROFILES) == {"smoke", "cpu", "gpu"}
+
+
+def test_training_samples_get_gcn_neighbours_from_a_retriever_that_never_saw_their_own_interaction(tmp_path):
+    from ragrec.experiments.recommender import fold_retrievers, prepare_data
+
+    prepared = prepare_data(small_smoke())
+    folded = fold_retrievers(prepared, None, "gcn", results_root=tmp_path)
+    frame = prepared.train.frame
+    pairs = set(zip(frame["user"], frame["item"]))
+    assert len(folded.folds) == prepared.profile.train_folds
+    for f, retriever in enumerate(folded.folds):
+        seen = set(zip(retriever.sequences.users, retriever.sequences.items))
+        mine = {(u, i) for (u, i), fold in zip(zip(frame["user"], frame["item"]), folded.fold_of) if fold == f}
+        assert not mine & seen, "a fold's retriever was fitted on its own samples' interactions"
+        assert (pairs - mine) <= seen, "the other folds' interactions stay in the graph"
+    hoods = folded.neighbours(prepared.train, 3)
+    assert hoods.shape == (len(prepared.train), 3)
