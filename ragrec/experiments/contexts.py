@@ -14,6 +14,7 @@ import pandas as pd
 
 from ragrec.data import Samples
 from ragrec.errors import ConfigError
+from ragrec.experiments.information import later_interaction_share, vote_coverage
 from ragrec.model.prompts import PromptBuilder
 from ragrec.retrieval.base import Retriever
 
@@ -77,3 +78,31 @@ def mixed_contexts(n: int, contexts: tuple[str, ...], seed: int) -> list[str]:
     """Each of ``n`` training samples gets one context, balanced and seeded."""
     reps = np.resize(np.arange(len(contexts)), n)
     return [contexts[i] for i in np.random.default_rng(seed).permutation(reps)]
+
+
+def information_rows(
+    train_sequences, parts: dict[str, tuple[Samples, dict[str, Retriever | FoldedRetriever]]], k: int, vote_k: int,
+) -> pd.DataFrame:
+    """Vote coverage and the neighbours' later-interaction share per context and sample set.
+
+    Args:
+        train_sequences: the training interactions the prompts read neighbours from.
+        parts: name → (samples, retrievers by context), e.g. ``{"train (folded)": ...,
+            "train (plain)": ..., "test": ...}``.
+        k: neighbours each prompt shows (the later-interaction share is over these).
+        vote_k: neighbours each prompt polls for the vote line.
+
+    Returns:
+        one row per (set, context): ``set, context, n, vote_coverage, later_share``.
+    """
+    rows = []
+    for name, (samples, retrievers) in parts.items():
+        for ctx, retriever in retrievers.items():
+            hoods = context_neighbours(retriever, samples, max(k, vote_k))
+            if hoods is None:
+                continue
+            times = samples.frame["timestamp"].to_numpy()
+            rows.append({"set": name, "context": ctx, "n": len(samples),
+                         "vote_coverage": vote_coverage(train_sequences, samples, hoods, vote_k),
+                         "later_share": later_interaction_share(train_sequences, hoods[:, :k], times)})
+    return pd.DataFrame(rows, columns=["set", "context", "n", "vote_coverage", "later_share"])

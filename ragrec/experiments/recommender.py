@@ -43,6 +43,7 @@ from ragrec.errors import ConfigError
 from ragrec.experiments.contexts import (
     FoldedRetriever,
     encode_contexts,
+    information_rows,
     mixed_contexts,
 )
 from ragrec.llm.backbone import Backbone, load_backbone, tiny_backbone
@@ -355,6 +356,11 @@ def run_recommender(profile: Profile, *, data_root=None, results_root=None, beta
     train_retrievers = training_retrievers(prepared, retrievers, results_root=results_root, progress=progress)
     model = train_model(prepared, backbone, retrievers, builder, train_retrievers=train_retrievers,
                         results_root=results_root, progress=progress)
+    write_csv(information_rows(builder.train, {
+        "train (plain)": (prepared.train, {c: retrievers[c] for c in ("gcn", "llm") if c in retrievers}),
+        "train (as trained)": (prepared.train, {c: train_retrievers[c] for c in ("gcn", "llm") if c in retrievers}),
+        "test": (prepared.test, {c: retrievers[c] for c in ("gcn", "llm") if c in retrievers}),
+    }, profile.prompt.k, profile.prompt.vote_k), result_dir(profile.name, profile.data.dataset, results_root) / "information.csv")
     outputs = save_validation_predictions(prepared, model, retrievers, builder, results_root=results_root, progress=progress)
     tables = [evaluate_contexts(prepared, model, retrievers, builder, profile.contexts, results_root=results_root, progress=progress)]
     logs = [_training_log(model)]
@@ -369,7 +375,7 @@ def run_recommender(profile: Profile, *, data_root=None, results_root=None, beta
     heads = pd.concat(tables, ignore_index=True)
     write_csv(heads, out_dir / "heads.csv")
     write_csv(pd.concat(logs, ignore_index=True), out_dir / "training.csv")
-    outputs += ["heads.csv", "training.csv"] + [f"predictions_{c}.csv" for c in profile.contexts]
+    outputs += ["heads.csv", "training.csv", "information.csv"] + [f"predictions_{c}.csv" for c in profile.contexts]
     Provenance("recommender", profile.name, profile.data.dataset, profile.seed, profile).write(out_dir, outputs)
     print(f"recommender step: {time.perf_counter() - started:.0f} s")
     return heads

@@ -39,6 +39,10 @@ def test_recommender_writes_heads_predictions_and_provenance_and_reloads(tmp_pat
     row = table[(table["context"] == "gcn") & (table["variant"] == "main") & (table["head_layer"] == 6)].iloc[0]
     assert auc(preds["label"], preds["p_head_6"]) == pytest.approx(row["auc"])
     assert (out / "provenance.json").exists() and (out / "training.csv").exists()
+    # Vote coverage and later-interaction shares of training prompts (plain and as trained) and test.
+    info = pd.read_csv(out / "information.csv")
+    assert set(info["set"]) == {"train (plain)", "train (as trained)", "test"} and set(info["context"]) == {"gcn", "llm"}
+    assert info["vote_coverage"].between(0, 1).all() and info["later_share"].between(0, 1).all()
     # Validation predictions of every head are saved for the choices made on them.
     valid = pd.read_csv(out / "predictions_valid_gcn.csv")
     assert len(valid) == profile.data.valid_cap and {"p_head_2", "p_head_4", "p_head_6"} <= set(valid.columns)
