@@ -49,6 +49,51 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class EvalSettings:
+    """Which samples each evaluation scores (validation chooses, test reports: DESIGN §5).
+
+    Attributes:
+        full_contexts: contexts scored on every test sample (``DataSettings.test_cap`` of them).
+        reduced_cap: the other contexts and the ablation variants score this many test samples, a
+            label-stratified subset of the same samples (so every comparison stays paired); None:
+            all of them.
+        valid_contexts: contexts whose validation predictions are saved
+            (``predictions_valid_<context>.csv``, all heads) for the choices made on them.
+    """
+
+    full_contexts: tuple[str, ...] = ("gcn", "llm")
+    reduced_cap: int | None = None
+    valid_contexts: tuple[str, ...] = ("gcn",)
+
+    def __post_init__(self) -> None:
+        if self.reduced_cap is not None and self.reduced_cap < 1:
+            raise ConfigError(f"reduced_cap must be ≥ 1 or None, got {self.reduced_cap}")
+
+
+@dataclass(frozen=True)
+class BetaPair:
+    """The β ablation: two runs identical but for β (the profile's and 0), each with its complete
+    schedule, scored on the same test samples.
+
+    Attributes:
+        train_cap: training prompts of both runs (the first ones of the main run's, same order);
+            None: all of them, and the β > 0 member is the main model itself.
+        epochs: epochs of both runs (None: the main run's).
+    """
+
+    train_cap: int | None = None
+    epochs: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.train_cap is not None and self.train_cap < 1) or (self.epochs is not None and self.epochs < 1):
+            raise ConfigError(f"BetaPair needs train_cap and epochs ≥ 1 or None, got {self}")
+
+    @property
+    def is_main_schedule(self) -> bool:
+        return self.train_cap is None and self.epochs is None
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything a reproduction run needs; one instance per profile name."""
 
@@ -61,10 +106,11 @@ class Profile:
     train: TrainConfig
     contexts: tuple[str, ...] = ("none", "random", "gcn", "llm")
     eval_batch_size: int = 16
-    # Optimizer steps of the β = 0 ablation run (None: the whole main run). When set, the ablation
-    # stops there on the main run's learning-rate schedule and is compared with the main run's
-    # snapshot at that step (variant "beta_ref"), not with the finished main model.
-    beta_ablation_steps: int | None = None
+    evaluation: EvalSettings = EvalSettings()
+    # Training prompts' GCN neighbours come from retrievers fitted without the sample's own
+    # interaction, in this many folds (1: the plain retriever, which has seen that edge).
+    train_folds: int = 2
+    beta_pair: BetaPair | None = BetaPair()  # None: no β ablation
     notes: str = ""
 
     @property
@@ -87,14 +133,15 @@ SMOKE = Profile(
     train=TrainConfig(lr=5e-3, beta=0.1, epochs=2, batch_size=16, eval_every=1000, checkpoint_every=1000,
                       lora=LoraSettings(r=4, alpha=8, dropout=0.0)),
     eval_batch_size=32,
-    beta_ablation_steps=6,
+    evaluation=EvalSettings(reduced_cap=96),
+    beta_pair=BetaPair(train_cap=96, epochs=1),
     notes="Whole pipeline on a synthetic dataset with a tiny random Llama: checks plumbing, not accuracy.",
 )
 
 CPU = Profile(
     name="cpu",
     seed=0,
-    data=DataSettings(dataset="ml-100k", history_len=10, train_cap=1600, valid_cap=150, test_cap=400),
+    data=DataSettings(dataset="ml-100k", history_len=10, train_cap=1600, valid_cap=600, test_cap=2000),
     model=ModelSettings(source="bundled", head_layers=(5, 10, 15, 20, 25, 30)),
     lightgcn=LightGCNConfig(),
     # Training prompts (mixed contexts) average ~180 tokens: ~195 with similar users, ~138 without.
@@ -109,9 +156,9 @@ CPU = Profile(
     # 0.729; layer-15 head 0.70 vs 0.61), lr 3e-3 beat 2e-3 (0.727) and 5e-3 (0.720, batch 8);
     # LoRA on the MLPs, self-distillation and trained readouts did not lift the last head.
     train=TrainConfig(lr=3e-3, beta=0.1, epochs=2, batch_size=4, bf16_autocast=True, eval_every=400, checkpoint_every=50),
-    # Two 800-step models do not fit the hour: the β = 0 run stops after 100 steps on the same
-    # schedule and is compared with the main run's snapshot at step 100.
-    beta_ablation_steps=100,
+    evaluation=EvalSettings(reduced_cap=1000),
+    # Two 800-step runs do not fit the budget: the β pair trains two complete shorter runs.
+    beta_pair=BetaPair(train_cap=800, epochs=1),
     notes="SmolLM2-135M-Instruct on MovieLens-100K, sized for 60 minutes on 2 CPU cores.",
 )
 

@@ -3,11 +3,13 @@
 * **Context** — the same trained model evaluated with each prompt context (``none``, ``random``,
   ``gcn``, ``llm``): every head's AUC with its bootstrap interval and the paired-bootstrap
   difference AUC(reference) − AUC(context) on the same test samples (reference: ``gcn``).
-* **β** — depth-wise learning-rate decay (β > 0, the main model) against uniform learning rates
-  (β = 0, ``predictions_gcn_beta0.csv``), GCN context: per head, AUC of each and the paired
-  difference AUC(β > 0) − AUC(β = 0). When the profile stops the β = 0 run early, the β > 0 side
-  is the main run's snapshot at the same step (``predictions_gcn_beta_ref.csv``), never the
-  finished main model (:func:`beta_pair_files`).
+* **β** — depth-wise learning-rate decay (β > 0) against uniform learning rates (β = 0): two
+  runs that differ only in β, each completed on the same schedule
+  (``predictions_gcn_pair_beta<β>.csv``, :func:`beta_pair_files`), GCN context: per head, AUC of
+  each and the paired difference AUC(β > 0) − AUC(β = 0).
+
+A variant may score a subset of the reference's test samples (the profile scores some contexts
+on a reduced subset): its difference is then paired on that subset.
 
 Both read ``predictions_<context>[_<variant>].csv`` (columns ``sample_id``, ``label``,
 ``p_head_<layer>``) written by :func:`ragrec.experiments.recommender.run_recommender`, so every number here
@@ -24,6 +26,7 @@ from ragrec.errors import DataError
 from ragrec.metrics import auc, auc_ci, paired_auc_difference
 from ragrec.results import read_csv
 
+PAIR_UNIFORM = "predictions_gcn_pair_beta0.csv"
 ABLATION_COLUMNS = ("ablation", "variant", "reference", "head_layer", "auc", "auc_ci_low", "auc_ci_high",
                     "reference_minus_variant", "diff_ci_low", "diff_ci_high", "n")
 
@@ -45,8 +48,9 @@ def compare(ablation: str, reference_name: str, reference: pd.DataFrame, variant
     rows = []
     heads = head_columns(reference)
     for name, frame in {reference_name: reference, **variants}.items():
-        if not frame["sample_id"].equals(reference["sample_id"]):
-            raise DataError(f"{ablation} ablation: {name!r} scores other samples than {reference_name!r}")
+        paired = reference[reference["sample_id"].isin(frame["sample_id"])].reset_index(drop=True)
+        if not frame["sample_id"].equals(paired["sample_id"]):
+            raise DataError(f"{ablation} ablation: {name!r} scores samples that {reference_name!r} does not")
         if head_columns(frame) != heads:
             raise DataError(f"{ablation} ablation: {name!r} has heads {head_columns(frame)}, expected {heads}")
         labels = frame["label"].to_numpy()
@@ -57,7 +61,7 @@ def compare(ablation: str, reference_name: str, reference: pd.DataFrame, variant
                    "reference_minus_variant": float("nan"), "diff_ci_low": float("nan"), "diff_ci_high": float("nan"),
                    "n": len(frame)}
             if name != reference_name:
-                d = paired_auc_difference(labels, reference[col], frame[col], n_boot=n_boot, seed=seed)
+                d = paired_auc_difference(labels, paired[col], frame[col], n_boot=n_boot, seed=seed)
                 row.update(reference_minus_variant=d.diff, diff_ci_low=d.ci_low, diff_ci_high=d.ci_high)
             rows.append(row)
     return pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
@@ -75,20 +79,22 @@ def context_ablation(directory: str | Path, contexts: tuple[str, ...], *, refere
     return compare("context", reference, ref, variants, n_boot=n_boot, seed=seed)
 
 
-def beta_pair_files(directory: str | Path) -> tuple[str, str]:
-    """The prediction files of the β ablation's pair, (β > 0, β = 0): the main run's snapshot at
-    the ablation's step when the recommender wrote one, else the main model's GCN predictions."""
-    reference = "predictions_gcn_beta_ref.csv"
-    return (reference if (Path(directory) / reference).exists() else "predictions_gcn.csv"), "predictions_gcn_beta0.csv"
+def beta_pair_files(directory: str | Path) -> tuple[str, str] | None:
+    """The prediction files of the β pair, (β > 0, β = 0), or None when the recommender wrote none."""
+    decayed = sorted(p.name for p in Path(directory).glob("predictions_gcn_pair_beta*.csv") if p.name != PAIR_UNIFORM)
+    if not decayed or not (Path(directory) / PAIR_UNIFORM).exists():
+        return None
+    return decayed[0], PAIR_UNIFORM
 
 
 def beta_ablation(directory: str | Path, beta: float, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """The β ablation: depth-wise decay ``beta`` against β = 0 (:func:`beta_pair_files`), GCN
     context; empty table when either predictions file is absent."""
     d = Path(directory)
-    main, uniform = (_load(d, name) for name in beta_pair_files(d))
-    if main is None or uniform is None:
+    files = beta_pair_files(d)
+    if files is None:
         return pd.DataFrame(columns=list(ABLATION_COLUMNS))
+    main, uniform = (_load(d, name) for name in files)
     return compare("beta", f"beta={beta:g}", main, {"beta=0": uniform}, n_boot=n_boot, seed=seed)
 
 

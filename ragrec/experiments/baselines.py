@@ -12,12 +12,19 @@ same AUC and bootstrap interval (:mod:`ragrec.metrics`):
   separated values become one token each, e.g. ``genres=Comedy``, ``year=1995``), fitted on
   *every* training-split CTR sample (uncapped: a classical model can afford them). A probability:
   AUC and LogLoss.
+* ``logistic_regression_before`` — the same model, refitted per time bucket of the test samples
+  (``BaselineConfig.time_buckets`` equal-count buckets by timestamp) on the training samples
+  strictly before the bucket's first test sample, so no test sample's score rests on anything
+  that happened after it: the same information rule the LLM's prompts follow (DESIGN §5). A
+  bucket with too little earlier data to fit (one label only) gets the earlier like rate.
 * ``lightgcn_score`` — LightGCN's own dot product ``e_u · e_i`` of the retriever's embeddings
   (the same trained model the GCN-Retriever uses, reloaded from its checkpoint), as a CTR score.
   The graph's edges are interactions, liked or not, so it scores "will interact" rather than
   "will like". AUC only.
-* ``recent_mean_rating`` — the mean rating of the sample's own history (the up to ``history_len``
-  most recent training interactions strictly before it; the global training mean when empty).
+* ``recent_mean_rating`` — the mean rating of the sample's own history window: the up to
+  ``history_len`` most recent interactions of the user strictly before the sample, in the
+  profile's ``history_scope`` (``"prior"``: every earlier interaction of the user, as the LLM's
+  prompt shows it); the global training mean when empty.
   AUC only.
 * ``prompt_shares`` — a logistic regression on the two like shares every prompt states
   (:mod:`ragrec.model.prompts`): the target item's share of likes among its earlier training ratings
@@ -46,8 +53,11 @@ from ragrec.errors import ConfigError, DataError
 from ragrec.metrics import auc, auc_ci, logloss, paired_auc_difference
 from ragrec.results import Provenance, read_csv, result_dir, write_csv
 
-BASELINES = ("popularity", "logistic_regression", "lightgcn_score", "recent_mean_rating", "prompt_shares")
-PROBABILISTIC = frozenset({"logistic_regression", "prompt_shares"})
+BASELINES = (
+    "popularity", "logistic_regression", "logistic_regression_before", "lightgcn_score", "recent_mean_rating",
+    "prompt_shares",
+)
+PROBABILISTIC = frozenset({"logistic_regression", "logistic_regression_before", "prompt_shares"})
 """Baselines whose scores are probabilities, so a LogLoss is meaningful."""
 
 TABLE_COLUMNS = ("method", "kind", "auc", "auc_ci_low", "auc_ci_high", "logloss", "n", "n_train",
@@ -64,6 +74,7 @@ class BaselineConfig:
         c: inverse L2 strength of the logistic regression.
         max_iter: its solver's iteration cap.
         attribute_columns: item columns used as attributes (None: every column but ``title``).
+        time_buckets: test-time buckets of ``logistic_regression_before`` (one refit each).
         n_boot: bootstrap resamples for the intervals.
         seed: bootstrap seed.
     """
@@ -72,6 +83,7 @@ class BaselineConfig:
     c: float = 1.0
     max_iter: int = 2000
     attribute_columns: tuple[str, ...] | None = None
+    time_buckets: int = 10
     n_boot: int = 1000
     seed: int = 0
 
@@ -79,8 +91,11 @@ class BaselineConfig:
         unknown = [m for m in self.methods if m not in BASELINES]
         if unknown or not self.methods:
             raise ConfigError(f"unknown baseline(s) {unknown}; choose from {BASELINES}")
-        if self.c <= 0 or self.max_iter < 1 or self.n_boot < 1:
-            raise ConfigError(f"need c > 0, max_iter ≥ 1, n_boot ≥ 1; got {self.c}, {self.max_iter}, {self.n_boot}")
+        if self.c <= 0 or self.max_iter < 1 or self.n_boot < 1 or self.time_buckets < 1:
+            raise ConfigError(
+                f"need c > 0, max_iter ≥ 1, time_buckets ≥ 1, n_boot ≥ 1; "
+                f"got {self.c}, {self.max_iter}, {self.time_buckets}, {self.n_boot}"
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,6 +179,31 @@ def logistic_regression_scores(train: Samples, test: Samples, items: pd.DataFram
     return model.predict_proba(x_test)[:, 1]
 
 
+def logistic_regression_before_scores(
+    train: Samples, test: Samples, items: pd.DataFrame, config: BaselineConfig = BaselineConfig()
+) -> np.ndarray:
+    """P(label = 1) from :func:`logistic_regression_scores` refitted per time bucket of ``test``.
+
+    Test samples are cut into ``config.time_buckets`` equal-count buckets by timestamp; bucket b is
+    scored by a model fitted on the training samples strictly before its earliest test sample.
+    A bucket whose earlier training samples hold one label only gets their like rate (0.5 when
+    there are none).
+    """
+    times = test.frame["timestamp"].to_numpy(np.int64)
+    train_times = train.frame["timestamp"].to_numpy(np.int64)
+    train_labels = train.frame["label"].to_numpy(int)
+    out = np.empty(len(test))
+    order = np.argsort(times, kind="stable")
+    for rows in np.array_split(order, min(config.time_buckets, len(order))):
+        earlier = np.flatnonzero(train_times < times[rows].min())
+        if len(np.unique(train_labels[earlier])) < 2:
+            out[rows] = train_labels[earlier].mean() if len(earlier) else 0.5
+            continue
+        fit_on = train.subset(train.frame.index[earlier])
+        out[rows] = logistic_regression_scores(fit_on, test.subset(test.frame.index[rows]), items, config)
+    return out
+
+
 def prompt_share_scores(train_interactions: pd.DataFrame, train: Samples, test: Samples, n_items: int, *,
                         has_timestamps: bool = True, config: BaselineConfig = BaselineConfig()) -> np.ndarray:
     """P(label = 1) from a logistic regression on the prompts' like shares, fitted on ``train``.
@@ -243,6 +283,8 @@ def score_baselines(dataset: Dataset, train_interactions: pd.DataFrame, train: S
             out[method] = popularity_scores(train_interactions, test, dataset.n_items, has_timestamps=dataset.has_timestamps)
         elif method == "logistic_regression":
             out[method] = logistic_regression_scores(train, test, dataset.items, config)
+        elif method == "logistic_regression_before":
+            out[method] = logistic_regression_before_scores(train, test, dataset.items, config)
         elif method == "lightgcn_score":
             if embeddings is None:
                 raise ConfigError("lightgcn_score needs the trained LightGCN embeddings")
@@ -295,7 +337,7 @@ def run_baselines(profile: Profile, *, config: BaselineConfig | None = None, dat
     test = prepared.test
     scores = score_baselines(prepared.dataset, prepared.split.train, all_train, test, embeddings, config)
     kinds = {m: "baseline" for m in scores}
-    n_train = {"logistic_regression": len(all_train), "prompt_shares": len(all_train)}
+    n_train = {"logistic_regression": len(all_train), "logistic_regression_before": len(all_train), "prompt_shares": len(all_train)}
     out_dir = result_dir(profile.name, profile.data.dataset, results_root)
     sample_ids = test.frame.index.to_numpy()
     llm = llm_predictions(out_dir, profile.contexts, sample_ids)

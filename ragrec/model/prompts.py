@@ -44,6 +44,7 @@ from ragrec.data import Dataset, Samples, UserSequences
 from ragrec.data.text import item_line
 from ragrec.errors import ConfigError
 from ragrec.llm.backbone import Backbone, encode_chat
+from ragrec.model.cf_tokens import cf_marker
 from ragrec.retrieval.base import neighbour_events
 
 SYSTEM = "You are a recommender system. Answer only Yes or No."
@@ -60,6 +61,8 @@ class PromptConfig:
         vote_k: neighbours polled for the target: "n of vote_k similar users rated it, p% liked
             it" — the retrieved users' collaborative signal on the target item. 0 turns it off.
         max_tokens: token budget of the whole rendered prompt (chat template included).
+        cf_tokens: add the two collaborative slots (one marker token in the user line, one in the
+            target line) that :class:`ragrec.model.cf_tokens.CFTokens` fills; beyond the paper.
     """
 
     history_len: int = 10
@@ -67,6 +70,7 @@ class PromptConfig:
     neighbour_items: int = 3
     vote_k: int = 20
     max_tokens: int = 256
+    cf_tokens: bool = False
 
     def __post_init__(self) -> None:
         if self.history_len < 1 or self.k < 0 or self.neighbour_items < 0 or self.vote_k < 0 or self.max_tokens < 8:
@@ -91,16 +95,19 @@ class _Parts:
     vote: tuple[int, int, int] | None = None  # (raters, polled, raters who liked it)
     scale: int = 5
     noun: str = field(default="item")
+    cf_marker: str | None = None  # the collaborative slots' marker token, if the prompt has them
 
     def render(self) -> str:
         # The numbers the answer depends on most sit last, right before the question: a
         # constant number of tokens from the position the answer is read at, which a small model
         # learns to attend to far more easily than a number buried before a variable-length list.
-        lines = [f"User's recent ratings (1-{self.scale}): " + ("; ".join(self.history) or "none")]
+        user = "User's" if self.cf_marker is None else f"User {self.cf_marker}'s"
+        lines = [f"{user} recent ratings (1-{self.scale}): " + ("; ".join(self.history) or "none")]
         for j, (items, rated) in enumerate(zip(self.neighbours, self.neighbour_target)):
             said = f"rated it {rated}" if rated else "not rated"
             lines.append(f"Similar user {j + 1} ({said}): " + ("; ".join(items) or "none"))
-        lines.append(f"Target {self.noun}: {self.target}")
+        slot = "" if self.cf_marker is None else f" {self.cf_marker}"
+        lines.append(f"Target {self.noun}{slot}: {self.target}")
         raters, likes = self.item_likes
         said = _percent(likes / raters) if raters else "none"
         lines.append(f"Share of earlier raters who liked this {self.noun}: {said}")
@@ -152,6 +159,7 @@ class PromptBuilder:
         self.config = config
         self.scale = 10 if dataset.name == "bookcrossing" else 5
         self.noun = {"ml-100k": "movie", "bookcrossing": "book"}.get(dataset.name, "item")
+        self.cf_marker = cf_marker(backbone.tokenizer)[0] if config.cf_tokens else None
 
     def _short(self, item: int, rating: float | None = None) -> str:
         # Titles only for context items: attributes would double the prompt length.
@@ -194,6 +202,7 @@ class PromptBuilder:
             vote=(len(votes), n_polled, int(self.dataset.liked(votes).sum())) if n_polled else None,
             scale=self.scale,
             noun=self.noun,
+            cf_marker=self.cf_marker,
         )
 
     def encode(self, samples: Samples, sample_id, neighbours: np.ndarray | None = None) -> list[int]:

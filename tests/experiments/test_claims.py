@@ -29,7 +29,7 @@ def test_interval_verdicts_distinguish_at_least_from_better_claims():
 
 def test_every_claim_is_not_run_without_results(tmp_path):
     table = check_claims(tmp_path, FAST)
-    assert len(table) == 6 and (table["verdict"] == "not run").all() and table["estimate"].isna().all()
+    assert len(table) == 7 and (table["verdict"] == "not run").all() and table["estimate"].isna().all()
 
 
 def _predictions(path, labels, p):
@@ -41,7 +41,8 @@ def test_claims_are_checked_from_the_results_they_need(tmp_path):
     labels = rng.integers(0, 2, 400)
     _predictions(tmp_path / "predictions_gcn.csv", labels, labels * 0.5 + rng.random(400) * 0.5)
     _predictions(tmp_path / "predictions_llm.csv", labels, rng.random(400))
-    _predictions(tmp_path / "predictions_gcn_beta0.csv", labels, labels * 0.5 + rng.random(400) * 0.5)
+    _predictions(tmp_path / "predictions_gcn_pair_beta0.1.csv", labels, labels * 0.5 + rng.random(400) * 0.5)
+    _predictions(tmp_path / "predictions_gcn_pair_beta0.csv", labels, labels * 0.5 + rng.random(400) * 0.5)
     pd.DataFrame({
         "retriever": ["gcn", "gcn", "llm"], "layer_combination": ["mean", "last", "n/a"], "k": 3,
         "p50_ms": [0.1, 0.1, 50.0], "neighbour_hit_rate": [0.30, 0.25, 0.2],
@@ -59,6 +60,7 @@ def test_claims_are_checked_from_the_results_they_need(tmp_path):
     assert table.loc["early_exit_rps", "verdict"] == "supported (no interval)"
     assert table.loc["pipeline_rps", "estimate"] == pytest.approx(2.5)
     assert table.loc["lr_decay_helps", "verdict"] in {"inconclusive", "supported", "contradicted"}
+    assert "complete schedule" in table.loc["lr_decay_helps", "evidence"]
     assert table.loc["layer_mean_beats_last", "estimate"] == pytest.approx(0.05)
 
 

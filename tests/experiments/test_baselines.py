@@ -16,6 +16,7 @@ from ragrec.experiments.baselines import (
     item_likes_before,
     lightgcn_scores,
     llm_predictions,
+    logistic_regression_before_scores,
     logistic_regression_scores,
     popularity_scores,
     prompt_share_scores,
@@ -95,6 +96,38 @@ def test_logistic_regression_learns_a_label_carried_by_an_item_attribute():
     p = logistic_regression_scores(train, test, items)
     assert ((p > 0) & (p < 1)).all()
     assert np.corrcoef(p, test.frame["label"])[0, 1] > 0.9
+
+
+def _timed_samples(times, items, labels, n_users=30) -> Samples:
+    frame = pd.DataFrame({"user": np.arange(len(times)) % n_users, "item": items, "label": labels, "timestamp": times,
+                          "hist_start": 0, "hist_end": 0})
+    return Samples(frame, UserSequences(_events([0], [0], [5], [0]), n_users), 10, "train")
+
+
+def test_time_respecting_regression_ignores_training_samples_after_each_test_bucket():
+    rng = np.random.default_rng(0)
+    items = pd.DataFrame({"title": [f"t{i}" for i in range(20)], "genres": ["G"] * 20})
+    n = 400
+    train_times = rng.integers(0, 1000, n)
+    train_items = rng.integers(0, 20, n)
+    labels = (train_items % 2).astype(int)
+    test = _timed_samples(np.array([100, 150, 900, 950]), np.array([1, 2, 1, 2]), np.array([1, 0, 1, 0]))
+    config = BaselineConfig(time_buckets=2)
+    before = logistic_regression_before_scores(_timed_samples(train_times, train_items, labels), test, items, config)
+    # Flip every label after t = 100: the first bucket (t = 100, 150) was fitted before it, so it
+    # cannot change; the second bucket (t = 900, 950) sees the flipped labels and must.
+    flipped = np.where(train_times >= 100, 1 - labels, labels)
+    after = logistic_regression_before_scores(_timed_samples(train_times, train_items, flipped), test, items, config)
+    np.testing.assert_array_equal(after[:2], before[:2])
+    assert before[2] > before[3] and after[2] < after[3]
+
+
+def test_time_respecting_regression_falls_back_to_the_earlier_like_rate_without_two_labels():
+    items = pd.DataFrame({"title": ["a", "b"], "genres": ["G", "G"]})
+    train = _timed_samples(np.array([1, 2, 50]), np.array([0, 1, 0]), np.array([1, 1, 0]))
+    test = _timed_samples(np.array([10, 0]), np.array([0, 1]), np.array([1, 0]))
+    p = logistic_regression_before_scores(train, test, items, BaselineConfig(time_buckets=2))
+    assert p.tolist() == [1.0, 0.5]  # t = 0 has no earlier sample; t = 10 has two likes only
 
 
 def test_lightgcn_score_is_the_dot_product_of_user_and_item_embeddings():

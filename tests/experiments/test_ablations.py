@@ -32,7 +32,8 @@ def predictions(tmp_path):
     noise = rng.random(300)
     _write(tmp_path / "predictions_gcn.csv", labels, {2: noise, 10: good})
     _write(tmp_path / "predictions_none.csv", labels, {2: noise, 10: rng.random(300)})
-    _write(tmp_path / "predictions_gcn_beta0.csv", labels, {2: noise, 10: good})
+    _write(tmp_path / "predictions_gcn_pair_beta0.1.csv", labels, {2: good, 10: good})
+    _write(tmp_path / "predictions_gcn_pair_beta0.csv", labels, {2: noise, 10: good})
     return tmp_path, labels, good
 
 
@@ -47,21 +48,31 @@ def test_context_ablation_gives_every_head_and_the_paired_difference_to_gcn(pred
     assert none10["reference_minus_variant"] > 0 and none10["diff_ci_low"] > 0
 
 
-def test_beta_ablation_compares_the_main_model_with_uniform_rates(predictions):
-    directory, _, _ = predictions
+def test_beta_ablation_compares_the_two_members_of_the_pair(predictions):
+    directory, labels, good = predictions
+    assert beta_pair_files(directory) == ("predictions_gcn_pair_beta0.1.csv", "predictions_gcn_pair_beta0.csv")
     table = beta_ablation(directory, 0.1, n_boot=100)
     assert set(table["variant"]) == {"beta=0.1", "beta=0"}
-    assert table[table["variant"] == "beta=0"]["reference_minus_variant"].abs().max() == pytest.approx(0.0)
+    head2 = table[(table["variant"] == "beta=0") & (table["head_layer"] == 2)].iloc[0]
+    assert head2["reference_minus_variant"] > 0  # the decayed member's head 2 is the good one
+    assert table[(table["variant"] == "beta=0") & (table["head_layer"] == 10)]["reference_minus_variant"].iloc[0] == pytest.approx(0)
 
 
-def test_beta_ablation_pairs_uniform_rates_with_the_snapshot_at_their_step_when_there_is_one(predictions):
+def test_without_a_pair_there_is_no_beta_ablation(predictions):
+    directory, _, _ = predictions
+    (directory / "predictions_gcn_pair_beta0.csv").unlink()
+    assert beta_pair_files(directory) is None and beta_ablation(directory, 0.1).empty
+
+
+def test_a_context_scored_on_a_subset_is_paired_on_that_subset(predictions):
     directory, labels, good = predictions
-    assert beta_pair_files(directory) == ("predictions_gcn.csv", "predictions_gcn_beta0.csv")
-    _write(directory / "predictions_gcn_beta_ref.csv", labels, {2: good, 10: good})
-    assert beta_pair_files(directory)[0] == "predictions_gcn_beta_ref.csv"
-    table = beta_ablation(directory, 0.1, n_boot=100)
-    head2 = table[(table["variant"] == "beta=0.1") & (table["head_layer"] == 2)].iloc[0]
-    assert head2["auc"] == pytest.approx(auc(labels, good))  # the snapshot's head, not the main model's noise
+    _write(directory / "predictions_none.csv", labels[::2], {2: good[::2], 10: good[::2]}, ids=np.arange(0, 300, 2))
+    table = context_ablation(directory, ("none", "gcn"), n_boot=100)
+    none10 = table[(table["variant"] == "none") & (table["head_layer"] == 10)].iloc[0]
+    assert none10["n"] == 150 and none10["reference_minus_variant"] == pytest.approx(0.0)
+    _write(directory / "predictions_none.csv", labels, {2: good, 10: good}, ids=np.arange(1000, 1300))
+    with pytest.raises(DataError, match="does not"):
+        context_ablation(directory, ("none", "gcn"), n_boot=10)
 
 
 def test_absent_predictions_give_an_empty_table(tmp_path):
@@ -72,5 +83,5 @@ def test_absent_predictions_give_an_empty_table(tmp_path):
 def test_predictions_of_other_samples_are_refused(predictions):
     directory, labels, good = predictions
     _write(directory / "predictions_llm.csv", labels, {2: good, 10: good}, ids=np.arange(1, 301))
-    with pytest.raises(DataError, match="other samples"):
+    with pytest.raises(DataError, match="does not"):
         context_ablation(directory, ("gcn", "llm"), n_boot=10)

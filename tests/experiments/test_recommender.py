@@ -1,0 +1,95 @@
+"""The recommender experiment runs end to end on the smoke profile and reloads instead of
+retraining on a rerun."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ragrec.config import PROFILES, BetaPair, get_profile
+from ragrec.errors import ConfigError
+from ragrec.experiments.contexts import mixed_contexts
+from ragrec.experiments.recommender import run_recommender
+from ragrec.metrics import auc
+
+
+def small_smoke():
+    p = get_profile("smoke")
+    return dataclasses.replace(
+        p,
+        data=dataclasses.replace(p.data, train_cap=48, valid_cap=32, test_cap=48, synthetic_users=60, synthetic_items=80),
+        train=dataclasses.replace(p.train, epochs=1),
+        evaluation=dataclasses.replace(p.evaluation, reduced_cap=24),
+        beta_pair=BetaPair(train_cap=24, epochs=1),
+    )
+
+
+def test_recommender_writes_heads_predictions_and_provenance_and_reloads(tmp_path):
+    profile = small_smoke()
+    heads = run_recommender(profile, results_root=tmp_path, progress=False)
+    out = tmp_path / "smoke" / "synthetic"
+    table = pd.read_csv(out / "heads.csv")
+    assert {"context", "variant", "beta", "head_layer", "auc", "auc_ci_low", "auc_ci_high", "logloss"} <= set(table.columns)
+    assert set(table["context"]) == set(profile.contexts)
+    assert set(table["variant"]) == {"main", "pair_beta0.1", "pair_beta0"}
+    assert (table["auc_ci_low"] <= table["auc"]).all() and (table["auc"] <= table["auc_ci_high"]).all()
+    # Every AUC can be recomputed from the saved per-sample predictions.
+    preds = pd.read_csv(out / "predictions_gcn.csv")
+    row = table[(table["context"] == "gcn") & (table["variant"] == "main") & (table["head_layer"] == 6)].iloc[0]
+    assert auc(preds["label"], preds["p_head_6"]) == pytest.approx(row["auc"])
+    assert (out / "provenance.json").exists() and (out / "training.csv").exists()
+    # Vote coverage and later-interaction shares of training prompts (plain and as trained) and test.
+    info = pd.read_csv(out / "information.csv")
+    assert set(info["set"]) == {"train (plain)", "train (as trained)", "test"} and set(info["context"]) == {"gcn", "llm"}
+    assert info["vote_coverage"].between(0, 1).all() and info["later_share"].between(0, 1).all()
+    # Validation predictions of every head are saved for the choices made on them.
+    valid = pd.read_csv(out / "predictions_valid_gcn.csv")
+    assert len(valid) == profile.data.valid_cap and {"p_head_2", "p_head_4", "p_head_6"} <= set(valid.columns)
+
+    # A rerun loads the finished checkpoints: same numbers, no new training.
+    again = run_recommender(profile, results_root=tmp_path, progress=False)
+    np.testing.assert_allclose(again["auc"].to_numpy(), heads["auc"].to_numpy(), atol=1e-9)
+
+
+def test_reduced_contexts_and_the_beta_pair_score_a_paired_subset_of_the_full_contexts_samples(tmp_path):
+    profile = small_smoke()
+    table = run_recommender(profile, results_root=tmp_path, progress=False)
+    out = tmp_path / "smoke" / "synthetic"
+    ids = {name: set(pd.read_csv(out / f"predictions_{name}.csv")["sample_id"])
+           for name in ("gcn", "llm", "none", "random", "gcn_pair_beta0.1", "gcn_pair_beta0")}
+    assert ids["gcn"] == ids["llm"] and len(ids["gcn"]) == profile.data.test_cap
+    assert ids["none"] == ids["random"] == ids["gcn_pair_beta0.1"] == ids["gcn_pair_beta0"]
+    assert len(ids["none"]) == profile.evaluation.reduced_cap and ids["none"] < ids["gcn"]
+    # both members of the pair completed the same (shorter) schedule; only β differs
+    pair = table[table["variant"].str.startswith("pair_")].groupby("variant")[["train_steps", "beta"]].first()
+    assert pair.loc["pair_beta0", "train_steps"] == pair.loc["pair_beta0.1", "train_steps"] == -(-24 // profile.train.batch_size)  # ceil: the last batch is partial
+    assert pair["beta"].tolist() == [0.0, 0.1]
+
+
+def test_mixed_contexts_are_balanced_and_seeded():
+    ctx = mixed_contexts(10, ("none", "gcn"), seed=0)
+    assert ctx.count("none") == 5 and ctx == mixed_contexts(10, ("none", "gcn"), seed=0)
+
+
+def test_unknown_profile_is_a_clear_error():
+    with pytest.raises(ConfigError, match="unknown profile 'laptop'.*smoke"):
+        get_profile("laptop")
+    assert set(PROFILES) == {"smoke", "cpu", "gpu"}
+
+
+def test_training_samples_get_gcn_neighbours_from_a_retriever_that_never_saw_their_own_interaction(tmp_path):
+    from ragrec.experiments.recommender import fold_retrievers, prepare_data
+
+    prepared = prepare_data(small_smoke())
+    folded = fold_retrievers(prepared, None, "gcn", results_root=tmp_path)
+    frame = prepared.train.frame
+    pairs = set(zip(frame["user"], frame["item"]))
+    assert len(folded.folds) == prepared.profile.train_folds
+    for f, retriever in enumerate(folded.folds):
+        seen = set(zip(retriever.sequences.users, retriever.sequences.items))
+        mine = {(u, i) for (u, i), fold in zip(zip(frame["user"], frame["item"]), folded.fold_of) if fold == f}
+        assert not mine & seen, "a fold's retriever was fitted on its own samples' interactions"
+        assert (pairs - mine) <= seen, "the other folds' interactions stay in the graph"
+    hoods = folded.neighbours(prepared.train, 3)
+    assert hoods.shape == (len(prepared.train), 3)
