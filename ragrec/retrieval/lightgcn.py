@@ -55,6 +55,9 @@ from ragrec.retrieval.ranking import (
 )
 
 LAYER_COMBINATIONS = ("mean", "last")
+# The key of a saved result's metadata names the file format, not the module: it stays as it was
+# when lightgcn.py moved into ragrec/retrieval/, so caches written before the move still load.
+METADATA_KEY = "ragrec.lightgcn"
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,7 @@ class LightGCNResult:
             "fit_s": self.fit_s,
         }
         with atomic_path(path) as tmp:
-            metadata = {"ragrec.retrieval.lightgcn": json.dumps(meta)}
+            metadata = {METADATA_KEY: json.dumps(meta)}
             save_file({"layers": np.ascontiguousarray(self.layers)}, str(tmp), metadata=metadata)
         return Path(path)
 
@@ -189,7 +192,7 @@ class LightGCNResult:
         if not path.is_file():
             raise DataError(f"no saved LightGCN embeddings at {path}")
         with safe_open(str(path), framework="numpy") as f:
-            meta = (f.metadata() or {}).get("ragrec.retrieval.lightgcn")
+            meta = (f.metadata() or {}).get(METADATA_KEY)
             if meta is None:
                 raise DataError(f"{path} is not a LightGCN result written by ragrec")
             layers = f.get_tensor("layers")

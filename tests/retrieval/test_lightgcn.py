@@ -126,6 +126,16 @@ def test_save_load_roundtrip(trained, tmp_path):
         LightGCNResult.load(tmp_path / "missing.safetensors")
 
 
+def test_saved_results_keep_the_format_key_of_earlier_caches(trained, tmp_path):
+    """Fit caches outlive code changes (results/<profile>/<dataset>/checkpoints): a file keeps the
+    metadata key it had before the module moved, so earlier caches load and are reused."""
+    from safetensors import safe_open
+
+    path = trained["mean"].save(tmp_path / "lgcn.safetensors")
+    with safe_open(str(path), framework="numpy") as f:
+        assert set(f.metadata()) == {"ragrec.lightgcn"}
+
+
 # -- bad input ---------------------------------------------------------------------------------
 
 
