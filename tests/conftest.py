@@ -1,6 +1,7 @@
-"""Shared fixtures: a tiny random Llama backbone and exit heads on every one of its layers.
+"""Shared fixtures: a tiny random Llama backbone, exit heads on every one of its layers, and a
+small synthetic dataset with its split.
 
-Both are session-scoped and shared by every test module: treat them as read-only. A test that
+All are session-scoped and shared by every test module: treat them as read-only. A test that
 trains, wraps with peft or changes the attention implementation builds its own with
 ``ragrec.llm.backbone.tiny_backbone()`` (a few milliseconds).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ragrec.data import Dataset, Split, load_dataset, split_interactions
 from ragrec.llm import backbone as backbone_mod
 from ragrec.llm.backbone import Backbone
 from ragrec.model.heads import ExitHeads
@@ -38,3 +40,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def synthetic() -> tuple[Dataset, Split]:
+    """120 users in 4 planted communities, 150 items, 15-25 interactions each, split per user
+    8:1:1: what the retrieval, LightGCN and retrieval-benchmark tests run on."""
+    dataset = load_dataset("synthetic", n_users=120, n_items=150, min_per_user=15, max_per_user=25, seed=1)
+    return dataset, split_interactions(dataset)

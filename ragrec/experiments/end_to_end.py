@@ -1,172 +1,245 @@
 """End-to-end requests: retrieval → prompt building → score, per request, for the paper's pipeline
-(LLM retriever, full depth) and ours (GCN retriever, early exit)."""
+(LLM retriever, full depth) and ours (GCN retriever, early exit).
+
+A request is (user, item, time) → retrieval (``retrieve(..., precomputed=False)``: the LLM
+retriever embeds the user's text with the LLM at query time, the paper's cost) → prompt building
+(tokenisation included) → score. Methods (:data:`~ragrec.config.E2E_METHODS`): ``e2e_llm_full``
+(LLM retriever, plain full forward), ``e2e_gcn_full`` (GCN retriever, plain full forward),
+``e2e_gcn_exit`` (GCN retriever, engine at the operating point), over the same requests in the
+same batches. Latency is defined as in :mod:`ragrec.experiments.exit_timing`; each row adds the
+share of time (and mean ms per request) in retrieval, prompt building and the model.
+``speedup_vs_full`` of these rows is relative to ``e2e_llm_full`` (the paper's baseline
+pipeline), named in the ``reference`` column.
+"""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ragrec.config import E2E_METHODS, ExitBenchmarkConfig
 from ragrec.data import Samples
 from ragrec.errors import ConfigError
-from ragrec.experiments.exit_sweep import ExitPoint, accuracy_with_ci, saved_per_head
+from ragrec.experiments.exit_sweep import ExitPoint, saved_per_head
 from ragrec.experiments.exit_timing import (
-    EndToEndBenchmark,
     TimedRun,
     interleaved,
     method_predictions,
     plain_predict,
     results_table,
-    timing_columns,
+    run_columns,
+    saved_agreement,
 )
 from ragrec.llm.backbone import Backbone
-from ragrec.model.criteria import simulate_exits
 from ragrec.model.engine import EarlyExitEngine
 from ragrec.model.heads import ExitHeads
+from ragrec.model.prompts import PromptBuilder
 from ragrec.retrieval.base import Retriever
 
-if TYPE_CHECKING:  # config may one day hold an ExitBenchmarkConfig; no import cycle then
-    pass
-
-E2E_METHODS = ("e2e_llm_full", "e2e_gcn_full", "e2e_gcn_exit")
 E2E_RETRIEVER = {"e2e_llm_full": "llm", "e2e_gcn_full": "gcn", "e2e_gcn_exit": "gcn"}
-# --------------------------------------------------------------------------------------------
-# 3. end-to-end requests
+assert set(E2E_RETRIEVER) == set(E2E_METHODS), "every end-to-end method needs its retriever"
+STAGES = ("retrieval", "prompt", "model")  # the parts of a request timed separately
 
 
-def check_methods(methods: Sequence[str]) -> None:
-    if not methods:
-        raise ConfigError(f"give at least one end-to-end method of {E2E_METHODS}")
-    unknown = [m for m in methods if m not in E2E_METHODS]
-    if unknown:
-        raise ConfigError(f"unknown end-to-end method(s) {unknown}; choose from {E2E_METHODS}")
+@dataclass(frozen=True)
+class Pipeline:
+    """What answers a request: fitted retrievers → prompt builder → scoring model and exit heads.
 
-
-
-def run_end_to_end(
-    requests: Samples,
-    retrievers: Mapping[str, Retriever],
-    builder,
-    backbone: Backbone,
-    heads: ExitHeads,
-    point: ExitPoint,
-    *,
-    k: int | None = None,
-    batch_size: int = 8,
-    repeats: int = 2,
-    warmup: int = 2,
-    methods: Sequence[str] = E2E_METHODS,
-    padding_side: str = "left",
-    saved: Mapping[str, pd.DataFrame] | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> EndToEndBenchmark:
-    """Time whole requests (retrieval → prompt → score) for each method on the same requests.
-
-    Args:
-        requests: the CTR samples to answer (their user, item, time; labels for AUC).
-        retrievers: fitted ``"gcn"`` and/or ``"llm"`` retrievers (the LLM one should embed with the
-            untuned backbone, as at fit).
-        builder: a :class:`ragrec.model.prompts.PromptBuilder`.
-        backbone, heads: the scoring model (LoRA merged) and its exit heads.
-        point: the exit setting of ``e2e_gcn_exit``.
-        k: neighbours retrieved per request (default ``builder.config.retrieve_k``: what a
-            prompt needs, as when the recommender built its prompts).
-        saved: optional saved predictions per context (``{"gcn": frame, "llm": frame}``); fills
-            ``max_abs_diff_vs_saved`` (and ``exit_agreement`` for the exit method).
-
-    Returns:
-        ``table``: one row per method (:data:`EARLY_EXIT_COLUMNS`); ``reference`` names the row
-        that ``speedup_vs_full`` is relative to (``e2e_llm_full`` when run, else the first
-        method). ``predictions``: per request and method.
+    Attributes:
+        retrievers: fitted ``"gcn"`` and/or ``"llm"`` retrievers (the LLM one should embed with
+            the untuned backbone, as at fit).
+        builder: the prompt builder the recommender used.
+        backbone: the scoring model (LoRA merged).
+        heads: its exit heads.
     """
-    check_methods(methods)
+
+    retrievers: Mapping[str, Retriever]
+    builder: PromptBuilder
+    backbone: Backbone
+    heads: ExitHeads
+
+
+@dataclass(frozen=True)
+class EndToEndBenchmark:
+    """:func:`run_end_to_end`'s table and per-request predictions (``method, form, tau, row,
+    p_yes, exit_layer, sample_id, user, item, label``)."""
+
+    table: pd.DataFrame
+    predictions: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class _Requests:
+    """The requests' columns as arrays, and the batches (consecutive rows) they are answered in."""
+
+    samples: Samples
+    sample_ids: np.ndarray
+    users: np.ndarray
+    times: np.ndarray
+    labels: np.ndarray
+    batches: list[list[int]]
+
+    @classmethod
+    def of(cls, requests: Samples, batch_size: int) -> _Requests:
+        frame = requests.frame
+        n = len(frame)
+        return cls(
+            samples=requests,
+            sample_ids=frame.index.to_numpy(),
+            users=frame["user"].to_numpy(np.int64),
+            times=frame["timestamp"].to_numpy(np.int64),
+            labels=frame["label"].to_numpy().astype(int),
+            batches=[list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)],
+        )
+
+
+def _timed_call(method, requests, pipeline, engine, run, stages, k, padding_side) -> Callable[[int], None]:
+    """Answer batch ``b`` of ``method`` end to end, storing its scores in ``run`` and the seconds
+    of each stage in ``stages[b]``."""
+    retriever = pipeline.retrievers[E2E_RETRIEVER[method]]
+
+    def call(b: int) -> None:
+        idx = requests.batches[b]
+        t0 = time.perf_counter()
+        # retrieval
+        histories = [requests.samples.history(requests.sample_ids[i])[:2] for i in idx]
+        hoods = retriever.retrieve(
+            requests.users[idx], k, before=requests.times[idx], histories=histories, precomputed=False
+        )
+        t1 = time.perf_counter()
+        # prompt building
+        prompts = [
+            pipeline.builder.encode(requests.samples, requests.sample_ids[i], hoods[j]) for j, i in enumerate(idx)
+        ]
+        t2 = time.perf_counter()
+        # the model
+        if method == "e2e_gcn_exit":
+            result = engine.predict(prompts, batch_size=len(prompts), padding_side=padding_side)
+            run.p_yes[idx] = result.p_yes
+            run.exit_layer[idx] = result.exit_layer
+        else:
+            run.p_yes[idx] = plain_predict(pipeline.backbone, prompts, len(prompts), padding_side)
+        t3 = time.perf_counter()
+        stages[b] = (t1 - t0, t2 - t1, t3 - t2)
+
+    return call
+
+
+def _time_methods(
+    batch: _Requests, pipeline: Pipeline, point: ExitPoint, k: int, config: ExitBenchmarkConfig
+) -> tuple[dict[str, TimedRun], dict[str, list[list[float]]]]:
+    """Answer every request with every method, the methods interleaved (see
+    :func:`~ragrec.experiments.exit_timing.interleaved`): each method's run (scores and per-pass
+    stage splits) and its per-batch seconds ``[repeat][batch]``."""
+    n, num_layers = len(batch.labels), pipeline.heads.num_layers
+    engine = EarlyExitEngine(pipeline.backbone, pipeline.heads, point.criterion())
+    runs = {m: TimedRun(np.full(n, np.nan), np.full(n, num_layers)) for m in config.e2e_methods}
+    stage_now = {m: np.zeros((len(batch.batches), len(STAGES))) for m in config.e2e_methods}
+    calls = {
+        m: _timed_call(m, batch, pipeline, engine, runs[m], stage_now[m], k, config.padding_side)
+        for m in config.e2e_methods
+    }
+    # Stage splits are recorded inside each timed call; copied out after every timed pass.
+    timings = interleaved(
+        calls, len(batch.batches), config.e2e_repeats, config.warmup,
+        lambda m: runs[m].stages.append(stage_now[m].copy()),
+    )
+    return runs, timings
+
+
+def _stage_columns(run: TimedRun, n: int) -> dict[str, float]:
+    """Median over repeats of each stage's share of the time and its mean ms per request."""
+    stage_sums = np.stack([s.sum(0) for s in run.stages])  # [repeat, 3]
+    shares = np.median(stage_sums / stage_sums.sum(1, keepdims=True), axis=0)  # [3]
+    per_request_ms = np.median(stage_sums, axis=0) * 1e3 / n  # [3]
+    return {
+        **{f"{stage}_share": shares[j] for j, stage in enumerate(STAGES)},
+        **{f"{stage}_ms": per_request_ms[j] for j, stage in enumerate(STAGES)},
+    }
+
+
+def _method_row(method: str, point: ExitPoint | None, reference: str, columns: dict, stages: dict,
+                config: ExitBenchmarkConfig) -> dict[str, object]:
+    """A row of the end-to-end table: the method, its exit setting (``point`` None: full depth),
+    the measured columns, the stage splits and how it was run."""
+    # The compute-bound figure covers the model stage only; the pipeline's is diluted by the
+    # retrieval and prompt stages, so no efficiency ratio is given for e2e rows.
+    return {
+        "method": method,
+        "form": "none" if point is None else point.form,
+        "tau": math.nan if point is None else point.tau,
+        "role": "full_depth" if point is None else point.role,
+        "reference": reference,
+        **columns,
+        **stages,
+        "batch_size": config.e2e_batch_size, "repeats": config.e2e_repeats, "threads": torch.get_num_threads(),
+    }
+
+
+def _check_requests(requests: Samples, retrievers: Mapping[str, Retriever], methods) -> None:
     if len(requests) == 0:
         raise ConfigError("no requests to time; pass a non-empty set of samples")
     missing = sorted({E2E_RETRIEVER[m] for m in methods} - set(retrievers))
     if missing:
         raise ConfigError(f"methods {list(methods)} need fitted retriever(s) {missing}")
-    k = builder.config.retrieve_k if k is None else k
-    frame = requests.frame
-    sample_ids = frame.index.to_numpy()
-    users = frame["user"].to_numpy(np.int64)
-    times = frame["timestamp"].to_numpy(np.int64)
-    labels = frame["label"].to_numpy().astype(int)
-    n, num_layers = len(frame), heads.num_layers
-    batches = [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
-    sizes = [len(b) for b in batches]
-    engine = EarlyExitEngine(backbone, heads, point.criterion())
-    runs = {m: TimedRun(np.full(n, np.nan), np.full(n, num_layers)) for m in methods}
-    stage_now = {m: np.zeros((len(batches), 3)) for m in methods}
 
-    def make_call(method: str) -> Callable[[int], None]:
-        retriever = retrievers[E2E_RETRIEVER[method]]
-        run, stages = runs[method], stage_now[method]
 
-        def call(b: int) -> None:
-            idx = batches[b]
-            t0 = time.perf_counter()
-            histories = [requests.history(sample_ids[i])[:2] for i in idx]
-            hoods = retriever.retrieve(users[idx], k, before=times[idx], histories=histories, precomputed=False)
-            t1 = time.perf_counter()
-            prompts = [builder.encode(requests, sample_ids[i], hoods[j]) for j, i in enumerate(idx)]
-            t2 = time.perf_counter()
-            if method == "e2e_gcn_exit":
-                result = engine.predict(prompts, batch_size=len(prompts), padding_side=padding_side)
-                run.p_yes[idx], run.exit_layer[idx] = result.p_yes, result.exit_layer
-            else:
-                run.p_yes[idx] = plain_predict(backbone, prompts, len(prompts), padding_side)
-            t3 = time.perf_counter()
-            stages[b] = (t1 - t0, t2 - t1, t3 - t2)
+def run_end_to_end(
+    requests: Samples,
+    pipeline: Pipeline,
+    point: ExitPoint,
+    config: ExitBenchmarkConfig | None = None,
+    *,
+    saved: Mapping[str, pd.DataFrame] | None = None,
+    k: int | None = None,
+) -> EndToEndBenchmark:
+    """Time whole requests (retrieval → prompt → score) for each method on the same requests.
 
-        return call
+    Args:
+        requests: the CTR samples to answer (their user, item, time; labels for AUC).
+        pipeline: the retrievers, prompt builder and scoring model that answer them.
+        point: the exit setting of ``e2e_gcn_exit``.
+        config: ``e2e_methods``, ``e2e_batch_size``, ``e2e_repeats``, ``warmup``,
+            ``padding_side``, ``n_boot`` and ``seed`` are used. (default: ``ExitBenchmarkConfig()``)
+        saved: optional saved predictions per context (``{"gcn": frame, "llm": frame}``); fills
+            ``max_abs_diff_vs_saved`` (and ``exit_agreement`` for the exit method).
+        k: neighbours retrieved per request. (default: ``builder.config.retrieve_k``, what a
+            prompt needs, as when the recommender built its prompts)
 
-    calls = {m: make_call(m) for m in methods}
-    # Stage splits are recorded inside each timed call; copied out after every timed pass.
-    timings = interleaved(calls, len(batches), repeats, warmup, lambda m: runs[m].stages.append(stage_now[m].copy()))
+    Returns:
+        ``table``: one row per method (:data:`~ragrec.experiments.exit_timing.EARLY_EXIT_COLUMNS`);
+        ``reference`` names the row that ``speedup_vs_full`` is relative to (``e2e_llm_full`` when
+        run, else the first method). ``predictions``: per request and method.
+    """
+    config = config or ExitBenchmarkConfig()
+    methods = config.e2e_methods
+    _check_requests(requests, pipeline.retrievers, methods)
+    k = pipeline.builder.config.retrieve_k if k is None else k
+    batch = _Requests.of(requests, config.e2e_batch_size)
+    runs, timings = _time_methods(batch, pipeline, point, k, config)
 
-    names = list(calls)
-    reference = "e2e_llm_full" if "e2e_llm_full" in methods else names[0]
+    n, num_layers = len(batch.labels), pipeline.heads.num_layers
+    sizes = [len(b) for b in batch.batches]
+    reference = "e2e_llm_full" if "e2e_llm_full" in methods else methods[0]
     rows, predictions = [], []
-    for m in names:
+    for m in methods:
         run = runs[m]
-        layers_run = int(run.exit_layer.sum())
-        stage_sums = np.stack([s.sum(0) for s in run.stages])  # [repeat, 3]
-        shares = np.median(stage_sums / stage_sums.sum(1, keepdims=True), axis=0)
-        per_request_ms = np.median(stage_sums, axis=0) * 1e3 / n
-        mean_layer = float(np.mean(run.exit_layer))
-        row: dict[str, object] = {
-            "method": m, "form": point.form if m == "e2e_gcn_exit" else "none",
-            "tau": point.tau if m == "e2e_gcn_exit" else math.nan,
-            "role": point.role if m == "e2e_gcn_exit" else "full_depth", "reference": reference, "n": n,
-            **accuracy_with_ci(labels, run.p_yes, n_boot, seed), **timing_columns(timings[m], sizes),
-            "mean_exit_layer": mean_layer, "layer_share": mean_layer / num_layers,
-            "speedup_vs_full": timing_columns(timings[m], sizes)["rps"] / timing_columns(timings[reference], sizes)["rps"],
-            "compute_bound_speedup": n * num_layers / layers_run,
-            "retrieval_share": shares[0], "prompt_share": shares[1], "model_share": shares[2],
-            "retrieval_ms": per_request_ms[0], "prompt_ms": per_request_ms[1], "model_ms": per_request_ms[2],
-            "batch_size": batch_size, "repeats": repeats, "threads": torch.get_num_threads(),
-        }
-        # The compute-bound figure covers the model stage only; the pipeline's is diluted by the
-        # retrieval and prompt stages, so no efficiency ratio is given for e2e rows.
+        columns = run_columns(batch.labels, run, timings[m], timings[reference], sizes, num_layers,
+                              n_boot=config.n_boot, seed=config.seed)
+        row = _method_row(m, point if m == "e2e_gcn_exit" else None, reference, columns, _stage_columns(run, n), config)
         context = E2E_RETRIEVER[m]
         if saved is not None and context in saved:
-            per_head = saved_per_head(saved[context], heads.head_layers, sample_ids)
-            if m == "e2e_gcn_exit":
-                sim_p, sim_head = simulate_exits(per_head, point.criterion(), heads.head_layers)
-                row["exit_agreement"] = float(np.mean(np.asarray(heads.head_layers)[sim_head] == run.exit_layer))
-                row["max_abs_diff_vs_saved"] = float(np.max(np.abs(run.p_yes - sim_p)))
-            else:
-                row["max_abs_diff_vs_saved"] = float(np.max(np.abs(run.p_yes - per_head[:, -1])))
+            per_head = saved_per_head(saved[context], pipeline.heads.head_layers, batch.sample_ids)
+            criterion = None if m != "e2e_gcn_exit" else point.criterion()
+            row.update(saved_agreement(run, per_head, criterion, pipeline.heads.head_layers))
         rows.append(row)
         predictions.append(method_predictions(m, str(row["form"]), float(row["tau"]), run.p_yes, run.exit_layer).assign(
-            sample_id=sample_ids, user=users, item=frame["item"].to_numpy(), label=labels,
+            sample_id=batch.sample_ids, user=batch.users, item=requests.frame["item"].to_numpy(), label=batch.labels,
         ))
     return EndToEndBenchmark(results_table(rows), pd.concat(predictions, ignore_index=True))
-
-

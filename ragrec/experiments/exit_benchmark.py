@@ -3,51 +3,14 @@
 Three measurements of the paper's second claim (stop at a stable head → more requests per second
 at the same AUC), all in one process run:
 
-1. **Threshold sweep** (:func:`threshold_sweep`), on saved per-head predictions
-   (``predictions_<context>.csv``): the exit rule is replayed with
-   :func:`ragrec.early_exit.simulate_exits` (the engine's own decision code) over a grid of τ for
-   both forms (difference ``|P_h − P_{h−1}| < τ``; ratio ``|Δ log-odds| < τ``, τ in nats). Per
-   point: AUC with a 95% bootstrap interval, LogLoss, mean exit layer, share of layer compute
-   used (``mean exit layer / num_layers``) and the compute-bound speedup (its inverse). The
-   **operating point** (:func:`choose_operating_point`) is the point that uses the least layer
-   compute among those whose AUC is within ``tolerance`` (0.005 = 0.5 AUC points) of full depth.
-
-2. **Real engine vs plain forward** (:func:`benchmark_engine`): the
-   :class:`~ragrec.early_exit.EarlyExitEngine` at chosen τ values and the plain Hugging Face
-   full-depth forward of the same (LoRA-merged) model, on the same prompts, cut into the same
-   batches (:func:`ragrec.llm.batching.length_sorted_batches`: longest first, similar lengths),
-   padded the same way, same batch size and threads. Each batch is one timed call
-   (:func:`ragrec.experiments.timing.time_calls`). Methods are interleaved within every repeat (their order
-   rotates between repeats) so machine drift hits all of them alike; the first repeat starts with
-   ``warmup`` untimed batches per method. Reported per method, as the **median over repeats**:
-
-   - ``rps``: requests answered / wall seconds of the pass (:func:`ragrec.experiments.timing.summarize`).
-   - ``p50_ms``, ``p99_ms``: **per-request latency** under static batching: a request is answered
-     when the batch call that holds it returns, so its latency is that call's wall time; the
-     percentiles are over requests (each batch's time counted once per request in it).
-   - ``speedup_vs_full``: ``rps(method) / rps(full)``, both medians over repeats (so the table's
-     own columns reproduce it).
-   - ``compute_bound_speedup``: decoder layers a full pass runs (``N · num_layers``) / decoder
-     layers the engine actually ran (exited rows leave the batch). ``speedup_efficiency`` =
-     measured / compute-bound.
-
-   Every timed call ends with its scores on the CPU (the engine reads each head's P(Yes) there;
-   the plain forward returns its P(Yes)), so GPU timings include the device's work.
-
-   Accuracy columns come from the scores of that very run (the engine's P(Yes) at exit; the
-   plain forward's P(Yes)). ``exit_agreement`` (share of rows whose real exit layer equals the
-   simulated one on the saved predictions) and ``max_abs_diff_vs_saved`` tie the real engine to
-   the sweep.
-
-3. **End-to-end requests** (:func:`run_end_to_end`): a request is (user, item, time) → retrieval
-   (``retrieve(..., precomputed=False)``: the LLM retriever embeds the user's text with the LLM
-   at query time, the paper's cost) → prompt building (tokenisation included) → score. Methods
-   ``e2e_llm_full`` (LLM retriever, plain full forward), ``e2e_gcn_full`` (GCN retriever, plain
-   full forward), ``e2e_gcn_exit`` (GCN retriever, engine at the operating point), over the same
-   requests in the same batches. Same latency definitions; plus the share of time (and mean ms
-   per request) in retrieval, prompt building and the model. ``speedup_vs_full`` of e2e rows is
-   relative to ``e2e_llm_full`` (the paper's baseline pipeline), named in the ``reference``
-   column.
+1. **Threshold sweep** (:mod:`ragrec.experiments.exit_sweep`): the exit rule replayed on the
+   saved per-head test predictions over a grid of τ, and the operating point (least layer
+   compute within an AUC tolerance of full depth).
+2. **Real engine vs plain forward** (:mod:`ragrec.experiments.exit_timing`): the early-exit
+   engine at the chosen points and the plain full-depth forward of the same merged model, timed
+   side by side on a seeded draw of test requests.
+3. **End-to-end requests** (:mod:`ragrec.experiments.end_to_end`): retrieval → prompt → score
+   for the paper's pipeline (LLM retriever, full depth) and ours (GCN retriever, early exit).
 
 :func:`run_exit_benchmark` (what the early-exit notebook calls) does all three for a profile and
 writes ``threshold_sweep.csv``, ``early_exit.csv``, ``early_exit_predictions.csv`` (per request
@@ -62,143 +25,51 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ragrec.config import ExitBenchmarkConfig, Profile
 from ragrec.data import Samples
-from ragrec.errors import ConfigError, DataError
-from ragrec.experiments.end_to_end import (
-    E2E_METHODS,
-    E2E_RETRIEVER,
-    check_methods,
-    run_end_to_end,
-)
+from ragrec.errors import DataError
+from ragrec.experiments.end_to_end import E2E_RETRIEVER, Pipeline, run_end_to_end
 from ragrec.experiments.exit_sweep import (
-    TAUS_DIFFERENCE,
-    TAUS_RATIO,
     ExitPoint,
-    check_taus,
     choose_operating_point,
     engine_points,
     saved_per_head,
     threshold_sweep,
 )
 from ragrec.experiments.exit_timing import benchmark_engine, plain_predict
+from ragrec.experiments.recommender import (
+    Prepared,
+    encode_contexts,
+    fit_retrievers,
+    load_model,
+    load_trained_model,
+    model_dir,
+    prepare_data,
+)
+from ragrec.experiments.timing import torch_threads
 from ragrec.llm.backbone import Backbone
-from ragrec.model.criteria import NeverExit, StabilityExit
+from ragrec.model.criteria import NeverExit
 from ragrec.model.engine import EarlyExitEngine
 from ragrec.model.heads import ExitHeads
+from ragrec.model.prompts import PromptBuilder
 from ragrec.results import Provenance, read_csv, result_dir, write_csv
 
-if TYPE_CHECKING:  # config may one day hold an ExitBenchmarkConfig; no import cycle then
-    from ragrec.config import Profile
-
-# --------------------------------------------------------------------------------------------
-# settings
-
-
-
-
-@dataclass(frozen=True)
-class ExitBenchmarkConfig:
-    """What :func:`run_exit_benchmark` runs (per-profile defaults: :func:`default_exit_config`).
-
-    Attributes:
-        taus: τ grid per form (``{"difference": (...), "ratio": (...)}``); the difference form's τ
-            is a probability, the ratio form's a log-odds change in nats. Include 0 (= full depth).
-        first_head: ``"wait"`` (the first head has no predecessor and never exits; the paper's
-            rule) or ``"confident"`` (see :class:`~ragrec.early_exit.StabilityExit`).
-        auc_tolerance: operating point = least compute with AUC ≥ full-depth AUC − this.
-        n_boot: bootstrap resamples for the AUC intervals.
-        context: which saved predictions / retriever the sweep and the engine benchmark use.
-        n_requests: test samples (seeded draw) the engine benchmark scores.
-        batch_size: prompts per batch, for the engine and the plain forward alike.
-        repeats, warmup: timed passes per method (median reported) and untimed warm-up batches
-            per method before the first.
-        padding_side: how batches are padded (``"left"`` lets the plain forward compute the
-            vocabulary logits at one position, as ``generate`` does).
-        extra_points: ``(form, τ)`` pairs the real engine runs besides the operating point and
-            each form's best point.
-        check_requests: prompts on which the engine with "never exit" is checked against the
-            plain forward (DESIGN §5: within 1e-5 in fp32) before timing.
-        e2e_requests, e2e_batch_size, e2e_repeats, e2e_methods: the end-to-end measurement (its
-            requests are the first ``e2e_requests`` of the engine benchmark's samples).
-        threads: torch intra-op threads for the whole run (None: leave torch's setting; the count
-            in effect is written to the table and provenance either way).
-        seed: the request draw and the bootstrap.
-    """
-
-    taus: Mapping[str, tuple[float, ...]] = dataclasses.field(
-        default_factory=lambda: {"difference": TAUS_DIFFERENCE, "ratio": TAUS_RATIO}
-    )
-    first_head: str = "wait"
-    auc_tolerance: float = 0.005
-    n_boot: int = 1000
-    context: str = "gcn"
-    n_requests: int = 96
-    batch_size: int = 8
-    repeats: int = 3
-    warmup: int = 2
-    padding_side: str = "left"
-    extra_points: tuple[tuple[str, float], ...] = ()
-    check_requests: int = 16
-    e2e_requests: int = 48
-    e2e_batch_size: int = 8
-    e2e_repeats: int = 2
-    e2e_methods: tuple[str, ...] = E2E_METHODS
-    threads: int | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_taus(self.taus)
-        for form, tau in self.extra_points:
-            ExitPoint(form, tau, self.first_head).criterion()  # raises on a bad form or τ
-        for form in self.taus:  # e.g. first_head="confident" is defined for the difference form only
-            StabilityExit(0.0, form=form, first_head=self.first_head)  # type: ignore[arg-type]
-        if not 0 <= self.auc_tolerance < 1:
-            raise ConfigError(f"auc_tolerance must lie in [0, 1), got {self.auc_tolerance}")
-        if self.padding_side not in ("left", "right"):
-            raise ConfigError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
-        for name in ("n_boot", "n_requests", "batch_size", "repeats", "e2e_batch_size", "e2e_repeats"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
-        for name in ("warmup", "check_requests", "e2e_requests"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{name} must be an int >= 0, got {value!r}")
-        check_methods(self.e2e_methods)
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be >= 1 or None, got {self.threads}")
+PREDICTION_COLUMNS = ["method", "form", "tau", "sample_id", "user", "item", "label", "p_yes", "exit_layer"]
 
 
 def default_exit_config(profile: Profile) -> ExitBenchmarkConfig:
-    """Per-profile defaults: smoke (seconds), cpu (a few minutes on 2 cores), gpu (paper scale)."""
-    common = dict(seed=profile.seed, context="gcn" if "gcn" in profile.contexts else profile.contexts[0])
-    if profile.name == "smoke":
-        return ExitBenchmarkConfig(n_boot=200, n_requests=64, batch_size=8, repeats=2, warmup=1,
-                                   check_requests=8, e2e_requests=32, e2e_batch_size=8, e2e_repeats=1, **common)
-    if profile.name == "gpu":
-        return ExitBenchmarkConfig(n_requests=1024, batch_size=profile.eval_batch_size, repeats=5, warmup=2,
-                                   check_requests=64, e2e_requests=512, e2e_batch_size=profile.eval_batch_size,
-                                   e2e_repeats=3, **common)
-    # cpu (and any other profile): SmolLM2 at ~3 prompts/s (full depth, 2 threads), so one full
-    # pass over 64 prompts is ~20 s; sized to keep the whole cpu reproduction within the hour.
-    return ExitBenchmarkConfig(n_requests=64, batch_size=8, repeats=3, warmup=2, check_requests=16,
-                               e2e_requests=32, e2e_batch_size=8, e2e_repeats=2, **common)
-
-
-
-
-
-
-# --------------------------------------------------------------------------------------------
-# the whole step
+    """The profile's :attr:`~ragrec.config.Profile.exit` settings with the profile's seed and its
+    GCN context (its first context when it has none), so a notebook's seed override reaches the
+    request draw and the bootstrap."""
+    context = "gcn" if "gcn" in profile.contexts else profile.contexts[0]
+    return dataclasses.replace(profile.exit, seed=profile.seed, context=context)
 
 
 def merged_for_inference(backbone: Backbone, heads: ExitHeads) -> tuple[Backbone, ExitHeads]:
@@ -228,6 +99,172 @@ def _request_samples(test: Samples, n: int, seed: int) -> Samples:
     return test.subset(index)
 
 
+# --------------------------------------------------------------------------------------------
+# the steps of run_exit_benchmark
+
+
+def _e2e_contexts(config: ExitBenchmarkConfig) -> set[str]:
+    """The retrievers the end-to-end methods need (none when no end-to-end requests are run)."""
+    return {E2E_RETRIEVER[m] for m in config.e2e_methods} if config.e2e_requests else set()
+
+
+def _read_saved(out_dir: Path, config: ExitBenchmarkConfig) -> dict[str, pd.DataFrame]:
+    """The recommender's saved test predictions: the benchmark's context (required) and those
+    of the end-to-end contexts that exist (they only fill agreement columns)."""
+    saved = {}
+    for ctx in dict.fromkeys([config.context, *sorted(_e2e_contexts(config))]):
+        path = out_dir / f"predictions_{ctx}.csv"
+        if ctx == config.context or path.exists():
+            saved[ctx] = read_csv(path)
+    return saved
+
+
+def _check_trained(profile: Profile, results_root) -> None:
+    final = model_dir(profile, results_root=results_root) / "final"
+    if not final.is_dir():
+        raise DataError(
+            f"no trained model at {final}; run the recommender step for profile {profile.name!r} first "
+            "(this step reloads the model, it never trains)"
+        )
+
+
+def _load_pipeline(
+    profile: Profile, config: ExitBenchmarkConfig, *, data_root, results_root
+) -> tuple[Prepared, Pipeline]:
+    """The profile's data and the recommender's fitted retrievers and trained model, reloaded."""
+    prepared = prepare_data(profile, data_root=data_root)
+    # Two copies of the backbone: ``base`` stays untuned (the LLM retriever embeds query
+    # users with it, as at fit); ``tuned`` receives the LoRA adapters and is merged.
+    base = load_model(profile, prepared.dataset)
+    names = tuple(dict.fromkeys([*profile.contexts, config.context, *sorted(_e2e_contexts(config))]))
+    retrievers = fit_retrievers(prepared, base, names, results_root=results_root)
+    builder = PromptBuilder(prepared.dataset, base, retrievers[names[0]].sequences, profile.prompt)
+    tuned = load_model(profile, prepared.dataset)
+    model = load_trained_model(prepared, tuned, results_root=results_root)
+    backbone, heads = merged_for_inference(model.backbone, model.heads)
+    return prepared, Pipeline(retrievers, builder, backbone, heads)
+
+
+def _sweep(
+    frame: pd.DataFrame, heads: ExitHeads, config: ExitBenchmarkConfig
+) -> tuple[pd.DataFrame, pd.Series, list[ExitPoint]]:
+    """The sweep on the saved test predictions (flagging the operating point), the operating
+    point's row and the points the real engine runs (the operating point first)."""
+    sweep = threshold_sweep(
+        frame["label"].to_numpy(), saved_per_head(frame, heads.head_layers), heads.head_layers, config.taus,
+        num_layers=heads.num_layers, first_head=config.first_head, n_boot=config.n_boot, seed=config.seed,
+    )
+    best = choose_operating_point(sweep, config.auc_tolerance)
+    sweep["operating_point"] = (sweep["form"] == best["form"]) & (sweep["tau"] == best["tau"])
+    points = engine_points(sweep, config.auc_tolerance, first_head=config.first_head, extra=config.extra_points)
+    return sweep, best, points
+
+
+def _full_depth_checks(pipeline: Pipeline, prompts, saved_requests: np.ndarray, config: ExitBenchmarkConfig) -> dict:
+    """Engine at "never exit" vs plain forward (merged model), and plain forward vs the saved
+    last head (unmerged model), on the first ``check_requests`` prompts; warns above 1e-5 in fp32."""
+    n_check = min(config.check_requests, len(prompts))
+    checks = {"engine_never_vs_plain": math.nan, "plain_vs_saved": math.nan, "n_check": n_check}
+    if not n_check:
+        return checks
+    subset = prompts[:n_check]
+    never = EarlyExitEngine(pipeline.backbone, pipeline.heads, NeverExit()).predict(
+        subset, config.batch_size, config.padding_side
+    )
+    plain = plain_predict(pipeline.backbone, subset, config.batch_size, config.padding_side)
+    checks["engine_never_vs_plain"] = float(np.max(np.abs(never.p_yes - plain)))
+    checks["plain_vs_saved"] = float(np.max(np.abs(plain - saved_requests[:n_check, -1])))
+    worst = max(checks["engine_never_vs_plain"], checks["plain_vs_saved"])
+    if pipeline.backbone.dtype == torch.float32 and worst > 1e-5:
+        warnings.warn(
+            f"full-depth agreement above 1e-5 in fp32: {checks}; the engine or the saved predictions do "
+            "not match the merged model", RuntimeWarning, stacklevel=4,  # the caller of run_exit_benchmark
+        )
+    return checks
+
+
+def _with_requests(predictions: pd.DataFrame, requests: Samples) -> pd.DataFrame:
+    """Per-request predictions (``row`` = position in ``requests``) with each request's sample id,
+    user, item and label."""
+    rows = predictions["row"]
+    frame = requests.frame
+    return predictions.assign(
+        sample_id=frame.index.to_numpy()[rows], user=frame["user"].to_numpy()[rows],
+        item=frame["item"].to_numpy()[rows], label=frame["label"].to_numpy()[rows],
+    )
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """What the timed part of the step produced, for the tables and the provenance."""
+
+    sweep: pd.DataFrame
+    best: pd.Series
+    points: list[ExitPoint]
+    table: pd.DataFrame
+    per_request: pd.DataFrame
+    checks: dict
+    n_requests: int
+    model: str
+    num_layers: int
+    head_layers: tuple[int, ...]
+    threads: int
+
+
+def _measure(profile: Profile, config: ExitBenchmarkConfig, saved: dict[str, pd.DataFrame], *,
+             data_root, results_root) -> _Measured:
+    """Reload the model, then sweep, time the engine and time whole requests (in that order)."""
+    torch.manual_seed(profile.seed)
+    prepared, pipeline = _load_pipeline(profile, config, data_root=data_root, results_root=results_root)
+    frame = saved[config.context]
+
+    # 1. sweep on the saved test predictions
+    sweep, best, points = _sweep(frame, pipeline.heads, config)
+
+    # 2. real engine vs plain forward on a seeded draw of test requests
+    requests = _request_samples(prepared.test, config.n_requests, config.seed)
+    prompts = encode_contexts(pipeline.builder, pipeline.retrievers, requests, [config.context] * len(requests))
+    saved_requests = saved_per_head(frame, pipeline.heads.head_layers, requests.frame.index)
+    checks = _full_depth_checks(pipeline, prompts, saved_requests, config)
+    bench = benchmark_engine(
+        pipeline.backbone, pipeline.heads, prompts, requests.frame["label"].to_numpy(), points,
+        batch_size=config.batch_size, repeats=config.repeats, warmup=config.warmup,
+        padding_side=config.padding_side, saved=saved_requests, n_boot=config.n_boot, seed=config.seed,
+    )
+    tables = [bench.table]
+    predictions = [_with_requests(bench.predictions, requests)]
+
+    # 3. end-to-end requests: the first e2e_requests of the same draw
+    if config.e2e_requests:
+        e2e_requests = requests.subset(requests.frame.index[: config.e2e_requests])
+        e2e = run_end_to_end(e2e_requests, pipeline, points[0], config, saved=saved)
+        tables.append(e2e.table)
+        predictions.append(e2e.predictions)
+    return _Measured(
+        sweep, best, points, pd.concat(tables, ignore_index=True),
+        pd.concat(predictions, ignore_index=True)[PREDICTION_COLUMNS], checks, len(prompts),
+        pipeline.backbone.name, pipeline.heads.num_layers, tuple(pipeline.heads.head_layers), torch.get_num_threads(),
+    )
+
+
+def _parameters(
+    profile: Profile, config: ExitBenchmarkConfig, measured: _Measured, *, n_test: int, wall: float
+) -> dict:
+    """The step's provenance parameters."""
+    return {
+        "config": config, "profile": profile, "context": config.context,
+        "operating_point": dataclasses.asdict(measured.points[0]),
+        "engine_points": [dataclasses.asdict(p) for p in measured.points], "checks": measured.checks,
+        "threads": measured.threads, "n_test": n_test, "n_requests": measured.n_requests,
+        "model": measured.model, "num_layers": measured.num_layers, "head_layers": list(measured.head_layers),
+        "wall_s": wall,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# the whole step
+
+
 def run_exit_benchmark(
     profile: Profile,
     *,
@@ -244,6 +281,13 @@ def run_exit_benchmark(
     ``early_exit.csv``, ``early_exit_predictions.csv`` (per request and method: ``method, form,
     tau, sample_id, user, item, label, p_yes, exit_layer``) and the ``early_exit`` provenance step.
 
+    Args:
+        profile: the run profile (its dataset, model and :attr:`~ragrec.config.Profile.exit`).
+        results_root: results root. (default: ``$RAGREC_RESULTS`` or ``results``)
+        data_root: where the dataset's raw files are. (default: the loader's default)
+        config: what to run. (default: :func:`default_exit_config` of ``profile``)
+        progress: accepted for symmetry with the other steps; this step shows no bars.
+
     Returns:
         ``{"threshold_sweep", "early_exit", "predictions", "operating_point", "checks"}``
         DataFrames (``predictions``: per request and method, as in ``early_exit_predictions.csv``;
@@ -251,129 +295,27 @@ def run_exit_benchmark(
         holds the full-depth agreement figures (engine "never exit" vs plain forward on the
         merged model; plain forward vs the saved predictions of the unmerged model).
     """
-    from ragrec.experiments.recommender import (
-        encode_contexts,
-        fit_retrievers,
-        load_model,
-        load_trained_model,
-        model_dir,
-        prepare_data,
-    )
-    from ragrec.model.prompts import PromptBuilder
-
     config = config or default_exit_config(profile)
     started = time.perf_counter()
     provenance = Provenance("early_exit", profile.name, profile.data.dataset, config.seed, {})
     out_dir = result_dir(profile.name, profile.data.dataset, results_root)
-    context = config.context
-    e2e_contexts = {E2E_RETRIEVER[m] for m in config.e2e_methods} if config.e2e_requests else set()
-    saved = {}
-    for ctx in dict.fromkeys([context, *sorted(e2e_contexts)]):
-        path = out_dir / f"predictions_{ctx}.csv"
-        if ctx == context or path.exists():
-            saved[ctx] = read_csv(path)
-    final = model_dir(profile, results_root=results_root) / "final"
-    if not final.is_dir():
-        raise DataError(
-            f"no trained model at {final}; run the recommender step for profile {profile.name!r} first "
-            "(this step reloads the model, it never trains)"
-        )
-
-    previous_threads = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    try:
-        torch.manual_seed(profile.seed)
-        prepared = prepare_data(profile, data_root=data_root)
-        # Two copies of the backbone: ``base`` stays untuned (the LLM retriever embeds query
-        # users with it, as at fit); ``tuned`` receives the LoRA adapters and is merged.
-        base = load_model(profile, prepared.dataset)
-        names = tuple(dict.fromkeys([*profile.contexts, context, *sorted(e2e_contexts)]))
-        retrievers = fit_retrievers(prepared, base, names, results_root=results_root)
-        builder = PromptBuilder(prepared.dataset, base, retrievers[names[0]].sequences, profile.prompt)
-        tuned = load_model(profile, prepared.dataset)
-        model = load_trained_model(prepared, tuned, results_root=results_root)
-        backbone, heads = merged_for_inference(model.backbone, model.heads)
-        head_layers = heads.head_layers
-
-        # 1. sweep on the saved test predictions
-        frame = saved[context]
-        sweep = threshold_sweep(
-            frame["label"].to_numpy(), saved_per_head(frame, head_layers), head_layers, config.taus,
-            num_layers=heads.num_layers, first_head=config.first_head, n_boot=config.n_boot, seed=config.seed,
-        )
-        best = choose_operating_point(sweep, config.auc_tolerance)
-        sweep["operating_point"] = (sweep["form"] == best["form"]) & (sweep["tau"] == best["tau"])
-        points = engine_points(sweep, config.auc_tolerance, first_head=config.first_head, extra=config.extra_points)
-        op = points[0]
-
-        # 2. real engine vs plain forward on a seeded draw of test requests
-        requests = _request_samples(prepared.test, config.n_requests, config.seed)
-        prompts = encode_contexts(builder, retrievers, requests, [context] * len(requests))
-        labels = requests.frame["label"].to_numpy()
-        ids = requests.frame.index
-        saved_requests = saved_per_head(frame, head_layers, ids)
-        n_check = min(config.check_requests, len(prompts))
-        checks = {"engine_never_vs_plain": math.nan, "plain_vs_saved": math.nan, "n_check": n_check}
-        if n_check:
-            subset = prompts[:n_check]
-            never = EarlyExitEngine(backbone, heads, NeverExit()).predict(subset, config.batch_size, config.padding_side)
-            plain = plain_predict(backbone, subset, config.batch_size, config.padding_side)
-            checks["engine_never_vs_plain"] = float(np.max(np.abs(never.p_yes - plain)))
-            checks["plain_vs_saved"] = float(np.max(np.abs(plain - saved_requests[:n_check, -1])))
-            if backbone.dtype == torch.float32 and max(checks["engine_never_vs_plain"], checks["plain_vs_saved"]) > 1e-5:
-                warnings.warn(
-                    f"full-depth agreement above 1e-5 in fp32: {checks}; the engine or the saved predictions do "
-                    "not match the merged model", RuntimeWarning, stacklevel=2,
-                )
-        bench = benchmark_engine(
-            backbone, heads, prompts, labels, points, batch_size=config.batch_size, repeats=config.repeats,
-            warmup=config.warmup, padding_side=config.padding_side, saved=saved_requests,
-            n_boot=config.n_boot, seed=config.seed,
-        )
-        rf = requests.frame
-        tables = [bench.table]
-        predictions = [bench.predictions.assign(
-            sample_id=ids.to_numpy()[bench.predictions["row"]], user=rf["user"].to_numpy()[bench.predictions["row"]],
-            item=rf["item"].to_numpy()[bench.predictions["row"]], label=labels[bench.predictions["row"]],
-        )]
-
-        # 3. end-to-end requests: the first e2e_requests of the same draw
-        if config.e2e_requests:
-            e2e_requests = requests.subset(ids[: config.e2e_requests])
-            e2e = run_end_to_end(
-                e2e_requests, retrievers, builder, backbone, heads, op,
-                batch_size=config.e2e_batch_size, repeats=config.e2e_repeats, warmup=config.warmup,
-                methods=config.e2e_methods, padding_side=config.padding_side, saved=saved,
-                n_boot=config.n_boot, seed=config.seed,
-            )
-            tables.append(e2e.table)
-            predictions.append(e2e.predictions)
-        table = pd.concat(tables, ignore_index=True)
-        per_request = pd.concat(predictions, ignore_index=True)[
-            ["method", "form", "tau", "sample_id", "user", "item", "label", "p_yes", "exit_layer"]
-        ]
-        threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(previous_threads)
+    saved = _read_saved(out_dir, config)
+    _check_trained(profile, results_root)
+    with torch_threads(config.threads):
+        measured = _measure(profile, config, saved, data_root=data_root, results_root=results_root)
 
     outputs = [
-        write_csv(sweep, out_dir / "threshold_sweep.csv").name,
-        write_csv(table, out_dir / "early_exit.csv").name,
-        write_csv(per_request, out_dir / "early_exit_predictions.csv").name,
+        write_csv(measured.sweep, out_dir / "threshold_sweep.csv").name,
+        write_csv(measured.table, out_dir / "early_exit.csv").name,
+        write_csv(measured.per_request, out_dir / "early_exit_predictions.csv").name,
     ]
     wall = time.perf_counter() - started
-    provenance.parameters = {
-        "config": config, "profile": profile, "context": context, "operating_point": dataclasses.asdict(op),
-        "engine_points": [dataclasses.asdict(p) for p in points], "checks": checks, "threads": threads,
-        "n_test": len(frame), "n_requests": len(prompts), "model": backbone.name, "num_layers": heads.num_layers,
-        "head_layers": list(head_layers), "wall_s": wall,
-    }
+    provenance.parameters = _parameters(profile, config, measured, n_test=len(saved[config.context]), wall=wall)
     provenance.write(out_dir, outputs)
     return {
-        "threshold_sweep": sweep,
-        "early_exit": table,
-        "predictions": per_request,
-        "operating_point": best.to_frame().T.reset_index(drop=True),
-        "checks": pd.DataFrame([checks]),
+        "threshold_sweep": measured.sweep,
+        "early_exit": measured.table,
+        "predictions": measured.per_request,
+        "operating_point": measured.best.to_frame().T.reset_index(drop=True),
+        "checks": pd.DataFrame([measured.checks]),
     }

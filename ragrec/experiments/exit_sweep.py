@@ -1,36 +1,28 @@
-"""Threshold sweep: the exit rule replayed on saved per-head predictions over a grid of τ, and the
-operating point (least layer compute within an AUC tolerance of full depth)."""
+"""Threshold sweep: the exit rule replayed on saved per-head predictions over a grid of τ.
+
+On saved per-head predictions (``predictions_<context>.csv``) the exit rule is replayed with
+:func:`ragrec.model.criteria.simulate_exits` (the engine's own decision code) over a grid of τ
+for both forms (difference ``|P_h − P_{h−1}| < τ``; ratio ``|Δ log-odds| < τ``, τ in nats). Per
+point: AUC with a 95% bootstrap interval, LogLoss, mean exit layer, share of layer compute used
+(``mean exit layer / num_layers``) and the compute-bound speedup (its inverse). The **operating
+point** (:func:`choose_operating_point`) is the point that uses the least layer compute among
+those whose AUC is within ``tolerance`` (0.005 = 0.5 AUC points) of full depth.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
 
+from ragrec.config import FORMS, check_taus
 from ragrec.errors import ConfigError, DataError
 from ragrec.metrics import auc, auc_ci, logloss
 from ragrec.model.criteria import StabilityExit, simulate_exits
-
-if TYPE_CHECKING:  # config may one day hold an ExitBenchmarkConfig; no import cycle then
-    pass
-
-
-def check_taus(taus: Mapping[str, Sequence[float]]) -> None:
-    if not isinstance(taus, Mapping) or not taus:
-        raise ConfigError(f"taus must map a form ({FORMS}) to a non-empty sequence of τ ≥ 0, got {taus!r}")
-    for form, grid in taus.items():
-        if form not in FORMS:
-            raise ConfigError(f"unknown exit form {form!r}; choose from {FORMS}")
-        if len(grid) == 0:
-            raise ConfigError(f"the τ grid of form {form!r} is empty")
-        for tau in grid:
-            if isinstance(tau, bool) or not isinstance(tau, (int, float, np.floating, np.integer)) or math.isnan(tau) or tau < 0:
-                raise ConfigError(f"τ must be a number ≥ 0 (larger = earlier exit), got {tau!r} for form {form!r}")
-
 
 
 @dataclass(frozen=True)
@@ -50,16 +42,10 @@ class ExitPoint:
         return StabilityExit(float(self.tau), form=self.form, first_head=self.first_head)  # type: ignore[arg-type]
 
 
-FORMS = ("difference", "ratio")
 SWEEP_COLUMNS = (
     "form", "first_head", "tau", "auc", "auc_ci_low", "auc_ci_high", "logloss", "auc_full", "auc_drop",
     "mean_exit_layer", "layer_share", "compute_bound_speedup", "n",
 )
-
-# Probability grid for the difference form; log-odds (nats) grid for the ratio form. Near
-# P = 0.5 a change of Δp is a log-odds change of about 4·Δp, hence the larger ratio values.
-TAUS_DIFFERENCE = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2)
-TAUS_RATIO = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,9 +61,19 @@ def accuracy_with_ci(labels: np.ndarray, p: np.ndarray, n_boot: int, seed: int) 
     return {"auc": auc(labels, p), "auc_ci_low": lo, "auc_ci_high": hi, "logloss": logloss(labels, p)}
 
 
-def saved_per_head(predictions: pd.DataFrame, head_layers: Sequence[int], sample_ids: Sequence | None = None) -> np.ndarray:
-    """``[N, n_heads]`` P(Yes) columns ``p_head_<L>`` of a saved predictions table, in the order of
-    ``sample_ids`` (default: the table's order). DataError when a head or a sample is missing."""
+def saved_per_head(
+    predictions: pd.DataFrame, head_layers: Sequence[int], sample_ids: Sequence | None = None
+) -> np.ndarray:
+    """``[N, n_heads]`` P(Yes) columns ``p_head_<L>`` of a saved predictions table.
+
+    Args:
+        predictions: a ``predictions_<context>.csv`` table (``sample_id``, ``p_head_<L>``, ...).
+        head_layers: the model's head layers, in order.
+        sample_ids: the rows to return, in this order (default: the table's order).
+
+    Raises:
+        DataError: a head or a sample is missing from the table.
+    """
     columns = [f"p_head_{layer}" for layer in head_layers]
     missing = [c for c in columns if c not in predictions.columns]
     if missing:
@@ -97,7 +93,40 @@ def saved_per_head(predictions: pd.DataFrame, head_layers: Sequence[int], sample
 
 
 # --------------------------------------------------------------------------------------------
-# 1. threshold sweep
+# the sweep
+
+
+def _grids(taus: Sequence[float] | Mapping[str, Sequence[float]], forms: Sequence[str]) -> dict:
+    """``{form: grid}`` from one grid for every form or from a mapping, checked."""
+    grids = dict(taus) if isinstance(taus, Mapping) else {form: tuple(taus) for form in forms}
+    if not isinstance(taus, Mapping):
+        unknown = [f for f in forms if f not in FORMS]
+        if unknown or not forms:
+            raise ConfigError(f"unknown exit form(s) {unknown or forms!r}; choose from {FORMS}")
+    check_taus(grids)
+    return grids
+
+
+def _check_predictions(
+    labels, per_head_p, head_layers, num_layers
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], int]:
+    """Labels ``[N]``, P(Yes) ``[N, n_heads]``, the head layers and the model's depth, checked."""
+    labels = np.asarray(labels).astype(int).ravel()
+    p = np.asarray(per_head_p, dtype=np.float64)
+    layers = tuple(int(x) for x in head_layers)
+    if p.ndim != 2 or p.shape[1] != len(layers) or len(layers) == 0:
+        raise ConfigError(
+            f"per_head_p has shape {p.shape}; expected [N, {len(layers)}] for heads at layers {list(layers)}"
+        )
+    if p.shape[0] != len(labels) or len(labels) == 0:
+        raise DataError(f"{len(labels)} labels for {p.shape[0]} rows of per-head predictions (need the same, > 0)")
+    num_layers = layers[-1] if num_layers is None else int(num_layers)
+    increasing = all(b > a for a, b in pairwise(layers))
+    if not increasing or layers[0] < 1 or layers[-1] > num_layers:
+        raise ConfigError(
+            f"head layers {list(layers)} must be increasing and lie within the model's 1..{num_layers} layers"
+        )
+    return labels, p, layers, num_layers
 
 
 def threshold_sweep(
@@ -119,10 +148,11 @@ def threshold_sweep(
         per_head_p: ``[N, n_heads]`` P(Yes) of every head (full-depth predictions).
         head_layers: the heads' layers (1-based, increasing).
         taus: one grid for every form, or ``{form: grid}`` (then ``forms`` is its keys).
-        forms: ``"difference"`` and/or ``"ratio"``.
-        num_layers: decoder layers of the model (a full pass); default the last head's layer.
-        first_head, n_boot, seed: see :class:`ExitBenchmarkConfig`. Every row's interval uses the
-            same resampled rows (same ``seed``), so rows are compared on equal footing.
+        forms: ``"difference"`` and/or ``"ratio"``. (default: both)
+        num_layers: decoder layers of the model (a full pass). (default: the last head's layer)
+        first_head, n_boot, seed: see :class:`~ragrec.config.ExitBenchmarkConfig`. Every row's
+            interval uses the same resampled rows (same ``seed``), so rows are compared on
+            equal footing.
 
     Returns:
         One row per (form, τ): :data:`SWEEP_COLUMNS` plus ``exit_share_<L>`` (share of samples
@@ -130,24 +160,8 @@ def threshold_sweep(
         ``auc_drop = auc_full − auc``, ``layer_share = mean_exit_layer / num_layers``,
         ``compute_bound_speedup = num_layers / mean_exit_layer``.
     """
-    grids = dict(taus) if isinstance(taus, Mapping) else {form: tuple(taus) for form in forms}
-    if not isinstance(taus, Mapping):
-        unknown = [f for f in forms if f not in FORMS]
-        if unknown or not forms:
-            raise ConfigError(f"unknown exit form(s) {unknown or forms!r}; choose from {FORMS}")
-    check_taus(grids)
-    labels = np.asarray(labels).astype(int).ravel()
-    p = np.asarray(per_head_p, dtype=np.float64)
-    layers = tuple(int(x) for x in head_layers)
-    if p.ndim != 2 or p.shape[1] != len(layers) or len(layers) == 0:
-        raise ConfigError(f"per_head_p has shape {p.shape}; expected [N, {len(layers)}] for heads at layers {list(layers)}")
-    if p.shape[0] != len(labels) or len(labels) == 0:
-        raise DataError(f"{len(labels)} labels for {p.shape[0]} rows of per-head predictions (need the same, > 0)")
-    num_layers = layers[-1] if num_layers is None else int(num_layers)
-    if any(b <= a for a, b in zip(layers, layers[1:])) or layers[0] < 1 or layers[-1] > num_layers:
-        raise ConfigError(
-            f"head layers {list(layers)} must be increasing and lie within the model's 1..{num_layers} layers"
-        )
+    grids = _grids(taus, forms)
+    labels, p, layers, num_layers = _check_predictions(labels, per_head_p, head_layers, num_layers)
     full = accuracy_with_ci(labels, p[:, -1], n_boot, seed)
     cache: dict[bytes, dict[str, float]] = {}
     rows = []
@@ -158,8 +172,7 @@ def threshold_sweep(
             key = p_final.tobytes()
             if key not in cache:  # many small τ give the same exits; bootstrap each pattern once
                 cache[key] = accuracy_with_ci(labels, p_final, n_boot, seed)
-            exit_layer = np.asarray(layers)[head]
-            mean_layer = float(exit_layer.mean())
+            mean_layer = float(np.asarray(layers)[head].mean())
             row = {
                 "form": form, "first_head": first_head, "tau": float(tau), **cache[key],
                 "auc_full": full["auc"], "auc_drop": full["auc"] - cache[key]["auc"],
@@ -172,12 +185,24 @@ def threshold_sweep(
     return pd.DataFrame(rows)
 
 
+# --------------------------------------------------------------------------------------------
+# the operating point and the points the real engine runs
+
+
 def choose_operating_point(sweep: pd.DataFrame, tolerance: float = 0.005, *, form: str | None = None) -> pd.Series:
     """The sweep row that uses the least layer compute (lowest ``mean_exit_layer``) among those
     whose AUC is within ``tolerance`` of full depth (``auc >= auc_full − tolerance``).
 
-    Ties: higher AUC, then lower LogLoss, then the first row. ``form`` restricts to one form.
-    DataError if no row qualifies (put τ = 0, i.e. full depth, in the grid).
+    Ties: higher AUC, then lower LogLoss, then the first row.
+
+    Args:
+        sweep: a :func:`threshold_sweep` table (needs ``auc``, ``auc_full``, ``mean_exit_layer``,
+            ``logloss``).
+        tolerance: the AUC a point may lose against full depth. (default: ``0.005``)
+        form: choose within this form only. (default: :obj:`None`, every form)
+
+    Raises:
+        DataError: no row qualifies (put τ = 0, i.e. full depth, in the grid).
     """
     needed = {"auc", "auc_full", "mean_exit_layer", "logloss"}
     if not needed <= set(sweep.columns):
@@ -191,25 +216,26 @@ def choose_operating_point(sweep: pd.DataFrame, tolerance: float = 0.005, *, for
             f"no sweep point{'' if form is None else f' of form {form!r}'} has an AUC within {tolerance} of full "
             "depth; include τ = 0 (full depth) in the grid"
         )
-    order = np.lexsort((np.arange(len(ok)), ok["logloss"].to_numpy(), -ok["auc"].to_numpy(), ok["mean_exit_layer"].to_numpy()))
+    order = np.lexsort((
+        np.arange(len(ok)), ok["logloss"].to_numpy(), -ok["auc"].to_numpy(), ok["mean_exit_layer"].to_numpy(),
+    ))  # lexsort sorts by the last key first: compute, then AUC, then LogLoss, then position
     return ok.iloc[int(order[0])]
 
 
 def engine_points(sweep: pd.DataFrame, tolerance: float, *, first_head: str = "wait",
                   extra: Sequence[tuple[str, float]] = ()) -> list[ExitPoint]:
     """The points the real engine runs: the operating point, each form's own best point (if it
-    differs) and ``extra`` ones; no duplicates."""
+    differs) and ``extra`` ones; no duplicates, in that order."""
     best = choose_operating_point(sweep, tolerance)
     points = [ExitPoint(str(best["form"]), float(best["tau"]), first_head, "operating_point")]
     for form in dict.fromkeys(sweep["form"]):
         row = choose_operating_point(sweep, tolerance, form=form)
         points.append(ExitPoint(str(form), float(row["tau"]), first_head, f"best_{form}"))
     points += [ExitPoint(f, float(t), first_head, "extra") for f, t in extra]
-    seen, out = set(), []
+    seen = set()
+    out = []
     for point in points:
         if (point.form, point.tau) not in seen:
             seen.add((point.form, point.tau))
             out.append(point)
     return out
-
-

@@ -1,4 +1,31 @@
-"""Real engine vs plain forward, timed side by side on the same prompts in the same batches."""
+"""Real engine vs plain forward, timed side by side on the same prompts in the same batches.
+
+:func:`benchmark_engine` runs the :class:`~ragrec.model.engine.EarlyExitEngine` at chosen τ values
+and the plain Hugging Face full-depth forward of the same (LoRA-merged) model, on the same
+prompts, cut into the same batches (:func:`ragrec.llm.batching.length_sorted_batches`: longest
+first, similar lengths), padded the same way, same batch size and threads. Each batch is one timed
+call (:func:`ragrec.experiments.timing.time_calls`). Methods are interleaved within every repeat
+(their order rotates between repeats) so machine drift hits all of them alike; the first repeat
+starts with ``warmup`` untimed batches per method. Reported per method, as the **median over
+repeats**:
+
+- ``rps``: requests answered / wall seconds of the pass (:func:`ragrec.experiments.timing.summarize`).
+- ``p50_ms``, ``p99_ms``: **per-request latency** under static batching: a request is answered
+  when the batch call that holds it returns, so its latency is that call's wall time; the
+  percentiles are over requests (each batch's time counted once per request in it).
+- ``speedup_vs_full``: ``rps(method) / rps(full)``, both medians over repeats (so the table's own
+  columns reproduce it).
+- ``compute_bound_speedup``: decoder layers a full pass runs (``N · num_layers``) / decoder layers
+  the engine actually ran (exited rows leave the batch). ``speedup_efficiency`` = measured /
+  compute-bound.
+
+Every timed call ends with its scores on the CPU (the engine reads each head's P(Yes) there; the
+plain forward returns its P(Yes)), so GPU timings include the device's work.
+
+Accuracy columns come from the scores of that very run (the engine's P(Yes) at exit; the plain
+forward's P(Yes)). ``exit_agreement`` (share of rows whose real exit layer equals the simulated
+one on the saved predictions) and ``max_abs_diff_vs_saved`` tie the real engine to the sweep.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +33,6 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,14 +43,10 @@ from ragrec.experiments.exit_sweep import ExitPoint, accuracy_with_ci
 from ragrec.experiments.timing import summarize, time_calls
 from ragrec.llm.backbone import Backbone
 from ragrec.llm.batching import length_sorted_batches, pad_prompts
-from ragrec.model.criteria import simulate_exits
+from ragrec.model.criteria import StabilityExit, simulate_exits
 from ragrec.model.engine import EarlyExitEngine, ExitResult
 from ragrec.model.forward import check_prompts, plain_full_forward_p_yes
 from ragrec.model.heads import ExitHeads
-
-if TYPE_CHECKING:  # config may one day hold an ExitBenchmarkConfig; no import cycle then
-    pass
-
 
 EARLY_EXIT_COLUMNS = (
     "method", "form", "tau", "role", "reference", "n", "auc", "auc_ci_low", "auc_ci_high", "logloss",
@@ -35,14 +57,18 @@ EARLY_EXIT_COLUMNS = (
 )
 
 
-# --------------------------------------------------------------------------------------------
-# 2. the real engine against the plain forward
-
-
 def plain_predict(backbone: Backbone, prompts: Sequence[Sequence[int]], batch_size: int,
                   padding_side: str = "left") -> np.ndarray:
     """P(Yes) ``[N]`` from the plain Hugging Face full-depth forward, batched exactly as the
-    engine batches (:func:`~ragrec.early_exit.length_sorted_batches`, :func:`~ragrec.early_exit.pad_prompts`)."""
+    engine batches (:func:`~ragrec.llm.batching.length_sorted_batches`,
+    :func:`~ragrec.llm.batching.pad_prompts`).
+
+    Args:
+        backbone: the model (a plain Llama; LoRA merged or not).
+        prompts: token-id prompts.
+        batch_size: prompts per forward.
+        padding_side: ``"left"`` or ``"right"``. (default: ``"left"``)
+    """
     check_prompts(backbone, prompts)
     if padding_side not in ("left", "right"):
         raise ConfigError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
@@ -51,10 +77,14 @@ def plain_predict(backbone: Backbone, prompts: Sequence[Sequence[int]], batch_si
     device = backbone.device
     with torch.inference_mode():
         for idx in length_sorted_batches(prompts, batch_size):
-            ids, valid = pad_prompts([prompts[i] for i in idx], pad_id, padding_side)
-            p = plain_full_forward_p_yes(backbone, ids.to(device), valid.long().to(device))
+            ids, valid = pad_prompts([prompts[i] for i in idx], pad_id, padding_side)  # [B, T] each
+            p = plain_full_forward_p_yes(backbone, ids.to(device), valid.long().to(device))  # [B]
             out[idx] = p.to("cpu", torch.float64).numpy()
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# shared by the engine benchmark and the end-to-end requests
 
 
 @dataclass
@@ -103,6 +133,59 @@ def timing_columns(seconds: list[list[float]], sizes: list[int]) -> dict[str, fl
     return {"rps": float(np.median(rps)), "p50_ms": float(np.median(p50)), "p99_ms": float(np.median(p99))}
 
 
+def run_columns(
+    labels: np.ndarray,
+    run: TimedRun,
+    seconds: list[list[float]],
+    reference_seconds: list[list[float]],
+    sizes: list[int],
+    num_layers: int,
+    *,
+    n_boot: int,
+    seed: int,
+) -> dict[str, float]:
+    """One method's accuracy, timing and compute columns, its speedup relative to the method
+    timed as ``reference_seconds``; exited rows leave the batch (engine contract), so the layers
+    run are the sum of the exit layers."""
+    n = len(labels)
+    timing = timing_columns(seconds, sizes)
+    mean_layer = float(np.mean(run.exit_layer))
+    return {
+        "n": n, **accuracy_with_ci(labels, run.p_yes, n_boot, seed), **timing,
+        "mean_exit_layer": mean_layer, "layer_share": mean_layer / num_layers,
+        "speedup_vs_full": timing["rps"] / timing_columns(reference_seconds, sizes)["rps"],
+        "compute_bound_speedup": n * num_layers / int(run.exit_layer.sum()),
+    }
+
+
+def saved_agreement(
+    run: TimedRun, saved: np.ndarray, criterion: StabilityExit | None, head_layers: Sequence[int]
+) -> dict[str, float]:
+    """How a real run matches saved per-head P(Yes) ``[N, n_heads]`` of the same prompts: at full
+    depth (``criterion`` None) the largest P(Yes) difference from the last head; with an exit
+    criterion also the share of rows whose exit layer equals the simulated one."""
+    if criterion is None:
+        return {"exit_agreement": math.nan, "max_abs_diff_vs_saved": float(np.max(np.abs(run.p_yes - saved[:, -1])))}
+    sim_p, sim_head = simulate_exits(saved, criterion, head_layers)
+    return {
+        "exit_agreement": float(np.mean(np.asarray(head_layers)[sim_head] == run.exit_layer)),
+        "max_abs_diff_vs_saved": float(np.max(np.abs(run.p_yes - sim_p))),
+    }
+
+
+def results_table(rows: list[dict]) -> pd.DataFrame:
+    """The rows under :data:`EARLY_EXIT_COLUMNS` (absent columns NaN)."""
+    frame = pd.DataFrame(rows)
+    for column in EARLY_EXIT_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = math.nan
+    return frame[list(EARLY_EXIT_COLUMNS)]
+
+
+# --------------------------------------------------------------------------------------------
+# the real engine against the plain forward
+
+
 @dataclass(frozen=True)
 class EngineBenchmark:
     """:func:`benchmark_engine`'s table and the raw outputs behind it (original prompt order).
@@ -117,13 +200,58 @@ class EngineBenchmark:
     results: dict[str, ExitResult]  # keyed "<form>:<tau>"
 
 
-@dataclass(frozen=True)
-class EndToEndBenchmark:
-    """:func:`run_end_to_end`'s table and per-request predictions (``method, form, tau, row,
-    p_yes, exit_layer, sample_id, user, item, label``)."""
+def _check_engine_input(backbone, heads, prompts, labels, points, saved) -> np.ndarray:
+    """The labels as ints, or a clear error for prompts, labels, points or saved predictions."""
+    check_prompts(backbone, prompts)
+    labels = np.asarray(labels).astype(int)
+    if len(labels) != len(prompts):
+        raise DataError(f"{len(labels)} labels for {len(prompts)} prompts")
+    if not points:
+        raise ConfigError("give at least one ExitPoint for the engine")
+    expected = (len(prompts), heads.num_heads)
+    if saved is not None and np.shape(saved) != expected:
+        raise DataError(f"saved per-head predictions have shape {np.shape(saved)}, expected {expected}")
+    return labels
 
-    table: pd.DataFrame
-    predictions: pd.DataFrame
+
+def _engine_calls(
+    backbone, engines, prompts, batches, runs, per_head, padding_side
+) -> dict[str, Callable[[int], None]]:
+    """One timed call per method: score batch ``b`` and store its outputs in the method's run."""
+
+    def full_call(b: int) -> None:
+        idx = batches[b]
+        runs["full"].p_yes[idx] = plain_predict(backbone, [prompts[i] for i in idx], len(idx), padding_side)
+
+    def engine_call(key: str) -> Callable[[int], None]:
+        engine = engines[key][1]
+
+        def call(b: int) -> None:
+            idx = batches[b]
+            result = engine.predict([prompts[i] for i in idx], batch_size=len(idx), padding_side=padding_side)
+            runs[key].p_yes[idx] = result.p_yes
+            runs[key].exit_layer[idx] = result.exit_layer
+            per_head[key][idx] = result.per_head_p
+
+        return call
+
+    calls: dict[str, Callable[[int], None]] = {"full": full_call}
+    calls.update({key: engine_call(key) for key in engines})
+    return calls
+
+
+def _engine_row(point: ExitPoint | None, columns: dict, batch_size: int, repeats: int) -> dict[str, object]:
+    """A row of the engine table: the method (``point`` None: the plain full forward), its exit
+    setting, its measured columns and how it was run."""
+    if point is None:
+        row: dict[str, object] = {"method": "full", "reference": "full", "form": "none", "tau": math.nan,
+                                  "role": "full_depth"}
+    else:
+        row = {"method": "exit", "reference": "full", "form": point.form, "tau": point.tau, "role": point.role}
+    row.update(columns)
+    row["speedup_efficiency"] = row["speedup_vs_full"] / row["compute_bound_speedup"]
+    row.update(batch_size=batch_size, repeats=repeats, threads=torch.get_num_threads())
+    return row
 
 
 def benchmark_engine(
@@ -149,88 +277,40 @@ def benchmark_engine(
         heads: exit heads built on ``backbone``'s model.
         prompts, labels: token-id prompts and their 0/1 labels.
         points: the exit settings to run.
+        batch_size: prompts per batch, for every method. (default: ``8``)
+        repeats: timed passes per method; the table reports medians. (default: ``3``)
+        warmup: untimed batches per method before the first pass. (default: ``2``)
+        padding_side: ``"left"`` or ``"right"``. (default: ``"left"``)
         saved: optional ``[N, n_heads]`` saved per-head P(Yes) of the same prompts; fills
             ``exit_agreement`` and ``max_abs_diff_vs_saved``.
+        n_boot, seed: the AUC intervals' bootstrap.
     """
-    check_prompts(backbone, prompts)
-    labels = np.asarray(labels).astype(int)
-    if len(labels) != len(prompts):
-        raise DataError(f"{len(labels)} labels for {len(prompts)} prompts")
-    if not points:
-        raise ConfigError("give at least one ExitPoint for the engine")
-    if saved is not None and np.shape(saved) != (len(prompts), heads.num_heads):
-        raise DataError(f"saved per-head predictions have shape {np.shape(saved)}, expected {(len(prompts), heads.num_heads)}")
+    labels = _check_engine_input(backbone, heads, prompts, labels, points, saved)
     engines = {f"{pt.form}:{pt.tau:g}": (pt, EarlyExitEngine(backbone, heads, pt.criterion())) for pt in points}
     batches = length_sorted_batches(prompts, batch_size)
     sizes = [len(b) for b in batches]
     n, num_layers = len(prompts), heads.num_layers
 
+    # outputs land here, in the original prompt order
     runs = {"full": TimedRun(np.full(n, np.nan), np.full(n, num_layers))}
     for key in engines:
         runs[key] = TimedRun(np.full(n, np.nan), np.zeros(n, dtype=np.int64))
     per_head = {key: np.full((n, heads.num_heads), np.nan) for key in engines}
-
-    def full_call(b: int) -> None:
-        idx = batches[b]
-        runs["full"].p_yes[idx] = plain_predict(backbone, [prompts[i] for i in idx], len(idx), padding_side)
-
-    def engine_call(key: str) -> Callable[[int], None]:
-        engine = engines[key][1]
-
-        def call(b: int) -> None:
-            idx = batches[b]
-            result = engine.predict([prompts[i] for i in idx], batch_size=len(idx), padding_side=padding_side)
-            runs[key].p_yes[idx] = result.p_yes
-            runs[key].exit_layer[idx] = result.exit_layer
-            per_head[key][idx] = result.per_head_p
-
-        return call
-
-    calls: dict[str, Callable[[int], None]] = {"full": full_call}
-    calls.update({key: engine_call(key) for key in engines})
+    calls = _engine_calls(backbone, engines, prompts, batches, runs, per_head, padding_side)
     timings = interleaved(calls, len(batches), repeats, warmup)
 
     rows, predictions = [], []
     for key, run in runs.items():
-        row: dict[str, object] = {"method": "full" if key == "full" else "exit", "reference": "full"}
-        if key == "full":
-            row.update(form="none", tau=math.nan, role="full_depth")
-            layers_run = n * num_layers
-        else:
-            point = engines[key][0]
-            row.update(form=point.form, tau=point.tau, role=point.role)
-            layers_run = int(run.exit_layer.sum())  # exited rows leave the batch (engine contract)
-        row.update(n=n, **accuracy_with_ci(labels, run.p_yes, n_boot, seed), **timing_columns(timings[key], sizes))
-        mean_layer = float(np.mean(run.exit_layer))
-        row.update(
-            mean_exit_layer=mean_layer, layer_share=mean_layer / num_layers,
-            speedup_vs_full=row["rps"] / timing_columns(timings["full"], sizes)["rps"],
-            compute_bound_speedup=n * num_layers / layers_run,
-        )
-        row["speedup_efficiency"] = row["speedup_vs_full"] / row["compute_bound_speedup"]
+        point = None if key == "full" else engines[key][0]
+        columns = run_columns(labels, run, timings[key], timings["full"], sizes, num_layers, n_boot=n_boot, seed=seed)
+        row = _engine_row(point, columns, batch_size, repeats)
         if saved is not None:
-            if key == "full":
-                row["exit_agreement"] = math.nan
-                row["max_abs_diff_vs_saved"] = float(np.max(np.abs(run.p_yes - saved[:, -1])))
-            else:
-                sim_p, sim_head = simulate_exits(saved, engines[key][0].criterion(), heads.head_layers)
-                row["exit_agreement"] = float(np.mean(np.asarray(heads.head_layers)[sim_head] == run.exit_layer))
-                row["max_abs_diff_vs_saved"] = float(np.max(np.abs(run.p_yes - sim_p)))
-        row.update(batch_size=batch_size, repeats=repeats, threads=torch.get_num_threads())
+            row.update(saved_agreement(run, saved, None if point is None else point.criterion(), heads.head_layers))
         rows.append(row)
-        predictions.append(method_predictions(str(row["method"]), str(row["form"]), float(row["tau"]), run.p_yes, run.exit_layer))
+        method, form, tau = str(row["method"]), str(row["form"]), float(row["tau"])
+        predictions.append(method_predictions(method, form, tau, run.p_yes, run.exit_layer))
     results = {
-        key: ExitResult(runs[key].p_yes, runs[key].exit_layer, per_head[key], int(runs[key].exit_layer.sum()), heads.head_layers)
-        for key in engines
+        key: ExitResult(run.p_yes, run.exit_layer, per_head[key], int(run.exit_layer.sum()), heads.head_layers)
+        for key, run in runs.items() if key != "full"
     }
     return EngineBenchmark(results_table(rows), pd.concat(predictions, ignore_index=True), runs["full"].p_yes, results)
-
-
-def results_table(rows: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows)
-    for column in EARLY_EXIT_COLUMNS:
-        if column not in frame.columns:
-            frame[column] = math.nan
-    return frame[list(EARLY_EXIT_COLUMNS)]
-
-

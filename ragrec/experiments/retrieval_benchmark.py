@@ -31,11 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ragrec.data import Dataset, Split, load_dataset, split_interactions
 from ragrec.errors import ConfigError, DataError
-from ragrec.experiments.timing import summarize, time_calls
+from ragrec.experiments.timing import summarize, time_calls, torch_threads
 from ragrec.results import CHECKPOINTS, Provenance, result_dir, write_csv
 from ragrec.retrieval.base import RETRIEVERS, Retriever, neighbour_events
 from ragrec.retrieval.factory import make_retriever, use_cache
@@ -54,6 +53,9 @@ RETRIEVAL_COLUMNS = (
     "fit_s", "neighbour_hit_rate", "n_queries", "backend",
 )
 NOT_APPLICABLE = "n/a"  # layer_combination of retrievers that are not GCNs
+LIGHTGCN_COLUMNS = [
+    "model", "layer_combination", "recall_at_k", "ndcg_at_k", "cutoff", "n_users", "best_epoch", "epochs_run", "fit_s",
+]
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class RetrievalBenchmarkConfig:
         reuse_fits: load the LightGCN embeddings and LLM user vectors that the recommender step
             cached for the same training interactions and settings (and cache what is computed
             here). Their ``fit_s`` is the time measured when they were computed, so a
-            reproduction embeds the 943 users once, not twice (minutes on a CPU).
+            reproduction embeds every user once, not twice.
     """
 
     profile: str = "cpu"
@@ -126,7 +128,7 @@ class RetrievalBenchmarkConfig:
 
 
 # Query users per profile: enough for stable percentiles, few enough that the LLM retriever's
-# per-query forward (~0.3-0.5 s each on 2 CPU cores) stays inside the cpu budget.
+# per-query forward (its p50_ms in retrieval.csv) stays inside the profile's time budget.
 _N_QUERIES = {"smoke": 40, "cpu": 100, "gpu": 1000}
 
 
@@ -134,9 +136,11 @@ def default_retrieval_config(profile: Profile) -> RetrievalBenchmarkConfig:
     """The retrieval benchmark of a profile, with the same retriever settings the recommender
     uses (LightGCN config, the LLM retriever's history window, the backbone), so the retrieval
     chapter measures the retrievers that build the prompts."""
+    prompt = profile.prompt
+    ks = (prompt.k, prompt.vote_k) if prompt.vote_k > prompt.k else (prompt.k,)  # neighbours shown, and voting
     return RetrievalBenchmarkConfig(
         profile=profile.name, dataset=profile.data.dataset, split_method=profile.data.split_method,
-        ks=(profile.prompt.k, profile.prompt.vote_k) if profile.prompt.vote_k > profile.prompt.k else (profile.prompt.k,),
+        ks=ks,
         n_queries=_N_QUERIES.get(profile.name, 200), lightgcn=profile.lightgcn, backbone=profile.model.source,
         llm_history_items=profile.data.history_len, llm_batch_size=profile.eval_batch_size, seed=profile.seed,
     )
@@ -172,7 +176,8 @@ class QueryUsers:
 
 
 def select_query_users(split: Split, n: int, *, seed: int) -> QueryUsers:
-    """A seeded sample (sorted) of users with training interactions and held-out positives."""
+    """A seeded sample (sorted) of ``n`` users (fewer if fewer qualify) with training
+    interactions and held-out positives; DataError when none qualifies."""
     held = split.interactions[split.interactions["split"] != "train"]
     trained = set(split.train["user"].unique().tolist())
     positives = held[held["label"] == 1]
@@ -235,21 +240,17 @@ def run_retrieval_benchmark(
 
     Args:
         config: what to run.
-        dataset: an already loaded dataset (default: ``load_dataset(config.dataset)``).
-        split: an already made split of it (default: ``split_interactions(dataset, config.split_method)``).
-        backbone: a loaded backbone for ``llm`` (default: ``load_backbone(config.backbone)``).
-        results_root: results root (default ``$RAGREC_RESULTS`` or ``results``).
+        dataset: an already loaded dataset. (default: ``load_dataset(config.dataset)``)
+        split: an already made split of it. (default: ``split_interactions(dataset, config.split_method)``)
+        backbone: a loaded backbone for ``llm``. (default: ``load_backbone(config.backbone)``)
+        results_root: results root. (default: ``$RAGREC_RESULTS`` or ``results``)
         write: write ``retrieval.csv``, ``lightgcn.csv``, ``lightgcn_history.csv`` and provenance.
+            (default: :obj:`True`)
 
     Progress bars (LightGCN epochs, LLM embedding) follow ``config.lightgcn.progress``.
     """
-    previous_threads = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         return _run(config, dataset, split, backbone, results_root, write)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _run(config, dataset, split, backbone, results_root, write) -> RetrievalBenchmark:
@@ -260,13 +261,51 @@ def _run(config, dataset, split, backbone, results_root, write) -> RetrievalBenc
         if k >= dataset.n_users:
             raise ConfigError(f"k={k} must be smaller than the {dataset.n_users} users")
     queries = select_query_users(split, config.n_queries, seed=config.seed)
+    runs, backbone = _retrievers(config, dataset, backbone)
 
+    rows, lightgcn_rows, histories = [], [], []
+    for lc, retriever in runs:
+        # fit (or load the recommender's fit), then time every k
+        if config.reuse_fits:
+            use_cache(retriever, split.train, result_dir(config.profile, config.dataset, results_root) / CHECKPOINTS)
+        retriever.fit(split.train, split.valid)
+        if isinstance(retriever, GCNRetriever):
+            lightgcn_rows += _lightgcn_rows(retriever, lc, first=not lightgcn_rows)
+            histories.append(retriever.result.history_frame().assign(layer_combination=lc))
+        rows += [_measured_row(config, retriever, lc, queries, k) for k in config.ks]
+
+    table = pd.DataFrame(rows, columns=list(RETRIEVAL_COLUMNS))
+    lightgcn_table = pd.DataFrame(lightgcn_rows, columns=LIGHTGCN_COLUMNS)
+    history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
+    directory = None
+    if write:
+        directory = result_dir(config.profile, config.dataset, results_root)
+        outputs = _write_tables(directory, table, lightgcn_table, history)
+        provenance.parameters = {
+            "config": config,
+            "n_users": dataset.n_users,
+            "n_items": dataset.n_items,
+            "n_train": len(split.train),
+            "n_queries": len(queries.users),
+            "backbone": getattr(backbone, "name", None),
+        }
+        provenance.write(directory, outputs)
+    return RetrievalBenchmark(table, lightgcn_table, history, queries.users, directory)
+
+
+def _retrievers(
+    config: RetrievalBenchmarkConfig, dataset: Dataset, backbone: Any
+) -> tuple[list[tuple[str, Retriever]], Any]:
+    """``(layer combination, unfitted retriever)`` pairs to run (one ``gcn`` per layer
+    combination), and the backbone (loaded here when ``llm`` needs one and none was given)."""
     runs: list[tuple[str, Retriever]] = []
     for name in config.retrievers:
         if name == "gcn":
             for lc in config.layer_combinations:
                 lightgcn = replace(config.lightgcn, layer_combination=lc)
-                runs.append((lc, make_retriever("gcn", dataset, lightgcn=lightgcn, positives_only=config.positives_only, backend=config.backend)))
+                runs.append((lc, make_retriever(
+                    "gcn", dataset, lightgcn=lightgcn, positives_only=config.positives_only, backend=config.backend,
+                )))
         elif name == "llm":
             if backbone is None:
                 from ragrec.llm.backbone import load_backbone
@@ -279,51 +318,37 @@ def _run(config, dataset, split, backbone, results_root, write) -> RetrievalBenc
             )))
         else:
             runs.append((NOT_APPLICABLE, make_retriever(name, dataset, seed=config.seed)))
+    return runs, backbone
 
-    rows, lightgcn_rows, histories = [], [], []
-    for lc, retriever in runs:
-        if config.reuse_fits:
-            use_cache(retriever, split.train, result_dir(config.profile, config.dataset, results_root) / CHECKPOINTS)
-        retriever.fit(split.train, split.valid)
-        if isinstance(retriever, GCNRetriever):
-            result = retriever.result
-            lightgcn_rows.append(_lightgcn_row(f"lightgcn-{lc}", lc, result.valid, result.best_epoch, len(result.history), result.fit_s))
-            histories.append(result.history_frame().assign(layer_combination=lc))
-            if len(lightgcn_rows) == 1 and result.popularity is not None:
-                lightgcn_rows.insert(0, _lightgcn_row("popularity", NOT_APPLICABLE, result.popularity, None, None, None))
-        for k in config.ks:
-            neighbours, seconds = measure(retriever, queries, k, config.warmup)
-            latency = summarize(seconds)
-            rows.append({
-                "retriever": retriever.name, "layer_combination": lc, "k": k,
-                "p50_ms": latency.p50_ms, "p95_ms": latency.p95_ms, "p99_ms": latency.p99_ms,
-                "queries_per_s": latency.per_s, "fit_s": retriever.fit_s,
-                "neighbour_hit_rate": neighbour_hit_rate(retriever, neighbours, queries, config.hit_items),
-                "n_queries": latency.n, "backend": config.backend if retriever.name in ("gcn", "llm") else NOT_APPLICABLE,
-            })
 
-    table = pd.DataFrame(rows, columns=list(RETRIEVAL_COLUMNS))
-    lightgcn_table = pd.DataFrame(
-        lightgcn_rows, columns=["model", "layer_combination", "recall_at_k", "ndcg_at_k", "cutoff", "n_users", "best_epoch", "epochs_run", "fit_s"]
-    )
-    history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
-    directory = None
-    if write:
-        directory = result_dir(config.profile, config.dataset, results_root)
-        outputs = [write_csv(table, directory / "retrieval.csv").name]
-        if not lightgcn_table.empty:
-            outputs.append(write_csv(lightgcn_table, directory / "lightgcn.csv").name)
-            outputs.append(write_csv(history, directory / "lightgcn_history.csv").name)
-        provenance.parameters = {
-            "config": config,
-            "n_users": dataset.n_users,
-            "n_items": dataset.n_items,
-            "n_train": len(split.train),
-            "n_queries": len(queries.users),
-            "backbone": getattr(backbone, "name", None),
-        }
-        provenance.write(directory, outputs)
-    return RetrievalBenchmark(table, lightgcn_table, history, queries.users, directory)
+def _measured_row(config: RetrievalBenchmarkConfig, retriever: Retriever, lc: str, queries: QueryUsers, k: int) -> dict:
+    """One row of ``retrieval.csv``: per-query latency and neighbour quality of a fitted retriever at ``k``."""
+    neighbours, seconds = measure(retriever, queries, k, config.warmup)
+    latency = summarize(seconds)
+    return {
+        "retriever": retriever.name, "layer_combination": lc, "k": k,
+        "p50_ms": latency.p50_ms, "p95_ms": latency.p95_ms, "p99_ms": latency.p99_ms,
+        "queries_per_s": latency.per_s, "fit_s": retriever.fit_s,
+        "neighbour_hit_rate": neighbour_hit_rate(retriever, neighbours, queries, config.hit_items),
+        "n_queries": latency.n, "backend": config.backend if retriever.name in ("gcn", "llm") else NOT_APPLICABLE,
+    }
+
+
+def _lightgcn_rows(retriever: GCNRetriever, lc: str, *, first: bool) -> list[dict[str, Any]]:
+    """The fitted LightGCN's ``lightgcn.csv`` row, after the popularity baseline's on the first one."""
+    result = retriever.result
+    rows = [_lightgcn_row(f"lightgcn-{lc}", lc, result.valid, result.best_epoch, len(result.history), result.fit_s)]
+    if first and result.popularity is not None:
+        rows.insert(0, _lightgcn_row("popularity", NOT_APPLICABLE, result.popularity, None, None, None))
+    return rows
+
+
+def _write_tables(directory: Path, table: pd.DataFrame, lightgcn: pd.DataFrame, history: pd.DataFrame) -> list[str]:
+    outputs = [write_csv(table, directory / "retrieval.csv").name]
+    if not lightgcn.empty:
+        outputs.append(write_csv(lightgcn, directory / "lightgcn.csv").name)
+        outputs.append(write_csv(history, directory / "lightgcn_history.csv").name)
+    return outputs
 
 
 def _lightgcn_row(model, lc, metrics, best_epoch, epochs_run, fit_s) -> dict[str, Any]:

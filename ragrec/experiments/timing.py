@@ -7,10 +7,12 @@ them to ``results/`` with provenance and compare methods side by side in one pro
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 
 @dataclass(frozen=True)
@@ -44,3 +46,16 @@ def time_calls(fn: Callable[[object], object], inputs: Sequence[object], *, warm
         fn(x)
         out.append(time.perf_counter() - t)
     return out
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block on ``threads`` torch intra-op threads (None: leave torch's setting), and
+    restore the previous count afterwards, also on error."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -181,7 +181,9 @@ class Retriever(ABC):
             )
         return out
 
-    def neighbour_events(self, neighbour: int, before_time: int | None, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def neighbour_events(
+        self, neighbour: int, before_time: int | None, limit: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:func:`neighbour_events` on this retriever's training interactions and time rule."""
         if self.sequences is None:
             raise ConfigError(f"the {self.name!r} retriever is not fitted; call fit(train) first")
@@ -235,7 +237,9 @@ def check_k(k: int, n_users: int) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise ConfigError(f"k must be an integer, got {k!r}")
     if not 1 <= k < n_users:
-        raise ConfigError(f"k must satisfy 1 ≤ k < n_users = {n_users} (the user itself is never retrieved), got k={k}")
+        raise ConfigError(
+            f"k must satisfy 1 ≤ k < n_users = {n_users} (the user itself is never retrieved), got k={k}"
+        )
     return int(k)
 
 

@@ -1,4 +1,4 @@
-"""Build a retriever by name, cache fitted ones, and the neighbours' leakage-free events."""
+"""Build a retriever by name, and point fitted ones at their cache."""
 
 from __future__ import annotations
 
@@ -19,9 +19,6 @@ from ragrec.retrieval.lightgcn import LightGCNConfig
 from ragrec.retrieval.llm import LLMRetriever
 from ragrec.retrieval.simple import NoRetriever, RandomRetriever
 
-# --------------------------------------------------------------------------------------------
-# factory and neighbour events
-
 
 def make_retriever(
     name: str,
@@ -37,12 +34,20 @@ def make_retriever(
     seed: int = 0,
     progress: bool = False,
 ) -> Retriever:
-    """A retriever by name (one of :data:`RETRIEVERS`), unfitted.
+    """A retriever by name (one of :data:`~ragrec.retrieval.base.RETRIEVERS`), unfitted.
 
-    ``backbone`` (``llm`` only): a loaded :class:`ragrec.llm.backbone.Backbone`, or a source string
-    for :func:`ragrec.llm.backbone.load_backbone` (``"bundled"``, ``"tiny"``, a folder); default
-    ``"bundled"``. ``seed`` is the random retriever's (LightGCN's is in ``lightgcn``).
-    ``progress``: tqdm bar over the LLM embedding of every user at fit.
+    Args:
+        name: ``"gcn"``, ``"llm"``, ``"random"`` or ``"none"``.
+        dataset: gives the user and item counts, whether times are real, and (``llm``) item texts.
+        lightgcn: ``gcn`` only: LightGCN hyper-parameters. (default: ``LightGCNConfig()``)
+        positives_only: ``gcn`` only: graph edges from ``label == 1`` only. (default: :obj:`False`)
+        backbone: ``llm`` only: a loaded :class:`ragrec.llm.backbone.Backbone`, or a source for
+            :func:`ragrec.llm.backbone.load_backbone` (``"bundled"``, ``"tiny"``, a folder).
+            (default: ``"bundled"``)
+        history_items, llm_batch_size, max_tokens: ``llm`` only: the user text and its embedding.
+        backend: ``gcn``/``llm``: ``"exact"`` or ``"faiss"``. (default: ``"exact"``)
+        seed: ``random`` only (LightGCN's seed is in ``lightgcn``). (default: ``0``)
+        progress: ``llm`` only: a tqdm bar over embedding every user at fit. (default: :obj:`False`)
     """
     if name == "gcn":
         return GCNRetriever(
@@ -71,9 +76,16 @@ def use_cache(retriever: Retriever, train: pd.DataFrame, directory: str | os.Pat
     """Point a ``gcn`` or ``llm`` retriever at its fit cache in ``directory`` (other retrievers
     fit in milliseconds and are returned as they are). The file name is keyed by everything the
     fit depends on — the training interactions and the LightGCN configuration, or the backbone
-    and the text settings — so another profile, split or model never picks up a stale file."""
+    and the text settings — so another profile, split or model never picks up a stale file.
+
+    Args:
+        retriever: an unfitted retriever (:func:`make_retriever`).
+        train: the training interactions it will be fitted on.
+        directory: where fitted embeddings are kept (e.g. ``results/<profile>/<dataset>/checkpoints``).
+    """
     users, items, times = (train[c].to_numpy(np.int64) for c in ("user", "item", "timestamp"))
-    data = (len(train), int(users.sum()), int(items.sum()), int(times.sum()), int((users * 1_000_003 + items).sum() % (1 << 61)))
+    pairs = int((users * 1_000_003 + items).sum() % (1 << 61))
+    data = (len(train), int(users.sum()), int(items.sum()), int(times.sum()), pairs)
     directory = Path(directory)
     if isinstance(retriever, GCNRetriever):
         config = replace(retriever.config, progress=False)

@@ -14,9 +14,6 @@ from ragrec.retrieval.graph import BipartiteGraph, build_graph
 from ragrec.retrieval.lightgcn import LightGCNConfig, LightGCNResult, train_lightgcn
 from ragrec.retrieval.vector import VectorRetriever, l2_normalize
 
-# --------------------------------------------------------------------------------------------
-# gcn
-
 
 class GCNRetriever(VectorRetriever):
     """The GCN-Retriever: cosine top-k over LightGCN user embeddings.
@@ -58,10 +55,13 @@ class GCNRetriever(VectorRetriever):
         aside): a stale cache is refused rather than silently used."""
         expected = (result.config.num_layers + 1, self.n_users + self.n_items)
         if result.layers.shape[:2] != expected or result.n_users != self.n_users:
-            raise ConfigError(f"pretrained LightGCN layers have shape {result.layers.shape}, expected {expected} + (d,)")
+            raise ConfigError(
+                f"pretrained LightGCN layers have shape {result.layers.shape}, expected {expected} + (d,)"
+            )
         if self._config_given and replace(result.config, progress=self.config.progress) != self.config:
             raise ConfigError(
-                f"pretrained LightGCN was trained with {result.config}, not {self.config}; retrain (or delete the cached file)"
+                f"pretrained LightGCN was trained with {result.config}, not {self.config}; "
+                "retrain (or delete the cached file)"
             )
         self._pretrained = result
         self.config = result.config

@@ -18,8 +18,8 @@ Propagation matrix (LightGCN eq. 7): with adjacency ``A = [[0, R], [Rᵀ, 0]]`` 
 
 and symmetrically for items. :meth:`BipartiteGraph.normalized_adjacency` builds that matrix once,
 as a sparse CSR tensor: PyG's ``LGConv(normalize=False)`` then runs each layer as one sparse
-matrix product, about 60× faster on CPU than scatter over ``edge_index`` (measured on an
-ml-100k-sized graph), and deterministic.
+matrix product, which on a CPU is far faster than scattering messages over ``edge_index`` (the
+per-epoch seconds are in ``lightgcn_history.csv``), and deterministic.
 """
 
 from __future__ import annotations

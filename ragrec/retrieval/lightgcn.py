@@ -24,8 +24,9 @@ One epoch = one pass over the training edges in shuffled mini-batches; negatives
 uniformly from the items the user has no training edge with. Adam, no weight decay in the
 optimiser (the L2 above replaces it). Early stopping on validation Recall@20 under full ranking
 (every item scored, the user's training items masked), evaluated every ``eval_every`` epochs; the
-best evaluation's embeddings are kept. Popularity (training degree) is scored the same way as a
-sanity baseline. Seeded: the same seed and thread count give the same embeddings.
+best evaluation's embeddings are kept (metrics: :mod:`ragrec.retrieval.ranking`). Popularity
+(training degree) is scored the same way as a sanity baseline. Seeded: the same seed and thread
+count give the same embeddings.
 """
 
 from __future__ import annotations
@@ -46,8 +47,17 @@ from tqdm.auto import tqdm
 
 from ragrec.errors import ConfigError, DataError
 from ragrec.retrieval.graph import BipartiteGraph
+from ragrec.retrieval.ranking import (
+    RankingMetrics,
+    RankingTargets,
+    embedding_metrics,
+    popularity_metrics,
+)
 
 LAYER_COMBINATIONS = ("mean", "last")
+# The key of a saved result's metadata names the file format, not the module: it stays as it was
+# when lightgcn.py moved into ragrec/retrieval/, so caches written before the move still load.
+METADATA_KEY = "ragrec.lightgcn"
 
 
 @dataclass(frozen=True)
@@ -97,16 +107,6 @@ def check_layer_combination(name: str) -> str:
     if name not in LAYER_COMBINATIONS:
         raise ConfigError(f"unknown layer_combination {name!r}; choose one of {LAYER_COMBINATIONS}")
     return name
-
-
-@dataclass(frozen=True)
-class RankingMetrics:
-    """Recall@k and NDCG@k averaged over ``n_users`` users with ≥ 1 held-out target."""
-
-    recall: float
-    ndcg: float
-    k: int
-    n_users: int
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,8 @@ class LightGCNResult:
             "fit_s": self.fit_s,
         }
         with atomic_path(path) as tmp:
-            save_file({"layers": np.ascontiguousarray(self.layers)}, str(tmp), metadata={"ragrec.retrieval.lightgcn": json.dumps(meta)})
+            metadata = {METADATA_KEY: json.dumps(meta)}
+            save_file({"layers": np.ascontiguousarray(self.layers)}, str(tmp), metadata=metadata)
         return Path(path)
 
     @classmethod
@@ -191,7 +192,7 @@ class LightGCNResult:
         if not path.is_file():
             raise DataError(f"no saved LightGCN embeddings at {path}")
         with safe_open(str(path), framework="numpy") as f:
-            meta = (f.metadata() or {}).get("ragrec.retrieval.lightgcn")
+            meta = (f.metadata() or {}).get(METADATA_KEY)
             if meta is None:
                 raise DataError(f"{path} is not a LightGCN result written by ragrec")
             layers = f.get_tensor("layers")
@@ -245,88 +246,6 @@ def build_model(n_nodes: int, config: LightGCNConfig) -> LightGCN:
 
 
 # --------------------------------------------------------------------------------------------
-# evaluation
-
-
-@dataclass(frozen=True)
-class RankingTargets:
-    """Held-out items per user, CSR-style: user ``users[n]``'s targets are
-    ``items[offsets[n]:offsets[n+1]]``; only users with ≥ 1 target are listed."""
-
-    users: np.ndarray
-    offsets: np.ndarray
-    items: np.ndarray
-
-    @classmethod
-    def from_frame(cls, frame: pd.DataFrame, graph: BipartiteGraph) -> RankingTargets:
-        """Targets from held-out interactions under the graph's edge rule (every interaction, or
-        only ``label == 1`` when the graph holds positives only); pairs that are already
-        training edges are dropped (they are masked from the ranking)."""
-        if graph.positives_only:
-            frame = frame[frame["label"] == 1]
-        users = frame["user"].to_numpy(np.int64)
-        items = frame["item"].to_numpy(np.int64)
-        if len(users) and (users.max() >= graph.n_users or items.max() >= graph.n_items or min(users.min(), items.min()) < 0):
-            raise DataError("held-out interactions have user/item ids outside the graph's ranges")
-        keep = ~graph.has_edges(users, items)
-        keys = np.unique(users[keep] * graph.n_items + items[keep])
-        users, items = keys // graph.n_items, keys % graph.n_items
-        listed, counts = np.unique(users, return_counts=True)
-        offsets = np.zeros(len(listed) + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        return cls(listed, offsets, items)
-
-    def __len__(self) -> int:
-        return len(self.users)
-
-
-def ranking_metrics(
-    score_block, targets: RankingTargets, graph: BipartiteGraph, k: int, *, block: int = 1024
-) -> RankingMetrics:
-    """Recall@k and NDCG@k under full ranking with each user's training items masked.
-
-    ``score_block(users) -> Tensor [len(users), I]`` scores every item for a block of users.
-    Recall@k = |top-k ∩ T_u| / |T_u|; NDCG@k = Σ_{r ≤ k} hit_r / log2(r+1) over the ideal DCG of
-    min(|T_u|, k) hits; both averaged over users with targets.
-    """
-    if len(targets) == 0:
-        raise DataError("no held-out targets to evaluate on (every validation user is cold or empty)")
-    k = min(k, graph.n_items)
-    discount = 1.0 / np.log2(np.arange(2, k + 2))
-    ideal = np.concatenate([[0.0], np.cumsum(discount)])
-    recall_sum = ndcg_sum = 0.0
-    for start in range(0, len(targets), block):
-        users = targets.users[start : start + block]
-        scores = score_block(torch.from_numpy(users)).clone()
-        # Mask the users' training items: they are known, not recommendations.
-        lo, hi = graph.user_offsets[users], graph.user_offsets[users + 1]
-        rows = np.repeat(np.arange(len(users)), hi - lo)
-        cols = graph.items[np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])] if len(rows) else np.array([], np.int64)
-        scores[torch.from_numpy(rows), torch.from_numpy(cols)] = -torch.inf
-        top = torch.topk(scores, k, dim=1).indices.numpy()
-        truth = np.zeros((len(users), graph.n_items), dtype=bool)
-        t_lo, t_hi = targets.offsets[start : start + len(users)], targets.offsets[start + 1 : start + len(users) + 1]
-        truth[np.repeat(np.arange(len(users)), t_hi - t_lo), targets.items[t_lo[0] : t_hi[-1]]] = True
-        hits = np.take_along_axis(truth, top, axis=1)
-        n_targets = t_hi - t_lo
-        recall_sum += float((hits.sum(1) / n_targets).sum())
-        ndcg_sum += float(((hits * discount).sum(1) / ideal[np.minimum(n_targets, k)]).sum())
-    return RankingMetrics(recall_sum / len(targets), ndcg_sum / len(targets), k, len(targets))
-
-
-def popularity_metrics(graph: BipartiteGraph, targets: RankingTargets, k: int) -> RankingMetrics:
-    """The popularity baseline: every user gets the items with the most training users."""
-    popularity = torch.from_numpy(graph.item_degree.astype(np.float32))
-    return ranking_metrics(lambda users: popularity.expand(len(users), -1), targets, graph, k)
-
-
-def embedding_metrics(embeddings: torch.Tensor, graph: BipartiteGraph, targets: RankingTargets, k: int) -> RankingMetrics:
-    """Ranking metrics of dot-product scores from node embeddings ``[U+I, d]``."""
-    user_emb, item_emb = embeddings[: graph.n_users], embeddings[graph.n_users :]
-    return ranking_metrics(lambda users: user_emb[users] @ item_emb.T, targets, graph, k)
-
-
-# --------------------------------------------------------------------------------------------
 # training
 
 
@@ -345,12 +264,87 @@ def sample_negatives(graph: BipartiteGraph, users: np.ndarray, rng: np.random.Ge
 def bpr_loss(
     out: torch.Tensor, ego: torch.Tensor, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, weight_decay: float
 ) -> torch.Tensor:
-    """BPR + LightGCN's L2 on the batch's ego embeddings (node ids: items already offset by U)."""
-    pos_score = (out[users] * out[pos]).sum(-1)
-    neg_score = (out[users] * out[neg]).sum(-1)
-    bpr = -F.logsigmoid(pos_score - neg_score).mean()
-    l2 = 0.5 * (ego[users].pow(2).sum() + ego[pos].pow(2).sum() + ego[neg].pow(2).sum()) / len(users)
+    """BPR + LightGCN's L2 on the batch's ego embeddings (see the module docstring).
+
+    Args:
+        out: read-out node embeddings ``[U+I, d]``.
+        ego: layer-0 node embeddings ``[U+I, d]`` (the learned parameters).
+        users, pos, neg: node ids ``[B]`` of the triples (items already offset by U).
+        weight_decay: λ of the L2 term.
+    """
+    pos_score = (out[users] * out[pos]).sum(-1)  # [B]
+    neg_score = (out[users] * out[neg]).sum(-1)  # [B]
+    bpr = -F.logsigmoid(pos_score - neg_score).mean()  # []
+    l2 = 0.5 * (ego[users].pow(2).sum() + ego[pos].pow(2).sum() + ego[neg].pow(2).sum()) / len(users)  # []
     return bpr + weight_decay * l2
+
+
+def _epoch(model: LightGCN, adjacency: torch.Tensor, optimizer: torch.optim.Optimizer, graph: BipartiteGraph,
+           config: LightGCNConfig, rng: np.random.Generator) -> float:
+    """One pass over the training edges in shuffled mini-batches; the mean loss per edge."""
+    model.train()
+    order = rng.permutation(graph.n_edges)
+    total = 0.0
+    for b in range(math.ceil(graph.n_edges / config.batch_size)):
+        idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+        users = graph.users[idx]
+        neg = sample_negatives(graph, users, rng)
+        # forward: propagate every layer, read out, score the batch's triples
+        out = combine_layers(propagate(model, adjacency), config.layer_combination)  # [U+I, d]
+        loss = bpr_loss(
+            out,
+            model.embedding.weight,
+            torch.from_numpy(users),
+            torch.from_numpy(graph.items[idx] + graph.n_users),
+            torch.from_numpy(neg + graph.n_users),
+            config.weight_decay,
+        )
+        # backward and step
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(idx)
+    return total / graph.n_edges
+
+
+def _evaluate(model: LightGCN, adjacency: torch.Tensor, graph: BipartiteGraph, targets: RankingTargets,
+              config: LightGCNConfig) -> tuple[torch.Tensor, RankingMetrics]:
+    """Every layer's output ``[K+1, U+I, d]`` and the validation metrics of its read-out."""
+    model.eval()
+    with torch.no_grad():
+        layers = propagate(model, adjacency)
+        metrics = embedding_metrics(combine_layers(layers, config.layer_combination), graph, targets, config.top_k)
+    return layers, metrics
+
+
+@dataclass
+class _Best:
+    """Early stopping: the best evaluation so far and the evaluations since it."""
+
+    recall: float = -1.0
+    layers: np.ndarray | None = None
+    epoch: int = 0
+    metrics: RankingMetrics | None = None
+    stale: int = 0
+
+    def update(self, epoch: int, layers: torch.Tensor, metrics: RankingMetrics) -> None:
+        if metrics.recall > self.recall:
+            self.recall = metrics.recall
+            self.layers = layers.numpy().copy()
+            self.epoch = epoch
+            self.metrics = metrics
+            self.stale = 0
+        else:
+            self.stale += 1
+
+
+def _validation_targets(valid: pd.DataFrame | None, graph: BipartiteGraph) -> RankingTargets | None:
+    if valid is None:
+        return None
+    targets = RankingTargets.from_frame(valid, graph)
+    if len(targets) == 0:
+        raise DataError("validation interactions give no ranking targets (all cold, or all already training edges)")
+    return targets
 
 
 def train_lightgcn(
@@ -360,9 +354,9 @@ def train_lightgcn(
 
     Args:
         graph: the training graph (:func:`ragrec.retrieval.graph.build_graph`).
-        config: hyper-parameters.
+        config: hyper-parameters. (default: ``LightGCNConfig()``)
         valid: validation interactions for early stopping and the reported metrics; ``None``
-            trains ``max_epochs`` epochs and keeps the last ones (no metrics).
+            trains ``max_epochs`` epochs and keeps the last ones (no metrics). (default: :obj:`None`)
 
     Returns:
         The best epoch's layers, the per-epoch history, validation metrics of LightGCN and of
@@ -375,71 +369,40 @@ def train_lightgcn(
     model = build_model(graph.n_nodes, config)
     adjacency = graph.normalized_adjacency()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    targets = RankingTargets.from_frame(valid, graph) if valid is not None else None
-    if targets is not None and len(targets) == 0:
-        raise DataError("validation interactions give no ranking targets (all cold, or all already training edges)")
+    targets = _validation_targets(valid, graph)
     popularity = popularity_metrics(graph, targets, config.top_k) if targets is not None else None
 
-    users_np, items_np = graph.users, graph.items
-    n_batches = math.ceil(graph.n_edges / config.batch_size)
     history: list[EpochRecord] = []
-    best = (-1.0, None, 0, None)  # (recall, layers, epoch, metrics)
-    stale = 0
+    best = _Best()
     bar = tqdm(range(1, config.max_epochs + 1), desc="LightGCN", unit="epoch", disable=not config.progress, leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
-        model.train()
-        order = rng.permutation(graph.n_edges)
-        total = 0.0
-        for b in range(n_batches):
-            idx = order[b * config.batch_size : (b + 1) * config.batch_size]
-            u = users_np[idx]
-            neg = sample_negatives(graph, u, rng)
-            layers = propagate(model, adjacency)
-            out = combine_layers(layers, config.layer_combination)
-            loss = bpr_loss(
-                out,
-                model.embedding.weight,
-                torch.from_numpy(u),
-                torch.from_numpy(items_np[idx] + graph.n_users),
-                torch.from_numpy(neg + graph.n_users),
-                config.weight_decay,
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-        record = EpochRecord(epoch, total / graph.n_edges, time.perf_counter() - t0)
-
-        evaluate = targets is not None and (epoch % config.eval_every == 0 or epoch == config.max_epochs)
-        if evaluate:
-            model.eval()
-            with torch.no_grad():
-                layers = propagate(model, adjacency)
-                metrics = embedding_metrics(combine_layers(layers, config.layer_combination), graph, targets, config.top_k)
+        loss = _epoch(model, adjacency, optimizer, graph, config, rng)
+        record = EpochRecord(epoch, loss, time.perf_counter() - t0)
+        # evaluate every eval_every epochs, and after the last
+        if targets is not None and (epoch % config.eval_every == 0 or epoch == config.max_epochs):
+            layers, metrics = _evaluate(model, adjacency, graph, targets, config)
             record = replace(record, recall=metrics.recall, ndcg=metrics.ndcg)
-            if metrics.recall > best[0]:
-                best, stale = (metrics.recall, layers.numpy().copy(), epoch, metrics), 0
-            else:
-                stale += 1
-            bar.set_postfix(loss=f"{record.loss:.4f}", recall=f"{metrics.recall:.4f}", best=f"{best[0]:.4f}")
+            best.update(epoch, layers, metrics)
+            bar.set_postfix(loss=f"{record.loss:.4f}", recall=f"{metrics.recall:.4f}", best=f"{best.recall:.4f}")
         else:
             bar.set_postfix(loss=f"{record.loss:.4f}")
         history.append(record)
-        if stale >= config.patience:
+        # early stopping: patience evaluations without a better recall
+        if best.stale >= config.patience:
             break
     bar.close()
 
-    if targets is None:
+    if targets is None:  # without validation the last epoch's layers are kept
         with torch.no_grad():
-            best = (None, propagate(model, adjacency).numpy().copy(), history[-1].epoch, None)
+            best = _Best(layers=propagate(model, adjacency).numpy().copy(), epoch=history[-1].epoch)
     return LightGCNResult(
         config=config,
-        layers=best[1].astype(np.float32, copy=False),
+        layers=best.layers.astype(np.float32, copy=False),
         n_users=graph.n_users,
         history=tuple(history),
-        best_epoch=best[2],
-        valid=best[3],
+        best_epoch=best.epoch,
+        valid=best.metrics,
         popularity=popularity,
         fit_s=time.perf_counter() - started,
     )

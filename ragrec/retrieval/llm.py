@@ -19,9 +19,6 @@ from ragrec.errors import ConfigError
 from ragrec.llm.batching import length_sorted_batches, pad_prompts
 from ragrec.retrieval.vector import VectorRetriever, l2_normalize
 
-# --------------------------------------------------------------------------------------------
-# llm
-
 
 def embed_texts(
     backbone: Any, texts: Sequence[str], *, batch_size: int = 8, max_tokens: int = 512, progress: bool = False
@@ -33,6 +30,13 @@ def embed_texts(
     tokenizer's special tokens, cut at ``max_tokens`` (keeping the start), sorted by length and
     right-padded by hand: with a causal mask, right padding leaves the real tokens' states
     untouched, so a text's vector does not depend on its batch.
+
+    Args:
+        backbone: a loaded :class:`ragrec.llm.backbone.Backbone`.
+        texts: the texts to embed.
+        batch_size: texts per forward. (default: ``8``)
+        max_tokens: cut-off of a text in tokens. (default: ``512``)
+        progress: a tqdm bar over the batches. (default: :obj:`False`)
     """
     if batch_size < 1 or max_tokens < 1:
         raise ConfigError(f"need batch_size ≥ 1 and max_tokens ≥ 1, got {batch_size}, {max_tokens}")
@@ -47,9 +51,9 @@ def embed_texts(
         for rows in tqdm(batches, desc="LLM embeddings", unit="batch", disable=not progress, leave=False):
             input_ids, mask = pad_prompts([ids[r] for r in rows], pad, "right")
             input_ids, mask = input_ids.to(device), mask.to(device)
-            hidden = decoder(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
-            m = mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * m).sum(1) / m.sum(1)
+            hidden = decoder(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state  # [B, T, H]
+            m = mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+            pooled = (hidden * m).sum(1) / m.sum(1)  # [B, H]: the mean over real tokens
             out[rows] = pooled.float().cpu().numpy()
     return out
 
@@ -95,7 +99,8 @@ class LLMRetriever(VectorRetriever):
     def cache_vectors(self, path: str | os.PathLike) -> LLMRetriever:
         """Keep the fit-time user vectors in ``path`` (``.npy``): a later fit on the *same*
         training interactions with the same backbone and text settings loads them instead of
-        re-embedding every user (minutes on a CPU). The caller keys the path by those inputs."""
+        re-embedding every user (the slowest fit; its seconds are ``fit_s`` in ``retrieval.csv``).
+        The caller keys the path by those inputs."""
         self._cache = Path(path)
         return self
 
@@ -111,7 +116,10 @@ class LLMRetriever(VectorRetriever):
         if self._cache is not None and self._cache.is_file():
             vectors = np.load(self._cache)
             if vectors.shape != shape:
-                raise ConfigError(f"cached LLM user vectors {self._cache} have shape {vectors.shape}, expected {shape}; delete the file")
+                raise ConfigError(
+                    f"cached LLM user vectors {self._cache} have shape {vectors.shape}, expected {shape}; "
+                    "delete the file"
+                )
             seconds = self._cache.with_suffix(".json")
             self._cached_embed_s = float(json.loads(seconds.read_text())["embed_s"]) if seconds.is_file() else 0.0
         else:
@@ -126,10 +134,10 @@ class LLMRetriever(VectorRetriever):
                 from ragrec.results import atomic_path, write_json
 
                 # The seconds first: a vectors file always has its measured embedding time.
-                write_json({"embed_s": time.perf_counter() - started, "users": len(known)}, self._cache.with_suffix(".json"))
-                with atomic_path(self._cache) as tmp:
-                    with open(tmp, "wb") as handle:
-                        np.save(handle, vectors)
+                cost = {"embed_s": time.perf_counter() - started, "users": len(known)}
+                write_json(cost, self._cache.with_suffix(".json"))
+                with atomic_path(self._cache) as tmp, open(tmp, "wb") as handle:
+                    np.save(handle, vectors)
         self._set_vectors(vectors, counts > 0)
 
     def _extra_fit_s(self) -> float:
@@ -151,7 +159,8 @@ class LLMRetriever(VectorRetriever):
                 items, ratings = items[-self.history_items :], ratings[-self.history_items :]
                 texts.append(history_text(self.dataset, items, ratings))
         if texts:
-            out[rows] = l2_normalize(embed_texts(self.backbone, texts, batch_size=self.batch_size, max_tokens=self.max_tokens))
+            vectors = embed_texts(self.backbone, texts, batch_size=self.batch_size, max_tokens=self.max_tokens)
+            out[rows] = l2_normalize(vectors)
         return out
 
     def _has_training(self, user: int) -> bool:

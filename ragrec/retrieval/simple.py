@@ -6,9 +6,6 @@ import numpy as np
 
 from ragrec.retrieval.base import Retriever
 
-# --------------------------------------------------------------------------------------------
-# random and none
-
 
 class RandomRetriever(Retriever):
     """``k`` distinct users drawn uniformly from the allowed ones; the draw for a query depends

@@ -50,7 +50,9 @@ class FaissIndex:
         try:
             import faiss
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ConfigError("backend='faiss' needs the faiss package (pip install faiss-cpu); use backend='exact'") from exc
+            raise ConfigError(
+                "backend='faiss' needs the faiss package (pip install faiss-cpu); use backend='exact'"
+            ) from exc
         self._index = faiss.IndexFlatIP(index.shape[1])
         self._index.add(np.ascontiguousarray(index, dtype=np.float32))
         self.n = index.shape[0]

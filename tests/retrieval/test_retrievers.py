@@ -1,25 +1,19 @@
-
 """Retrievers: exact cosine top-k, self exclusion, time cut-off, communities, determinism,
-cold start, the LLM retriever on a tiny backbone, bad input, and the benchmark."""
+cold start, the LLM retriever on a tiny backbone, fit caches and bad input."""
 
 import json
 from dataclasses import replace
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from ragrec.data import UserSequences, load_dataset, split_interactions
+from ragrec.data import UserSequences
 from ragrec.errors import ConfigError, DataError
-from ragrec.experiments.retrieval_benchmark import (
-    RetrievalBenchmarkConfig,
-    run_retrieval_benchmark,
-)
 from ragrec.llm.backbone import load_backbone
 from ragrec.retrieval.base import neighbour_events
 from ragrec.retrieval.factory import make_retriever, use_cache
 from ragrec.retrieval.gcn import GCNRetriever
-from ragrec.retrieval.lightgcn import LightGCNConfig
+from ragrec.retrieval.lightgcn import LightGCNConfig, LightGCNResult
 from ragrec.retrieval.llm import LLMRetriever, embed_texts
 from ragrec.retrieval.simple import RandomRetriever
 from ragrec.retrieval.vector import l2_normalize, top_k_exact
@@ -29,9 +23,8 @@ N_USERS = 120
 
 
 @pytest.fixture(scope="module")
-def data():
-    ds = load_dataset("synthetic", n_users=N_USERS, n_items=150, min_per_user=15, max_per_user=25, seed=1)
-    return ds, split_interactions(ds)
+def data(synthetic):
+    return synthetic
 
 
 @pytest.fixture(scope="module")
@@ -179,27 +172,41 @@ def test_none_gives_zero_context(data):
     assert r.retrieve([0, 1, 2], 5).shape == (3, 0)
 
 
-def test_bad_input(data, gcn):
+def _fit_on(ds, train, **kwargs):
+    return make_retriever("gcn", ds, lightgcn=FAST, **kwargs).fit(train)
+
+
+BAD_INPUT = [
+    pytest.param(lambda ds, split, gcn: make_retriever("bm25", ds), ConfigError, "unknown retriever",
+                 id="unknown-retriever"),
+    pytest.param(lambda ds, split, gcn: make_retriever("gcn", ds, lightgcn=LightGCNConfig(layer_combination="first")),
+                 ConfigError, "layer_combination", id="unknown-layer-combination"),
+    pytest.param(lambda ds, split, gcn: make_retriever("gcn", ds, backend="annoy"), ConfigError, "backend",
+                 id="unknown-backend"),
+    *[
+        pytest.param(lambda ds, split, gcn, k=k: gcn.retrieve([0], k), ConfigError, "k", id=f"k={k!r}")
+        for k in (0, -1, N_USERS, N_USERS + 5, 2.5, True)
+    ],
+    pytest.param(lambda ds, split, gcn: gcn.retrieve([N_USERS], 3), DataError, "query user ids",
+                 id="unknown-query-user"),
+    pytest.param(lambda ds, split, gcn: make_retriever("random", ds).retrieve([0], 3), ConfigError, "not fitted",
+                 id="not-fitted"),
+    pytest.param(lambda ds, split, gcn: gcn.retrieve([0, 1], 3, before=[5]), ConfigError, "one time per query",
+                 id="one-time-for-two-users"),
+    pytest.param(lambda ds, split, gcn: gcn.retrieve([0, 1], 3, histories=[None]), ConfigError, "histories",
+                 id="one-history-for-two-users"),
+    pytest.param(lambda ds, split, gcn: _fit_on(ds, split.train[split.train["label"] == 0], positives_only=True),
+                 DataError, "empty", id="no-positive-edges"),
+    pytest.param(lambda ds, split, gcn: _fit_on(ds, split.train.iloc[:0]), DataError, "zero training",
+                 id="no-training-interactions"),
+]
+
+
+@pytest.mark.parametrize(("call", "error", "match"), BAD_INPUT)
+def test_bad_input_is_a_clear_error(data, gcn, call, error, match):
     ds, split = data
-    with pytest.raises(ConfigError, match="unknown retriever"):
-        make_retriever("bm25", ds)
-    with pytest.raises(ConfigError, match="layer_combination"):
-        make_retriever("gcn", ds, lightgcn=LightGCNConfig(layer_combination="first"))
-    with pytest.raises(ConfigError, match="backend"):
-        make_retriever("gcn", ds, backend="annoy")
-    for k in (0, -1, N_USERS, N_USERS + 5, 2.5, True):
-        with pytest.raises(ConfigError, match="k"):
-            gcn.retrieve([0], k)
-    with pytest.raises(DataError, match="query user ids"):
-        gcn.retrieve([N_USERS], 3)
-    with pytest.raises(ConfigError, match="not fitted"):
-        make_retriever("random", ds).retrieve([0], 3)
-    with pytest.raises(ConfigError, match="one time per query"):
-        gcn.retrieve([0, 1], 3, before=[5])
-    with pytest.raises(DataError, match="empty"):
-        make_retriever("gcn", ds, lightgcn=FAST, positives_only=True).fit(split.train[split.train["label"] == 0])
-    with pytest.raises(DataError, match="zero training"):
-        make_retriever("gcn", ds, lightgcn=FAST).fit(split.train.iloc[:0])
+    with pytest.raises(error, match=match):
+        call(ds, split, gcn)
 
 
 @pytest.fixture(scope="module")
@@ -227,24 +234,22 @@ def test_cold_start_needs_history_and_folds_in(cold, data):
         r.fold_in([])
 
 
-def test_fold_in_reproduces_a_trained_user(data):
+@pytest.mark.parametrize("lc", ["last", "mean"])
+def test_fold_in_reproduces_a_trained_user(data, lc):
     """For a user in the graph, propagation of its own items is its trained embedding: exactly
     for "last", and the mean minus the ego layer's share for "mean"."""
     ds, split = data
-    for lc in ("last", "mean"):
-        r = make_retriever("gcn", ds, lightgcn=replace(FAST, max_epochs=3, layer_combination=lc)).fit(split.train)
-        u = 5
-        got = r.fold_in(r.graph.items_of(u))
-        layers = r.result.layers[:, u]
-        expected = layers[-1] if lc == "last" else layers[1:].sum(0) / len(layers)
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    r = make_retriever("gcn", ds, lightgcn=replace(FAST, max_epochs=3, layer_combination=lc)).fit(split.train)
+    u = 5
+    got = r.fold_in(r.graph.items_of(u))
+    layers = r.result.layers[:, u]
+    expected = layers[-1] if lc == "last" else layers[1:].sum(0) / len(layers)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
 
 
 def test_pretrained_embeddings_are_reused(data, gcn, tmp_path):
     ds, split = data
     path = gcn.result.save(tmp_path / "g.safetensors")
-    from ragrec.retrieval.lightgcn import LightGCNResult
-
     again = GCNRetriever(ds.n_users, ds.n_items, FAST).use_pretrained(LightGCNResult.load(path)).fit(split.train)
     np.testing.assert_array_equal(again.retrieve(np.arange(20), 5), gcn.retrieve(np.arange(20), 5))
     assert again.fit_s >= gcn.result.fit_s
@@ -295,47 +300,6 @@ def test_faiss_backend_matches_exact(data, gcn):
     np.testing.assert_array_equal(f.retrieve(users, 6, before=times), gcn.retrieve(users, 6, before=times))
 
 
-def test_benchmark_writes_tables_and_provenance(data, tiny, tmp_path):
-    ds, split = data
-    config = RetrievalBenchmarkConfig(
-        profile="test", dataset="synthetic", ks=(2, 4), n_queries=12,
-        retrievers=("gcn", "llm", "random", "none"), lightgcn=replace(FAST, max_epochs=6), llm_history_items=3, warmup=1,
-    )
-    bench = run_retrieval_benchmark(config, dataset=ds, split=split, backbone=tiny, results_root=tmp_path)
-    table = pd.read_csv(bench.directory / "retrieval.csv")
-    for col in ("retriever", "layer_combination", "k", "p50_ms", "p95_ms", "queries_per_s", "fit_s", "neighbour_hit_rate"):
-        assert col in table.columns
-    assert len(table) == (2 + 1 + 1 + 1) * 2  # gcn mean/last, llm, random, none × 2 ks
-    assert set(table["retriever"]) == {"gcn", "llm", "random", "none"}
-    assert set(table.loc[table["retriever"] == "gcn", "layer_combination"]) == {"mean", "last"}
-    assert table["neighbour_hit_rate"].between(0, 1).all()
-    assert (table.loc[table["retriever"] == "none", "neighbour_hit_rate"] == 0).all()
-    gcn_rows = table[table["retriever"] == "gcn"]
-    assert (gcn_rows["neighbour_hit_rate"].to_numpy() > table.loc[table["retriever"] == "random", "neighbour_hit_rate"].min()).any()
-    lgcn = pd.read_csv(bench.directory / "lightgcn.csv")
-    assert lgcn["model"].tolist() == ["popularity", "lightgcn-mean", "lightgcn-last"]
-    assert (bench.directory / "lightgcn_history.csv").exists()
-    prov = json.loads((bench.directory / "provenance.json").read_text())
-    step = prov["steps"]["retrieval"]
-    assert step["parameters"]["config"]["ks"] == [2, 4] and step["seed"] == 0
-    assert set(step["outputs"]) == {"retrieval.csv", "lightgcn.csv", "lightgcn_history.csv"}
-    assert bench.speedup(2) > 0
-    few = run_retrieval_benchmark(
-        replace(config, retrievers=("random",), ks=(4,), hit_items=1), dataset=ds, split=split, write=False
-    )
-    assert few.directory is None
-    every = table[(table["retriever"] == "random") & (table["k"] == 4)]["neighbour_hit_rate"].iloc[0]
-    assert few.table["neighbour_hit_rate"].iloc[0] <= every  # fewer items shown, fewer hits
-    with pytest.raises(ConfigError):
-        RetrievalBenchmarkConfig(retrievers=("gcn", "bm25"))
-    with pytest.raises(ConfigError):
-        RetrievalBenchmarkConfig(ks=(0,))
-    with pytest.raises(ConfigError):
-        RetrievalBenchmarkConfig(layer_combinations=("mean", "sum"))
-    with pytest.raises(ConfigError):
-        RetrievalBenchmarkConfig(hit_items=0)
-
-
 def test_blocks_of_queries_give_the_same_answer(gcn, cold, data):
     _, split = data
     users = np.arange(N_USERS)
@@ -379,18 +343,6 @@ def test_llm_precomputed_skips_the_llm_and_gives_the_same_neighbours(llm, monkey
     np.testing.assert_array_equal(llm.retrieve(users, 4, precomputed=True), live)
     with pytest.raises(AssertionError):
         llm.retrieve(users, 4)
-
-
-def test_default_benchmark_config_measures_the_retrievers_the_prompts_use():
-    from ragrec.config import get_profile
-    from ragrec.experiments.retrieval_benchmark import default_retrieval_config
-
-    for name in ("smoke", "cpu", "gpu"):
-        p = get_profile(name)
-        config = default_retrieval_config(p)
-        assert p.prompt.k in config.ks and p.prompt.vote_k in config.ks
-        assert config.llm_history_items == p.data.history_len
-        assert config.lightgcn == p.lightgcn and config.dataset == p.data.dataset
 
 
 def test_fit_caches_are_reused_with_the_fit_time_they_cost(data, tiny, tmp_path, monkeypatch):
