@@ -94,6 +94,32 @@ class BetaPair:
 
 
 @dataclass(frozen=True)
+class CFSettings:
+    """The ``cf`` variant (beyond the paper): collaborative soft tokens on the trained main model.
+
+    CoLLM's second step: the main run's LoRA and heads stay frozen and only the projection (and
+    the unknown-id vectors) trains, on the main run's training prompts rebuilt with the slots.
+
+    Attributes:
+        contexts: contexts the variant is scored under (on the same samples as the main model).
+        train_cap: training prompts (a stratified subset of the main run's; None: all).
+        epochs: passes over them.
+        lr: the projection's learning rate.
+        expansion: the projection's hidden width as a multiple of the vectors' (CoLLM: 10).
+    """
+
+    contexts: tuple[str, ...] = ("gcn", "none")
+    train_cap: int | None = None
+    epochs: int = 1
+    lr: float = 1e-3
+    expansion: int = 10
+
+    def __post_init__(self) -> None:
+        if (self.train_cap is not None and self.train_cap < 1) or self.epochs < 1 or self.lr <= 0 or self.expansion < 1:
+            raise ConfigError(f"invalid CFSettings {self}")
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything a reproduction run needs; one instance per profile name."""
 
@@ -111,6 +137,7 @@ class Profile:
     # interaction, in this many folds (1: the plain retriever, which has seen that edge).
     train_folds: int = 2
     beta_pair: BetaPair | None = BetaPair()  # None: no β ablation
+    cf: CFSettings | None = CFSettings()  # None: no collaborative-token variant
     notes: str = ""
 
     @property
@@ -135,6 +162,7 @@ SMOKE = Profile(
     eval_batch_size=32,
     evaluation=EvalSettings(reduced_cap=96),
     beta_pair=BetaPair(train_cap=96, epochs=1),
+    cf=CFSettings(train_cap=96, lr=5e-3),
     notes="Whole pipeline on a synthetic dataset with a tiny random Llama: checks plumbing, not accuracy.",
 )
 
@@ -159,6 +187,8 @@ CPU = Profile(
     evaluation=EvalSettings(reduced_cap=1000),
     # Two 800-step runs do not fit the budget: the β pair trains two complete shorter runs.
     beta_pair=BetaPair(train_cap=800, epochs=1),
+    # CoLLM's second step: the projection alone, one pass over the main run's prompts
+    cf=CFSettings(epochs=1, lr=1e-3),
     notes="SmolLM2-135M-Instruct on MovieLens-100K, sized for 60 minutes on 2 CPU cores.",
 )
 

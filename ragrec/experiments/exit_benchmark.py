@@ -251,14 +251,9 @@ def run_exit_benchmark(
         holds the full-depth agreement figures (engine "never exit" vs plain forward on the
         merged model; plain forward vs the saved predictions of the unmerged model).
     """
-    from ragrec.experiments.recommender import (
-        encode_contexts,
-        fit_retrievers,
-        load_model,
-        load_trained_model,
-        model_dir,
-        prepare_data,
-    )
+    from ragrec.experiments.contexts import encode_contexts
+    from ragrec.experiments.prepare import fit_retrievers, load_model, prepare_data
+    from ragrec.experiments.scoring import load_trained_model, model_dir
     from ragrec.model.prompts import PromptBuilder
 
     config = config or default_exit_config(profile)
