@@ -4,12 +4,14 @@ context, on test or validation samples, and the ``heads.csv`` rows.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ragrec.config import BetaPair, Profile
 from ragrec.data import (
@@ -22,6 +24,7 @@ from ragrec.llm.backbone import Backbone
 from ragrec.metrics import head_table
 from ragrec.model.checkpoints import TrainResult, load_trained
 from ragrec.model.heads import ExitHeads
+from ragrec.model.inference import for_inference
 from ragrec.model.lora import attach_lora
 from ragrec.model.prompts import PromptBuilder
 from ragrec.model.train import predict_heads, train_multihead
@@ -172,21 +175,55 @@ def evaluate_contexts(
     """Per-head AUC/LogLoss of ``model`` on the test samples under each context (all of them or
     the reduced subset, :func:`test_samples`; always the reduced one when ``reduced``); writes
     ``predictions_<context>[_<variant>].csv`` and returns the ``heads.csv`` rows."""
-    p = prepared.profile
-    out_dir = result_dir(p.name, p.data.dataset, results_root)
-    tables = []
-    for ctx in contexts:
-        samples = test_samples(prepared, None if reduced else ctx)
-        per_head, mean_tokens = score_context(prepared, model, retrievers, builder, samples, ctx, progress=progress)
-        name = f"predictions_{ctx}.csv" if variant == "main" else f"predictions_{ctx}_{variant}.csv"
-        write_csv(predictions_frame(samples, per_head, model.heads.head_layers), out_dir / name)
-        table = head_table(samples.frame["label"].to_numpy(), per_head, model.heads.head_layers, context=ctx, seed=p.seed)
-        table.insert(1, "variant", variant)
-        table.insert(2, "beta", model.beta)
-        table.insert(3, "train_steps", model.result.steps)
-        table["mean_prompt_tokens"] = mean_tokens
-        tables.append(table)
+    tables = [
+        evaluate_samples(prepared, model, retrievers, builder, test_samples(prepared, None if reduced else ctx), ctx,
+                         results_root=results_root, variant=variant, progress=progress)
+        for ctx in contexts
+    ]
     return pd.concat(tables, ignore_index=True)
+
+
+def evaluate_samples(
+    prepared: Prepared, model: TrainedModel, retrievers: dict[str, Retriever], builder: PromptBuilder,
+    samples: Samples, context: str, *, results_root=None, variant: str = "main", progress: bool = True,
+) -> pd.DataFrame:
+    """Score ``samples`` under one context, write ``predictions_<context>[_<variant>].csv`` and
+    return its ``heads.csv`` rows."""
+    p = prepared.profile
+    per_head, mean_tokens = score_context(prepared, model, retrievers, builder, samples, context, progress=progress)
+    name = f"predictions_{context}.csv" if variant == "main" else f"predictions_{context}_{variant}.csv"
+    write_csv(predictions_frame(samples, per_head, model.heads.head_layers),
+              result_dir(p.name, p.data.dataset, results_root) / name)
+    table = head_table(samples.frame["label"].to_numpy(), per_head, model.heads.head_layers, context=context, seed=p.seed)
+    table.insert(1, "variant", variant)
+    table.insert(2, "beta", model.beta)
+    table.insert(3, "train_steps", model.result.steps)
+    table["mean_prompt_tokens"] = mean_tokens
+    return table
+
+
+def to_scoring(model: TrainedModel, dtype: torch.dtype, backbone: Backbone | None = None) -> TrainedModel:
+    """``model`` as it is scored (:func:`ragrec.model.inference.for_inference`): LoRA merged in
+    place, cast to ``dtype``; ``backbone``: an already merged backbone the heads share."""
+    merged, heads = for_inference(backbone or model.backbone, model.heads, dtype)
+    return TrainedModel(merged, heads, model.result, model.beta)
+
+
+def fp32_reference(model: TrainedModel) -> TrainedModel:
+    """An fp32 scoring copy of ``model`` (the original stays untouched), for the dtype check."""
+    return to_scoring(TrainedModel(copy.deepcopy(model.backbone), model.heads, model.result, model.beta), torch.float32)
+
+
+def dtype_check(
+    prepared: Prepared, fp32: TrainedModel, retrievers: dict[str, Retriever], builder: PromptBuilder,
+    *, results_root=None, progress: bool = True,
+) -> pd.DataFrame:
+    """The fp32 model on ``evaluation.dtype_check`` of the reduced test samples, GCN context
+    (``predictions_gcn_fp32.csv``, variant ``fp32``): what scoring in the profile's dtype costs."""
+    p = prepared.profile
+    samples = cap_samples(test_samples(prepared), p.evaluation.dtype_check, seed=p.seed)
+    return evaluate_samples(prepared, fp32, retrievers, builder, samples, "gcn", results_root=results_root,
+                            variant="fp32", progress=progress)
 
 
 def save_validation_predictions(

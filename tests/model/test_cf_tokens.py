@@ -151,3 +151,21 @@ def test_training_with_frozen_lora_and_heads_moves_only_the_projection(tmp_path)
     assert all(torch.equal(v, heads.norms.state_dict()[k]) for k, v in norms.items())
     assert all(torch.equal(p, dict(backbone.model.named_parameters())[n]) for n, p in lora.items())
     assert not torch.equal(projection, heads.cf.project[0].weight)
+
+
+def test_for_inference_merges_lora_and_keeps_the_collaborative_slots():
+    from ragrec.model.inference import for_inference
+    from ragrec.model.train import predict_heads
+
+    backbone, heads, prompts, cf_ids = _cf_model(lora=True)
+    with torch.no_grad():  # a non-zero adapter, so merging has something to fold in
+        for name, p in backbone.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.1)
+    before = predict_heads(backbone, heads, prompts, cf_ids=cf_ids)
+    merged, merged_heads = for_inference(backbone, heads)
+    assert not hasattr(merged.model, "merge_and_unload")
+    np.testing.assert_allclose(predict_heads(merged, merged_heads, prompts, cf_ids=cf_ids), before, atol=1e-5)
+    _, bf16_heads = for_inference(merged, heads, torch.bfloat16)
+    assert bf16_heads.cf.project[0].weight.dtype == torch.bfloat16
+    np.testing.assert_allclose(predict_heads(_, bf16_heads, prompts, cf_ids=cf_ids), before, atol=0.05)
