@@ -33,7 +33,6 @@ from ragrec.experiments.scoring import (
     evaluate_contexts,
     load_trained_model,
     save_validation_predictions,
-    training_log,
 )
 from ragrec.llm.backbone import Backbone
 from ragrec.metrics import auc
@@ -158,29 +157,36 @@ def load_cf_model(prepared: Prepared, backbone: Backbone, *, results_root=None) 
     placeholder = CFEmbeddings(np.zeros(users, np.float32), np.zeros(items, np.float32),
                                np.ones(users[0], bool), np.ones(items[0], bool), source="checkpoint")
     heads = cf_heads(main, placeholder, p.cf.expansion, p.seed)
-    result = load_trained(directory, backbone, heads, "final")
+    result = load_trained(directory, main.backbone, heads, "final")
     heads.eval()
-    return TrainedModel(backbone, heads, result, main.beta)
+    return TrainedModel(main.backbone, heads, result, main.beta)
 
 
-def run_cf_variant(
+def fit_cf_variant(
     prepared: Prepared, main: TrainedModel, retrievers: dict[str, Retriever], train_retrievers: dict, *,
     results_root=None, progress: bool = True,
-) -> tuple[list[pd.DataFrame], list[pd.DataFrame], list[str]]:
-    """Choose the vectors on validation, train the projection, save its validation predictions
-    and score it under ``profile.cf.contexts`` on the main model's test samples (variant ``cf``).
-    Returns its ``heads.csv`` rows, its training log and the files written."""
+) -> TrainedModel:
+    """Choose the vectors on validation (``cf_choice.csv``) and train the projection on the main
+    model (:func:`train_cf_model`), before the main model is merged for scoring."""
     p = prepared.profile
-    out_dir = result_dir(p.name, p.data.dataset, results_root)
     embeddings, choice = choose_cf_embeddings(prepared.split.train, retrievers["gcn"], prepared.dataset.n_items,
                                               prepared.samples.part("train"), prepared.valid,
                                               config=LikeMFConfig(seed=p.seed))
-    write_csv(choice, out_dir / "cf_choice.csv")
-    model = train_cf_model(prepared, main, embeddings, retrievers, train_retrievers, results_root=results_root,
-                           progress=progress)
-    builder = cf_builder(prepared, main.backbone, retrievers)
+    write_csv(choice, result_dir(p.name, p.data.dataset, results_root) / "cf_choice.csv")
+    return train_cf_model(prepared, main, embeddings, retrievers, train_retrievers, results_root=results_root,
+                          progress=progress)
+
+
+def score_cf_variant(
+    prepared: Prepared, model: TrainedModel, retrievers: dict[str, Retriever], *, results_root=None,
+    progress: bool = True,
+) -> tuple[list[pd.DataFrame], list[str]]:
+    """Save the variant's validation predictions and score it under ``profile.cf.contexts`` on
+    the main model's test samples (variant ``cf``). Returns its ``heads.csv`` rows and files."""
+    p = prepared.profile
+    builder = cf_builder(prepared, model.backbone, retrievers)
     names = save_validation_predictions(prepared, model, retrievers, builder, results_root=results_root,
                                         variant="cf", progress=progress)
     table = evaluate_contexts(prepared, model, retrievers, builder, p.cf.contexts, results_root=results_root,
                               variant="cf", progress=progress)
-    return [table], [training_log(model)], ["cf_choice.csv", *names] + [f"predictions_{c}_cf.csv" for c in p.cf.contexts]
+    return [table], ["cf_choice.csv", *names] + [f"predictions_{c}_cf.csv" for c in p.cf.contexts]

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from ragrec.config import Profile
-from ragrec.experiments.cf_model import run_cf_variant
+from ragrec.experiments.cf_model import fit_cf_variant, score_cf_variant
 from ragrec.experiments.contexts import FoldedRetriever, information_rows
 from ragrec.experiments.prepare import (
     Prepared,
@@ -36,11 +36,15 @@ from ragrec.experiments.prepare import (
 )
 from ragrec.experiments.scoring import (
     TrainedModel,
+    dtype_check,
     evaluate_contexts,
+    fp32_reference,
     save_validation_predictions,
+    to_scoring,
     train_model,
     training_log,
 )
+from ragrec.model.inference import scoring_dtype
 from ragrec.model.prompts import PromptBuilder
 from ragrec.results import Provenance, result_dir, write_csv
 from ragrec.retrieval.base import Retriever
@@ -51,8 +55,9 @@ def run_beta_pair(
     train_retrievers: dict[str, Retriever | FoldedRetriever], *, results_root=None, progress: bool = True,
 ) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
     """The β ablation (:class:`ragrec.config.BetaPair`): the profile's β and β = 0, each a complete
-    run on the pair's schedule, scored under the GCN context on the reduced test samples
-    (variants ``pair_beta<β>``). Returns their ``heads.csv`` rows and training logs."""
+    run on the pair's schedule, scored (like ``main``, already prepared for scoring) under the GCN
+    context on the reduced test samples (variants ``pair_beta<β>``). Returns their ``heads.csv``
+    rows and training logs."""
     p = prepared.profile
     tables, logs = [], []
     for beta in (p.train.beta, 0.0):
@@ -62,9 +67,10 @@ def run_beta_pair(
             # a fresh backbone: LoRA was injected into the main one in place
             base = load_model(p, prepared.dataset)
             builder = PromptBuilder(prepared.dataset, base, retrievers["gcn"].sequences, p.prompt)
-            model = train_model(prepared, base, retrievers, builder, train_retrievers=train_retrievers, beta=beta,
-                                pair=p.beta_pair, validate=False, results_root=results_root, progress=progress)
-            logs.append(training_log(model))
+            trained = train_model(prepared, base, retrievers, builder, train_retrievers=train_retrievers, beta=beta,
+                                  pair=p.beta_pair, validate=False, results_root=results_root, progress=progress)
+            logs.append(training_log(trained))
+            model = to_scoring(trained, scoring_dtype(p.evaluation.dtype))
         builder = builder or PromptBuilder(prepared.dataset, model.backbone, retrievers["gcn"].sequences, p.prompt)
         tables.append(evaluate_contexts(prepared, model, retrievers, builder, ("gcn",), results_root=results_root,
                                         variant=f"pair_beta{beta:g}", reduced=True, progress=progress))
@@ -83,19 +89,27 @@ def run_recommender(profile: Profile, *, data_root=None, results_root=None, beta
     retrievers = fit_retrievers(prepared, backbone, profile.contexts, results_root=results_root, progress=progress)
     builder = PromptBuilder(prepared.dataset, backbone, retrievers[profile.contexts[0]].sequences, profile.prompt)
     train_retrievers = training_retrievers(prepared, retrievers, results_root=results_root, progress=progress)
-    model = train_model(prepared, backbone, retrievers, builder, train_retrievers=train_retrievers,
-                        results_root=results_root, progress=progress)
+    trained = train_model(prepared, backbone, retrievers, builder, train_retrievers=train_retrievers,
+                          results_root=results_root, progress=progress)
+    logs = [training_log(trained)]
+    has_cf = profile.cf is not None and "gcn" in retrievers
+    # the cf variant trains on the main model's (unmerged) LoRA, so before scoring merges it
+    cf = fit_cf_variant(prepared, trained, retrievers, train_retrievers, results_root=results_root,
+                        progress=progress) if has_cf else None
+    fp32 = fp32_reference(trained) if profile.evaluation.dtype_check else None
+    model = to_scoring(trained, scoring_dtype(profile.evaluation.dtype))
     out_dir = result_dir(profile.name, profile.data.dataset, results_root)
     for stale in [*out_dir.glob("predictions_*_pair_beta*.csv"), *out_dir.glob("predictions*_cf.csv")]:
         stale.unlink()  # a variant of another profile must not outlive it
     write_csv(_information(prepared, builder, retrievers, train_retrievers), out_dir / "information.csv")
     outputs = save_validation_predictions(prepared, model, retrievers, builder, results_root=results_root, progress=progress)
     tables = [evaluate_contexts(prepared, model, retrievers, builder, profile.contexts, results_root=results_root, progress=progress)]
-    logs = [training_log(model)]
-    if profile.cf is not None and "gcn" in retrievers:
-        cf_tables, cf_logs, cf_files = run_cf_variant(prepared, model, retrievers, train_retrievers,
-                                                      results_root=results_root, progress=progress)
-        tables, logs, outputs = tables + cf_tables, logs + cf_logs, outputs + cf_files
+    if fp32 is not None:
+        tables.append(dtype_check(prepared, fp32, retrievers, builder, results_root=results_root, progress=progress))
+    if cf is not None:
+        cf_tables, cf_files = score_cf_variant(prepared, to_scoring(cf, scoring_dtype(profile.evaluation.dtype), model.backbone),
+                                               retrievers, results_root=results_root, progress=progress)
+        tables, logs, outputs = tables + cf_tables, logs + [training_log(cf)], outputs + cf_files
     if beta_ablation and profile.beta_pair is not None and profile.train.beta != 0 and "gcn" in retrievers:
         pair_tables, pair_logs = run_beta_pair(prepared, model, retrievers, train_retrievers,
                                                results_root=results_root, progress=progress)

@@ -221,7 +221,8 @@ def dtype_check(
     """The fp32 model on ``evaluation.dtype_check`` of the reduced test samples, GCN context
     (``predictions_gcn_fp32.csv``, variant ``fp32``): what scoring in the profile's dtype costs."""
     p = prepared.profile
-    samples = cap_samples(test_samples(prepared), p.evaluation.dtype_check, seed=p.seed)
+    reduced = test_samples(prepared)
+    samples = cap_samples(reduced, min(p.evaluation.dtype_check, len(reduced)), seed=p.seed)
     return evaluate_samples(prepared, fp32, retrievers, builder, samples, "gcn", results_root=results_root,
                             variant="fp32", progress=progress)
 

@@ -15,7 +15,7 @@ import dataclasses
 
 import torch
 
-from ragrec.errors import ConfigError
+from ragrec.errors import ConfigError, ModelError
 from ragrec.llm.backbone import Backbone
 from ragrec.model.heads import ExitHeads
 
@@ -40,6 +40,11 @@ def for_inference(backbone: Backbone, heads: ExitHeads, dtype: torch.dtype = tor
     model = backbone.model
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
+    if any("lora_" in name for name, _ in model.named_parameters()):
+        # peft injects its layers into the base model in place: only the PeftModel wrapper can
+        # merge them, so an unwrapped model with adapters would be scored unmerged, silently
+        raise ModelError("this model carries LoRA layers but no peft wrapper to merge them; pass the Backbone "
+                         "that attach_lora returned")
     model = model.to(dtype).eval()
     merged = dataclasses.replace(backbone, model=model)
     out = ExitHeads(merged, heads.head_layers, readout=heads.has_readouts)

@@ -33,7 +33,11 @@ def test_recommender_writes_heads_predictions_and_provenance_and_reloads(tmp_pat
     table = pd.read_csv(out / "heads.csv")
     assert {"context", "variant", "beta", "head_layer", "auc", "auc_ci_low", "auc_ci_high", "logloss"} <= set(table.columns)
     assert set(table["context"]) == set(profile.contexts)
-    assert set(table["variant"]) == {"main", "cf", "pair_beta0.1", "pair_beta0"}
+    assert set(table["variant"]) == {"main", "fp32", "cf", "pair_beta0.1", "pair_beta0"}
+    # the profile scores in bf16; the fp32 check is paired with the bf16 scores on its samples
+    fp32, bf16 = pd.read_csv(out / "predictions_gcn_fp32.csv"), pd.read_csv(out / "predictions_gcn.csv")
+    paired = bf16.set_index("sample_id").loc[fp32["sample_id"]]
+    assert 0 < np.abs(paired["p_head_6"].to_numpy() - fp32["p_head_6"].to_numpy()).max() < 0.05
     assert (table["auc_ci_low"] <= table["auc"]).all() and (table["auc"] <= table["auc_ci_high"]).all()
     # Every AUC can be recomputed from the saved per-sample predictions.
     preds = pd.read_csv(out / "predictions_gcn.csv")
@@ -116,9 +120,11 @@ def test_the_cf_variant_scores_the_main_models_samples_and_reloads_with_its_vect
     reloaded = load_cf_model(prepared, load_model(profile, prepared.dataset), results_root=tmp_path)
     from ragrec.experiments.cf_model import cf_builder
     from ragrec.experiments.prepare import fit_retrievers
-    from ragrec.experiments.scoring import score_context
+    from ragrec.experiments.scoring import score_context, to_scoring
+    from ragrec.model.inference import scoring_dtype
 
+    reloaded = to_scoring(reloaded, scoring_dtype(profile.evaluation.dtype))  # as the recommender scored it
     retrievers = fit_retrievers(prepared, reloaded.backbone, ("gcn",), results_root=tmp_path)
     per_head, _ = score_context(prepared, reloaded, retrievers, cf_builder(prepared, reloaded.backbone, retrievers),
                                 prepared.test, "gcn", progress=False)
-    np.testing.assert_allclose(per_head[:, -1], cf["p_head_6"], atol=1e-6)
+    np.testing.assert_array_equal(per_head[:, -1], cf["p_head_6"])

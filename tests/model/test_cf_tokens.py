@@ -169,3 +169,15 @@ def test_for_inference_merges_lora_and_keeps_the_collaborative_slots():
     _, bf16_heads = for_inference(merged, heads, torch.bfloat16)
     assert bf16_heads.cf.project[0].weight.dtype == torch.bfloat16
     np.testing.assert_allclose(predict_heads(_, bf16_heads, prompts, cf_ids=cf_ids), before, atol=0.05)
+
+
+def test_for_inference_refuses_a_model_whose_adapters_it_cannot_merge():
+    import dataclasses
+
+    from ragrec.errors import ModelError
+    from ragrec.model.inference import for_inference
+
+    backbone, heads, _, _ = _cf_model(lora=True)
+    unwrapped = dataclasses.replace(backbone, model=backbone.model.get_base_model())  # LoRA layers, no wrapper
+    with pytest.raises(ModelError, match="peft wrapper"):
+        for_inference(unwrapped, heads)
