@@ -116,7 +116,7 @@ def canonicalize(
     items = items[~items.index.duplicated(keep="first")]
     missing = ~pd.Index(item_raw).isin(items.index)
     if missing.any():
-        skipped[f"items without metadata (titled by id)"] = int(missing.sum())
+        skipped["items without metadata (titled by id)"] = int(missing.sum())
     aligned = items.reindex(item_raw)
     aligned["title"] = aligned["title"].where(
         aligned["title"].notna(), pd.Series([f"item {r}" for r in item_raw], index=item_raw)

@@ -323,7 +323,7 @@ def llm_predictions(out_dir: os.PathLike, contexts: tuple[str, ...], sample_ids:
 def run_baselines(profile: Profile, *, config: BaselineConfig | None = None, data_root=None, results_root=None) -> pd.DataFrame:
     """Score the baselines (and the LLM, when its predictions exist) on the recommender's test
     samples; write ``baselines.csv``, ``predictions_baselines.csv`` and provenance."""
-    from ragrec.experiments.recommender import fit_retrievers, prepare_data
+    from ragrec.experiments.prepare import fit_retrievers, prepare_data
 
     started = time.perf_counter()
     config = config or BaselineConfig(seed=profile.seed)

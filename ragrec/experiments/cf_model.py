@@ -7,15 +7,41 @@ choice is made on *validation* samples: a logistic regression reads each candida
 vector, item vector and their elementwise product, is fitted on the training samples and scored
 on the validation samples; the candidate with the higher validation AUC feeds the tokens.
 ``cf_choice.csv`` records both AUCs, so the choice can be redone.
+
+Then CoLLM's second step on the trained main model (:func:`train_cf_model`): its LoRA and heads
+stay frozen and only the projection learns; the variant is scored on the main model's test
+samples, so ``cf`` against ``main`` is a paired comparison of the tokens alone.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+from safetensors import safe_open
 
 from ragrec.data import Samples
+from ragrec.errors import ModelError
+from ragrec.experiments.contexts import encode_contexts, mixed_contexts
+from ragrec.experiments.prepare import Prepared, checkpoint_dir
+from ragrec.experiments.scoring import (
+    TrainedModel,
+    capped_rows,
+    cf_ids_of,
+    evaluate_contexts,
+    load_trained_model,
+    save_validation_predictions,
+)
+from ragrec.llm.backbone import Backbone
 from ragrec.metrics import auc
+from ragrec.model.cf_tokens import CFTokens, cf_marker
+from ragrec.model.heads import ExitHeads
+from ragrec.model.prompts import PromptBuilder
+from ragrec.model.train import load_trained, train_multihead
+from ragrec.results import result_dir, write_csv
+from ragrec.retrieval.base import Retriever
 from ragrec.retrieval.collaborative import CFEmbeddings, LikeMFConfig, fit_like_mf
 from ragrec.retrieval.gcn import GCNRetriever
 
@@ -67,3 +93,100 @@ def choose_cf_embeddings(
     table = pd.DataFrame({"source": list(scores), "valid_probe_auc": list(scores.values()),
                           "chosen": [name == best for name in scores]})
     return candidates[best], table
+
+
+# --------------------------------------------------------------------------------------------
+# the variant: train the projection on the frozen main model, score it like the main model
+
+
+def cf_model_dir(profile, results_root=None) -> Path:
+    return checkpoint_dir(profile, results_root) / f"model_beta{profile.train.beta:g}_cf"
+
+
+def cf_builder(prepared: Prepared, backbone: Backbone, retrievers: dict[str, Retriever]) -> PromptBuilder:
+    """The profile's prompts with the two collaborative slots."""
+    p = prepared.profile
+    return PromptBuilder(prepared.dataset, backbone, retrievers["gcn"].sequences, replace(p.prompt, cf_tokens=True))
+
+
+def cf_heads(main: TrainedModel, embeddings: CFEmbeddings, expansion: int, seed: int) -> ExitHeads:
+    """A copy of the main model's heads on the same backbone, with collaborative tokens attached."""
+    heads = ExitHeads(main.backbone, main.heads.head_layers, readout=main.heads.has_readouts)
+    heads.load_state_dict(main.heads.state_dict())
+    marker = cf_marker(main.backbone.tokenizer)[1]
+    heads.attach_cf(CFTokens(embeddings, heads.hidden_size, marker, expansion=expansion, seed=seed))
+    return heads
+
+
+def train_cf_model(
+    prepared: Prepared, main: TrainedModel, embeddings: CFEmbeddings, retrievers: dict[str, Retriever],
+    train_retrievers: dict, *, results_root=None, progress: bool = True,
+) -> TrainedModel:
+    """CoLLM's second step on the main model: LoRA and the heads frozen, only the projection
+    trains, on the main run's training prompts (or the profile's subset) rebuilt with the slots."""
+    p, s = prepared.profile, prepared.profile.cf
+    heads = cf_heads(main, embeddings, s.expansion, p.seed)
+    for param in [*main.backbone.model.parameters(), *heads.norms.parameters(), *heads.readouts.parameters()]:
+        param.requires_grad_(False)
+    builder = cf_builder(prepared, main.backbone, retrievers)
+    contexts = mixed_contexts(len(prepared.train), p.contexts, p.seed)
+    rows = capped_rows(prepared, s.train_cap)
+    train = prepared.train.subset(prepared.train.frame.index[rows])
+    prompts = encode_contexts(builder, train_retrievers, train, [contexts[r] for r in rows])
+    valid_prompts = encode_contexts(builder, retrievers, prepared.valid, ["gcn"] * len(prepared.valid))
+    config = replace(p.train, lr=s.lr, epochs=s.epochs)
+    result = train_multihead(
+        main.backbone, heads, prompts, train.frame["label"].to_numpy(), config, cf_model_dir(p, results_root),
+        valid=(valid_prompts, prepared.valid.frame["label"].to_numpy()), progress=progress,
+        cf_ids=cf_ids_of(train), valid_cf_ids=cf_ids_of(prepared.valid),
+    )
+    return TrainedModel(main.backbone, heads, result, config.beta)
+
+
+def load_cf_model(prepared: Prepared, backbone: Backbone, *, results_root=None) -> TrainedModel:
+    """The finished ``cf`` variant, reloaded on a fresh ``backbone`` (never trained here): the
+    collaborative vectors come back from its checkpoint. ModelError if absent."""
+    p = prepared.profile
+    directory = cf_model_dir(p, results_root)
+    main = load_trained_model(prepared, backbone, results_root=results_root)
+    path = directory / "final" / "heads.safetensors"
+    if not path.is_file():
+        raise ModelError(f"no trained cf variant at {directory}; run the recommender step first")
+    with safe_open(str(path), "pt") as saved:
+        users, items = saved.get_slice("cf.users").get_shape(), saved.get_slice("cf.items").get_shape()
+    placeholder = CFEmbeddings(np.zeros(users, np.float32), np.zeros(items, np.float32),
+                               np.ones(users[0], bool), np.ones(items[0], bool), source="checkpoint")
+    heads = cf_heads(main, placeholder, p.cf.expansion, p.seed)
+    result = load_trained(directory, main.backbone, heads, "final")
+    heads.eval()
+    return TrainedModel(main.backbone, heads, result, main.beta)
+
+
+def fit_cf_variant(
+    prepared: Prepared, main: TrainedModel, retrievers: dict[str, Retriever], train_retrievers: dict, *,
+    results_root=None, progress: bool = True,
+) -> TrainedModel:
+    """Choose the vectors on validation (``cf_choice.csv``) and train the projection on the main
+    model (:func:`train_cf_model`), before the main model is merged for scoring."""
+    p = prepared.profile
+    embeddings, choice = choose_cf_embeddings(prepared.split.train, retrievers["gcn"], prepared.dataset.n_items,
+                                              prepared.samples.part("train"), prepared.valid,
+                                              config=LikeMFConfig(seed=p.seed))
+    write_csv(choice, result_dir(p.name, p.data.dataset, results_root) / "cf_choice.csv")
+    return train_cf_model(prepared, main, embeddings, retrievers, train_retrievers, results_root=results_root,
+                          progress=progress)
+
+
+def score_cf_variant(
+    prepared: Prepared, model: TrainedModel, retrievers: dict[str, Retriever], *, results_root=None,
+    progress: bool = True,
+) -> tuple[list[pd.DataFrame], list[str]]:
+    """Save the variant's validation predictions and score it under ``profile.cf.contexts`` on
+    the main model's test samples (variant ``cf``). Returns its ``heads.csv`` rows and files."""
+    p = prepared.profile
+    builder = cf_builder(prepared, model.backbone, retrievers)
+    names = save_validation_predictions(prepared, model, retrievers, builder, results_root=results_root,
+                                        variant="cf", progress=progress)
+    table = evaluate_contexts(prepared, model, retrievers, builder, p.cf.contexts, results_root=results_root,
+                              variant="cf", progress=progress)
+    return [table], ["cf_choice.csv", *names] + [f"predictions_{c}_cf.csv" for c in p.cf.contexts]

@@ -35,6 +35,7 @@ import torch
 from ragrec.config import ExitBenchmarkConfig, Profile
 from ragrec.data import Samples
 from ragrec.errors import DataError
+from ragrec.experiments.contexts import encode_contexts
 from ragrec.experiments.end_to_end import E2E_RETRIEVER, Pipeline, run_end_to_end
 from ragrec.experiments.exit_sweep import (
     ExitPoint,
@@ -44,15 +45,13 @@ from ragrec.experiments.exit_sweep import (
     threshold_sweep,
 )
 from ragrec.experiments.exit_timing import benchmark_engine, plain_predict
-from ragrec.experiments.recommender import (
+from ragrec.experiments.prepare import (
     Prepared,
-    encode_contexts,
     fit_retrievers,
     load_model,
-    load_trained_model,
-    model_dir,
     prepare_data,
 )
+from ragrec.experiments.scoring import load_trained_model, model_dir
 from ragrec.experiments.timing import torch_threads
 from ragrec.llm.backbone import Backbone
 from ragrec.model.criteria import NeverExit

@@ -16,7 +16,9 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ragrec.errors import ConfigError
 
-_SPECIALS = ["<pad>", "<s>", "</s>", "[UNK]", "<|system|>", "<|user|>", "<|assistant|>"]
+# "<cf>" marks the prompt's collaborative slots (a word-level tokenizer maps unknown words to
+# [UNK], so [UNK] cannot mark them; see ragrec.model.cf_tokens.cf_marker)
+_SPECIALS = ["<pad>", "<s>", "</s>", "[UNK]", "<|system|>", "<|user|>", "<|assistant|>", "<cf>"]
 _PUNCT = list(".,:;!?'\"()[]{}-_/\\|*+=<>#%&@$^~`")
 # Words that prompt code is likely to write; anything else becomes [UNK] (harmless for tests).
 _WORDS = """

@@ -107,7 +107,11 @@ class EarlyExitEngine:
             raise ConfigError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
 
     def predict(
-        self, prompts: list[list[int]], batch_size: int, padding_side: Literal["left", "right"] = "left"
+        self,
+        prompts: list[list[int]],
+        batch_size: int,
+        padding_side: Literal["left", "right"] = "left",
+        cf_ids: np.ndarray | None = None,
     ) -> ExitResult:
         """P(Yes) and exit layer of every prompt.
 
@@ -122,6 +126,8 @@ class EarlyExitEngine:
             batch_size (int): rows per batch (≥ 1); a batch shrinks as its rows exit.
             padding_side (str, optional): ``"left"`` or ``"right"``; the results do not depend
                 on it. (default: :obj:`"left"`)
+            cf_ids (np.ndarray, optional): ``[N, 2]`` (user, item) per prompt, required when the
+                heads carry collaborative tokens. (default: :obj:`None`)
 
         Returns:
             :class:`ExitResult`, in the order of ``prompts``.
@@ -134,7 +140,8 @@ class EarlyExitEngine:
         layers_run = 0
         with torch.inference_mode():
             for idx in length_sorted_batches(prompts, batch_size):
-                batch = self._run_batch([prompts[i] for i in idx], padding_side)
+                rows_cf = None if cf_ids is None else torch.as_tensor(np.asarray(cf_ids)[idx], dtype=torch.long)
+                batch = self._run_batch([prompts[i] for i in idx], padding_side, rows_cf)
                 per_head_p[idx] = batch.per_head_p
                 p_yes[idx] = batch.p_yes
                 exit_layer[idx] = batch.exit_layer
@@ -147,13 +154,13 @@ class EarlyExitEngine:
             head_layers=self.heads.head_layers,
         )
 
-    def _start(self, batch: list[list[int]], padding_side: str) -> _Running:
+    def _start(self, batch: list[list[int]], padding_side: str, cf_ids: Tensor | None = None) -> _Running:
         """Pad ``batch`` and embed it: the running state before the first decoder layer."""
         core, device = self.core, self.backbone.device
         ids, valid = pad_prompts(batch, self.backbone.tokenizer.pad_token_id or 0, padding_side)
         ids, valid = ids.to(device), valid.to(device)
         pos = positions_from_mask(valid)  # [B, T]
-        hidden = core.model.embed_tokens(ids)  # [B, T, H]
+        hidden = self.heads.input_embeddings(ids, None if cf_ids is None else cf_ids.to(device))  # [B, T, H]
         cos, sin = core.model.rotary_emb(hidden, pos)  # each [B, T, head_dim]
         return _Running(
             rows=np.arange(len(batch)),
@@ -166,7 +173,7 @@ class EarlyExitEngine:
             mask=decoder_attention_mask(valid, hidden.dtype, self.core.config._attn_implementation),
         )
 
-    def _run_batch(self, batch: list[list[int]], padding_side: str) -> ExitResult:
+    def _run_batch(self, batch: list[list[int]], padding_side: str, cf_ids: Tensor | None = None) -> ExitResult:
         """Run one padded batch layer by layer, dropping rows as they exit; the result is in the
         order of ``batch``."""
         heads = self.heads
@@ -174,7 +181,7 @@ class EarlyExitEngine:
         per_head_p = np.full((n_rows, n_heads), np.nan)
         p_yes = np.full(n_rows, np.nan)
         exit_layer = np.zeros(n_rows, dtype=np.int64)
-        run = self._start(batch, padding_side)
+        run = self._start(batch, padding_side, cf_ids)
         cost = 0
         head = 0  # index of the next head
         prev_p: np.ndarray | None = None

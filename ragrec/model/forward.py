@@ -65,12 +65,16 @@ def check_mask(input_ids: Tensor, attention_mask: Tensor) -> None:
         raise ConfigError("every row needs at least one real token (attention_mask all zero in some row)")
 
 
-def plain_full_forward_p_yes(backbone: Backbone, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+def plain_full_forward_p_yes(
+    backbone: Backbone, input_ids: Tensor, attention_mask: Tensor, inputs_embeds: Tensor | None = None
+) -> Tensor:
     """P(Yes) ``[B]`` (fp32) from the plain Hugging Face full-depth forward: the RPS baseline.
 
     ``model(input_ids, attention_mask, position_ids)`` with mask-derived positions; vocabulary
     logits are computed only at the last real token (``logits_to_keep``, as ``generate`` does),
-    then restricted to [No, Yes].
+    then restricted to [No, Yes]. With ``inputs_embeds`` ``[B, T, H]`` (prompts whose
+    collaborative slots are filled, :meth:`ragrec.model.heads.ExitHeads.input_embeddings`) the
+    model reads those instead of embedding ``input_ids``.
     """
     check_mask(input_ids, attention_mask)
     last = last_token_index(attention_mask)
@@ -78,7 +82,8 @@ def plain_full_forward_p_yes(backbone: Backbone, input_ids: Tensor, attention_ma
     # Left padding: the last column is every row's last token, the cheap path generate() uses.
     keep: int | Tensor = 1 if bool((last == seq_len - 1).all()) else last[:, None]
     out = backbone.model(
-        input_ids=input_ids,
+        input_ids=None if inputs_embeds is not None else input_ids,
+        inputs_embeds=inputs_embeds,
         attention_mask=attention_mask,
         position_ids=positions_from_mask(attention_mask),
         use_cache=False,

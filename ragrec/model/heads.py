@@ -40,6 +40,7 @@ from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from ragrec.errors import ConfigError, ModelError
 from ragrec.llm.backbone import Backbone
+from ragrec.model.cf_tokens import CFTokens
 from ragrec.model.forward import (
     check_mask,
     last_token_index,
@@ -117,7 +118,12 @@ class ExitHeads(nn.Module):
     rows alone read it poorly. The readout is 2·(H + 1) numbers a head (1,154 for SmolLM2),
     fitted in closed form after training (:mod:`ragrec.model.readout`, which says why not by SGD).
 
-    Parameters (``state_dict``): the intermediate heads' norms (and readouts), nothing else.
+    Collaborative tokens (beyond the paper): :meth:`attach_cf` adds a
+    :class:`~ragrec.model.cf_tokens.CFTokens` whose projection fills the prompt's two slots
+    before layer 1; every forward then needs ``cf_ids`` ``[B, 2]`` (user, target item) per row.
+
+    Parameters (``state_dict``): the intermediate heads' norms (and readouts), and the
+    collaborative tokens' projection and frozen vectors when attached.
     """
 
     def __init__(self, backbone: Backbone, head_layers: Sequence[int], *, readout: bool = False):
@@ -148,6 +154,23 @@ class ExitHeads(nn.Module):
                 nn.init.zeros_(linear.weight)
                 nn.init.zeros_(linear.bias)
                 self.readouts[str(layer)] = linear
+        self.cf: CFTokens | None = None
+
+    def attach_cf(self, cf: CFTokens) -> None:
+        """Fill the prompts' collaborative slots with ``cf`` from now on (its parameters join the
+        heads' state dict and train at the first head's rate)."""
+        final = self._core.model.norm.weight
+        self.cf = cf.to(device=final.device, dtype=final.dtype)
+
+    def input_embeddings(self, input_ids: Tensor, cf_ids: Tensor | None = None) -> Tensor:
+        """What decoder layer 1 reads ``[B, T, H]``: the token embeddings, with the collaborative
+        slots filled when :meth:`attach_cf` was called (then ``cf_ids`` ``[B, 2]`` is required)."""
+        embed = self._core.model.embed_tokens
+        if self.cf is None:
+            return embed(input_ids)
+        if cf_ids is None:
+            raise ConfigError("these heads carry collaborative tokens: pass cf_ids, one (user, item) pair per prompt")
+        return self.cf.embed(embed, input_ids, cf_ids[:, 0], cf_ids[:, 1])
 
     @property
     def has_readouts(self) -> bool:
@@ -199,7 +222,9 @@ class ExitHeads(nn.Module):
         """``P(Yes)`` ``[B]`` (fp32) of head ``head_index`` on raw last-token states ``[B, H]``."""
         return p_yes_from_logits(self.logits(hidden_last, head_index))
 
-    def last_token_states(self, backbone_model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> list[Tensor]:
+    def last_token_states(
+        self, backbone_model: nn.Module, input_ids: Tensor, attention_mask: Tensor, cf_ids: Tensor | None = None
+    ) -> list[Tensor]:
         """Each head's input ``[B, H]`` from ONE full forward, at each row's last real token: the
         raw state after the head's layer, except for the full-depth head, whose state already
         has the model's final norm applied (as ``last_hidden_state`` has).
@@ -216,7 +241,7 @@ class ExitHeads(nn.Module):
             )
         check_mask(input_ids, attention_mask)
         out = core.model(
-            input_ids=input_ids,
+            inputs_embeds=self.input_embeddings(input_ids, cf_ids),  # the same as input_ids without CF tokens
             attention_mask=attention_mask,
             position_ids=positions_from_mask(attention_mask),
             output_hidden_states=True,
@@ -228,13 +253,15 @@ class ExitHeads(nn.Module):
             for layer in self.head_layers
         ]
 
-    def forward_all(self, backbone_model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    def forward_all(
+        self, backbone_model: nn.Module, input_ids: Tensor, attention_mask: Tensor, cf_ids: Tensor | None = None
+    ) -> Tensor:
         """Logits ``[B, n_heads, 2]`` of every head from ONE full forward (:meth:`last_token_states`).
 
         Gradients flow into the heads' norms (and readouts) and into whatever in the model is
         trainable (LoRA).
         """
-        states = self.last_token_states(backbone_model, input_ids, attention_mask)
+        states = self.last_token_states(backbone_model, input_ids, attention_mask, cf_ids)
         logits = [
             # The full-depth state is already normed: only the projection is left to do.
             self.project(h) if layer == self.num_layers else self.logits(h, k)

@@ -74,10 +74,15 @@ def parameter_groups(backbone: Backbone, heads: ExitHeads, lr0: float, beta: flo
     """Optimizer parameter groups, one per head depth d, each with ``lr_0 · exp(−β · d)``.
 
     Every trainable parameter lands in exactly one group (checked): head d's parameters and the
-    trainable (LoRA) parameters of decoder layers ``(head_layers[d−1], head_layers[d]]``.
+    trainable (LoRA) parameters of decoder layers ``(head_layers[d−1], head_layers[d]]``; the
+    collaborative tokens' projection, when attached, with the first head.
     """
     layers = list(heads.head_layers)
-    groups: list[list[torch.nn.Parameter]] = [list(heads.head_parameters(d)) for d in range(len(layers))]
+    groups: list[list[torch.nn.Parameter]] = [
+        [p for p in heads.head_parameters(d) if p.requires_grad] for d in range(len(layers))
+    ]
+    if heads.cf is not None:  # collaborative tokens feed layer 1: the first head's rate
+        groups[0].extend(p for p in heads.cf.parameters() if p.requires_grad)
     for name, p in backbone.model.named_parameters():
         if not p.requires_grad:
             continue

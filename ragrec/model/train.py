@@ -134,9 +134,11 @@ def predict_heads(
     prompts: Sequence[Sequence[int]],
     batch_size: int = 16,
     progress: bool = False,
+    cf_ids: np.ndarray | None = None,
 ) -> np.ndarray:
     """P(Yes) of every head for every prompt, ``[N, n_heads]``, from full forwards (batches of
-    similar length, results in the original order)."""
+    similar length, results in the original order). ``cf_ids`` ``[N, 2]``: (user, item) per
+    prompt, for heads with collaborative tokens."""
     out = np.empty((len(prompts), len(heads.head_layers)), dtype=np.float64)
     was_training = backbone.model.training
     backbone.model.eval()
@@ -144,10 +146,15 @@ def predict_heads(
     pad = backbone.pad_id
     for rows in tqdm(length_sorted_batches(prompts, batch_size), desc="predict", disable=not progress, leave=False):
         ids, mask = pad_prompts([prompts[r] for r in rows], pad, "right")
-        logits = heads.forward_all(backbone.model, ids.to(backbone.device), mask.to(backbone.device))
+        logits = heads.forward_all(backbone.model, ids.to(backbone.device), mask.to(backbone.device),
+                                   _rows_of(cf_ids, rows, backbone.device))
         out[rows] = torch.softmax(logits.float(), dim=-1)[..., 1].cpu().numpy()
     backbone.model.train(was_training)
     return out
+
+
+def _rows_of(cf_ids: np.ndarray | None, rows: np.ndarray, device) -> torch.Tensor | None:
+    return None if cf_ids is None else torch.as_tensor(np.asarray(cf_ids)[rows], dtype=torch.long, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,6 +182,8 @@ class _Run:
     seconds: float = 0.0  # spent by earlier sessions of this run (before a kill)
     resumed: int | None = None
     started: float = field(default_factory=time.perf_counter)  # this session's clock
+    cf_ids: np.ndarray | None = None  # [N, 2] (user, item) per training prompt, with CF tokens
+    valid_cf_ids: np.ndarray | None = None  # the same for the validation prompts
 
     def elapsed(self) -> float:
         """Training seconds so far, over every session of this run."""
@@ -203,6 +212,7 @@ def _fingerprint(backbone: Backbone, heads: ExitHeads, config: TrainConfig, n_tr
         "head_layers": list(heads.head_layers),
         "config": dataclasses.asdict(config),
         "n_train": n_train,
+        **({} if heads.cf is None else {"cf_tokens": heads.cf.source}),
     }))
 
 
@@ -285,7 +295,8 @@ def _train_step(run: _Run, batches: list[np.ndarray], prompts: Sequence[Sequence
     for rows in batches:
         ids, mask = pad_prompts([prompts[r] for r in rows], backbone.pad_id, "right")
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16_autocast):
-            logits = run.heads.forward_all(backbone.model, ids.to(device), mask.to(device)).float()  # [B, H, 2]
+            logits = run.heads.forward_all(backbone.model, ids.to(device), mask.to(device),
+                                           _rows_of(run.cf_ids, rows, device)).float()  # [B, H, 2]
         y = torch.as_tensor(labels[rows], device=device)
         per_head = multihead_losses(logits, y, config.distill)  # [H]
         loss = (run.weights.to(device) * per_head).sum() / config.grad_accum
@@ -297,7 +308,7 @@ def _train_step(run: _Run, batches: list[np.ndarray], prompts: Sequence[Sequence
 
 def _valid_auc(run: _Run, valid: tuple[Sequence[Sequence[int]], np.ndarray]) -> dict:
     """Validation AUC of every head, keyed by the head's layer."""
-    p = predict_heads(run.backbone, run.heads, valid[0])
+    p = predict_heads(run.backbone, run.heads, valid[0], cf_ids=run.valid_cf_ids)
     return {str(layer): auc(valid[1], p[:, h]) for h, layer in enumerate(run.heads.head_layers)}
 
 
@@ -381,6 +392,8 @@ def train_multihead(
     valid: tuple[Sequence[Sequence[int]], np.ndarray] | None = None,
     snapshot_at: Sequence[int] = (),
     progress: bool = True,
+    cf_ids: np.ndarray | None = None,
+    valid_cf_ids: np.ndarray | None = None,
 ) -> TrainResult:
     """Train LoRA adapters and all exit heads together (see the module docstring).
 
@@ -401,6 +414,9 @@ def train_multihead(
             kept in ``checkpoint_dir/``:func:`snapshot_name` (loadable with :func:`load_trained`);
             each equals a run with ``stop_at`` = that step. (default: :obj:`()`)
         progress (bool, optional): show progress bars. (default: :obj:`True`)
+        cf_ids (np.ndarray, optional): ``[N, 2]`` (user, item) per training prompt, for heads with
+            collaborative tokens (:meth:`ExitHeads.attach_cf`). (default: :obj:`None`)
+        valid_cf_ids (np.ndarray, optional): the same for ``valid``'s prompts. (default: :obj:`None`)
     """
     labels = np.asarray(labels).astype(np.int64)
     _check_inputs(backbone, prompts, labels)
@@ -410,6 +426,7 @@ def train_multihead(
     if (directory / "final" / STATE).is_file():
         return _reload_finished(directory, backbone, heads, fingerprint)
     run = _start(backbone, heads, config, directory, fingerprint, weights, len(prompts), snapshot_at)
+    run.cf_ids, run.valid_cf_ids = cf_ids, valid_cf_ids
     _resume(run)
     _loop(run, prompts, labels, valid, snapshot_at, progress)
     return _finish(run, prompts, labels, valid, progress)

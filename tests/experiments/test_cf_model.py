@@ -8,8 +8,12 @@ import numpy as np
 import pandas as pd
 
 from ragrec.config import get_profile
-from ragrec.experiments.cf_model import choose_cf_embeddings, probe_features, validation_probe_auc
-from ragrec.experiments.recommender import fit_retrievers, prepare_data
+from ragrec.experiments.cf_model import (
+    choose_cf_embeddings,
+    probe_features,
+    validation_probe_auc,
+)
+from ragrec.experiments.prepare import fit_retrievers, prepare_data
 from ragrec.retrieval.collaborative import CFEmbeddings, LikeMFConfig
 from ragrec.retrieval.lightgcn import LightGCNConfig
 

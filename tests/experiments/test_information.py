@@ -6,7 +6,11 @@ import numpy as np
 import pandas as pd
 
 from ragrec.data import Samples, UserSequences
-from ragrec.experiments.information import INFORMATION, later_interaction_share, vote_coverage
+from ragrec.experiments.information import (
+    INFORMATION,
+    later_interaction_share,
+    vote_coverage,
+)
 
 
 def _events(users, items, times) -> pd.DataFrame:

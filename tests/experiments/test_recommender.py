@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ragrec.config import PROFILES, BetaPair, get_profile
+from ragrec.config import PROFILES, BetaPair, CFSettings, get_profile
 from ragrec.errors import ConfigError
 from ragrec.experiments.contexts import mixed_contexts
 from ragrec.experiments.recommender import run_recommender
@@ -22,6 +22,7 @@ def small_smoke():
         train=dataclasses.replace(p.train, epochs=1),
         evaluation=dataclasses.replace(p.evaluation, reduced_cap=24),
         beta_pair=BetaPair(train_cap=24, epochs=1),
+        cf=CFSettings(train_cap=24),
     )
 
 
@@ -32,7 +33,11 @@ def test_recommender_writes_heads_predictions_and_provenance_and_reloads(tmp_pat
     table = pd.read_csv(out / "heads.csv")
     assert {"context", "variant", "beta", "head_layer", "auc", "auc_ci_low", "auc_ci_high", "logloss"} <= set(table.columns)
     assert set(table["context"]) == set(profile.contexts)
-    assert set(table["variant"]) == {"main", "pair_beta0.1", "pair_beta0"}
+    assert set(table["variant"]) == {"main", "fp32", "cf", "pair_beta0.1", "pair_beta0"}
+    # the profile scores in bf16; the fp32 check is paired with the bf16 scores on its samples
+    fp32, bf16 = pd.read_csv(out / "predictions_gcn_fp32.csv"), pd.read_csv(out / "predictions_gcn.csv")
+    paired = bf16.set_index("sample_id").loc[fp32["sample_id"]]
+    assert 0 < np.abs(paired["p_head_6"].to_numpy() - fp32["p_head_6"].to_numpy()).max() < 0.05
     assert (table["auc_ci_low"] <= table["auc"]).all() and (table["auc"] <= table["auc_ci_high"]).all()
     # Every AUC can be recomputed from the saved per-sample predictions.
     preds = pd.read_csv(out / "predictions_gcn.csv")
@@ -79,7 +84,7 @@ def test_unknown_profile_is_a_clear_error():
 
 
 def test_training_samples_get_gcn_neighbours_from_a_retriever_that_never_saw_their_own_interaction(tmp_path):
-    from ragrec.experiments.recommender import fold_retrievers, prepare_data
+    from ragrec.experiments.prepare import fold_retrievers, prepare_data
 
     prepared = prepare_data(small_smoke())
     folded = fold_retrievers(prepared, None, "gcn", results_root=tmp_path)
@@ -93,3 +98,33 @@ def test_training_samples_get_gcn_neighbours_from_a_retriever_that_never_saw_the
         assert (pairs - mine) <= seen, "the other folds' interactions stay in the graph"
     hoods = folded.neighbours(prepared.train, 3)
     assert hoods.shape == (len(prepared.train), 3)
+
+
+def test_the_cf_variant_scores_the_main_models_samples_and_reloads_with_its_vectors(tmp_path):
+    from ragrec.experiments.cf_model import load_cf_model
+    from ragrec.experiments.prepare import load_model, prepare_data
+
+    profile = dataclasses.replace(small_smoke(), beta_pair=None)
+    table = run_recommender(profile, results_root=tmp_path, progress=False)
+    out = tmp_path / "smoke" / "synthetic"
+    main, cf = (pd.read_csv(out / name) for name in ("predictions_gcn.csv", "predictions_gcn_cf.csv"))
+    assert main["sample_id"].tolist() == cf["sample_id"].tolist(), "cf and main are paired on the same samples"
+    assert not np.allclose(main["p_head_6"], cf["p_head_6"]), "the slots change the predictions"
+    assert len(pd.read_csv(out / "predictions_none_cf.csv")) == profile.evaluation.reduced_cap
+    assert (out / "predictions_valid_gcn_cf.csv").exists()
+    choice = pd.read_csv(out / "cf_choice.csv")
+    assert set(choice["source"]) == {"lightgcn", "like_mf"} and choice["chosen"].sum() == 1
+    assert set(table[table["variant"] == "cf"]["context"]) == set(profile.cf.contexts)
+    # the reloaded variant reproduces its saved predictions (its vectors come from the checkpoint)
+    prepared = prepare_data(profile)
+    reloaded = load_cf_model(prepared, load_model(profile, prepared.dataset), results_root=tmp_path)
+    from ragrec.experiments.cf_model import cf_builder
+    from ragrec.experiments.prepare import fit_retrievers
+    from ragrec.experiments.scoring import score_context, to_scoring
+    from ragrec.model.inference import scoring_dtype
+
+    reloaded = to_scoring(reloaded, scoring_dtype(profile.evaluation.dtype))  # as the recommender scored it
+    retrievers = fit_retrievers(prepared, reloaded.backbone, ("gcn",), results_root=tmp_path)
+    per_head, _ = score_context(prepared, reloaded, retrievers, cf_builder(prepared, reloaded.backbone, retrievers),
+                                prepared.test, "gcn", progress=False)
+    np.testing.assert_array_equal(per_head[:, -1], cf["p_head_6"])
