@@ -332,7 +332,7 @@ CPU = Profile(
     beta_pair=BetaPair(train_cap=800, epochs=1),
     # Sized so the timed passes keep the whole cpu reproduction within the hour (the measured
     # rates are in early_exit.csv).
-    exit=ExitBenchmarkConfig(n_requests=64, batch_size=8, repeats=3, warmup=2, check_requests=16,
+    exit=ExitBenchmarkConfig(n_requests=256, batch_size=8, repeats=3, warmup=2, check_requests=16,
                              e2e_requests=32, e2e_batch_size=8, e2e_repeats=2),
     # CoLLM's second step: the projection alone, one pass over the main run's prompts
     cf=CFSettings(epochs=1, lr=1e-3),

@@ -181,19 +181,30 @@ def check_early_exit_rps(d: Path, s: ClaimSettings) -> ClaimCheck:
     base = ClaimCheck("early_exit_rps", "Early exit raises requests per second while keeping AUC.",
                       "higher RPS at kept AUC (main table)",
                       "RPS ratio early exit / full depth at the operating point")
-    frame = _read(d, "early_exit.csv")
+    frame = _main_variant(_read(d, "early_exit.csv"))
     if frame is None:
         return base
     point = early_exit_operating_point(frame, s.max_auc_drop)
     if point is None:
         return _with(base, math.nan, verdict="contradicted", evidence="early_exit.csv: no operating point keeps the AUC")
     speedup = float(point["speedup_vs_full"])
-    auc, full_auc, source = operating_point_auc(frame, point, _read(d, "threshold_sweep.csv"))
+    sweep = _main_variant(_read(d, "threshold_sweep.csv"))
+    if sweep is not None and "split" in sweep.columns:
+        sweep = sweep[sweep["split"] == "test"]
+    auc, full_auc, source = operating_point_auc(frame, point, sweep)
     kept = auc >= full_auc - s.max_auc_drop
     verdict = point_verdict(speedup, 1.0) if kept or speedup <= 1.0 else "contradicted (AUC not kept; no interval)"
     form = f" {point['form']}" if "form" in point.index else ""
+    chosen = f", τ chosen on {point['chosen_on']}" if isinstance(point.get("chosen_on"), str) else ""
     return _with(base, speedup, verdict=verdict,
-                 evidence=f"early_exit.csv,{form} τ={point['tau']:g}; AUC {auc:.4f} vs full {full_auc:.4f} ({source})")
+                 evidence=f"early_exit.csv,{form} τ={point['tau']:g}{chosen}; AUC {auc:.4f} vs full {full_auc:.4f} ({source})")
+
+
+def _main_variant(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The main model's rows of a table that also holds the ``cf`` variant's."""
+    if frame is None or "variant" not in frame.columns:
+        return frame
+    return frame[frame["variant"] == "main"].reset_index(drop=True)
 
 
 def operating_point_auc(frame: pd.DataFrame, point: pd.Series, sweep: pd.DataFrame | None) -> tuple[float, float, str]:
@@ -207,7 +218,10 @@ def operating_point_auc(frame: pd.DataFrame, point: pd.Series, sweep: pd.DataFra
             rows = rows[rows["first_head"] == point["first_head"]]
         if len(rows) == 1:
             row = rows.iloc[0]
-            return float(row["auc"]), float(row["auc_full"]), f"threshold sweep, {int(row['n'])} test samples"
+            source = f"threshold sweep, {int(row['n'])} test samples"
+            if not math.isnan(float(row.get("drop_ci_low", math.nan))):
+                source += f"; paired 95% interval of the drop [{row['drop_ci_low']:+.4f}, {row['drop_ci_high']:+.4f}]"
+            return float(row["auc"]), float(row["auc_full"]), source
     full = float(frame.loc[frame["method"] == "full", "auc"].iloc[0])
     return float(point["auc"]), full, "timed requests"
 
@@ -215,7 +229,7 @@ def operating_point_auc(frame: pd.DataFrame, point: pd.Series, sweep: pd.DataFra
 def check_pipeline_rps(d: Path, s: ClaimSettings) -> ClaimCheck:
     base = ClaimCheck("pipeline_rps", "GCN retrieval with early exit serves more whole requests per second than LLM retrieval at full depth.",
                       "RPS 3.83 → 4.57 (Video Games)", "requests/s ratio e2e GCN + exit / e2e LLM + full")
-    frame = _read(d, "early_exit.csv")
+    frame = _main_variant(_read(d, "early_exit.csv"))
     if frame is None:
         return base
     rows = frame.set_index("method")

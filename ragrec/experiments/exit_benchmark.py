@@ -35,10 +35,13 @@ import torch
 from ragrec.config import ExitBenchmarkConfig, Profile
 from ragrec.data import Samples
 from ragrec.errors import DataError
+from ragrec.experiments.ablations import head_columns
+from ragrec.experiments.cf_model import cf_builder, load_cf_model
 from ragrec.experiments.contexts import encode_contexts
 from ragrec.experiments.end_to_end import E2E_RETRIEVER, Pipeline, run_end_to_end
 from ragrec.experiments.exit_sweep import (
     ExitPoint,
+    accuracy_with_ci,
     choose_operating_point,
     engine_points,
     saved_per_head,
@@ -51,12 +54,18 @@ from ragrec.experiments.prepare import (
     load_model,
     prepare_data,
 )
-from ragrec.experiments.scoring import load_trained_model, model_dir
+from ragrec.experiments.scoring import (
+    cf_ids_of,
+    load_trained_model,
+    model_dir,
+    to_scoring,
+)
 from ragrec.experiments.timing import torch_threads
 from ragrec.llm.backbone import Backbone
-from ragrec.model.criteria import NeverExit
+from ragrec.model.criteria import NeverExit, StabilityExit, simulate_exits
 from ragrec.model.engine import EarlyExitEngine
 from ragrec.model.heads import ExitHeads
+from ragrec.model.inference import for_inference, scoring_dtype
 from ragrec.model.prompts import PromptBuilder
 from ragrec.results import Provenance, read_csv, result_dir, write_csv
 
@@ -71,22 +80,10 @@ def default_exit_config(profile: Profile) -> ExitBenchmarkConfig:
     return dataclasses.replace(profile.exit, seed=profile.seed, context=context)
 
 
-def merged_for_inference(backbone: Backbone, heads: ExitHeads) -> tuple[Backbone, ExitHeads]:
-    """A plain (LoRA-merged) backbone for timed inference and exit heads bound to it.
-
-    ``merge_and_unload`` folds the adapters into the base weights **in place**: the peft-wrapped
-    ``backbone`` must not be used afterwards. The heads are rebuilt on the merged model and
-    loaded from ``heads``' checkpoint, whether or not peft returns the same model instance.
-    """
-    model = backbone.model
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.eval()
-    merged = dataclasses.replace(backbone, model=model)
-    out = ExitHeads(merged, heads.head_layers, readout=heads.has_readouts)
-    out.load_checkpoint(heads.checkpoint())
-    out.eval()
-    return merged, out
+def merged_for_inference(backbone: Backbone, heads: ExitHeads, dtype: torch.dtype = torch.float32) -> tuple[Backbone, ExitHeads]:
+    """A plain (LoRA-merged) backbone in ``dtype`` for timed inference and heads bound to it
+    (:func:`ragrec.model.inference.for_inference`: the same weights the recommender scored)."""
+    return for_inference(backbone, heads, dtype)
 
 
 def _request_samples(test: Samples, n: int, seed: int) -> Samples:
@@ -107,15 +104,34 @@ def _e2e_contexts(config: ExitBenchmarkConfig) -> set[str]:
     return {E2E_RETRIEVER[m] for m in config.e2e_methods} if config.e2e_requests else set()
 
 
-def _read_saved(out_dir: Path, config: ExitBenchmarkConfig) -> dict[str, pd.DataFrame]:
-    """The recommender's saved test predictions: the benchmark's context (required) and those
-    of the end-to-end contexts that exist (they only fill agreement columns)."""
-    saved = {}
+@dataclass(frozen=True)
+class _Saved:
+    """The recommender's saved predictions the step reads."""
+
+    test: dict[str, pd.DataFrame]  # context → test predictions (the benchmark's, and the e2e ones)
+    valid: pd.DataFrame  # validation predictions of the benchmark's context: τ is chosen on them
+    cf_test: pd.DataFrame | None = None  # the cf variant's, when the recommender trained one
+    cf_valid: pd.DataFrame | None = None
+
+
+def _read_saved(out_dir: Path, config: ExitBenchmarkConfig) -> _Saved:
+    """The recommender's saved predictions: the benchmark's context on test and validation
+    (required), the end-to-end contexts that exist (they only fill agreement columns), and the
+    ``cf`` variant's when present."""
+    test = {}
     for ctx in dict.fromkeys([config.context, *sorted(_e2e_contexts(config))]):
         path = out_dir / f"predictions_{ctx}.csv"
         if ctx == config.context or path.exists():
-            saved[ctx] = read_csv(path)
-    return saved
+            test[ctx] = read_csv(path)
+    valid = out_dir / f"predictions_valid_{config.context}.csv"
+    if not valid.exists():
+        raise DataError(f"no validation predictions at {valid.name}: the operating τ is chosen on them; "
+                        "rerun the recommender step")
+    cf_test = out_dir / f"predictions_{config.context}_cf.csv"
+    cf_valid = out_dir / f"predictions_valid_{config.context}_cf.csv"
+    if not (cf_test.exists() and cf_valid.exists()):
+        return _Saved(test, read_csv(valid))
+    return _Saved(test, read_csv(valid), read_csv(cf_test), read_csv(cf_valid))
 
 
 def _check_trained(profile: Profile, results_root) -> None:
@@ -140,23 +156,63 @@ def _load_pipeline(
     builder = PromptBuilder(prepared.dataset, base, retrievers[names[0]].sequences, profile.prompt)
     tuned = load_model(profile, prepared.dataset)
     model = load_trained_model(prepared, tuned, results_root=results_root)
-    backbone, heads = merged_for_inference(model.backbone, model.heads)
+    backbone, heads = merged_for_inference(model.backbone, model.heads, scoring_dtype(profile.evaluation.dtype))
     return prepared, Pipeline(retrievers, builder, backbone, heads)
 
 
 def _sweep(
-    frame: pd.DataFrame, heads: ExitHeads, config: ExitBenchmarkConfig
+    test: pd.DataFrame, valid: pd.DataFrame, heads: ExitHeads, config: ExitBenchmarkConfig
 ) -> tuple[pd.DataFrame, pd.Series, list[ExitPoint]]:
-    """The sweep on the saved test predictions (flagging the operating point), the operating
-    point's row and the points the real engine runs (the operating point first)."""
-    sweep = threshold_sweep(
-        frame["label"].to_numpy(), saved_per_head(frame, heads.head_layers), heads.head_layers, config.taus,
-        num_layers=heads.num_layers, first_head=config.first_head, n_boot=config.n_boot, seed=config.seed,
-    )
-    best = choose_operating_point(sweep, config.auc_tolerance)
-    sweep["operating_point"] = (sweep["form"] == best["form"]) & (sweep["tau"] == best["tau"])
-    points = engine_points(sweep, config.auc_tolerance, first_head=config.first_head, extra=config.extra_points)
+    """Validation chooses, test reports: the sweep on the saved validation predictions picks the
+    operating point and the points the real engine runs (the operating point first); the sweep
+    on the saved test predictions reports them, each with a paired interval of its AUC drop
+    against full depth. Returns both sweeps (column ``split``, the chosen point flagged), the
+    chosen point's *test* row and the engine points."""
+    sweeps = {}
+    for split, frame in (("valid", valid), ("test", test)):
+        sweeps[split] = threshold_sweep(
+            frame["label"].to_numpy(), saved_per_head(frame, heads.head_layers), heads.head_layers, config.taus,
+            num_layers=heads.num_layers, first_head=config.first_head, n_boot=config.n_boot, seed=config.seed,
+            paired=split == "test",
+        )
+        sweeps[split].insert(0, "split", split)
+    chosen = choose_operating_point(sweeps["valid"], config.auc_tolerance)
+    points = engine_points(sweeps["valid"], config.auc_tolerance, first_head=config.first_head, extra=config.extra_points)
+    sweep = pd.concat([sweeps["valid"], sweeps["test"]], ignore_index=True)
+    sweep["operating_point"] = (sweep["form"] == chosen["form"]) & (sweep["tau"] == chosen["tau"])
+    best = sweep[sweep["operating_point"] & (sweep["split"] == "test")].iloc[0].copy()
+    best["chosen_on"] = "valid"
     return sweep, best, points
+
+
+def _whole_test_accuracy(table: pd.DataFrame, saved: dict[str, pd.DataFrame], config: ExitBenchmarkConfig) -> pd.DataFrame:
+    """The timed rows' AUC and LogLoss over *every* test sample, not the few hundred timed ones:
+    an exit row's exits replayed on its context's saved test predictions (the engine's exits equal
+    the replay's, see ``exit_agreement``), a full-depth row that context's last head."""
+    table = table.astype({"auc_over": object})  # a text column, empty until filled
+    accuracy = ["auc", "auc_ci_low", "auc_ci_high", "logloss"]
+    for i, row in table.iterrows():
+        frame = saved.get(E2E_RETRIEVER.get(str(row["method"]), config.context))
+        if frame is None:
+            continue
+        layers = [int(c.rsplit("_", 1)[1]) for c in head_columns(frame)]
+        per_head = saved_per_head(frame, layers)
+        p = per_head[:, -1]
+        if row["form"] != "none":
+            criterion = StabilityExit(float(row["tau"]), form=row["form"], first_head=config.first_head)
+            p, _ = simulate_exits(per_head, criterion, layers)
+        scores = accuracy_with_ci(frame["label"].to_numpy(), p, config.n_boot, config.seed)
+        table.loc[i, accuracy] = [scores[c] for c in accuracy]
+        table.loc[i, "auc_over"] = "every test sample"
+    return table
+
+
+def _mark_chosen(table: pd.DataFrame, point: ExitPoint) -> pd.DataFrame:
+    """``chosen_on = "valid"`` on the rows that run the operating point (engine and end to end)."""
+    table = table.astype({"chosen_on": object})
+    at = (table["form"] == point.form) & np.isclose(table["tau"].astype(float), point.tau)
+    table.loc[at & (table["role"] == "operating_point"), "chosen_on"] = "valid"
+    return table
 
 
 def _full_depth_checks(pipeline: Pipeline, prompts, saved_requests: np.ndarray, config: ExitBenchmarkConfig) -> dict:
@@ -210,15 +266,15 @@ class _Measured:
     threads: int
 
 
-def _measure(profile: Profile, config: ExitBenchmarkConfig, saved: dict[str, pd.DataFrame], *,
-             data_root, results_root) -> _Measured:
-    """Reload the model, then sweep, time the engine and time whole requests (in that order)."""
+def _measure(profile: Profile, config: ExitBenchmarkConfig, saved: _Saved, *, data_root, results_root) -> _Measured:
+    """Reload the model, then sweep, time the engine and time whole requests (in that order);
+    then the same sweep and engine timing for the ``cf`` variant when there is one."""
     torch.manual_seed(profile.seed)
     prepared, pipeline = _load_pipeline(profile, config, data_root=data_root, results_root=results_root)
-    frame = saved[config.context]
+    frame = saved.test[config.context]
 
-    # 1. sweep on the saved test predictions
-    sweep, best, points = _sweep(frame, pipeline.heads, config)
+    # 1. sweep: τ chosen on the validation predictions, reported on the test predictions
+    sweep, best, points = _sweep(frame, saved.valid, pipeline.heads, config)
 
     # 2. real engine vs plain forward on a seeded draw of test requests
     requests = _request_samples(prepared.test, config.n_requests, config.seed)
@@ -236,14 +292,48 @@ def _measure(profile: Profile, config: ExitBenchmarkConfig, saved: dict[str, pd.
     # 3. end-to-end requests: the first e2e_requests of the same draw
     if config.e2e_requests:
         e2e_requests = requests.subset(requests.frame.index[: config.e2e_requests])
-        e2e = run_end_to_end(e2e_requests, pipeline, points[0], config, saved=saved)
+        e2e = run_end_to_end(e2e_requests, pipeline, points[0], config, saved=saved.test)
         tables.append(e2e.table)
         predictions.append(e2e.predictions)
+    table = _whole_test_accuracy(pd.concat(tables, ignore_index=True), saved.test, config).assign(variant="main")
+    table = _mark_chosen(table, points[0])
+    per_request = pd.concat(predictions, ignore_index=True).assign(variant="main")
+
+    # 4. the cf variant (beyond the paper): its own validation-chosen point, timed on the same requests
+    if saved.cf_test is not None:
+        cf_sweep, cf_table, cf_predictions = _measure_cf(profile, config, saved, prepared, requests,
+                                                         results_root=results_root)
+        sweep = pd.concat([sweep.assign(variant="main"), cf_sweep], ignore_index=True)
+        table = pd.concat([table, cf_table], ignore_index=True)
+        per_request = pd.concat([per_request, cf_predictions], ignore_index=True)
     return _Measured(
-        sweep, best, points, pd.concat(tables, ignore_index=True),
-        pd.concat(predictions, ignore_index=True)[PREDICTION_COLUMNS], checks, len(prompts),
+        sweep, best, points, table, per_request[["variant", *PREDICTION_COLUMNS]], checks, len(prompts),
         pipeline.backbone.name, pipeline.heads.num_layers, tuple(pipeline.heads.head_layers), torch.get_num_threads(),
     )
+
+
+def _measure_cf(
+    profile: Profile, config: ExitBenchmarkConfig, saved: _Saved, prepared: Prepared, requests: Samples, *,
+    results_root,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The ``cf`` variant's sweep (τ chosen on its validation predictions), and its engine at that
+    point against the plain forward with the same filled slots, on the main benchmark's requests."""
+    model = to_scoring(load_cf_model(prepared, load_model(profile, prepared.dataset), results_root=results_root),
+                       scoring_dtype(profile.evaluation.dtype))
+    retrievers = fit_retrievers(prepared, model.backbone, (config.context,), results_root=results_root)
+    sweep, _, points = _sweep(saved.cf_test, saved.cf_valid, model.heads, config)
+    prompts = encode_contexts(cf_builder(prepared, model.backbone, retrievers), retrievers, requests,
+                              [config.context] * len(requests))
+    bench = benchmark_engine(
+        model.backbone, model.heads, prompts, requests.frame["label"].to_numpy(), points[:1],
+        batch_size=config.batch_size, repeats=config.repeats, warmup=config.warmup, padding_side=config.padding_side,
+        saved=saved_per_head(saved.cf_test, model.heads.head_layers, requests.frame.index),
+        n_boot=config.n_boot, seed=config.seed, cf_ids=cf_ids_of(requests),
+    )
+    table = _whole_test_accuracy(bench.table, {config.context: saved.cf_test}, config).assign(variant="cf")
+    table = _mark_chosen(table, points[0])
+    predictions = _with_requests(bench.predictions, requests).assign(variant="cf")
+    return sweep.assign(variant="cf"), table, predictions
 
 
 def _parameters(
@@ -309,7 +399,7 @@ def run_exit_benchmark(
         write_csv(measured.per_request, out_dir / "early_exit_predictions.csv").name,
     ]
     wall = time.perf_counter() - started
-    provenance.parameters = _parameters(profile, config, measured, n_test=len(saved[config.context]), wall=wall)
+    provenance.parameters = _parameters(profile, config, measured, n_test=len(saved.test[config.context]), wall=wall)
     provenance.write(out_dir, outputs)
     return {
         "threshold_sweep": measured.sweep,

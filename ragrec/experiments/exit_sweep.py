@@ -21,7 +21,7 @@ import pandas as pd
 
 from ragrec.config import FORMS, check_taus
 from ragrec.errors import ConfigError, DataError
-from ragrec.metrics import auc, auc_ci, logloss
+from ragrec.metrics import auc, auc_ci, logloss, paired_auc_difference
 from ragrec.model.criteria import StabilityExit, simulate_exits
 
 
@@ -140,6 +140,7 @@ def threshold_sweep(
     first_head: str = "wait",
     n_boot: int = 1000,
     seed: int = 0,
+    paired: bool = False,
 ) -> pd.DataFrame:
     """Replay the exit rule on saved per-head P(Yes) over a τ grid, for each form.
 
@@ -153,6 +154,8 @@ def threshold_sweep(
         first_head, n_boot, seed: see :class:`~ragrec.config.ExitBenchmarkConfig`. Every row's
             interval uses the same resampled rows (same ``seed``), so rows are compared on
             equal footing.
+        paired: also give ``auc_drop`` a paired-bootstrap 95% interval against full depth on the
+            same samples (``drop_ci_low``, ``drop_ci_high``; NaN otherwise).
 
     Returns:
         One row per (form, τ): :data:`SWEEP_COLUMNS` plus ``exit_share_<L>`` (share of samples
@@ -172,6 +175,9 @@ def threshold_sweep(
             key = p_final.tobytes()
             if key not in cache:  # many small τ give the same exits; bootstrap each pattern once
                 cache[key] = accuracy_with_ci(labels, p_final, n_boot, seed)
+                drop = paired_auc_difference(labels, p[:, -1], p_final, n_boot=n_boot, seed=seed) if paired else None
+                cache[key]["drop_ci_low"] = drop.ci_low if drop else math.nan
+                cache[key]["drop_ci_high"] = drop.ci_high if drop else math.nan
             mean_layer = float(np.asarray(layers)[head].mean())
             row = {
                 "form": form, "first_head": first_head, "tau": float(tau), **cache[key],
@@ -182,7 +188,8 @@ def threshold_sweep(
             for k, layer in enumerate(layers):
                 row[f"exit_share_{layer}"] = float((head == k).mean())
             rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    return frame[[*SWEEP_COLUMNS, *[c for c in frame.columns if c not in SWEEP_COLUMNS]]]
 
 
 # --------------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from ragrec.model.forward import check_prompts, plain_full_forward_p_yes
 from ragrec.model.heads import ExitHeads
 
 EARLY_EXIT_COLUMNS = (
+    "variant", "chosen_on", "auc_over",
     "method", "form", "tau", "role", "reference", "n", "auc", "auc_ci_low", "auc_ci_high", "logloss",
     "rps", "p50_ms", "p99_ms", "mean_exit_layer", "layer_share", "speedup_vs_full", "compute_bound_speedup",
     "speedup_efficiency", "exit_agreement", "max_abs_diff_vs_saved",
@@ -58,7 +59,8 @@ EARLY_EXIT_COLUMNS = (
 
 
 def plain_predict(backbone: Backbone, prompts: Sequence[Sequence[int]], batch_size: int,
-                  padding_side: str = "left") -> np.ndarray:
+                  padding_side: str = "left", *, heads: ExitHeads | None = None,
+                  cf_ids: np.ndarray | None = None) -> np.ndarray:
     """P(Yes) ``[N]`` from the plain Hugging Face full-depth forward, batched exactly as the
     engine batches (:func:`~ragrec.llm.batching.length_sorted_batches`,
     :func:`~ragrec.llm.batching.pad_prompts`).
@@ -68,8 +70,13 @@ def plain_predict(backbone: Backbone, prompts: Sequence[Sequence[int]], batch_si
         prompts: token-id prompts.
         batch_size: prompts per forward.
         padding_side: ``"left"`` or ``"right"``. (default: ``"left"``)
+        heads, cf_ids: for prompts with collaborative slots, the heads that fill them
+            (:meth:`~ragrec.model.heads.ExitHeads.input_embeddings`) and ``[N, 2]`` (user, item)
+            per prompt; the model then reads those input embeddings, as the engine does.
     """
     check_prompts(backbone, prompts)
+    if (heads is None) != (cf_ids is None):
+        raise ConfigError("pass heads and cf_ids together (prompts with collaborative slots) or neither")
     if padding_side not in ("left", "right"):
         raise ConfigError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     out = np.full(len(prompts), np.nan)
@@ -78,7 +85,9 @@ def plain_predict(backbone: Backbone, prompts: Sequence[Sequence[int]], batch_si
     with torch.inference_mode():
         for idx in length_sorted_batches(prompts, batch_size):
             ids, valid = pad_prompts([prompts[i] for i in idx], pad_id, padding_side)  # [B, T] each
-            p = plain_full_forward_p_yes(backbone, ids.to(device), valid.long().to(device))  # [B]
+            embeds = None if heads is None else heads.input_embeddings(
+                ids.to(device), torch.as_tensor(np.asarray(cf_ids)[idx], dtype=torch.long, device=device))
+            p = plain_full_forward_p_yes(backbone, ids.to(device), valid.long().to(device), inputs_embeds=embeds)  # [B]
             out[idx] = p.to("cpu", torch.float64).numpy()
     return out
 
@@ -215,20 +224,25 @@ def _check_engine_input(backbone, heads, prompts, labels, points, saved) -> np.n
 
 
 def _engine_calls(
-    backbone, engines, prompts, batches, runs, per_head, padding_side
+    backbone, engines, prompts, batches, runs, per_head, padding_side, heads=None, cf_ids=None
 ) -> dict[str, Callable[[int], None]]:
     """One timed call per method: score batch ``b`` and store its outputs in the method's run."""
 
+    def rows_cf(idx):
+        return None if cf_ids is None else np.asarray(cf_ids)[idx]
+
     def full_call(b: int) -> None:
         idx = batches[b]
-        runs["full"].p_yes[idx] = plain_predict(backbone, [prompts[i] for i in idx], len(idx), padding_side)
+        runs["full"].p_yes[idx] = plain_predict(backbone, [prompts[i] for i in idx], len(idx), padding_side,
+                                                heads=heads if cf_ids is not None else None, cf_ids=rows_cf(idx))
 
     def engine_call(key: str) -> Callable[[int], None]:
         engine = engines[key][1]
 
         def call(b: int) -> None:
             idx = batches[b]
-            result = engine.predict([prompts[i] for i in idx], batch_size=len(idx), padding_side=padding_side)
+            result = engine.predict([prompts[i] for i in idx], batch_size=len(idx), padding_side=padding_side,
+                                    cf_ids=rows_cf(idx))
             runs[key].p_yes[idx] = result.p_yes
             runs[key].exit_layer[idx] = result.exit_layer
             per_head[key][idx] = result.per_head_p
@@ -268,6 +282,7 @@ def benchmark_engine(
     saved: np.ndarray | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    cf_ids: np.ndarray | None = None,
 ) -> EngineBenchmark:
     """Time the plain full forward (``method="full"``) and the engine at every point
     (``method="exit"``) on the same prompts and batches (see the module docstring).
@@ -284,6 +299,8 @@ def benchmark_engine(
         saved: optional ``[N, n_heads]`` saved per-head P(Yes) of the same prompts; fills
             ``exit_agreement`` and ``max_abs_diff_vs_saved``.
         n_boot, seed: the AUC intervals' bootstrap.
+        cf_ids: ``[N, 2]`` (user, item) per prompt when ``heads`` carry collaborative tokens; both
+            the engine and the plain forward then read the filled slots.
     """
     labels = _check_engine_input(backbone, heads, prompts, labels, points, saved)
     engines = {f"{pt.form}:{pt.tau:g}": (pt, EarlyExitEngine(backbone, heads, pt.criterion())) for pt in points}
@@ -296,7 +313,7 @@ def benchmark_engine(
     for key in engines:
         runs[key] = TimedRun(np.full(n, np.nan), np.zeros(n, dtype=np.int64))
     per_head = {key: np.full((n, heads.num_heads), np.nan) for key in engines}
-    calls = _engine_calls(backbone, engines, prompts, batches, runs, per_head, padding_side)
+    calls = _engine_calls(backbone, engines, prompts, batches, runs, per_head, padding_side, heads, cf_ids)
     timings = interleaved(calls, len(batches), repeats, warmup)
 
     rows, predictions = [], []

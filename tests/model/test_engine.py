@@ -12,7 +12,7 @@ from ragrec.model.criteria import FixedHead, NeverExit, StabilityExit, simulate_
 from ragrec.model.engine import EarlyExitEngine
 from ragrec.model.forward import p_yes_from_logits, plain_full_forward_p_yes
 from ragrec.model.heads import ExitHeads
-from tests.model.inputs import pad
+from tests.model.inputs import make_prompts, pad
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -215,3 +215,20 @@ def test_engine_refuses_heads_that_do_not_fit(tiny_backbone, tiny_heads):
         EarlyExitEngine(tiny_backbone, ExitHeads(tiny_backbone, [2, 4, 6]), FixedHead(3))
     with pytest.raises(ModelError, match="another model"):
         EarlyExitEngine(build_tiny(), tiny_heads, NeverExit())
+
+
+def test_never_exit_reproduces_the_plain_forward_in_bf16_on_the_same_batches():
+    """In the scoring dtype the engine still equals the plain forward batch for batch (the same
+    bf16 kernels on the same shapes); only other batchings differ, by bf16 rounding."""
+    from ragrec.llm.backbone import tiny_backbone
+    from ragrec.model.inference import for_inference
+
+    backbone = tiny_backbone(num_layers=4, hidden_size=32, seed=1)
+    merged, heads = for_inference(backbone, ExitHeads(backbone, [2, 4]), torch.bfloat16)
+    prompts = make_prompts(12, seed=5)
+    result = EarlyExitEngine(merged, heads, NeverExit()).predict(prompts, batch_size=12, padding_side="left")
+    ids, mask = pad(sorted(prompts, key=len, reverse=True), "left")
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    with torch.no_grad():
+        plain = plain_full_forward_p_yes(merged, ids, mask).numpy()
+    np.testing.assert_allclose(result.p_yes[order], plain, atol=1e-6, rtol=0)
