@@ -128,7 +128,7 @@ def test_bad_parameters_are_config_errors(synthetic):
 
 
 def test_global_time_cut_needs_timestamps(tmp_path):
-    from tests.test_data_loaders import write_bx
+    from tests.data.test_loaders import write_bx
 
     write_bx(tmp_path / "bookcrossing")
     ds = load_dataset("bookcrossing", data_root=tmp_path)
