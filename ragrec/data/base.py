@@ -245,8 +245,8 @@ def _align_items(items: pd.DataFrame, item_raw: np.ndarray, counts: RowCounts) -
     untitled = aligned["title"].isna().to_numpy()
     counts.note("items_titled_by_id", untitled.sum())
     fallback = pd.Series([f"item {r}" for r in item_raw], index=aligned.index)
-    aligned["title"] = aligned["title"].where(~untitled, fallback)
-    aligned = aligned.fillna("").astype(str)
+    aligned["title"] = aligned["title"].astype(object).where(~untitled, fallback)
+    aligned = aligned.astype(object).fillna("").astype(str)
     aligned.index = pd.RangeIndex(len(item_raw), name="item")
     return aligned
 
@@ -255,7 +255,7 @@ def _align_users(users: pd.DataFrame, user_raw: np.ndarray, counts: RowCounts) -
     """User attributes in dense-id order, as strings (empty where the user file has no row)."""
     repeated = users.index.duplicated(keep="first")
     counts.note("duplicate_user_rows", repeated.sum())
-    aligned = users[~repeated].reindex(user_raw).fillna("").astype(str)
+    aligned = users[~repeated].reindex(user_raw).astype(object).fillna("").astype(str)
     aligned.index = pd.RangeIndex(len(user_raw), name="user")
     return aligned
 
