@@ -9,7 +9,9 @@ Accepted layouts in ``data/raw/<name>/`` (first match wins):
    ``overall``, ``unixReviewTime``) with ``meta_<Category>.json.gz`` (Python-literal lines, fields
    ``asin``, ``title``, ``brand``, ``categories``).
 
-Label: ``rating > 3``. An optional k-core filter keeps users and items with ≥ k interactions.
+Label: ``rating > 3``. An optional k-core filter keeps users and items with ≥ k interactions
+(after duplicates are dropped). A re-rating of an item keeps the latest review (see
+:mod:`ragrec.data.base`).
 """
 
 from __future__ import annotations
@@ -17,11 +19,20 @@ from __future__ import annotations
 import ast
 import gzip
 import json
+import zlib
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
-from ragrec.data.base import Dataset, canonicalize, missing_files, read_delimited
+from ragrec.data.base import Dataset, RowCounts, canonicalize, missing_files
+from ragrec.data.raw import (
+    read_delimited,
+    to_number,
+    usable_id,
+    usable_ids,
+    valid_timestamps,
+)
 from ragrec.errors import ConfigError, DataError
 
 # Dataset name → the category names the two releases use.
@@ -61,22 +72,55 @@ def locate(name: str, folder: Path) -> tuple[Path, Path, str]:
     )
 
 
+def raw_files(name: str, folder: Path) -> list[Path]:
+    """The files :func:`load_amazon` reads for dataset ``name``."""
+    ratings, meta, _ = locate(name, Path(folder))
+    return [ratings, meta]
+
+
+_NOT_A_RECORD = object()
+_KINDS = {list: "an array", tuple: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+
+
+def _parse_line(line: str) -> object:
+    """One JSON-lines record: strict JSON, else a Python literal (the 2014 metadata)."""
+    try:
+        return json.loads(line)
+    except (json.JSONDecodeError, RecursionError):
+        pass
+    try:
+        return ast.literal_eval(line)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return _NOT_A_RECORD
+
+
+def _not_an_object(path: Path, number: int, record: object, *, what: str) -> DataError:
+    kind = "null" if record is None else _KINDS.get(type(record), type(record).__name__)
+    return DataError(
+        f"{what} {path}, line {number}: {kind}, not an object. The format is JSON lines: one "
+        'object per line, e.g. {"asin": "B0001", "title": "..."}; a file holding one JSON array '
+        "must be rewritten one element per line"
+    )
+
+
 def _read_json_lines(path: Path, *, what: str) -> tuple[list[dict], int]:
-    """JSON lines, falling back to Python literals (the 2014 metadata); counts bad lines."""
+    """The records of a JSON-lines file and the number of lines that are not records."""
     records, bad = [], 0
     try:
         with _open_text(path) as handle:
-            for line in handle:
+            for number, line in enumerate(handle, 1):
                 if not line.strip():
                     continue
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    try:
-                        records.append(ast.literal_eval(line))
-                    except (ValueError, SyntaxError):
-                        bad += 1
-    except (OSError, UnicodeDecodeError) as exc:
+                if not records and not bad and line.lstrip().startswith("["):
+                    raise _not_an_object(path, number, [], what=what)  # a whole-file JSON array
+                record = _parse_line(line)
+                if record is _NOT_A_RECORD:
+                    bad += 1
+                elif not isinstance(record, dict):
+                    raise _not_an_object(path, number, record, what=what)
+                else:
+                    records.append(record)
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
         raise DataError(f"{what} {path}: cannot read ({exc})") from exc
     if bad > len(records):
         raise DataError(f"{what} {path}: {bad} of {bad + len(records)} lines are not JSON records")
@@ -85,9 +129,9 @@ def _read_json_lines(path: Path, *, what: str) -> tuple[list[dict], int]:
 
 def _category_text(record: dict) -> str:
     cats = record.get("category") or record.get("categories") or []
-    if cats and isinstance(cats[0], list):  # 2014: a list of category paths
+    if isinstance(cats, list) and cats and isinstance(cats[0], list):  # 2014: a list of category paths
         cats = cats[0]
-    return " > ".join(str(c) for c in cats)
+    return " > ".join(str(c) for c in cats) if isinstance(cats, list) else str(cats)
 
 
 def k_core(raw: pd.DataFrame, k: int) -> pd.DataFrame:
@@ -101,46 +145,64 @@ def k_core(raw: pd.DataFrame, k: int) -> pd.DataFrame:
         raw = raw[keep]
 
 
-def load_amazon(name: str, folder: Path, *, k_core_min: int | None = None) -> Dataset:
-    """Load an Amazon category (see the module docstring for layouts); label ``rating > 3``."""
-    ratings_path, meta_path, layout = locate(name, Path(folder))
-    skipped: dict[str, int] = {}
+def _read_ratings(path: Path, layout: str, counts: RowCounts) -> pd.DataFrame:
+    """The raw ratings of either layout as columns ``user, item, rating, timestamp``."""
     if layout == "ratings-csv":
-        frame, bad = read_delimited(ratings_path, what="Amazon ratings", sep=",", header=None, dtype=str)
-        if frame.shape[1] != 4:
-            raise DataError(f"Amazon ratings {ratings_path}: expected 4 columns item,user,rating,timestamp; found {frame.shape[1]}")
-        frame.columns = ["item", "user", "rating", "timestamp"]
+        frame, bad = read_delimited(path, what="Amazon ratings", sep=",", names=["item", "user", "rating", "timestamp"])
     else:
-        records, bad = _read_json_lines(ratings_path, what="Amazon reviews")
+        records, bad = _read_json_lines(path, what="Amazon reviews")
         frame = pd.DataFrame.from_records(records)
         needed = ["reviewerID", "asin", "overall", "unixReviewTime"]
         if any(c not in frame.columns for c in needed):
-            raise DataError(f"Amazon reviews {ratings_path}: records lack fields {needed}")
+            raise DataError(f"Amazon reviews {path}: records lack fields {needed}")
         frame = frame.rename(columns={"reviewerID": "user", "asin": "item", "overall": "rating", "unixReviewTime": "timestamp"})
-    skipped[f"malformed rows in {ratings_path.name}"] = bad
-    rating = pd.to_numeric(frame["rating"], errors="coerce")
-    ts = pd.to_numeric(frame["timestamp"], errors="coerce")
-    ok = rating.between(1, 5) & ts.notna()
-    skipped["rows with a rating outside 1-5 or no timestamp"] = int((~ok).sum())
-    raw = pd.DataFrame({"user": frame["user"][ok], "item": frame["item"][ok], "rating": rating[ok], "timestamp": ts[ok].astype("int64")})
-    if k_core_min is not None:
-        if k_core_min < 1:
-            raise ConfigError(f"k_core_min must be ≥ 1, got {k_core_min}")
-        before = len(raw)
-        raw = k_core(raw, k_core_min)
-        skipped[f"rows removed by the {k_core_min}-core filter"] = before - len(raw)
+    counts.rows_read = len(frame) + bad
+    counts.drop("malformed", bad)
+    return frame
 
-    records, bad = _read_json_lines(meta_path, what="Amazon metadata")
-    skipped[f"malformed lines in {meta_path.name}"] = bad
-    items = pd.DataFrame(
-        {
-            "title": [r.get("title") or None for r in records],
-            "brand": [r.get("brand", "") for r in records],
-            "category": [_category_text(r) for r in records],
-        },
-        index=[r.get("asin") for r in records],
+
+def _valid_rows(frame: pd.DataFrame, counts: RowCounts) -> pd.DataFrame:
+    rating, ts = to_number(frame["rating"]), to_number(frame["timestamp"])
+    ok = counts.keep_valid([
+        ("missing_id", ~(usable_ids(frame["user"]) & usable_ids(frame["item"]))),
+        ("non_numeric_rating", rating.isna()),
+        ("rating_out_of_range", ~rating.between(1, 5)),
+        ("bad_timestamp", ~valid_timestamps(ts)),
+    ])
+    return pd.DataFrame(
+        {"user": frame["user"][ok].astype(str), "item": frame["item"][ok].astype(str), "rating": rating[ok], "timestamp": ts[ok].astype("int64")}
     )
+
+
+def _read_metadata(path: Path, counts: RowCounts) -> pd.DataFrame:
+    records, bad = _read_json_lines(path, what="Amazon metadata")
+    usable = [r for r in records if usable_id(r.get("asin"))]
+    counts.note("malformed_item_rows", bad + len(records) - len(usable))
+    return pd.DataFrame(
+        {
+            "title": [r.get("title") or None for r in usable],
+            "brand": [r.get("brand", "") for r in usable],
+            "category": [_category_text(r) for r in usable],
+        },
+        index=pd.Index([str(r["asin"]) for r in usable], dtype=object),
+    )
+
+
+def load_amazon(name: str, folder: Path, *, k_core_min: int | None = None) -> Dataset:
+    """Load an Amazon category (see the module docstring for layouts); label ``rating > 3``.
+
+    Args:
+        k_core_min: keep only users and items with at least this many interactions, repeatedly.
+            (default: :obj:`None`, no filter)
+    """
+    if k_core_min is not None and k_core_min < 1:
+        raise ConfigError(f"k_core_min must be ≥ 1, got {k_core_min}")
+    ratings_path, meta_path, layout = locate(name, Path(folder))
+    counts = RowCounts(source=str(ratings_path))
+    raw = _valid_rows(_read_ratings(ratings_path, layout, counts), counts)
+    items = _read_metadata(meta_path, counts)
     return canonicalize(
         name, raw, items, None,
-        label=lambda r: r > 3, label_rule=LABEL_RULE, has_timestamps=True, skipped=skipped,
+        label=lambda r: r > 3, label_rule=LABEL_RULE, has_timestamps=True, counts=counts,
+        activity_filter=None if k_core_min is None else partial(k_core, k=k_core_min),
     )

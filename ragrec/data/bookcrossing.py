@@ -8,29 +8,24 @@ malformed lines in the public dump (counted and reported, not fatal).
 Conventions follow ReLLa (Lin et al., 2024): ratings are 1–10 with implicit 0s; the label is
 ``rating >= 5`` and an implicit 0 counts as negative; ratings of books absent from
 ``BX-Books.csv`` are dropped (no text to prompt with); users with ≤ 5 ratings are dropped. The
-dump has no timestamps: each user's interactions get a seeded random order as pseudo-time, so
-"earlier" means earlier in that order and only the per-user split applies.
+dump has no timestamps: a user rating the same book twice keeps the later row of the file (see
+:mod:`ragrec.data.base`), and each user's interactions get a seeded random order as pseudo-time,
+so "earlier" means earlier in that order and only the per-user split applies.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from ragrec.data.base import (
-    Dataset,
-    canonicalize,
-    missing_files,
-    read_delimited,
-    require_columns,
-)
+from ragrec.data.base import Dataset, RowCounts, canonicalize, missing_files
+from ragrec.data.raw import integer_ids, read_delimited, require_columns, to_number
 
 FILES = ("BX-Book-Ratings.csv", "BX-Books.csv", "BX-Users.csv")
 SOURCE = "https://grouplens.org/datasets/book-crossing/ (BX-CSV-Dump.zip)"
 LABEL_RULE = "rating >= 5 (implicit 0 = negative)"
-_CSV = dict(sep=";", quotechar='"', escapechar="\\", encoding="latin-1", dtype=str, keep_default_na=False)
+_CSV = {"sep": ";", "escapechar": "\\", "encoding": "latin-1"}
 
 
 def locate(folder: Path) -> Path:
@@ -39,60 +34,82 @@ def locate(folder: Path) -> Path:
     return folder
 
 
-def load_bookcrossing(folder: Path, *, min_user_ratings: int = 6, seed: int = 0) -> Dataset:
-    """Load the BX dump from ``folder`` (see the module docstring for conventions).
-
-    Args:
-        min_user_ratings: users with fewer ratings are dropped (ReLLa: "≤ 5 dropped" → 6).
-        seed: seeds the per-user pseudo-time order (the dump has no timestamps).
-    """
+def raw_files(folder: Path) -> list[Path]:
+    """The files :func:`load_bookcrossing` reads."""
     folder = locate(Path(folder))
-    skipped: dict[str, int] = {}
+    return [folder / name for name in FILES]
 
-    path = folder / "BX-Book-Ratings.csv"
-    ratings, bad = read_delimited(path, what="Book-Crossing ratings", **_CSV)
-    require_columns(ratings, ["User-ID", "ISBN", "Book-Rating"], path=path, what="Book-Crossing ratings")
-    skipped["malformed rows in BX-Book-Ratings.csv"] = bad
-    rating = pd.to_numeric(ratings["Book-Rating"], errors="coerce")
-    user = pd.to_numeric(ratings["User-ID"], errors="coerce")
-    ok = rating.between(0, 10) & user.notna()
-    skipped["ratings with a non-numeric user or rating outside 0-10"] = int((~ok).sum())
-    raw = pd.DataFrame({"user": user[ok].astype("int64"), "item": ratings["ISBN"][ok].str.strip().str.upper(), "rating": rating[ok]})
 
-    path = folder / "BX-Books.csv"
-    books, bad = read_delimited(path, what="Book-Crossing books", **_CSV)
-    require_columns(books, ["ISBN", "Book-Title", "Book-Author", "Year-Of-Publication", "Publisher"], path=path, what="Book-Crossing books")
-    skipped["malformed rows in BX-Books.csv"] = bad
-    items = pd.DataFrame(
+def _isbn(values: pd.Series) -> pd.Series:
+    return values.str.strip().str.upper()
+
+
+def _read_ratings(path: Path, counts: RowCounts) -> pd.DataFrame:
+    what = "Book-Crossing ratings"
+    ratings, bad = read_delimited(path, what=what, **_CSV)
+    require_columns(ratings, ["User-ID", "ISBN", "Book-Rating"], path=path, what=what)
+    counts.rows_read = len(ratings) + bad
+    counts.drop("malformed", bad)
+    user, item, rating = integer_ids(ratings["User-ID"]), _isbn(ratings["ISBN"]), to_number(ratings["Book-Rating"])
+    ok = counts.keep_valid([
+        ("missing_id", user.isna() | item.isna() | (item == "")),
+        ("non_numeric_rating", rating.isna()),
+        ("rating_out_of_range", ~rating.between(0, 10)),
+    ])
+    return pd.DataFrame({"user": user[ok].astype("int64"), "item": item[ok], "rating": rating[ok]})
+
+
+def _read_books(path: Path, counts: RowCounts) -> pd.DataFrame:
+    what = "Book-Crossing books"
+    books, bad = read_delimited(path, what=what, **_CSV)
+    require_columns(books, ["ISBN", "Book-Title", "Book-Author", "Year-Of-Publication", "Publisher"], path=path, what=what)
+    isbn = _isbn(books["ISBN"])
+    usable = isbn.notna() & (isbn != "")
+    counts.note("malformed_item_rows", bad + (~usable).sum())
+    books = books[usable]
+    return pd.DataFrame(
         {
             "title": books["Book-Title"].to_numpy(),
             "author": books["Book-Author"].to_numpy(),
             "year": books["Year-Of-Publication"].to_numpy(),
             "publisher": books["Publisher"].to_numpy(),
         },
-        index=books["ISBN"].str.strip().str.upper().to_numpy(),
+        index=isbn[usable].to_numpy(),
     )
-    known = raw["item"].isin(items.index)
-    skipped["ratings of books absent from BX-Books.csv"] = int((~known).sum())
-    raw = raw[known]
 
-    counts = raw.groupby("user")["item"].transform("size")
-    skipped[f"ratings of users with < {min_user_ratings} ratings"] = int((counts < min_user_ratings).sum())
-    raw = raw[counts >= min_user_ratings].copy()
 
-    # No timestamps: a seeded shuffle within each user becomes the pseudo-time 0, 1, 2, ...
-    rng = np.random.default_rng(seed)
-    raw = raw.iloc[rng.permutation(len(raw))]
-    raw["timestamp"] = raw.groupby("user").cumcount().astype("int64")
-
-    path = folder / "BX-Users.csv"
-    users_file, bad = read_delimited(path, what="Book-Crossing users", **_CSV)
-    require_columns(users_file, ["User-ID", "Location", "Age"], path=path, what="Book-Crossing users")
-    skipped["malformed rows in BX-Users.csv"] = bad
-    uid = pd.to_numeric(users_file["User-ID"], errors="coerce")
-    users = users_file[uid.notna()].set_index(uid[uid.notna()].astype("int64"))[["Location", "Age"]]
+def _read_users(path: Path, counts: RowCounts) -> pd.DataFrame:
+    what = "Book-Crossing users"
+    users, bad = read_delimited(path, what=what, **_CSV)
+    require_columns(users, ["User-ID", "Location", "Age"], path=path, what=what)
+    uid = integer_ids(users["User-ID"])
+    counts.note("malformed_user_rows", bad + uid.isna().sum())
+    users = users[uid.notna()].set_index(uid[uid.notna()].astype("int64"))[["Location", "Age"]]
     users.columns = ["location", "age"]
+    return users
+
+
+def load_bookcrossing(folder: Path, *, min_user_ratings: int = 6, seed: int = 0) -> Dataset:
+    """Load the BX dump from ``folder`` (see the module docstring for conventions).
+
+    Args:
+        min_user_ratings: users with fewer distinct rated books are dropped (ReLLa: "≤ 5
+            dropped" → 6). (default: :obj:`6`)
+        seed: seeds the per-user pseudo-time order (the dump has no timestamps). (default: :obj:`0`)
+    """
+    folder = locate(Path(folder))
+    counts = RowCounts(source=str(folder / "BX-Book-Ratings.csv"))
+    raw = _read_ratings(folder / "BX-Book-Ratings.csv", counts)
+    items = _read_books(folder / "BX-Books.csv", counts)
+    known = raw["item"].isin(items.index)
+    counts.drop("unknown_item", (~known).sum())
+    users = _read_users(folder / "BX-Users.csv", counts)
+
+    def active(raw: pd.DataFrame) -> pd.DataFrame:
+        return raw[raw.groupby("user")["item"].transform("size") >= min_user_ratings]
+
     return canonicalize(
-        "bookcrossing", raw, items, users,
-        label=lambda r: r >= 5, label_rule=LABEL_RULE, has_timestamps=False, skipped=skipped,
+        "bookcrossing", raw[known], items, users,
+        label=lambda r: r >= 5, label_rule=LABEL_RULE, has_timestamps=False, counts=counts,
+        activity_filter=active, seed=seed,
     )

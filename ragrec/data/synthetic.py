@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ragrec.data.base import Dataset, canonicalize
+from ragrec.data.base import Dataset, RowCounts, canonicalize
 from ragrec.errors import ConfigError
 
 _GENRES = ("Mystery", "Comedy", "Space", "Romance", "History", "Horror", "Cooking", "Sports")
@@ -74,4 +74,5 @@ def make_synthetic(
     return canonicalize(
         "synthetic", raw, item_table, user_table,
         label=lambda r: r > 3, label_rule="rating > 3", has_timestamps=True,
+        counts=RowCounts(source="the synthetic generator", rows_read=len(raw)),
     )

@@ -1,5 +1,10 @@
 """``python -m ragrec.reproduce``: the command line behind ``make reproduce``, ``make notebook``,
-``make book`` and ``make status`` (see :mod:`ragrec.reproduce.runner`)."""
+``make book`` and ``make status`` (see :mod:`ragrec.reproduce.runner`).
+
+Exit status: 0 done (datasets of the profile whose data is absent are listed, not fatal);
+1 a notebook failed; 2 refused before any notebook ran (an unknown name, a dataset asked for by
+name whose data is absent, an unwritable results folder) or the book build failed.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ from ragrec.reproduce.runner import PROJECT_DIR, SPECS, NotebookFailed, run, sta
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ragrec.reproduce", description=runner.__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m ragrec.reproduce", description=runner.__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n")[1])
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)} (default cpu)")

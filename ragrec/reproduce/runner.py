@@ -5,12 +5,14 @@ profile whose data is present (:func:`ragrec.data.dataset_available`), executing
 ``notebooks/<name>.ipynb`` with papermill into ``results/<profile>/<dataset>/<name>.ipynb``.
 
 Up to date. After a notebook succeeds, ``reproduce.json`` in its results directory records a
-digest of its inputs: the notebook source, its parameters, the ``ragrec`` library source (every
-module but the runner's own), and the files it reads — the declared outputs of the notebooks it runs
+digest of its inputs: the notebook source, its parameters, the ``ragrec`` library's code and the
+raw files its dataset's loader reads (:mod:`ragrec.reproduce.digest`; comments, docstrings and
+formatting do not count), and the files it reads — the declared outputs of the notebooks it runs
 after, and its own declared extra inputs. A later run skips a notebook whose digest is unchanged
-and whose outputs all exist; anything else reruns (``--force`` reruns regardless). Digests use
-file *contents*, not modification times, so results committed to git stay up to date in a fresh
-clone.
+and whose outputs all exist; anything else reruns (``--force`` reruns regardless).
+
+Selection. A dataset named with ``--dataset`` whose files are absent is an error; without it,
+absent datasets of the profile are listed and skipped. An unwritable results folder fails first.
 
 Failure and interruption. A notebook executes into ``.<name>.running.ipynb`` and is renamed into
 place only on success; nothing of an earlier notebook is touched. A failing notebook is kept as
@@ -35,6 +37,7 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,10 +47,10 @@ from typing import Any
 
 from ragrec.config import get_profile
 from ragrec.data import DATASETS, dataset_available
-from ragrec.errors import ConfigError, RagrecError
+from ragrec.errors import ConfigError, DataError, RagrecError
+from ragrec.reproduce.digest import PACKAGE_DIR, file_digest, library_digest, raw_data_digest
 from ragrec.results import result_dir, write_json
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent
 PROJECT_DIR = PACKAGE_DIR.parent
 NOTEBOOK_DIR = PROJECT_DIR / "notebooks"
 MANIFEST = "reproduce.json"
@@ -74,6 +77,7 @@ class NotebookSpec:
         after: notebooks whose outputs it reads (they run first).
         reads: further files of the results directory it reads when present (part of its
             inputs' digest; e.g. tables another step produces).
+        reads_dataset: whether it loads the dataset, so that its raw files are inputs too.
     """
 
     name: str
@@ -81,6 +85,7 @@ class NotebookSpec:
     outputs: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
     reads: tuple[str, ...] = ()
+    reads_dataset: bool = True
 
 
 NOTEBOOKS: tuple[NotebookSpec, ...] = (
@@ -93,8 +98,8 @@ NOTEBOOKS: tuple[NotebookSpec, ...] = (
     NotebookSpec("baselines", "Baselines: where the LLM stands", outputs=("baselines.csv", "predictions_baselines.csv"),
                  after=("recommender",)),
     NotebookSpec("claims", "Claims check", outputs=("claims.csv",),
-                 after=("recommender", "retrieval", "ablations", "early_exit", "baselines")),
-    NotebookSpec("run", "Run record", outputs=("run_times.csv",), reads=(MANIFEST, "provenance.json")),
+                 after=("recommender", "retrieval", "ablations", "early_exit", "baselines"), reads_dataset=False),
+    NotebookSpec("run", "Run record", outputs=("run_times.csv",), reads=(MANIFEST, "provenance.json"), reads_dataset=False),
 )
 SPECS: dict[str, NotebookSpec] = {s.name: s for s in NOTEBOOKS}
 
@@ -139,27 +144,28 @@ def check_datasets(names: Sequence[str] | None, profile: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def require_present(requested: Sequence[str] | None, missing: dict[str, str]) -> None:
+    """A dataset asked for by name must be present; the profile's default list may lack some."""
+    absent = [d for d in requested or () if d in missing]
+    if absent:
+        raise DataError("\n".join(f"{d!r} was requested by name but cannot run: {missing[d]}" for d in absent))
+
+
+def check_writable(folders: Sequence[Path]) -> None:
+    """Fail before any work when a results folder cannot be created or written."""
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle, probe = tempfile.mkstemp(prefix=".write-check.", dir=folder)
+            os.close(handle)
+            os.unlink(probe)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise ConfigError(f"results folder {folder} is not writable ({reason}); fix its permissions or pass --results DIR") from None
+
+
 # --------------------------------------------------------------------------------------------
-# digests and the manifest
-
-
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "absent"
-
-
-RUNNER_MODULES = ("reproduce/runner.py", "reproduce/book.py", "reproduce/__main__.py")
-"""Modules that run notebooks or build the book: they do not change what a notebook computes."""
-
-
-def library_digest() -> str:
-    """Digest of the ragrec source every notebook runs on (:data:`RUNNER_MODULES` excluded)."""
-    h = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        if path.relative_to(PACKAGE_DIR).as_posix() in RUNNER_MODULES:
-            continue
-        h.update(str(path.relative_to(PACKAGE_DIR)).encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
+# the inputs digest and the manifest
 
 
 @dataclass(frozen=True)
@@ -174,6 +180,8 @@ class Task:
     source: Path
     upstream: tuple[NotebookSpec, ...] = ()
     """The specs of ``spec.after`` (their outputs are this notebook's inputs)."""
+    data_root: Path | None = None
+    """Where the dataset's raw files are (default ``$RAGREC_DATA`` or ``data/raw``)."""
 
     @property
     def output(self) -> Path:
@@ -186,16 +194,18 @@ class Task:
     def inputs_digest(self, manifest: dict[str, Any], library: str) -> str:
         """Digest of everything the notebook's results depend on (see the module docstring)."""
         h = hashlib.sha256()
-        h.update(_file_digest(self.source).encode())
+        h.update(file_digest(self.source).encode())
         h.update(json.dumps({k: v for k, v in self.parameters.items() if k != "out_dir"}, sort_keys=True).encode())
         h.update(library.encode())
+        if self.spec.reads_dataset:
+            h.update(raw_data_digest(self.dataset, self.data_root).encode())
         read = [f for up in self.upstream for f in up.outputs] + list(self.spec.reads)
         for name in read:
             if name == MANIFEST:  # the run record reads the other notebooks' entries, not its own
                 others = {k: v for k, v in manifest.get("notebooks", {}).items() if k != self.spec.name}
                 h.update(json.dumps(others, sort_keys=True).encode())
             else:
-                h.update(f"{name}:{_file_digest(self.out_dir / name)}".encode())
+                h.update(f"{name}:{file_digest(self.out_dir / name)}".encode())
         for up in self.spec.after:  # an upstream rerun changes what we read even without outputs
             h.update(str(manifest.get("notebooks", {}).get(up, {}).get("inputs")).encode())
         return h.hexdigest()
@@ -358,7 +368,9 @@ def plan(profile: str, datasets: Sequence[str] | None = None, notebooks: Sequenc
         out_dir = result_dir(profile, dataset, results_root)
         for spec in chosen_specs:
             tasks.append(Task(spec, profile, dataset, prof.seed if seed is None else seed, out_dir,
-                              Path(notebook_dir) / f"{spec.name}.ipynb", tuple(by_name[a] for a in spec.after)))
+                              Path(notebook_dir) / f"{spec.name}.ipynb", tuple(by_name[a] for a in spec.after),
+                              data_root=None if data_root is None else Path(data_root)))
+    require_present(datasets, missing)
     return tasks, missing
 
 
@@ -384,6 +396,7 @@ def run(profile: str = "cpu", datasets: Sequence[str] | None = None, notebooks: 
     if not tasks:
         _say("nothing to run: no selected dataset is present")
         return report
+    check_writable(sorted({task.out_dir for task in tasks}))
     kernel = ensure_kernel()
     library = library_digest()
     for i, task in enumerate(tasks, 1):
@@ -399,7 +412,7 @@ def run(profile: str = "cpu", datasets: Sequence[str] | None = None, notebooks: 
         try:
             seconds = execute(task, kernel=kernel, log_output=log_output, progress_bar=progress_bar)
         except NotebookFailed as exc:
-            _record(task.out_dir, task.spec.name, {"status": "failed", "started": when, "error": str(exc).splitlines()[0],
+            _record(task.out_dir, task.spec.name, {"status": "failed", "started": when, "error": str(exc),
                                                     "inputs": digest, "parameters": task.parameters})
             raise
         _record(task.out_dir, task.spec.name, {

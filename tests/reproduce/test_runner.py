@@ -1,4 +1,5 @@
-"""The papermill runner: bad names, the project's notebooks, skipping, failing and resuming.
+"""The papermill runner: bad names, the project's notebooks, skipping, failing and resuming,
+what makes results stale (code, not comments; raw data), and failing early and clearly.
 
 The run-behaviour tests execute two tiny notebooks written here (a kernel start each, a few
 seconds), not the project's notebooks: ``tests/test_book.py`` runs those end to end.
@@ -7,13 +8,16 @@ seconds), not the project's notebooks: ``tests/test_book.py`` runs those end to 
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from ragrec.errors import ConfigError
+from ragrec.errors import ConfigError, DataError
+from ragrec.reproduce import digest
 from ragrec.reproduce.__main__ import main
 from ragrec.reproduce.runner import (
     MANIFEST,
@@ -27,6 +31,8 @@ from ragrec.reproduce.runner import (
     run,
     status,
 )
+from tests.data.writers import BX_RATINGS, write_bx
+from tests.reproduce.edits import CODE_EDITS, MODULE, TEXT_EDITS, edit_module
 
 PARAMETER_NAMES = ("dataset", "profile", "seed", "out_dir")
 
@@ -160,7 +166,8 @@ def test_a_failing_notebook_stops_the_run_naming_the_cell_and_a_rerun_resumes(pr
     assert "'second'" in message and "cell 2 of second.ipynb" in message and "planted failure" in message
     assert (out / "first.ipynb").exists() and (out / "first.csv").exists(), "earlier results stay intact"
     assert (out / "second.failed.ipynb").exists() and not (out / "second.ipynb").exists()
-    assert json.loads((out / MANIFEST).read_text())["notebooks"]["second"]["status"] == "failed"
+    entry = json.loads((out / MANIFEST).read_text())["notebooks"]["second"]
+    assert entry["status"] == "failed" and entry["error"] == message, "the manifest keeps the whole error"
 
     (nbs / "boom").unlink()
     resumed = _run(project)
@@ -171,3 +178,108 @@ def test_a_failing_notebook_stops_the_run_naming_the_cell_and_a_rerun_resumes(pr
 def test_force_reruns_an_up_to_date_notebook(project):
     _run(project)
     assert [r[0] for r in _run(project, notebooks=["first"], force=True).ran] == ["first"]
+
+
+# --------------------------------------------------------------------------------------------
+# the library digest reads code, not text
+
+
+def _states(project, **kwargs):
+    nbs, results = project
+    return {(n, d): s for n, d, s in status("smoke", results_root=results, specs=SPECS, notebook_dir=nbs, **kwargs)}
+
+
+def test_status_stays_up_to_date_after_a_comment_edit_and_goes_stale_after_a_code_edit(project, package_copy, monkeypatch):
+    monkeypatch.setattr(digest, "PACKAGE_DIR", package_copy)
+    _run(project, notebooks=["first"])
+    edit_module(package_copy, MODULE, *TEXT_EDITS["comment"])
+    edit_module(package_copy, MODULE, *TEXT_EDITS["function-docstring"])
+    assert _states(project)[("first", "synthetic")] == "up to date"
+    edit_module(package_copy, MODULE, *CODE_EDITS["constant"])
+    assert _states(project)[("first", "synthetic")] == "stale"
+
+
+# --------------------------------------------------------------------------------------------
+# the raw data is an input too
+
+
+def test_swapping_a_raw_file_makes_status_report_the_notebook_stale(project, tmp_path):
+    nbs, results = project
+    data_root = tmp_path / "data"
+    write_bx(data_root / "bookcrossing")
+    run("cpu", ["bookcrossing"], ["first"], specs=SPECS, notebook_dir=nbs, results_root=results, data_root=data_root, progress_bar=False)
+
+    def state():
+        rows = status("cpu", results_root=results, data_root=data_root, specs=SPECS, notebook_dir=nbs)
+        return {(n, d): s for n, d, s in rows}[("first", "bookcrossing")]
+
+    assert state() == "up to date"
+    duplicated = BX_RATINGS + BX_RATINGS.split("\n", 1)[1]  # every row twice: a different dataset
+    (data_root / "bookcrossing" / "BX-Book-Ratings.csv").write_text(duplicated, encoding="latin-1")
+    assert state() == "stale"
+
+
+def test_only_notebooks_that_load_the_dataset_hash_its_raw_files(tmp_path):
+    write_bx(tmp_path / "bookcrossing")
+    tasks, _ = plan("cpu", ["bookcrossing"], results_root=tmp_path / "results", data_root=tmp_path)
+    before = {t.spec.name: t.inputs_digest({}, "lib") for t in tasks}
+    (tmp_path / "bookcrossing" / "BX-Users.csv").write_text('"User-ID";"Location";"Age"\n', encoding="latin-1")
+    after = {t.spec.name: t.inputs_digest({}, "lib") for t in tasks}
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == {s.name for s in NOTEBOOKS if s.reads_dataset} and "data" in changed and "claims" not in changed
+
+
+# --------------------------------------------------------------------------------------------
+# failing early and clearly
+
+
+def test_a_requested_dataset_whose_files_are_absent_is_an_error(tmp_path):
+    with pytest.raises(DataError, match="(?s)'bookcrossing' was requested by name but cannot run.*BX-Book-Ratings.csv"):
+        plan("cpu", ["ml-100k", "bookcrossing"], results_root=tmp_path, data_root=tmp_path / "no-data")
+
+
+def test_make_notebook_for_an_absent_dataset_exits_non_zero_saying_what_is_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RAGREC_DATA", str(tmp_path / "no-data"))
+    argv = ["run", "--profile", "cpu", "--notebook", "data", "--dataset", "bookcrossing", "--force", "--results", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "BX-Book-Ratings.csv" in err and str(tmp_path / "no-data") in err
+
+
+def test_absent_datasets_of_the_profile_are_listed_not_fatal(tmp_path):
+    tasks, missing = plan("cpu", results_root=tmp_path, data_root=tmp_path / "no-data")
+    assert "bookcrossing" in missing and tasks
+
+
+def _unwritable_by_permissions(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes through permissions")
+    folder = tmp_path / "results"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+
+
+def _unwritable_under_a_file(tmp_path):
+    (tmp_path / "results").write_text("a file where the results folder should be")
+    return tmp_path / "results"
+
+
+@pytest.mark.parametrize("make", [_unwritable_by_permissions, _unwritable_under_a_file], ids=["read-only", "under-a-file"])
+def test_an_unwritable_results_folder_fails_first_with_one_line(tmp_path, capsys, make):
+    results = make(tmp_path)
+    assert main(["run", "--profile", "smoke", "--results", str(results)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(r"results folder .*results.* is not writable", err), err
+    assert not list(tmp_path.rglob("*.ipynb")), "no notebook ran"
+
+
+def test_a_read_only_folder_is_caught_before_any_work(tmp_path, monkeypatch, capsys):
+    """As root (no permission check) the same path is exercised by a refused temporary file."""
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("ragrec.reproduce.runner.tempfile.mkstemp", refuse)
+    monkeypatch.setattr("ragrec.reproduce.runner.ensure_kernel", lambda: pytest.fail("a kernel started"))
+    assert main(["run", "--profile", "smoke", "--results", str(tmp_path)]) == 2
+    assert "is not writable (Permission denied)" in capsys.readouterr().err
