@@ -129,6 +129,16 @@ def _check_predictions(
     return labels, p, layers, num_layers
 
 
+def _pattern_accuracy(labels, p_full, p_final, n_boot: int, seed: int, paired: bool) -> dict[str, float]:
+    """AUC (with interval) and LogLoss of one exit pattern, and when ``paired`` the paired 95%
+    interval of its AUC drop against full depth."""
+    out = accuracy_with_ci(labels, p_final, n_boot, seed)
+    drop = paired_auc_difference(labels, p_full, p_final, n_boot=n_boot, seed=seed) if paired else None
+    out["drop_ci_low"] = drop.ci_low if drop else math.nan
+    out["drop_ci_high"] = drop.ci_high if drop else math.nan
+    return out
+
+
 def threshold_sweep(
     labels: Sequence[int] | np.ndarray,
     per_head_p: np.ndarray,
@@ -174,10 +184,7 @@ def threshold_sweep(
             p_final, head = simulate_exits(p, criterion, layers)
             key = p_final.tobytes()
             if key not in cache:  # many small τ give the same exits; bootstrap each pattern once
-                cache[key] = accuracy_with_ci(labels, p_final, n_boot, seed)
-                drop = paired_auc_difference(labels, p[:, -1], p_final, n_boot=n_boot, seed=seed) if paired else None
-                cache[key]["drop_ci_low"] = drop.ci_low if drop else math.nan
-                cache[key]["drop_ci_high"] = drop.ci_high if drop else math.nan
+                cache[key] = _pattern_accuracy(labels, p[:, -1], p_final, n_boot, seed, paired)
             mean_layer = float(np.asarray(layers)[head].mean())
             row = {
                 "form": form, "first_head": first_head, "tau": float(tau), **cache[key],
