@@ -299,8 +299,7 @@ def benchmark_engine(
         saved: optional ``[N, n_heads]`` saved per-head P(Yes) of the same prompts; fills
             ``exit_agreement`` and ``max_abs_diff_vs_saved``.
         n_boot, seed: the AUC intervals' bootstrap.
-        cf_ids: ``[N, 2]`` (user, item) per prompt when ``heads`` carry collaborative tokens; both
-            the engine and the plain forward then read the filled slots.
+        cf_ids: ``[N, 2]`` (user, item) per prompt for heads with collaborative tokens.
     """
     labels = _check_engine_input(backbone, heads, prompts, labels, points, saved)
     engines = {f"{pt.form}:{pt.tau:g}": (pt, EarlyExitEngine(backbone, heads, pt.criterion())) for pt in points}
@@ -310,8 +309,7 @@ def benchmark_engine(
 
     # outputs land here, in the original prompt order
     runs = {"full": TimedRun(np.full(n, np.nan), np.full(n, num_layers))}
-    for key in engines:
-        runs[key] = TimedRun(np.full(n, np.nan), np.zeros(n, dtype=np.int64))
+    runs.update({key: TimedRun(np.full(n, np.nan), np.zeros(n, dtype=np.int64)) for key in engines})
     per_head = {key: np.full((n, heads.num_heads), np.nan) for key in engines}
     calls = _engine_calls(backbone, engines, prompts, batches, runs, per_head, padding_side, heads, cf_ids)
     timings = interleaved(calls, len(batches), repeats, warmup)
