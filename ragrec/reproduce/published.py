@@ -39,7 +39,7 @@ def relative_paths(text: str, paths: dict[str, str] | None = None) -> str:
     repository becomes relative to it (``<repo>/data/raw`` → ``data/raw``)."""
     for path, label in (paths or machine_paths()).items():
         text = text.replace(f"{path}/", "" if label == "." else f"{label}/")  # a path below the root
-        text = re.sub(re.escape(path) + r"(?![\w-]|\.\w)", lambda _: label, text)  # the root itself
+        text = re.sub(re.escape(path) + r"(?![\w-]|\.\w)", lambda _, label=label: label, text)  # the root itself
     return text
 
 
