@@ -66,10 +66,13 @@ DOWNLOADS: dict[str, tuple[str, ...]] = {
 """The result files (glob patterns) each chapter links as downloads, beside its notebook."""
 
 SUMMARY_NOTEBOOK = "claims"
-SUMMARY_KEYS = ("verdicts", "headline", "differences")
+SUMMARY_KEYS = ("verdicts", "differences")
+SUMMARY_FIGURE = "headline.png"
 SUMMARY_PLACEHOLDER = "results/SUMMARY/"
 """The landing page's summary pastes :data:`SUMMARY_KEYS` (and glued numbers) from
-``results/SUMMARY/claims.ipynb``; staging names the dataset there."""
+``results/SUMMARY/claims.ipynb`` and shows the :data:`SUMMARY_FIGURE` the claims notebook saved
+(copied beside it: myst-nb writes a glued image only for the page that shows it); staging names
+the dataset there."""
 
 PROFILE_NOTES = {
     "smoke": ":::{warning}\nThis is a **smoke** build: a tiny random model on synthetic data. Its numbers check the "
@@ -154,6 +157,8 @@ def stage(profile: str, *, results_root=None, data_root=None, staging: Path, sou
             doc = f"results/{dataset}/{spec.name}"
             _copy_notebook(executed, staging / f"{doc}.ipynb", paths)
             staged.downloads[doc] = _copy_downloads(spec.name, out_dir, staging / "results" / dataset, paths)
+            if spec.name == SUMMARY_NOTEBOOK and (out_dir / SUMMARY_FIGURE).exists():
+                shutil.copyfile(out_dir / SUMMARY_FIGURE, staging / "results" / dataset / SUMMARY_FIGURE)
             staged.sections.setdefault(chapter, []).append((doc, dataset))
     staged.summary = _summary_dataset(staged)
     _write_toc(staging, staged)
@@ -196,9 +201,10 @@ def glue_keys(notebook: Path) -> set[str]:
 
 
 def _summary_dataset(staged: StagedBook) -> str | None:
-    """The first dataset whose claims notebook glued everything the landing page pastes."""
+    """The first dataset whose claims notebook glued and saved everything the landing page shows."""
     for doc, dataset in staged.sections.get(chapter_of(SUMMARY_NOTEBOOK), []):
-        if set(SUMMARY_KEYS) <= glue_keys(staged.source / f"{doc}.ipynb"):
+        figure = (staged.source / doc).parent / SUMMARY_FIGURE
+        if set(SUMMARY_KEYS) <= glue_keys(staged.source / f"{doc}.ipynb") and figure.exists():
             return dataset
     return None
 

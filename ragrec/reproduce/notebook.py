@@ -93,13 +93,6 @@ class NotebookContext:
         self.save_figure(fig, name)
         return Image(data=self.path(name).read_bytes(), format="png")
 
-    def glue_figure(self, key: str, fig, name: str) -> None:
-        """Save ``fig`` as ``name`` and glue the saved image under ``key`` without showing it
-        (a page pastes it with ``{glue:figure}`` or, from another page, ``{glue}`` and ``:doc:``)."""
-        from myst_nb import glue as myst_glue
-
-        myst_glue(key, self.show_figure(fig, name), display=False)
-
     def glue_table(self, key: str, table) -> None:
         """Glue a table for people (:class:`ragrec.reproduce.tables.PeopleTable`) under ``key``
         without showing it."""

@@ -341,9 +341,17 @@ def run_times_table(times: pd.DataFrame) -> PeopleTable:
 
 def provenance_view(provenance: pd.DataFrame) -> PeopleTable:
     """Where and with what each library step ran (:func:`ragrec.reproduce.notebook.provenance_table`)."""
-    return people_table(provenance, [
-        Column("step", "step"), Column("git_commit", "commit"), Column("git_dirty", "uncommitted changes"),
-        Column("torch", "torch"), Column("transformers", "transformers"), Column("cpu", "CPU"),
+    def cell(row: pd.Series, column: str) -> str:
+        return "" if is_missing(row.get(column)) else str(row[column])
+
+    rows = provenance.assign(
+        commit=[cell(r, "git_commit") + (" (uncommitted changes)" if cell(r, "git_dirty") == "True" else "")
+                for _, r in provenance.iterrows()],
+        packages=[", ".join(f"{name} {cell(r, name)}" for name in ("torch", "transformers") if cell(r, name))
+                  for _, r in provenance.iterrows()],
+    )
+    return people_table(rows, [
+        Column("step", "step"), Column("commit", "commit"), Column("packages", "packages"), Column("cpu", "CPU"),
         Column("torch_threads", "threads", "int"), Column("gpu", "GPU", missing="none"),
     ])
 

@@ -24,6 +24,7 @@ from ragrec.errors import ConfigError
 from ragrec.reproduce import book
 from ragrec.reproduce.book import (
     BOOK_SOURCE,
+    SUMMARY_FIGURE,
     SUMMARY_KEYS,
     BookBuildFailed,
     build_book,
@@ -99,11 +100,14 @@ def test_staged_notebooks_name_the_results_root_not_its_machine_path(tmp_path):
 def test_the_landing_page_summarises_the_first_dataset_whose_claims_notebook_glued_it(tmp_path):
     results = tmp_path / "results" / "cpu"
     _executed(results / "ml-100k", "claims", glued=SUMMARY_KEYS[:1])  # an older claims notebook
+    _executed(results / "amazon-beauty", "claims", glued=SUMMARY_KEYS)  # its figure is missing
     _executed(results / "bookcrossing", "claims", glued=SUMMARY_KEYS)
+    (results / "bookcrossing" / SUMMARY_FIGURE).write_bytes(b"\x89PNG")
     staged = stage("cpu", results_root=tmp_path / "results", data_root=tmp_path / "no-data", staging=tmp_path / "stage")
     intro = (tmp_path / "stage" / "intro.md").read_text()
     assert staged.summary == "bookcrossing"
     assert "results/bookcrossing/claims.ipynb::summary_auc" in intro and "SUMMARY" not in intro
+    assert (tmp_path / "stage" / "results" / "bookcrossing" / SUMMARY_FIGURE).exists(), "the figure the page shows"
     assert "cpu** profile" in intro
 
 

@@ -108,15 +108,12 @@ def test_show_figure_shows_exactly_the_png_it_saved(tmp_path):
     assert shown.data == ctx.path("curve.png").read_bytes() and shown.data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_glued_figures_and_tables_are_hidden_outputs_named_by_key(tmp_path, monkeypatch):
+def test_glued_tables_are_hidden_outputs_named_by_key(tmp_path, monkeypatch):
     import myst_nb
 
     glued = []
     monkeypatch.setattr(myst_nb, "glue", lambda key, value, display=True: glued.append((key, value, display)))
     ctx = setup_notebook("claims", "smoke", "synthetic", None, tmp_path / "smoke" / "synthetic")
     table = people_table(pd.DataFrame({"a": [1.0]}), [Column("a", "a", "auc")])
-    ctx.glue_figure("headline", _figure(), "headline.png")
     ctx.glue_table("verdicts", table)
-    assert [(key, display) for key, _, display in glued] == [("headline", False), ("verdicts", False)]
-    assert glued[0][1].data == ctx.path("headline.png").read_bytes()
-    assert glued[1][1] is table
+    assert glued == [("verdicts", table, False)]
