@@ -40,13 +40,18 @@ PAGES = {
 }
 
 
+def browser_required() -> bool:
+    """Under CI (``CI``, as CI services set it, or ``RAGREC_REQUIRE_BROWSER``) the tests must run."""
+    return any(os.environ.get(name, "").lower() not in ("", "0", "false") for name in ("CI", "RAGREC_REQUIRE_BROWSER"))
+
+
 def chromium_or_skip() -> str:
     """The chromium executable; a skip (a failure under CI) when it is absent."""
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found:
         return found
     message = "chromium is not installed: `apt-get install -y chromium` (Debian) to run the browser tests"
-    if os.environ.get("CI") or os.environ.get("RAGREC_REQUIRE_BROWSER"):
+    if browser_required():
         pytest.fail(f"{message}; CI must install it (see .ci/run)")
     pytest.skip(message)
 
@@ -175,6 +180,20 @@ LAYOUT = """(() => {
           images, tables: main.querySelectorAll('table.ragrec-table').length, math: document.querySelectorAll('mjx-container').length,
           rawMath: [...main.querySelectorAll('.math')].filter(el => !el.querySelector('mjx-container')).length};
 })()"""
+
+
+@pytest.mark.parametrize(("env", "outcome"), [
+    ({}, pytest.skip.Exception), ({"CI": "false"}, pytest.skip.Exception),
+    ({"CI": "true"}, pytest.fail.Exception), ({"RAGREC_REQUIRE_BROWSER": "1"}, pytest.fail.Exception),
+], ids=["local", "CI=false", "CI", "required"])
+def test_without_chromium_the_tests_skip_locally_and_fail_under_ci(monkeypatch, env, outcome):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    for name in ("CI", "RAGREC_REQUIRE_BROWSER"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(outcome, match="apt-get install -y chromium"):
+        chromium_or_skip()
 
 
 @pytest.fixture(scope="module")
