@@ -169,7 +169,10 @@ def people_table(frame: pd.DataFrame, columns: Sequence[Column], *, caption: str
         columns: what to show, in order.
         caption: a line above the table.
     """
-    cells: dict[str, list[str]] = {c.label: [] for c in columns}
+    labels = [c.label for c in columns]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"column labels must differ (each is a header): {labels}")
+    cells: dict[str, list[str]] = {label: [] for label in labels}
     why: dict[str, str] = {}
     for _, row in frame.iterrows():
         for column in columns:
@@ -372,3 +375,26 @@ def checks_table(checks: pd.DataFrame) -> PeopleTable:
         Column("plain_vs_saved", "plain forward vs saved predictions", "sci", missing="not checked"),
         Column("n_check", "requests checked", "int"),
     ], caption="Largest |difference in P(Yes)|")
+
+
+DATA_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("dataset", "dataset", "text"), ("users", "users", "int"), ("items", "items", "int"),
+    ("interactions", "interactions", "int"), ("density", "density", "share"), ("label_rule", "liked when", "text"),
+    ("positive_rate", "liked share", "share"), ("split_method", "split", "text"),
+    ("train_samples", "training samples", "int"), ("valid_samples", "validation samples", "int"),
+    ("test_samples", "test samples", "int"), ("train_samples_used", "training samples used", "int"),
+    ("valid_samples_used", "validation samples used", "int"), ("test_samples_used", "test samples used", "int"),
+    ("history_scope", "history scope", "text"), ("mean_history_len", "mean history length", "layer"),
+    ("test_cold_start_share", "test samples of cold-start users", "share"),
+)
+
+
+def data_table(stats: pd.DataFrame) -> PeopleTable:
+    """The dataset's one-row ``data.csv`` as one line per quantity."""
+    row = stats.iloc[0] if len(stats) else pd.Series(dtype=object)
+    lines = pd.DataFrame([{"quantity": label, "value": format_value(row.get(name), kind) or MISSING}
+                          for name, label, kind in DATA_ROWS])
+    absent = [label for name, label, _ in DATA_ROWS if is_missing(row.get(name))]
+    table = people_table(lines, [Column("quantity", "quantity"), Column("value", "value")])
+    table.notes = [f"{MISSING} {', '.join(absent)}: not in this results table."] if absent else []
+    return table

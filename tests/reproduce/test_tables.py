@@ -46,6 +46,18 @@ def test_absent_values_format_as_nothing(value):
     assert tables.format_value(value, "auc") is None
 
 
+def test_two_columns_under_one_header_is_a_clear_error():
+    with pytest.raises(ValueError, match="column labels must differ"):
+        people_table(pd.DataFrame({"a": [1], "b": [2]}), [Column("a", "x"), Column("b", "x")])
+
+
+def test_the_data_table_reads_one_quantity_a_line_and_says_which_are_absent():
+    table = tables.data_table(pd.DataFrame([{"dataset": "ml-100k", "users": 943, "density": 0.063}]))
+    lines = dict(zip(table.frame["quantity"], table.frame["value"], strict=True))
+    assert (lines["dataset"], lines["users"], lines["density"], lines["split"]) == ("ml-100k", "943", "6.3%", MISSING)
+    assert table.notes and table.notes[0].endswith("not in this results table.") and "split" in table.notes[0]
+
+
 def test_an_unknown_kind_is_a_clear_error():
     with pytest.raises(KeyError, match="unknown column kind 'percent'"):
         tables.format_value(0.5, "percent")
