@@ -3,15 +3,21 @@
 The source folder ``book/`` holds the prose (``intro``, ``paper``, ``method``, ``reproduce``, one
 ``chapters/<name>.md`` per notebook), ``_config.yml`` and ``_toc.yml``. Building a profile's book:
 
-1. copies ``book/`` into a staging folder (``<output>/_build/source``, recreated each time);
-2. copies each dataset's executed notebooks (papermill's injected-parameters cell folded) ``results/<profile>/<dataset>/<name>.ipynb`` into
-   ``results/<dataset>/`` there and adds them to the table of contents as sections of their
-   chapter (``chapters/<name>``; the run record ``run`` goes under ``reproduce``);
-3. appends to each chapter page its datasets: a link to each executed notebook, and for each
-   dataset of the profile that was *not* run, why (data absent, with the files needed; not run
-   yet; failed);
-4. sets the ``profile`` substitution and runs ``jupyter-book build --all -W`` (warnings are errors)
-   with the HTML in ``<output>/_build/html``.
+1. copies ``book/`` into a staging folder;
+2. copies each dataset's executed notebooks ``results/<profile>/<dataset>/<name>.ipynb`` into
+   ``results/<dataset>/`` there (papermill's injected-parameters cell folded, machine paths made
+   relative) with the result files each chapter offers as downloads, and adds the notebooks to
+   the table of contents as sections of their chapter (``chapters/<name>``; the run record
+   ``run`` goes under ``reproduce``);
+3. appends to each chapter page its datasets: a link to each executed notebook and its CSV files,
+   and for each dataset of the profile that was *not* run, why (data absent, with the files
+   needed; not run yet; failed);
+4. points the landing page's reproducibility summary at the first dataset whose claims notebook
+   glued it (or says there is none yet), adds what this profile's numbers can say, and sets the
+   ``profile`` substitution;
+5. runs ``jupyter-book build --all -W`` (warnings are errors) in a fresh temporary folder and,
+   only when it succeeds, swaps the HTML into ``<output>/_build/html``: a killed or failed build
+   leaves the previous book whole, and one profile's pages never mix with another's.
 
 Nothing is executed: the notebooks come with their outputs from papermill, and the book's
 configuration says ``execute_notebooks: off``.
@@ -21,9 +27,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +40,7 @@ import yaml
 
 from ragrec.data import dataset_available
 from ragrec.errors import ConfigError, RagrecError
+from ragrec.reproduce.published import machine_paths, relative_paths
 from ragrec.reproduce.runner import (
     MANIFEST,
     NOTEBOOKS,
@@ -43,6 +52,38 @@ from ragrec.results import result_dir
 
 BOOK_SOURCE = PROJECT_DIR / "book"
 RUN_RECORD_CHAPTER = "reproduce"
+
+DOWNLOADS: dict[str, tuple[str, ...]] = {
+    "data": ("data.csv",),
+    "recommender": ("heads.csv", "training.csv", "predictions_[!b]*.csv"),
+    "retrieval": ("retrieval.csv", "lightgcn.csv", "lightgcn_history.csv"),
+    "ablations": ("ablations.csv",),
+    "early_exit": ("early_exit.csv", "threshold_sweep.csv", "early_exit_predictions.csv"),
+    "baselines": ("baselines.csv", "predictions_baselines.csv"),
+    "claims": ("claims.csv",),
+    "run": ("run_times.csv", "provenance.json", "reproduce.json"),
+}
+"""The result files (glob patterns) each chapter links as downloads, beside its notebook."""
+
+SUMMARY_NOTEBOOK = "claims"
+SUMMARY_KEYS = ("verdicts", "differences")
+SUMMARY_FIGURE = "headline.png"
+SUMMARY_PLACEHOLDER = "results/SUMMARY/"
+"""The landing page's summary pastes :data:`SUMMARY_KEYS` (and glued numbers) from
+``results/SUMMARY/claims.ipynb`` and shows the :data:`SUMMARY_FIGURE` the claims notebook saved
+(copied beside it: myst-nb writes a glued image only for the page that shows it); staging names
+the dataset there."""
+
+PROFILE_NOTES = {
+    "smoke": ":::{warning}\nThis is a **smoke** build: a tiny random model on synthetic data. Its numbers check the "
+             "plumbing only (that every step runs and every table is filled); they say nothing about the paper's "
+             "claims.\n:::",
+    "cpu": ":::{note}\nThe **cpu** profile: SmolLM2-135M-Instruct on MovieLens-100K, trained and timed on two CPU "
+           "cores. It tests the paper's claims at small scale; the table below says how it differs from the paper.\n:::",
+}
+NO_SUMMARY = ("## Reproducibility summary\n\nNo dataset of the **{profile}** profile has a claims check yet, so there "
+              "is nothing to summarise: run `make reproduce PROFILE={profile}` (or `make notebook NB=claims "
+              "PROFILE={profile}`) and build the book again.\n")
 
 
 class BookBuildFailed(RagrecError):
@@ -56,12 +97,15 @@ def chapter_of(notebook: str) -> str:
 
 @dataclass
 class StagedBook:
-    """What was staged: the folder, the executed notebooks per chapter, and the datasets not run
-    per chapter with the reason."""
+    """What was staged: the folder, the executed notebooks per chapter, the files each links as
+    downloads, the datasets not run per chapter with the reason, and the dataset the landing
+    page summarises (None: none has a claims check)."""
 
     source: Path
     sections: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # chapter -> [(docname, dataset)]
+    downloads: dict[str, list[str]] = field(default_factory=dict)  # docname -> [file name]
     not_run: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # chapter -> [(dataset, reason)]
+    summary: str | None = None
 
 
 def _datasets(profile: str, results_root) -> list[str]:
@@ -76,12 +120,20 @@ def _datasets(profile: str, results_root) -> list[str]:
 def _reason(notebook: str, dataset: str, out_dir: Path, data_root) -> str:
     present, message = dataset_available(dataset, data_root=data_root)
     if not present:
-        return "data absent. " + message
+        return "data absent. " + relative_paths(message)
     manifest = out_dir / MANIFEST
     entry = json.loads(manifest.read_text()).get("notebooks", {}).get(notebook) if manifest.exists() else None
     if entry and entry.get("status") == "failed":
-        return f"failed: {entry.get('error', '')}"
+        return relative_paths(f"failed: {entry.get('error', '')}")
     return f"not run yet (make notebook NB={notebook} DATASET={dataset})"
+
+
+def published_paths(results_root) -> dict[str, str]:
+    """:func:`ragrec.reproduce.published.machine_paths` plus the results root, shown as
+    ``results`` (a notebook's ``out_dir`` parameter names it)."""
+    root = str(result_dir("x", "x", results_root).parent.parent.resolve())
+    paths = {**machine_paths(), root: "results"}
+    return dict(sorted(paths.items(), key=lambda item: -len(item[0])))
 
 
 def stage(profile: str, *, results_root=None, data_root=None, staging: Path, source: Path = BOOK_SOURCE) -> StagedBook:
@@ -93,35 +145,68 @@ def stage(profile: str, *, results_root=None, data_root=None, staging: Path, sou
         shutil.rmtree(staging)
     shutil.copytree(source, staging, ignore=shutil.ignore_patterns("_build", ".ipynb_checkpoints"))
     staged = StagedBook(staging)
+    paths = published_paths(results_root)
     for dataset in _datasets(profile, results_root):
         out_dir = result_dir(profile, dataset, results_root)
         for spec in NOTEBOOKS:
             chapter = chapter_of(spec.name)
             executed = out_dir / f"{spec.name}.ipynb"
-            if executed.exists():
-                target = staging / "results" / dataset / executed.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                _copy_notebook(executed, target)
-                staged.sections.setdefault(chapter, []).append((f"results/{dataset}/{spec.name}", dataset))
-            else:
+            if not executed.exists():
                 staged.not_run.setdefault(chapter, []).append((dataset, _reason(spec.name, dataset, out_dir, data_root)))
+                continue
+            doc = f"results/{dataset}/{spec.name}"
+            _copy_notebook(executed, staging / f"{doc}.ipynb", paths)
+            staged.downloads[doc] = _copy_downloads(spec.name, out_dir, staging / "results" / dataset, paths)
+            if spec.name == SUMMARY_NOTEBOOK and (out_dir / SUMMARY_FIGURE).exists():
+                shutil.copyfile(out_dir / SUMMARY_FIGURE, staging / "results" / dataset / SUMMARY_FIGURE)
+            staged.sections.setdefault(chapter, []).append((doc, dataset))
+    staged.summary = _summary_dataset(staged)
     _write_toc(staging, staged)
     _write_dataset_list(staging, staged)
+    _write_intro(staging, profile, staged.summary)
     _write_config(staging, profile)
     return staged
 
 
-def _copy_notebook(executed: Path, target: Path) -> None:
-    """Copy an executed notebook, folding papermill's injected-parameters cell away (its source
-    stays one click away: the parameters the run used)."""
+def _copy_notebook(executed: Path, target: Path, paths: dict[str, str]) -> None:
+    """Copy an executed notebook with machine paths made relative, folding papermill's
+    injected-parameters cell away (its source stays one click away: the parameters the run used)."""
     import nbformat
 
-    nb = nbformat.read(executed, as_version=4)
+    nb = nbformat.reads(relative_paths(executed.read_text(), paths), as_version=4)
     for cell in nb.cells:
         tags = cell.get("metadata", {}).get("tags", [])
         if "injected-parameters" in tags and "hide-input" not in tags:
             cell.metadata["tags"] = [*tags, "hide-input"]
+    target.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, target)
+
+
+def _copy_downloads(notebook: str, out_dir: Path, folder: Path, paths: dict[str, str]) -> list[str]:
+    """Copy the result files a chapter links (:data:`DOWNLOADS`) beside its notebook; returns
+    their names. Text is copied with machine paths made relative."""
+    names = sorted({f.name for pattern in DOWNLOADS.get(notebook, ()) for f in out_dir.glob(pattern) if f.is_file()})
+    for name in names:
+        (folder / name).write_text(relative_paths((out_dir / name).read_text(), paths))
+    return names
+
+
+def glue_keys(notebook: Path) -> set[str]:
+    """The keys an executed notebook glued (myst-nb's ``scrapbook`` output metadata)."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    return {o["metadata"]["scrapbook"]["name"] for o in outputs if "scrapbook" in o.get("metadata", {})}
+
+
+def _summary_dataset(staged: StagedBook) -> str | None:
+    """The first dataset whose claims notebook glued and saved everything the landing page shows."""
+    for doc, dataset in staged.sections.get(chapter_of(SUMMARY_NOTEBOOK), []):
+        figure = (staged.source / doc).parent / SUMMARY_FIGURE
+        if set(SUMMARY_KEYS) <= glue_keys(staged.source / f"{doc}.ipynb") and figure.exists():
+            return dataset
+    return None
 
 
 def _write_toc(staging: Path, staged: StagedBook) -> None:
@@ -135,18 +220,33 @@ def _write_toc(staging: Path, staged: StagedBook) -> None:
 
 
 def _write_dataset_list(staging: Path, staged: StagedBook) -> None:
-    """Append to each chapter page a list of its datasets: a link to each executed notebook, and
-    for each dataset not run, why and what it needs."""
+    """Append to each chapter page a list of its datasets: a link to each executed notebook and
+    its result files, and for each dataset not run, why and what it needs."""
     for chapter in sorted(set(staged.sections) | set(staged.not_run)):
         page = staging / f"{chapter}.md"
         if not page.exists():
             continue
         lines = ["", "## Datasets", ""]
         for doc, dataset in staged.sections.get(chapter, []):
-            lines.append(f"- {{doc}}`{dataset} </{doc}>`")
+            files = ", ".join(f"{{download}}`{name} </{doc.rsplit('/', 1)[0]}/{name}>`" for name in staged.downloads.get(doc, []))
+            lines.append(f"- {{doc}}`{dataset} </{doc}>`" + (f"; full results: {files}" if files else ""))
         for dataset, reason in staged.not_run.get(chapter, []):
             lines += [f"- **{dataset}**: not run.", "", "  ```text", *[f"  {line}" for line in reason.splitlines()], "  ```"]
         page.write_text(page.read_text().rstrip("\n") + "\n" + "\n".join(lines) + "\n")
+
+
+def _write_intro(staging: Path, profile: str, summary: str | None) -> None:
+    """Point the landing page's summary at ``summary`` (or replace it with a note saying there is
+    none yet) and put in what this profile's numbers can say."""
+    page = staging / "intro.md"
+    if not page.exists():
+        return
+    text = re.sub(r"<!-- profile-note.*?-->", lambda _: PROFILE_NOTES.get(profile, ""), page.read_text())
+    if summary is not None:
+        text = text.replace(SUMMARY_PLACEHOLDER, f"results/{summary}/")
+    else:
+        text = re.sub(r"<!-- summary:start -->.*<!-- summary:end -->", lambda _: NO_SUMMARY.format(profile=profile), text, flags=re.DOTALL)
+    page.write_text(text)
 
 
 def _write_config(staging: Path, profile: str) -> None:
@@ -182,24 +282,51 @@ def jupyter_book_command() -> list[str]:
 
 def build_book(profile: str = "cpu", *, results_root=None, data_root=None, output: Path | None = None,
                source: Path = BOOK_SOURCE, quiet: bool = False) -> Path:
-    """Stage and build the book of ``profile``; returns the HTML folder.
+    """Stage and build the book of ``profile``; returns the HTML folder ``<output>/_build/html``.
+
+    The build runs in a fresh folder beside it and replaces it only on success (see the module
+    docstring), so the HTML folder always holds one whole build of one profile.
 
     Raises:
-        BookBuildFailed: the build failed (warnings count as errors).
+        BookBuildFailed: the build failed (warnings count as errors); the failed build is kept in
+            ``<output>/_build/failed`` and the previous HTML is untouched.
     """
     check_offline_mathjax()
-    output = Path(output) if output is not None else source
-    staging = output / "_build" / "source"
+    build_dir = (Path(output) if output is not None else source) / "_build"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".building-", dir=build_dir))  # same file system: the swap is a rename
     started = time.perf_counter()
-    staged = stage(profile, results_root=results_root, data_root=data_root, staging=staging, source=source)
-    n = sum(len(v) for v in staged.sections.values())
-    print(f"book: {n} executed notebook(s) of profile {profile!r} staged in {staging}", flush=True)
-    command = jupyter_book_command() + ["build", str(staging), "--path-output", str(output), "--all", "-W", "--keep-going"]
-    env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1")
-    result = subprocess.run(command, capture_output=quiet, text=True, env=env)
-    if result.returncode != 0:
-        detail = (result.stdout or "")[-4000:] + (result.stderr or "")[-4000:] if quiet else ""
-        raise BookBuildFailed(f"jupyter-book build failed (exit {result.returncode}); see the output above.{detail}")
-    html = output / "_build" / "html"
+    try:
+        staged = stage(profile, results_root=results_root, data_root=data_root, staging=work / "source", source=source)
+        n = sum(len(v) for v in staged.sections.values())
+        print(f"book: {n} executed notebook(s) of profile {profile!r} staged", flush=True)
+        result = _run_jupyter_book(work, quiet)
+        if result.returncode != 0:
+            failed = _replace_folder(work, build_dir / "failed")
+            detail = (result.stdout or "")[-4000:] + (result.stderr or "")[-4000:] if quiet else ""
+            raise BookBuildFailed(f"jupyter-book build failed (exit {result.returncode}); see the output above. The "
+                                  f"failed build is in {failed}; the previous book is untouched.{detail}")
+        html = _replace_folder(work / "_build" / "html", build_dir / "html")
+        shutil.rmtree(build_dir / "failed", ignore_errors=True)  # an older failure no longer describes the book
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     print(f"book: built in {time.perf_counter() - started:.0f} s → {html / 'index.html'}", flush=True)
     return html
+
+
+def _run_jupyter_book(work: Path, quiet: bool) -> subprocess.CompletedProcess:
+    """``jupyter-book build`` of ``work/source`` into ``work/_build``."""
+    command = jupyter_book_command() + ["build", str(work / "source"), "--path-output", str(work), "--all", "-W", "--keep-going"]
+    env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1")
+    return subprocess.run(command, check=False, capture_output=quiet, text=True, env=env)
+
+
+def _replace_folder(new: Path, target: Path) -> Path:
+    """Move ``new`` to ``target``, replacing what was there: two renames, the old one deleted
+    after, so ``target`` is never a mix of both."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.rename(target, old)
+    os.rename(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target

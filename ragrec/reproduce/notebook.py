@@ -85,6 +85,21 @@ class NotebookContext:
         with atomic_path(self.path(name)) as tmp:
             fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
 
+    def show_figure(self, fig, name: str):
+        """Save ``fig`` as ``name`` (PNG) and return the saved image, so a cell ending with it
+        shows exactly the file the results directory holds."""
+        from IPython.display import Image
+
+        self.save_figure(fig, name)
+        return Image(data=self.path(name).read_bytes(), format="png")
+
+    def glue_table(self, key: str, table) -> None:
+        """Glue a table for people (:class:`ragrec.reproduce.tables.PeopleTable`) under ``key``
+        without showing it."""
+        from myst_nb import glue as myst_glue
+
+        myst_glue(key, table, display=False)
+
     def value(self, table: str, column: str, where: dict[str, Any] | None = None) -> Any:
         """The one cell of ``table`` (a CSV in the results directory) in ``column`` on the row
         matching ``where``; None when the table, row or value is absent.

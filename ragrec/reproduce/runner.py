@@ -305,6 +305,12 @@ def execute(task: Task, *, kernel: str, log_output: bool = False, progress_bar: 
             f"The partial run is {failed}; earlier results in {task.out_dir} are intact. "
             "Fix the cause and rerun: finished notebooks are skipped."
         ) from None
+    # what gets published names no machine path: the recorded paths become repository-relative
+    import nbformat
+
+    from ragrec.reproduce.published import scrub_notebook
+
+    nbformat.write(scrub_notebook(nbformat.read(running, as_version=4), root=PROJECT_DIR, output_path=task.output), running)
     os.replace(running, task.output)
     if failed.exists():
         failed.unlink()

@@ -1,4 +1,5 @@
-"""Notebook helpers: parameter checks, glue read back from CSV cells, the run record."""
+"""Notebook helpers: parameter checks, glue read back from CSV cells, figures and tables shown or glued,
+the run record."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ragrec.reproduce.notebook import (
     select_cell,
     setup_notebook,
 )
+from ragrec.reproduce.tables import Column, people_table
 
 
 def test_setup_checks_names_and_the_results_layout(tmp_path):
@@ -90,3 +92,28 @@ def test_run_summary_gives_one_row_per_profile_and_dataset_with_a_manifest(tmp_p
     summary = run_summary(tmp_path).set_index("profile")
     assert sorted(summary.index) == ["cpu", "smoke"]
     assert summary.loc["cpu", "wall_s"] == 1200.0 and summary.loc["smoke", "notebooks_ok"] == "1 ok"
+
+
+def _figure():
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2, 1))
+    fig.add_subplot().plot([0, 1], [0, 1])
+    return fig
+
+
+def test_show_figure_shows_exactly_the_png_it_saved(tmp_path):
+    ctx = setup_notebook("early_exit", "smoke", "synthetic", None, tmp_path / "smoke" / "synthetic")
+    shown = ctx.show_figure(_figure(), "curve.png")
+    assert shown.data == ctx.path("curve.png").read_bytes() and shown.data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_glued_tables_are_hidden_outputs_named_by_key(tmp_path, monkeypatch):
+    import myst_nb
+
+    glued = []
+    monkeypatch.setattr(myst_nb, "glue", lambda key, value, display=True: glued.append((key, value, display)))
+    ctx = setup_notebook("claims", "smoke", "synthetic", None, tmp_path / "smoke" / "synthetic")
+    table = people_table(pd.DataFrame({"a": [1.0]}), [Column("a", "a", "auc")])
+    ctx.glue_table("verdicts", table)
+    assert glued == [("verdicts", table, False)]

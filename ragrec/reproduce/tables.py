@@ -1,0 +1,400 @@
+"""Tables for people: a few chosen columns of a results table, formatted to be read.
+
+The CSV files keep every column at full precision for machines (the book links them as
+downloads); a page shows a :class:`PeopleTable` instead: chosen columns under readable headers,
+AUC to 3 decimals, 95% intervals as ``0.741 [0.690, 0.789]``, speed-ups as ``1.86×``, times with
+their unit, no index column, and "—" for a value that is absent, with a footnote saying why. It
+renders as a narrow HTML table (text wraps, numbers do not) that fits the book's content column.
+
+:func:`people_table` is the one formatter; the functions below it are the views each chapter
+shows (which columns, in which order). A view names columns, never numbers, and survives a
+column that a results table lacks: its cells read "—" and the footnote says the column is absent.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+MISSING = "—"
+
+
+def _ratio(x: float) -> str:
+    digits = 0 if abs(x) >= 100 else 1 if abs(x) >= 10 else 2  # 15,232× · 15.2× · 1.86×
+    return f"{x:,.{digits}f}×"
+
+
+def _milliseconds(x: float) -> str:
+    digits = 3 if abs(x) < 1 else 2 if abs(x) < 10 else 1 if abs(x) < 100 else 0
+    return f"{x:,.{digits}f} ms"
+
+
+def _seconds(x: float) -> str:
+    if abs(x) < 1:
+        return _milliseconds(1000 * x)
+    if abs(x) < 60:
+        return f"{x:.1f} s"
+    minutes, seconds = divmod(round(x), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _signed(x: float) -> str:
+    text = f"{x:+.3f}"
+    return "0.000" if text in ("+0.000", "-0.000") else text  # no sign on what rounds to zero
+
+
+def _timestamp(x: Any) -> str:
+    stamp = pd.Timestamp(x)
+    return stamp.tz_convert("UTC").strftime("%Y-%m-%d %H:%M UTC") if stamp.tzinfo else stamp.strftime("%Y-%m-%d %H:%M")
+
+
+FORMATS: dict[str, Callable[[Any], str]] = {
+    "text": str,
+    "auc": lambda x: f"{float(x):.3f}",  # AUC, LogLoss, hit rates: 3 decimals
+    "signed": lambda x: _signed(float(x)),  # differences
+    "int": lambda x: f"{float(x):,.0f}",
+    "ratio": lambda x: _ratio(float(x)),
+    "rate": lambda x: f"{float(x):,.2f}",  # requests per second
+    "ms": lambda x: _milliseconds(float(x)),
+    "s": lambda x: _seconds(float(x)),
+    "share": lambda x: f"{float(x):.1%}",
+    "layer": lambda x: f"{float(x):.1f}",
+    "tau": lambda x: f"{float(x):g}",
+    "sci": lambda x: f"{float(x):.1e}",  # tiny differences
+    "time": _timestamp,
+}
+"""How each kind of value reads; :class:`Column` names one of these."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column shown.
+
+    Args:
+        name: the results column holding the value (for an interval, the estimate).
+        label: the header shown.
+        kind (str or callable): a key of :data:`FORMATS`, or a function of the row giving one
+            (for a column whose rows measure different things). (default: ``"text"``)
+        low, high: the columns of the 95% interval, shown after the value as ``[a, b]``.
+            (default: :obj:`None`)
+        missing: why a value can be absent, for the footnote under the table. (default: a
+            generic "no value")
+    """
+
+    name: str
+    label: str
+    kind: str | Callable[[pd.Series], str] = "text"
+    low: str | None = None
+    high: str | None = None
+    missing: str = ""
+
+    def kind_of(self, row: pd.Series) -> str:
+        return self.kind(row) if callable(self.kind) else self.kind
+
+
+def is_missing(value: Any) -> bool:
+    """None, NaN, NA or an empty string."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def format_value(value: Any, kind: str) -> str | None:
+    """``value`` as a person reads it; None when absent."""
+    if is_missing(value):
+        return None
+    if kind not in FORMATS:
+        raise KeyError(f"unknown column kind {kind!r}; choose one of {', '.join(FORMATS)}")
+    if kind != "text" and isinstance(value, float) and not math.isfinite(value):
+        return None
+    return FORMATS[kind](value)
+
+
+@dataclass
+class PeopleTable:
+    """A formatted table: string cells under their headers, the footnotes, and how it renders
+    in a notebook (HTML for the book, plain text elsewhere)."""
+
+    frame: pd.DataFrame
+    numeric: frozenset[str] = frozenset()
+    notes: list[str] = field(default_factory=list)
+    caption: str = ""
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th{_align(c, self.numeric)}>{html.escape(c)}</th>" for c in self.frame.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td{_align(c, self.numeric)}>{_cell_html(v, c in self.numeric)}</td>" for c, v in row.items()) + "</tr>"
+            for _, row in self.frame.iterrows()
+        )
+        caption = f"<caption>{html.escape(self.caption)}</caption>" if self.caption else ""
+        notes = "".join(f"<p class=\"ragrec-note\">{html.escape(n)}</p>" for n in self.notes)
+        return (f"<div class=\"ragrec-table-wrap\"><table class=\"ragrec-table\">{caption}<thead><tr>{head}</tr></thead>"
+                f"<tbody>{body}</tbody></table>{notes}</div>")
+
+    def __repr__(self) -> str:
+        text = self.frame.to_string(index=False)
+        return "\n".join([self.caption, text, *self.notes] if self.caption else [text, *self.notes])
+
+
+def _align(column: str, numeric: frozenset[str]) -> str:
+    return ' class="num"' if column in numeric else ""
+
+
+def _cell_html(value: str, numeric: bool) -> str:
+    # a number keeps its unit and an interval stays whole, but an interval may wrap below its estimate
+    def keep(text: str) -> str:
+        return html.escape(text).replace(" ", "&nbsp;") if numeric else html.escape(text)
+
+    if value.endswith("]") and " [" in value:
+        estimate, interval = value.split(" [", 1)
+        return f"{keep(estimate)} <span class=\"ci\">[{keep(interval)}</span>"
+    return keep(value)
+
+
+def people_table(frame: pd.DataFrame, columns: Sequence[Column], *, caption: str = "") -> PeopleTable:
+    """The chosen ``columns`` of ``frame``, formatted (see the module docstring).
+
+    Args:
+        frame: a results table (as read from its CSV).
+        columns: what to show, in order.
+        caption: a line above the table.
+    """
+    labels = [c.label for c in columns]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"column labels must differ (each is a header): {labels}")
+    cells: dict[str, list[str]] = {label: [] for label in labels}
+    why: dict[str, str] = {}
+    for _, row in frame.iterrows():
+        for column in columns:
+            text = _cell(row, column)
+            if text is None:
+                absent = column.name not in frame.columns
+                why[column.label] = "not in this results table" if absent else column.missing or "no value"
+                text = MISSING
+            cells[column.label].append(text)
+    numeric = frozenset(c.label for c in columns if callable(c.kind) or c.kind not in ("text", "time"))
+    notes = [f"{MISSING} {label}: {reason}." for label, reason in why.items()]
+    return PeopleTable(pd.DataFrame(cells, columns=[c.label for c in columns]), numeric, notes, caption)
+
+
+def _cell(row: pd.Series, column: Column) -> str | None:
+    kind = column.kind_of(row)
+    value = format_value(row.get(column.name), kind)
+    if value is None or column.low is None or column.high is None:
+        return value
+    low, high = format_value(row.get(column.low), kind), format_value(row.get(column.high), kind)
+    return value if low is None or high is None else f"{value} [{low}, {high}]"
+
+
+# --------------------------------------------------------------------------------------------
+# the views: which columns each chapter shows
+
+CONTEXT_LABELS = {"none": "no similar users", "random": "random users", "gcn": "GCN-retrieved", "llm": "LLM-retrieved"}
+NO_INTERVAL = "no interval for this measure"
+
+
+def _auc(name: str = "auc", label: str = "AUC [95% CI]", **kwargs) -> Column:
+    return Column(name, label, "auc", low=f"{name}_ci_low", high=f"{name}_ci_high", **kwargs)
+
+
+def _rows(frame: pd.DataFrame, column: str, keep: Callable[[pd.Series], pd.Series]) -> pd.DataFrame:
+    """The rows of ``frame`` that ``keep`` selects on ``column`` (all rows when it is absent)."""
+    return frame[keep(frame[column])] if column in frame.columns else frame
+
+
+def heads_table(heads: pd.DataFrame, variant: str = "main") -> PeopleTable:
+    """Test AUC [95% CI] of every exit head (rows) under every prompt context (columns)."""
+    rows = _rows(heads, "variant", lambda v: v == variant)
+    contexts = [c for c in CONTEXT_LABELS if c in set(rows["context"])]
+    contexts += sorted(set(rows["context"]) - set(contexts))
+    wide = pd.DataFrame({"head_layer": sorted(rows["head_layer"].unique())})
+    for context in contexts:
+        one = rows[rows["context"] == context].set_index("head_layer")
+        for suffix in ("", "_ci_low", "_ci_high"):
+            wide[f"{context}{suffix}"] = wide["head_layer"].map(one.get(f"auc{suffix}", pd.Series(dtype=float)))
+    columns = [Column("head_layer", "exit head (layer)", "int")]
+    columns += [Column(c, CONTEXT_LABELS.get(c, c), "auc", low=f"{c}_ci_low", high=f"{c}_ci_high",
+                       missing="this context was not evaluated") for c in contexts]
+    n = f" on {int(rows['n'].iloc[0]):,} test samples" if "n" in rows and len(rows) else ""
+    return people_table(wide, columns, caption=f"Test AUC [95% CI] per exit head and prompt context{n}")
+
+
+def retrieval_table(table: pd.DataFrame) -> PeopleTable:
+    """Latency, fit time and neighbour quality of each retriever."""
+    readouts = {"mean": " (mean over layers)", "last": " (last layer)"}
+    combination = table.get("layer_combination", pd.Series("n/a", index=table.index)).fillna("n/a")
+    named = table.assign(label=table["retriever"] + combination.map(lambda c: readouts.get(c, "" if c == "n/a" else f" ({c})")))
+    return people_table(named, [
+        Column("label", "retriever"), Column("k", "k", "int"), Column("p50_ms", "query p50", "ms"),
+        Column("p95_ms", "query p95", "ms"), Column("fit_s", "fit", "s"),
+        Column("neighbour_hit_rate", "neighbour hit rate", "auc"), Column("n_queries", "queries", "int"),
+    ])
+
+
+def lightgcn_table(table: pd.DataFrame) -> PeopleTable:
+    """LightGCN's validation ranking quality against popularity (a sanity check)."""
+    cutoff = f"@{int(table['cutoff'].iloc[0])}" if "cutoff" in table and len(table) else ""
+    return people_table(table, [
+        Column("model", "model"), Column("recall_at_k", f"Recall{cutoff}", "auc"), Column("ndcg_at_k", f"NDCG{cutoff}", "auc"),
+        Column("best_epoch", "best epoch", "int", missing="not trained"), Column("fit_s", "fit", "s", missing="not trained"),
+    ])
+
+
+def ablations_table(table: pd.DataFrame) -> PeopleTable:
+    """Each ablation at the final head: the variant's AUC and the paired difference."""
+    last = _rows(table, "head_layer", lambda layer: layer == layer.max())
+    return people_table(last, [
+        Column("ablation", "ablation"), Column("variant", "variant"), Column("reference", "against"), _auc(),
+        Column("reference_minus_variant", "against − variant [95% paired CI]", "signed", low="diff_ci_low",
+               high="diff_ci_high", missing="the reference row"),
+        Column("n", "n", "int"),
+    ], caption="At the final head; every head is in the figure and ablations.csv")
+
+
+def setting_label(row: pd.Series) -> str:
+    """How a row of ``early_exit.csv`` reads: the path a request takes and its exit rule."""
+    method, form, tau = str(row.get("method", "")), str(row.get("form", "none")), row.get("tau")
+    rule = "" if form == "none" or is_missing(tau) else f"{form} τ = {float(tau):g}"
+    role = str(row.get("role", "")).replace("_", " ")
+    if method == "full":
+        return "full depth"
+    if method == "exit":
+        return f"early exit, {rule}" + (f" ({role})" if role and role != "nan" else "")
+    retrieval = {"e2e_llm": "LLM", "e2e_gcn": "GCN"}.get(method.rsplit("_", 1)[0], method)
+    return f"{retrieval} retrieval + " + (f"early exit ({rule})" if method.endswith("_exit") else "full depth")
+
+
+def _labelled(frame: pd.DataFrame, whole_requests: bool) -> pd.DataFrame:
+    e2e = frame["method"].astype(str).str.startswith("e2e_")
+    chosen = frame[e2e] if whole_requests else frame[~e2e]
+    return chosen.assign(setting=[setting_label(r) for _, r in chosen.iterrows()])
+
+
+def early_exit_table(exits: pd.DataFrame) -> PeopleTable:
+    """The engine against the plain full-depth forward: accuracy on the timed requests, speed."""
+    rows = _labelled(exits, whole_requests=False)
+    n = f" on {int(rows['n'].iloc[0]):,} timed requests" if "n" in rows and len(rows) else ""
+    return people_table(rows, [
+        Column("setting", "setting"), _auc(), Column("rps", "requests/s", "rate"), Column("p50_ms", "latency p50", "ms"),
+        Column("mean_exit_layer", "mean exit layer", "layer"), Column("speedup_vs_full", "speed-up", "ratio"),
+        Column("compute_bound_speedup", "compute bound", "ratio"),
+    ], caption=f"The early-exit engine against the plain full-depth forward{n}")
+
+
+def whole_requests_table(exits: pd.DataFrame) -> PeopleTable:
+    """Whole requests (retrieval → prompt → score) per second, and where their time goes."""
+    return people_table(_labelled(exits, whole_requests=True), [
+        Column("setting", "pipeline"), Column("n", "requests", "int"), Column("rps", "requests/s", "rate"),
+        Column("speedup_vs_full", "vs LLM + full depth", "ratio"), Column("retrieval_ms", "retrieval", "ms"),
+        Column("model_ms", "model", "ms"), Column("retrieval_share", "time in retrieval", "share"),
+    ])
+
+
+def sweep_table(sweep: pd.DataFrame, form: str | None = None) -> PeopleTable:
+    """The threshold sweep of one exit rule (``form``; all when None): accuracy against compute."""
+    rows = sweep if form is None else _rows(sweep, "form", lambda f: f == form)
+    return people_table(rows, [
+        Column("form", "rule"), Column("tau", "τ", "tau"), _auc(), Column("auc_drop", "AUC drop", "signed"),
+        Column("mean_exit_layer", "mean exit layer", "layer"), Column("layer_share", "layer compute", "share"),
+        Column("compute_bound_speedup", "compute bound", "ratio"),
+    ])
+
+
+def baselines_table(table: pd.DataFrame) -> PeopleTable:
+    """Every predictor on the same test samples, and the LLM's paired lead over each."""
+    return people_table(table, [
+        Column("method", "predictor"), Column("kind", "kind"), _auc(), Column("logloss", "LogLoss", "auc",
+                                                                             missing="the score is not a probability"),
+        Column("llm_minus_baseline", "LLM − it [95% paired CI]", "signed", low="diff_ci_low", high="diff_ci_high",
+               missing="the reference LLM row"),
+    ], caption="Test AUC; the last column is the LLM (GCN context, final head) minus the row")
+
+
+def _claim_kind(row: pd.Series) -> str:
+    return "ratio" if "ratio" in str(row.get("measure", "")) else "signed"
+
+
+def claims_table(claims: pd.DataFrame, *, measure: bool = True) -> PeopleTable:
+    """Each claim, the paper's figure, our estimate with its 95% interval and the verdict (the
+    words of ``claims.csv``); ``measure=False`` leaves out what our estimate measures."""
+    columns = [Column("claim", "claim"), Column("paper", "paper")]
+    columns += [Column("measure", "our measure")] if measure else []
+    columns += [Column("estimate", "ours [95% CI]", _claim_kind, low="ci_low", high="ci_high", missing="its results were not produced"),
+                Column("verdict", "verdict")]
+    return people_table(claims, columns)
+
+
+def run_times_table(times: pd.DataFrame) -> PeopleTable:
+    """Each notebook's status and wall time (``run_times.csv``)."""
+    return people_table(times, [
+        Column("notebook", "notebook"), Column("status", "status"), Column("wall_s", "wall time", "s", missing="not finished"),
+        Column("started", "started", "time", missing="not started"), Column("finished", "finished", "time", missing="not finished"),
+    ])
+
+
+def provenance_view(provenance: pd.DataFrame) -> PeopleTable:
+    """Where and with what each library step ran (:func:`ragrec.reproduce.notebook.provenance_table`)."""
+    def cell(row: pd.Series, column: str) -> str:
+        return "" if is_missing(row.get(column)) else str(row[column])
+
+    rows = provenance.assign(
+        commit=[cell(r, "git_commit") + (" (uncommitted changes)" if cell(r, "git_dirty") == "True" else "")
+                for _, r in provenance.iterrows()],
+        packages=[", ".join(f"{name} {cell(r, name)}" for name in ("torch", "transformers") if cell(r, name))
+                  for _, r in provenance.iterrows()],
+    )
+    return people_table(rows, [
+        Column("step", "step"), Column("commit", "commit"), Column("packages", "packages"), Column("cpu", "CPU"),
+        Column("torch_threads", "threads", "int"), Column("gpu", "GPU", missing="none"),
+    ])
+
+
+def run_summary_table(summary: pd.DataFrame) -> PeopleTable:
+    """The time every profile's run took wherever its results are present."""
+    return people_table(summary, [
+        Column("profile", "profile"), Column("dataset", "dataset"), Column("notebooks_ok", "notebooks finished"),
+        Column("wall_s", "wall time", "s", missing="none finished"), Column("last_finished", "last finished", "time"),
+    ])
+
+
+def checks_table(checks: pd.DataFrame) -> PeopleTable:
+    """The engine's agreement checks: never-exit engine against the plain forward, and the plain
+    forward against the saved predictions (largest |ΔP(Yes)| over the checked requests)."""
+    return people_table(checks, [
+        Column("engine_never_vs_plain", "engine (never exit) vs plain forward", "sci", missing="not checked"),
+        Column("plain_vs_saved", "plain forward vs saved predictions", "sci", missing="not checked"),
+        Column("n_check", "requests checked", "int"),
+    ], caption="Largest |difference in P(Yes)|")
+
+
+DATA_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("dataset", "dataset", "text"), ("users", "users", "int"), ("items", "items", "int"),
+    ("interactions", "interactions", "int"), ("density", "density", "share"), ("label_rule", "liked when", "text"),
+    ("positive_rate", "liked share", "share"), ("split_method", "split", "text"),
+    ("train_samples", "training samples", "int"), ("valid_samples", "validation samples", "int"),
+    ("test_samples", "test samples", "int"), ("train_samples_used", "training samples used", "int"),
+    ("valid_samples_used", "validation samples used", "int"), ("test_samples_used", "test samples used", "int"),
+    ("history_scope", "history scope", "text"), ("mean_history_len", "mean history length", "layer"),
+    ("test_cold_start_share", "test samples of cold-start users", "share"),
+)
+
+
+def data_table(stats: pd.DataFrame) -> PeopleTable:
+    """The dataset's one-row ``data.csv`` as one line per quantity."""
+    row = stats.iloc[0] if len(stats) else pd.Series(dtype=object)
+    lines = pd.DataFrame([{"quantity": label, "value": format_value(row.get(name), kind) or MISSING}
+                          for name, label, kind in DATA_ROWS])
+    absent = [label for name, label, _ in DATA_ROWS if is_missing(row.get(name))]
+    table = people_table(lines, [Column("quantity", "quantity"), Column("value", "value")])
+    table.notes = [f"{MISSING} {', '.join(absent)}: not in this results table."] if absent else []
+    return table
