@@ -284,8 +284,7 @@ def benchmark_engine(
     seed: int = 0,
     cf_ids: np.ndarray | None = None,
 ) -> EngineBenchmark:
-    """Time the plain full forward (``method="full"``) and the engine at every point
-    (``method="exit"``) on the same prompts and batches (see the module docstring).
+    """Time the plain forward (``method="full"``) and the engine at every point (``"exit"``) alike.
 
     Args:
         backbone: a plain Llama (merge LoRA first: an unmerged adapter is correct but slower).
