@@ -17,7 +17,8 @@ from ragrec.config import PROFILES
 from ragrec.errors import RagrecError
 from ragrec.reproduce import runner
 from ragrec.reproduce.book import build_book
-from ragrec.reproduce.runner import PROJECT_DIR, SPECS, NotebookFailed, run, status
+from ragrec.reproduce.runner import run, status
+from ragrec.reproduce.tasks import PROJECT_DIR, SPECS, NotebookFailed
 
 # --------------------------------------------------------------------------------------------
 # command line

@@ -41,7 +41,7 @@ import yaml
 from ragrec.data import dataset_available
 from ragrec.errors import ConfigError, RagrecError
 from ragrec.reproduce.published import machine_paths, relative_paths
-from ragrec.reproduce.runner import (
+from ragrec.reproduce.tasks import (
     MANIFEST,
     NOTEBOOKS,
     PROFILE_DATASETS,

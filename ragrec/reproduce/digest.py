@@ -22,7 +22,10 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "absent"
 
 
-RUNNER_MODULES = ("reproduce/runner.py", "reproduce/digest.py", "reproduce/book.py", "reproduce/__main__.py")
+RUNNER_MODULES = (
+    "reproduce/runner.py", "reproduce/tasks.py", "reproduce/execute.py", "reproduce/digest.py", "reproduce/book.py",
+    "reproduce/published.py", "reproduce/__main__.py",
+)
 """Modules that run notebooks or build the book: they do not change what a notebook computes."""
 
 

@@ -33,304 +33,36 @@ Command line (the Makefile's entry point)::
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from ragrec.config import get_profile
-from ragrec.data import DATASETS, dataset_available
-from ragrec.errors import ConfigError, DataError, RagrecError
-from ragrec.reproduce.digest import PACKAGE_DIR, file_digest, library_digest, raw_data_digest
-from ragrec.results import result_dir, write_json
-
-PROJECT_DIR = PACKAGE_DIR.parent
-NOTEBOOK_DIR = PROJECT_DIR / "notebooks"
-MANIFEST = "reproduce.json"
-KERNEL_NAME = "ragrec"
-
-PAPER_DATASETS = ("bookcrossing", "amazon-beauty", "amazon-video-games")
-PROFILE_DATASETS: dict[str, tuple[str, ...]] = {
-    "smoke": ("synthetic",),
-    "cpu": ("ml-100k", *PAPER_DATASETS),
-    "gpu": ("ml-100k", *PAPER_DATASETS),
-}
-"""The datasets ``make reproduce`` tries for each profile; those whose files are absent are
-listed as not run, with what they need."""
-
-
-@dataclass(frozen=True)
-class NotebookSpec:
-    """One parameterized notebook.
-
-    Attributes:
-        name: the file ``notebooks/<name>.ipynb`` and the executed ``<name>.ipynb`` in results.
-        title: what the book calls its chapter.
-        outputs: files the notebook must leave in its results directory.
-        after: notebooks whose outputs it reads (they run first).
-        reads: further files of the results directory it reads when present (part of its
-            inputs' digest; e.g. tables another step produces).
-        reads_dataset: whether it loads the dataset, so that its raw files are inputs too.
-    """
-
-    name: str
-    title: str
-    outputs: tuple[str, ...] = ()
-    after: tuple[str, ...] = ()
-    reads: tuple[str, ...] = ()
-    reads_dataset: bool = True
-
-
-NOTEBOOKS: tuple[NotebookSpec, ...] = (
-    NotebookSpec("data", "Data", outputs=("data.csv",)),
-    NotebookSpec("recommender", "The LLM recommender: per-head AUC", outputs=("heads.csv", "training.csv", "predictions_gcn.csv")),
-    NotebookSpec("retrieval", "GCN-Retriever vs LLM retriever", outputs=("retrieval.csv",), after=("recommender",)),
-    NotebookSpec("ablations", "Ablations: prompt context and depth-wise LR decay", outputs=("ablations.csv",), after=("recommender",)),
-    NotebookSpec("early_exit", "Early exit: accuracy vs requests per second",
-                 outputs=("early_exit.csv", "threshold_sweep.csv", "early_exit_predictions.csv"), after=("recommender",)),
-    NotebookSpec("baselines", "Baselines: where the LLM stands", outputs=("baselines.csv", "predictions_baselines.csv"),
-                 after=("recommender",)),
-    NotebookSpec("claims", "Claims check", outputs=("claims.csv",),
-                 after=("recommender", "retrieval", "ablations", "early_exit", "baselines"), reads_dataset=False),
-    NotebookSpec("run", "Run record", outputs=("run_times.csv",), reads=(MANIFEST, "provenance.json"), reads_dataset=False),
+from ragrec.data import dataset_available
+from ragrec.reproduce.digest import (
+    library_digest,
 )
-SPECS: dict[str, NotebookSpec] = {s.name: s for s in NOTEBOOKS}
-
-
-class NotebookFailed(RagrecError):
-    """A notebook raised while executing; names the notebook, the cell and the error."""
-
-
-def check_order(specs: Sequence[NotebookSpec]) -> None:
-    """Every notebook must come after the notebooks it reads."""
-    seen: set[str] = set()
-    for spec in specs:
-        late = [a for a in spec.after if a not in seen]
-        if late:
-            raise ConfigError(f"notebook {spec.name!r} reads {late}, which do not run before it")
-        seen.add(spec.name)
-
-
-def check_profile(name: str) -> str:
-    get_profile(name)  # ConfigError listing the profiles
-    return name
-
-
-def check_notebooks(names: Sequence[str] | None, specs: Sequence[NotebookSpec] = NOTEBOOKS) -> list[NotebookSpec]:
-    """The specs for ``names`` in run order (all notebooks when None)."""
-    if not names:
-        return list(specs)
-    known = [s.name for s in specs]
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ConfigError(f"unknown notebook(s) {unknown}; choose from {', '.join(known)}")
-    return [s for s in specs if s.name in names]
-
-
-def check_datasets(names: Sequence[str] | None, profile: str) -> list[str]:
-    """``names`` (validated), or the profile's datasets when None."""
-    if not names:
-        return list(PROFILE_DATASETS[profile])
-    unknown = [n for n in names if n not in DATASETS]
-    if unknown:
-        raise ConfigError(f"unknown dataset(s) {unknown}; choose from {', '.join(DATASETS)}")
-    return list(dict.fromkeys(names))
-
-
-def require_present(requested: Sequence[str] | None, missing: dict[str, str]) -> None:
-    """A dataset asked for by name must be present; the profile's default list may lack some."""
-    absent = [d for d in requested or () if d in missing]
-    if absent:
-        raise DataError("\n".join(f"{d!r} was requested by name but cannot run: {missing[d]}" for d in absent))
-
-
-def check_writable(folders: Sequence[Path]) -> None:
-    """Fail before any work when a results folder cannot be created or written."""
-    for folder in folders:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            handle, probe = tempfile.mkstemp(prefix=".write-check.", dir=folder)
-            os.close(handle)
-            os.unlink(probe)
-        except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
-            raise ConfigError(f"results folder {folder} is not writable ({reason}); fix its permissions or pass --results DIR") from None
-
-
-# --------------------------------------------------------------------------------------------
-# the inputs digest and the manifest
-
-
-@dataclass(frozen=True)
-class Task:
-    """One notebook for one profile and dataset."""
-
-    spec: NotebookSpec
-    profile: str
-    dataset: str
-    seed: int
-    out_dir: Path
-    source: Path
-    upstream: tuple[NotebookSpec, ...] = ()
-    """The specs of ``spec.after`` (their outputs are this notebook's inputs)."""
-    data_root: Path | None = None
-    """Where the dataset's raw files are (default ``$RAGREC_DATA`` or ``data/raw``)."""
-
-    @property
-    def output(self) -> Path:
-        return self.out_dir / f"{self.spec.name}.ipynb"
-
-    @property
-    def parameters(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "profile": self.profile, "seed": self.seed, "out_dir": str(self.out_dir)}
-
-    def inputs_digest(self, manifest: dict[str, Any], library: str) -> str:
-        """Digest of everything the notebook's results depend on (see the module docstring)."""
-        h = hashlib.sha256()
-        h.update(file_digest(self.source).encode())
-        h.update(json.dumps({k: v for k, v in self.parameters.items() if k != "out_dir"}, sort_keys=True).encode())
-        h.update(library.encode())
-        if self.spec.reads_dataset:
-            h.update(raw_data_digest(self.dataset, self.data_root).encode())
-        read = [f for up in self.upstream for f in up.outputs] + list(self.spec.reads)
-        for name in read:
-            if name == MANIFEST:  # the run record reads the other notebooks' entries, not its own
-                others = {k: v for k, v in manifest.get("notebooks", {}).items() if k != self.spec.name}
-                h.update(json.dumps(others, sort_keys=True).encode())
-            else:
-                h.update(f"{name}:{file_digest(self.out_dir / name)}".encode())
-        for up in self.spec.after:  # an upstream rerun changes what we read even without outputs
-            h.update(str(manifest.get("notebooks", {}).get(up, {}).get("inputs")).encode())
-        return h.hexdigest()
-
-
-def read_manifest(out_dir: Path) -> dict[str, Any]:
-    path = out_dir / MANIFEST
-    return json.loads(path.read_text()) if path.exists() else {"notebooks": {}}
-
-
-def _record(out_dir: Path, name: str, entry: dict[str, Any]) -> None:
-    manifest = read_manifest(out_dir)
-    manifest.setdefault("notebooks", {})[name] = entry
-    write_json(manifest, out_dir / MANIFEST)
-
-
-def up_to_date(task: Task, manifest: dict[str, Any], library: str) -> bool:
-    """Whether the executed notebook and its outputs exist and its inputs are unchanged."""
-    entry = manifest.get("notebooks", {}).get(task.spec.name)
-    if not entry or entry.get("status") != "ok" or not task.output.exists():
-        return False
-    if any(not (task.out_dir / f).exists() for f in task.spec.outputs):
-        return False
-    return entry.get("inputs") == task.inputs_digest(manifest, library)
-
-
-# --------------------------------------------------------------------------------------------
-# execution
-
-
-def ensure_kernel() -> str:
-    """Install the :data:`KERNEL_NAME` kernel spec for this interpreter into ``sys.prefix``
-    unless one pointing at this interpreter is already there; returns its name."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-    try:
-        spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
-        if spec.argv and Path(spec.argv[0]) == Path(sys.executable):
-            return KERNEL_NAME
-    except NoSuchKernel:
-        pass
-    from ipykernel.kernelspec import install
-
-    install(kernel_name=KERNEL_NAME, display_name=f"Python (ragrec, {Path(sys.prefix).name})", prefix=sys.prefix)
-    return KERNEL_NAME
-
-
-_PAPERMILL_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
-
-
-def _failing_cell(path: Path, exec_count: int | None) -> tuple[int | None, str]:
-    """(index in the *source* notebook, first line) of the cell that ran as ``In [exec_count]``
-    in a failed papermill output (papermill's injected and error cells do not count)."""
-    try:
-        import nbformat
-
-        index = 0
-        for cell in nbformat.read(path, as_version=4).cells:
-            if _PAPERMILL_TAGS & set(cell.get("metadata", {}).get("tags", [])):
-                continue
-            if cell.cell_type == "code" and cell.get("execution_count") == exec_count:
-                lines = cell.source.strip().splitlines()
-                return index, lines[0][:100] if lines else ""
-            index += 1
-    except Exception:  # the summary is a courtesy; never mask the real failure
-        pass
-    return None, ""
-
-
-def execute(task: Task, *, kernel: str, log_output: bool = False, progress_bar: bool = True) -> float:
-    """Run one notebook with papermill; returns its wall seconds.
-
-    Raises:
-        NotebookFailed: the notebook raised; the partial execution is kept as
-            ``<name>.failed.ipynb`` and the previous ``<name>.ipynb`` (if any) is untouched.
-    """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    task.out_dir.mkdir(parents=True, exist_ok=True)
-    running = task.out_dir / f".{task.spec.name}.running.ipynb"
-    failed = task.out_dir / f"{task.spec.name}.failed.ipynb"
-    started = time.perf_counter()
-    try:
-        papermill.execute_notebook(
-            str(task.source), str(running), parameters=task.parameters, kernel_name=kernel,
-            progress_bar=progress_bar, log_output=log_output, cwd=str(Path.cwd()),
-        )
-    except PapermillExecutionError as exc:
-        os.replace(running, failed)
-        index, first_line = _failing_cell(failed, exc.exec_count)
-        where = f"cell {index} of {task.source.name}" if index is not None else f"cell In [{exc.exec_count}]"
-        raise NotebookFailed(
-            f"notebook {task.spec.name!r} ({task.profile}/{task.dataset}) failed in {where} "
-            f"(In [{exc.exec_count}]{': ' + first_line if first_line else ''}):\n"
-            f"  {exc.ename}: {exc.evalue}\n"
-            f"The partial run is {failed}; earlier results in {task.out_dir} are intact. "
-            "Fix the cause and rerun: finished notebooks are skipped."
-        ) from None
-    # what gets published names no machine path: the recorded paths become repository-relative
-    import nbformat
-
-    from ragrec.reproduce.published import scrub_notebook
-
-    nbformat.write(scrub_notebook(nbformat.read(running, as_version=4), root=PROJECT_DIR, output_path=task.output), running)
-    os.replace(running, task.output)
-    if failed.exists():
-        failed.unlink()
-    return time.perf_counter() - started
-
-
-def _stream_papermill_log() -> None:
-    """Show papermill's cell output log on stderr, and slow the kernels' tqdm bars down to one
-    line every 10 s so a long training step reads as a log, not a flood."""
-    import logging
-
-    log = logging.getLogger("papermill")
-    if not any(getattr(h, "_ragrec", False) for h in log.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("    %(message)s"))
-        handler._ragrec = True  # type: ignore[attr-defined]
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
-    os.environ.setdefault("TQDM_MININTERVAL", "10")
+from ragrec.reproduce.execute import ensure_kernel, execute, stream_papermill_log
+from ragrec.reproduce.tasks import (
+    NOTEBOOK_DIR,
+    NOTEBOOKS,
+    NotebookFailed,
+    NotebookSpec,
+    Task,
+    check_datasets,
+    check_notebooks,
+    check_order,
+    check_profile,
+    check_writable,
+    read_manifest,
+    record,
+    require_present,
+    up_to_date,
+)
+from ragrec.results import result_dir
 
 
 def _fmt_s(seconds: float) -> str:
@@ -395,7 +127,7 @@ def run(profile: str = "cpu", datasets: Sequence[str] | None = None, notebooks: 
     tasks, missing = plan(profile, datasets, notebooks, seed=seed, results_root=results_root, data_root=data_root,
                           specs=specs, notebook_dir=notebook_dir)
     if log_output:
-        _stream_papermill_log()
+        stream_papermill_log()
     report = RunReport(missing=missing)
     for dataset, message in missing.items():
         _say(f"· {dataset}: not run — its data is absent.\n  {message.replace(chr(10), chr(10) + '  ')}")
@@ -418,10 +150,10 @@ def run(profile: str = "cpu", datasets: Sequence[str] | None = None, notebooks: 
         try:
             seconds = execute(task, kernel=kernel, log_output=log_output, progress_bar=progress_bar)
         except NotebookFailed as exc:
-            _record(task.out_dir, task.spec.name, {"status": "failed", "started": when, "error": str(exc),
+            record(task.out_dir, task.spec.name, {"status": "failed", "started": when, "error": str(exc),
                                                     "inputs": digest, "parameters": task.parameters})
             raise
-        _record(task.out_dir, task.spec.name, {
+        record(task.out_dir, task.spec.name, {
             "status": "ok", "inputs": digest, "parameters": task.parameters, "started": when,
             "finished": datetime.now(timezone.utc).isoformat(), "wall_s": round(seconds, 2),
         })

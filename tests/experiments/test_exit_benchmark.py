@@ -14,7 +14,11 @@ import pytest
 from ragrec.config import E2E_METHODS, get_profile
 from ragrec.errors import DataError
 from ragrec.experiments.exit_benchmark import default_exit_config, run_exit_benchmark
-from ragrec.experiments.exit_sweep import choose_operating_point, saved_per_head, threshold_sweep
+from ragrec.experiments.exit_sweep import (
+    choose_operating_point,
+    saved_per_head,
+    threshold_sweep,
+)
 from ragrec.metrics import auc
 from ragrec.model.criteria import StabilityExit, simulate_exits
 

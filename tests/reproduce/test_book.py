@@ -31,7 +31,8 @@ from ragrec.reproduce.book import (
     stage,
 )
 from ragrec.reproduce.notebook import NOT_RUN, glue_record_name
-from ragrec.reproduce.runner import NOTEBOOKS, run
+from ragrec.reproduce.runner import run
+from ragrec.reproduce.tasks import NOTEBOOKS
 from tests.reproduce.smoke_book import smoke_book
 
 # --------------------------------------------------------------------------------------------

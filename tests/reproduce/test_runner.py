@@ -19,7 +19,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 from ragrec.errors import ConfigError, DataError
 from ragrec.reproduce import digest
 from ragrec.reproduce.__main__ import main
-from ragrec.reproduce.runner import (
+from ragrec.reproduce.runner import plan, run, status
+from ragrec.reproduce.tasks import (
     MANIFEST,
     NOTEBOOK_DIR,
     NOTEBOOKS,
@@ -27,9 +28,6 @@ from ragrec.reproduce.runner import (
     NotebookFailed,
     NotebookSpec,
     check_order,
-    plan,
-    run,
-    status,
 )
 from tests.data.writers import BX_RATINGS, write_bx
 from tests.reproduce.edits import CODE_EDITS, MODULE, TEXT_EDITS, edit_module
@@ -279,7 +277,7 @@ def test_a_read_only_folder_is_caught_before_any_work(tmp_path, monkeypatch, cap
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("ragrec.reproduce.runner.tempfile.mkstemp", refuse)
+    monkeypatch.setattr("ragrec.reproduce.tasks.tempfile.mkstemp", refuse)
     monkeypatch.setattr("ragrec.reproduce.runner.ensure_kernel", lambda: pytest.fail("a kernel started"))
     assert main(["run", "--profile", "smoke", "--results", str(tmp_path)]) == 2
     assert "is not writable (Permission denied)" in capsys.readouterr().err

@@ -1,0 +1,203 @@
+"""The notebooks a profile runs, one task per (notebook, dataset), and the manifest that says
+which are up to date (their inputs' digest, :mod:`ragrec.reproduce.digest`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ragrec.config import get_profile
+from ragrec.data import DATASETS
+from ragrec.errors import ConfigError, DataError, RagrecError
+from ragrec.reproduce.digest import (
+    PACKAGE_DIR,
+    file_digest,
+    raw_data_digest,
+)
+from ragrec.results import write_json
+
+PROJECT_DIR = PACKAGE_DIR.parent
+NOTEBOOK_DIR = PROJECT_DIR / "notebooks"
+MANIFEST = "reproduce.json"
+KERNEL_NAME = "ragrec"
+
+PAPER_DATASETS = ("bookcrossing", "amazon-beauty", "amazon-video-games")
+PROFILE_DATASETS: dict[str, tuple[str, ...]] = {
+    "smoke": ("synthetic",),
+    "cpu": ("ml-100k", *PAPER_DATASETS),
+    "gpu": ("ml-100k", *PAPER_DATASETS),
+}
+"""The datasets ``make reproduce`` tries for each profile; those whose files are absent are
+listed as not run, with what they need."""
+
+
+@dataclass(frozen=True)
+class NotebookSpec:
+    """One parameterized notebook.
+
+    Attributes:
+        name: the file ``notebooks/<name>.ipynb`` and the executed ``<name>.ipynb`` in results.
+        title: what the book calls its chapter.
+        outputs: files the notebook must leave in its results directory.
+        after: notebooks whose outputs it reads (they run first).
+        reads: further files of the results directory it reads when present (part of its
+            inputs' digest; e.g. tables another step produces).
+        reads_dataset: whether it loads the dataset, so that its raw files are inputs too.
+    """
+
+    name: str
+    title: str
+    outputs: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
+    reads_dataset: bool = True
+
+
+NOTEBOOKS: tuple[NotebookSpec, ...] = (
+    NotebookSpec("data", "Data", outputs=("data.csv",)),
+    NotebookSpec("recommender", "The LLM recommender: per-head AUC", outputs=("heads.csv", "training.csv", "predictions_gcn.csv")),
+    NotebookSpec("retrieval", "GCN-Retriever vs LLM retriever", outputs=("retrieval.csv",), after=("recommender",)),
+    NotebookSpec("ablations", "Ablations: prompt context and depth-wise LR decay", outputs=("ablations.csv",), after=("recommender",)),
+    NotebookSpec("early_exit", "Early exit: accuracy vs requests per second",
+                 outputs=("early_exit.csv", "threshold_sweep.csv", "early_exit_predictions.csv"), after=("recommender",)),
+    NotebookSpec("baselines", "Baselines: where the LLM stands", outputs=("baselines.csv", "predictions_baselines.csv"),
+                 after=("recommender",)),
+    NotebookSpec("claims", "Claims check", outputs=("claims.csv",),
+                 after=("recommender", "retrieval", "ablations", "early_exit", "baselines"), reads_dataset=False),
+    NotebookSpec("run", "Run record", outputs=("run_times.csv",), reads=(MANIFEST, "provenance.json"), reads_dataset=False),
+)
+SPECS: dict[str, NotebookSpec] = {s.name: s for s in NOTEBOOKS}
+
+
+class NotebookFailed(RagrecError):
+    """A notebook raised while executing; names the notebook, the cell and the error."""
+
+
+def check_order(specs: Sequence[NotebookSpec]) -> None:
+    """Every notebook must come after the notebooks it reads."""
+    seen: set[str] = set()
+    for spec in specs:
+        late = [a for a in spec.after if a not in seen]
+        if late:
+            raise ConfigError(f"notebook {spec.name!r} reads {late}, which do not run before it")
+        seen.add(spec.name)
+
+
+def check_profile(name: str) -> str:
+    get_profile(name)  # ConfigError listing the profiles
+    return name
+
+
+def check_notebooks(names: Sequence[str] | None, specs: Sequence[NotebookSpec] = NOTEBOOKS) -> list[NotebookSpec]:
+    """The specs for ``names`` in run order (all notebooks when None)."""
+    if not names:
+        return list(specs)
+    known = [s.name for s in specs]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown notebook(s) {unknown}; choose from {', '.join(known)}")
+    return [s for s in specs if s.name in names]
+
+
+def check_datasets(names: Sequence[str] | None, profile: str) -> list[str]:
+    """``names`` (validated), or the profile's datasets when None."""
+    if not names:
+        return list(PROFILE_DATASETS[profile])
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        raise ConfigError(f"unknown dataset(s) {unknown}; choose from {', '.join(DATASETS)}")
+    return list(dict.fromkeys(names))
+
+
+def require_present(requested: Sequence[str] | None, missing: dict[str, str]) -> None:
+    """A dataset asked for by name must be present; the profile's default list may lack some."""
+    absent = [d for d in requested or () if d in missing]
+    if absent:
+        raise DataError("\n".join(f"{d!r} was requested by name but cannot run: {missing[d]}" for d in absent))
+
+
+def check_writable(folders: Sequence[Path]) -> None:
+    """Fail before any work when a results folder cannot be created or written."""
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle, probe = tempfile.mkstemp(prefix=".write-check.", dir=folder)
+            os.close(handle)
+            os.unlink(probe)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise ConfigError(f"results folder {folder} is not writable ({reason}); fix its permissions or pass --results DIR") from None
+
+
+# --------------------------------------------------------------------------------------------
+# the inputs digest and the manifest
+
+
+@dataclass(frozen=True)
+class Task:
+    """One notebook for one profile and dataset."""
+
+    spec: NotebookSpec
+    profile: str
+    dataset: str
+    seed: int
+    out_dir: Path
+    source: Path
+    upstream: tuple[NotebookSpec, ...] = ()
+    """The specs of ``spec.after`` (their outputs are this notebook's inputs)."""
+    data_root: Path | None = None
+    """Where the dataset's raw files are (default ``$RAGREC_DATA`` or ``data/raw``)."""
+
+    @property
+    def output(self) -> Path:
+        return self.out_dir / f"{self.spec.name}.ipynb"
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "profile": self.profile, "seed": self.seed, "out_dir": str(self.out_dir)}
+
+    def inputs_digest(self, manifest: dict[str, Any], library: str) -> str:
+        """Digest of everything the notebook's results depend on (see the module docstring)."""
+        h = hashlib.sha256()
+        h.update(file_digest(self.source).encode())
+        h.update(json.dumps({k: v for k, v in self.parameters.items() if k != "out_dir"}, sort_keys=True).encode())
+        h.update(library.encode())
+        if self.spec.reads_dataset:
+            h.update(raw_data_digest(self.dataset, self.data_root).encode())
+        read = [f for up in self.upstream for f in up.outputs] + list(self.spec.reads)
+        for name in read:
+            if name == MANIFEST:  # the run record reads the other notebooks' entries, not its own
+                others = {k: v for k, v in manifest.get("notebooks", {}).items() if k != self.spec.name}
+                h.update(json.dumps(others, sort_keys=True).encode())
+            else:
+                h.update(f"{name}:{file_digest(self.out_dir / name)}".encode())
+        for up in self.spec.after:  # an upstream rerun changes what we read even without outputs
+            h.update(str(manifest.get("notebooks", {}).get(up, {}).get("inputs")).encode())
+        return h.hexdigest()
+
+
+def read_manifest(out_dir: Path) -> dict[str, Any]:
+    path = out_dir / MANIFEST
+    return json.loads(path.read_text()) if path.exists() else {"notebooks": {}}
+
+
+def record(out_dir: Path, name: str, entry: dict[str, Any]) -> None:
+    manifest = read_manifest(out_dir)
+    manifest.setdefault("notebooks", {})[name] = entry
+    write_json(manifest, out_dir / MANIFEST)
+
+
+def up_to_date(task: Task, manifest: dict[str, Any], library: str) -> bool:
+    """Whether the executed notebook and its outputs exist and its inputs are unchanged."""
+    entry = manifest.get("notebooks", {}).get(task.spec.name)
+    if not entry or entry.get("status") != "ok" or not task.output.exists():
+        return False
+    if any(not (task.out_dir / f).exists() for f in task.spec.outputs):
+        return False
+    return entry.get("inputs") == task.inputs_digest(manifest, library)
