@@ -98,8 +98,37 @@ def beta_ablation(directory: str | Path, beta: float, *, n_boot: int = 1000, see
     return compare("beta", f"beta={beta:g}", main, {"beta=0": uniform}, n_boot=n_boot, seed=seed)
 
 
-def run_ablations(directory: str | Path, contexts: tuple[str, ...], beta: float, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Both ablations as one table (the ``ablations.csv`` of a results directory)."""
-    parts = [context_ablation(directory, contexts, n_boot=n_boot, seed=seed), beta_ablation(directory, beta, n_boot=n_boot, seed=seed)]
+def cf_ablation(directory: str | Path, contexts: tuple[str, ...], *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Beyond the paper: the main model against its ``cf`` variant (collaborative tokens) under each
+    context both were scored in, on the same samples (``predictions_<context>[_cf].csv``)."""
+    d = Path(directory)
+    parts = []
+    for ctx in contexts:
+        main, cf = _load(d, f"predictions_{ctx}.csv"), _load(d, f"predictions_{ctx}_cf.csv")
+        if main is not None and cf is not None:
+            parts.append(compare("cf_tokens", ctx, main, {f"{ctx}+cf": cf}, n_boot=n_boot, seed=seed))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(ABLATION_COLUMNS))
+
+
+def dtype_ablation(directory: str | Path, dtype: str, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """What scoring in ``dtype`` costs: the GCN-context predictions against the fp32 check on its
+    subset of the same samples (``predictions_gcn_fp32.csv``)."""
+    d = Path(directory)
+    main, fp32 = _load(d, "predictions_gcn.csv"), _load(d, "predictions_gcn_fp32.csv")
+    if main is None or fp32 is None:
+        return pd.DataFrame(columns=list(ABLATION_COLUMNS))
+    return compare("dtype", dtype, main, {"float32": fp32}, n_boot=n_boot, seed=seed)
+
+
+def run_ablations(directory: str | Path, contexts: tuple[str, ...], beta: float, *, n_boot: int = 1000, seed: int = 0,
+                  dtype: str = "float32") -> pd.DataFrame:
+    """Every ablation as one table (the ``ablations.csv`` of a results directory): contexts, β,
+    and beyond the paper the collaborative tokens and the scoring dtype."""
+    parts = [
+        context_ablation(directory, contexts, n_boot=n_boot, seed=seed),
+        beta_ablation(directory, beta, n_boot=n_boot, seed=seed),
+        cf_ablation(directory, contexts, n_boot=n_boot, seed=seed),
+        dtype_ablation(directory, dtype, n_boot=n_boot, seed=seed),
+    ]
     parts = [p for p in parts if not p.empty]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(ABLATION_COLUMNS))

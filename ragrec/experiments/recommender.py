@@ -69,7 +69,7 @@ def run_beta_pair(
             builder = PromptBuilder(prepared.dataset, base, retrievers["gcn"].sequences, p.prompt)
             trained = train_model(prepared, base, retrievers, builder, train_retrievers=train_retrievers, beta=beta,
                                   pair=p.beta_pair, validate=False, results_root=results_root, progress=progress)
-            logs.append(training_log(trained))
+            logs.append(training_log(trained, f"pair_beta{beta:g}"))
             model = to_scoring(trained, scoring_dtype(p.evaluation.dtype))
         builder = builder or PromptBuilder(prepared.dataset, model.backbone, retrievers["gcn"].sequences, p.prompt)
         tables.append(evaluate_contexts(prepared, model, retrievers, builder, ("gcn",), results_root=results_root,
@@ -109,7 +109,7 @@ def run_recommender(profile: Profile, *, data_root=None, results_root=None, beta
     if cf is not None:
         cf_tables, cf_files = score_cf_variant(prepared, to_scoring(cf, scoring_dtype(profile.evaluation.dtype), model.backbone),
                                                retrievers, results_root=results_root, progress=progress)
-        tables, logs, outputs = tables + cf_tables, logs + [training_log(cf)], outputs + cf_files
+        tables, logs, outputs = tables + cf_tables, logs + [training_log(cf, "cf")], outputs + cf_files
     if beta_ablation and profile.beta_pair is not None and profile.train.beta != 0 and "gcn" in retrievers:
         pair_tables, pair_logs = run_beta_pair(prepared, model, retrievers, train_retrievers,
                                                results_root=results_root, progress=progress)

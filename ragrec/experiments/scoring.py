@@ -243,9 +243,9 @@ def save_validation_predictions(
     return names
 
 
-def training_log(model: TrainedModel) -> pd.DataFrame:
-    """The run's loss per optimizer step (``training.csv`` rows)."""
+def training_log(model: TrainedModel, variant: str = "main") -> pd.DataFrame:
+    """The run's loss per optimizer step (``training.csv`` rows, one run per ``variant``)."""
     r = model.result
-    frame = pd.DataFrame({"beta": model.beta, "step": np.arange(1, len(r.loss) + 1), "loss": r.loss})
+    frame = pd.DataFrame({"variant": variant, "beta": model.beta, "step": np.arange(1, len(r.loss) + 1), "loss": r.loss})
     frame["train_seconds"] = r.seconds
     return frame

@@ -167,10 +167,12 @@ def headline(sweep: pd.DataFrame | None, exits: pd.DataFrame | None, *, title: s
 
 
 def training_curve(training: pd.DataFrame, *, window: int = 10, title: str = "multi-head training") -> Figure:
-    """Training loss (rolling mean over ``window`` steps) of each run, by its β."""
+    """Training loss (rolling mean over ``window`` steps) of each run (its variant and β)."""
     fig, ax = _figure(3.0)
-    for beta, rows in training.groupby("beta"):
-        ax.plot(rows["step"], rows["loss"].rolling(window, min_periods=1).mean(), label=f"β = {beta:g}")
+    runs = training.groupby(["variant", "beta"], sort=False) if "variant" in training.columns else training.groupby("beta")
+    for key, rows in runs:
+        label = f"{key[0]} (β = {key[1]:g})" if isinstance(key, tuple) else f"β = {key:g}"
+        ax.plot(rows["step"], rows["loss"].rolling(window, min_periods=1).mean(), label=label)
     ax.set(xlabel="optimizer step", ylabel=f"training loss (rolling mean of {window})", title=title)
     ax.legend()
     return fig

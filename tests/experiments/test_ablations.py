@@ -85,3 +85,14 @@ def test_predictions_of_other_samples_are_refused(predictions):
     _write(directory / "predictions_llm.csv", labels, {2: good, 10: good}, ids=np.arange(1, 301))
     with pytest.raises(DataError, match="does not"):
         context_ablation(directory, ("gcn", "llm"), n_boot=10)
+
+
+def test_cf_and_dtype_ablations_pair_each_variant_with_the_main_models_samples(predictions):
+    directory, labels, good = predictions
+    _write(directory / "predictions_gcn_cf.csv", labels, {2: good, 10: good})
+    _write(directory / "predictions_gcn_fp32.csv", labels[:100], {2: good[:100], 10: good[:100]}, ids=np.arange(100))
+    table = run_ablations(directory, ("gcn", "none"), 0.1, n_boot=50, dtype="bfloat16")
+    cf = table[(table["ablation"] == "cf_tokens") & (table["variant"] == "gcn+cf")].set_index("head_layer")
+    assert cf.loc[2, "reference_minus_variant"] < 0  # the cf file's head 2 is the good one
+    dtype = table[(table["ablation"] == "dtype") & (table["variant"] == "float32")]
+    assert (dtype["n"] == 100).all() and set(table[table["ablation"] == "dtype"]["reference"]) == {"bfloat16"}
