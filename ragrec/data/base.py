@@ -260,10 +260,20 @@ def _align_users(users: pd.DataFrame, user_raw: np.ndarray, counts: RowCounts) -
     return aligned
 
 
+def shown_path(path: Path) -> str:
+    """``path`` as a message shows it: relative to the working directory when inside it (no
+    machine paths in published pages), absolute otherwise."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(resolved)
+
+
 def missing_files(name: str, directory: Path, expected: Sequence[str], source: str) -> DataError:
     """The error for a dataset whose raw files are absent: what, where, and where to get them."""
     return DataError(
-        f"dataset {name!r}: raw files not found in {directory.resolve()}.\n"
+        f"dataset {name!r}: raw files not found in {shown_path(directory)}.\n"
         f"Expected: {', '.join(expected)}.\n"
         f"They are published at {source}; put them in that directory "
         f"(or point RAGREC_DATA / data_root at a folder holding '{name}/')."
