@@ -174,3 +174,10 @@ def test_run_baselines_scores_the_recommenders_test_samples_and_writes_its_table
     assert len(predictions) == profile.data.test_cap and set(BASELINES) <= set(predictions.columns)
     assert "baselines" in (out / "provenance.json").read_text()
     pd.testing.assert_frame_equal(pd.read_csv(out / "baselines.csv"), table, check_dtype=False)
+
+
+def test_llm_predictions_leave_out_a_context_scored_on_a_subset(tmp_path):
+    ids = np.arange(10)
+    for name, rows in (("gcn", ids), ("none", ids[:5])):
+        pd.DataFrame({"sample_id": rows, "label": rows % 2, "p_head_2": 0.5}).to_csv(tmp_path / f"predictions_{name}.csv", index=False)
+    assert set(llm_predictions(tmp_path, ("gcn", "none"), ids)) == {"llm_gcn_head2"}
