@@ -43,8 +43,16 @@ def _flag(column: pd.Series) -> pd.Series:
     return column.astype(str).str.lower().isin({"true", "1"})
 
 
+def main_variant(frame: pd.DataFrame) -> pd.DataFrame:
+    """The main model's rows of a table that also holds the ``cf`` variant's (all rows of an
+    older table without a ``variant`` column)."""
+    return frame[frame["variant"] == "main"] if "variant" in frame.columns else frame
+
+
 def scored_on_test(sweep: pd.DataFrame) -> pd.DataFrame:
-    """The sweep's rows scored on the test samples (all rows when it has no ``split`` column)."""
+    """The main model's sweep rows scored on the test samples (all rows when the sweep has no
+    ``split`` column)."""
+    sweep = main_variant(sweep)
     return sweep[sweep["split"] == "test"] if "split" in sweep.columns else sweep
 
 
@@ -55,7 +63,7 @@ def chosen_where(sweep: pd.DataFrame | None, exits: pd.DataFrame | None = None) 
     if chosen is None:
         return None
     where = {"form": chosen["form"], "tau": float(chosen["tau"])}
-    where.update({column: chosen[column] for column in ("first_head", "split") if column in chosen.index})
+    where.update({column: chosen[column] for column in ("first_head", "split", "variant") if column in chosen.index})
     return where
 
 
@@ -66,6 +74,7 @@ def chosen_point(sweep: pd.DataFrame, exits: pd.DataFrame | None = None) -> pd.S
     if "operating_point" in rows.columns and _flag(rows["operating_point"]).any():
         return rows[_flag(rows["operating_point"])].iloc[0]
     if exits is not None and "role" in exits.columns:
+        exits = main_variant(exits)
         op = exits[(exits["role"] == "operating_point") & (exits["method"] == "exit")]
         if len(op):
             match = rows[(rows["form"] == op["form"].iloc[0]) & (rows["tau"] == op["tau"].iloc[0])]
@@ -125,6 +134,7 @@ def exit_histogram(sweep: pd.DataFrame, exits: pd.DataFrame | None = None, *, ti
 
 
 def _engine_rate(exits: pd.DataFrame, method: str, role: str | None = None) -> pd.Series | None:
+    exits = main_variant(exits)
     rows = exits[exits["method"] == method]
     if role is not None and "role" in rows.columns:
         rows = rows[rows["role"] == role]
@@ -152,7 +162,7 @@ def headline(sweep: pd.DataFrame | None, exits: pd.DataFrame | None, *, title: s
     depth = rows.sort_values("layer_share").iloc[-1]
     ax.errorbar([full["rps"]], [depth["auc"]], yerr=_yerr(rows.loc[[depth.name]]), ls="", capsize=3, color="black")
     ax.scatter([full["rps"]], [depth["auc"]], label="full depth (measured)", **FULL_STYLE)
-    for _, timed in exits[exits["method"] == "exit"].iterrows():
+    for _, timed in main_variant(exits)[main_variant(exits)["method"] == "exit"].iterrows():
         point = rows[(rows["form"] == timed["form"]) & (rows["tau"] == timed["tau"])]
         if not len(point):
             continue
