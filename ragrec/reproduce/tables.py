@@ -301,10 +301,16 @@ def whole_requests_table(exits: pd.DataFrame) -> PeopleTable:
 
 
 def sweep_table(sweep: pd.DataFrame, form: str | None = None) -> PeopleTable:
-    """The threshold sweep of one exit rule (``form``; all when None): accuracy against compute."""
+    """The threshold sweep of one exit rule (``form``; all when None): accuracy against compute,
+    on validation (where τ is chosen) and test (where it is reported, with the paired interval of
+    the drop) when the sweep has both."""
     rows = sweep if form is None else _rows(sweep, "form", lambda f: f == form)
+    split = [Column("split", "samples")] if "split" in rows.columns else []
     return people_table(rows, [
-        Column("form", "rule"), Column("tau", "τ", "tau"), _auc(), Column("auc_drop", "AUC drop", "signed"),
+        *split, Column("form", "rule"), Column("tau", "τ", "tau"), _auc(),
+        Column("auc_drop", "AUC drop [95% paired CI]", "signed", low="drop_ci_low", high="drop_ci_high",
+               missing="validation rows choose τ; intervals are given on test")
+        if "drop_ci_low" in rows.columns else Column("auc_drop", "AUC drop", "signed"),
         Column("mean_exit_layer", "mean exit layer", "layer"), Column("layer_share", "layer compute", "share"),
         Column("compute_bound_speedup", "compute bound", "ratio"),
     ])
