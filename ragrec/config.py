@@ -190,6 +190,8 @@ class EvalSettings:
             keeps fp32 weights.
         dtype_check: this many of the reduced test samples are also scored in fp32 (variant
             ``fp32``) to measure what ``dtype`` costs in AUC (None: no check).
+        validate_while_training: score the validation prompts every ``eval_every`` steps and at
+            the end of each training run (into its ``state.json``).
     """
 
     full_contexts: tuple[str, ...] = ("gcn", "llm")
@@ -197,6 +199,9 @@ class EvalSettings:
     valid_contexts: tuple[str, ...] = ("gcn",)
     dtype: str = "float32"
     dtype_check: int | None = None
+    # Off: the validation predictions saved after training serve every choice, and scoring the same
+    # prompts during training as well would pay for them twice (in fp32, the slower dtype).
+    validate_while_training: bool = False
 
     def __post_init__(self) -> None:
         if self.reduced_cap is not None and self.reduced_cap < 1:
@@ -325,13 +330,13 @@ CPU = Profile(
     train=TrainConfig(lr=3e-3, beta=0.1, epochs=2, batch_size=4, bf16_autocast=True, eval_every=400, checkpoint_every=50),
     # bf16 scoring: the plain forward runs ~1.8x faster than fp32 on this CPU (AVX512-BF16)
     evaluation=EvalSettings(reduced_cap=1000, dtype="bfloat16", dtype_check=300),
-    # Two 800-step runs do not fit the budget: the β pair trains two complete shorter runs.
-    beta_pair=BetaPair(train_cap=800, epochs=1),
+    # Two more 800-step runs do not fit the budget: the β pair trains two complete 100-step runs.
+    beta_pair=BetaPair(train_cap=400, epochs=1),
     # 256 timed requests: enough to time the engine steadily; accuracy is read off every test sample
-    exit=ExitBenchmarkConfig(n_requests=256, batch_size=8, repeats=3, warmup=2, check_requests=16,
+    exit=ExitBenchmarkConfig(n_requests=256, batch_size=8, repeats=2, warmup=2, check_requests=16,
                              e2e_requests=32, e2e_batch_size=8, e2e_repeats=2),
-    # CoLLM's second step: the projection alone, one pass over the main run's prompts
-    cf=CFSettings(epochs=1, lr=1e-3),
+    # CoLLM's second step: the projection alone, one pass over half the main run's prompts
+    cf=CFSettings(train_cap=800, epochs=1, lr=1e-3),
     notes="SmolLM2-135M-Instruct on MovieLens-100K, sized for 100 minutes on 2 CPU cores.",
 )
 

@@ -133,12 +133,14 @@ def train_cf_model(
     rows = capped_rows(prepared, s.train_cap)
     train = prepared.train.subset(prepared.train.frame.index[rows])
     prompts = encode_contexts(builder, train_retrievers, train, [contexts[r] for r in rows])
-    valid_prompts = encode_contexts(builder, retrievers, prepared.valid, ["gcn"] * len(prepared.valid))
+    valid = None
+    if p.evaluation.validate_while_training:
+        valid_prompts = encode_contexts(builder, retrievers, prepared.valid, ["gcn"] * len(prepared.valid))
+        valid = (valid_prompts, prepared.valid.frame["label"].to_numpy())
     config = replace(p.train, lr=s.lr, epochs=s.epochs)
     result = train_multihead(
         main.backbone, heads, prompts, train.frame["label"].to_numpy(), config, cf_model_dir(p, results_root),
-        valid=(valid_prompts, prepared.valid.frame["label"].to_numpy()), progress=progress,
-        cf_ids=cf_ids_of(train), valid_cf_ids=cf_ids_of(prepared.valid),
+        valid=valid, progress=progress, cf_ids=cf_ids_of(train), valid_cf_ids=cf_ids_of(prepared.valid),
     )
     return TrainedModel(main.backbone, heads, result, config.beta)
 

@@ -90,7 +90,7 @@ def run_recommender(profile: Profile, *, data_root=None, results_root=None, beta
     builder = PromptBuilder(prepared.dataset, backbone, retrievers[profile.contexts[0]].sequences, profile.prompt)
     train_retrievers = training_retrievers(prepared, retrievers, results_root=results_root, progress=progress)
     trained = train_model(prepared, backbone, retrievers, builder, train_retrievers=train_retrievers,
-                          results_root=results_root, progress=progress)
+                          validate=profile.evaluation.validate_while_training, results_root=results_root, progress=progress)
     logs = [training_log(trained)]
     has_cf = profile.cf is not None and "gcn" in retrievers
     # the cf variant trains on the main model's (unmerged) LoRA, so before scoring merges it
