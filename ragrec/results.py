@@ -43,10 +43,14 @@ CHECKPOINTS = "checkpoints"
 LLM user vectors, LoRA and head checkpoints."""
 
 
+def results_base(root: str | os.PathLike | None = None) -> Path:
+    """The folder holding ``<profile>/<dataset>/``: ``root``, else ``$RAGREC_RESULTS``, else ``results``."""
+    return Path(root) if root is not None else Path(os.environ.get("RAGREC_RESULTS", RESULTS_ROOT))
+
+
 def result_dir(profile: str, dataset: str, root: str | os.PathLike | None = None) -> Path:
-    """``<root>/<profile>/<dataset>/`` (root: argument, else ``$RAGREC_RESULTS``, else ``results``)."""
-    base = Path(root) if root is not None else Path(os.environ.get("RAGREC_RESULTS", RESULTS_ROOT))
-    return base / profile / dataset
+    """``<root>/<profile>/<dataset>/`` (root: see :func:`results_base`)."""
+    return results_base(root) / profile / dataset
 
 
 @contextmanager

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from ragrec.results import LOCK_FILE, canonical_name, installed_versions, lock_drift, read_lock
+from ragrec.results import (
+    LOCK_FILE,
+    canonical_name,
+    installed_versions,
+    lock_drift,
+    read_lock,
+)
 
 PROJECT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((PROJECT / "pyproject.toml").read_text())
