@@ -1,7 +1,9 @@
 # ragrec — the two commands that matter: `make reproduce` and `make test`.
 # PROFILE=smoke|cpu|gpu picks the run size (see README).
 #
-#   make reproduce [PROFILE=cpu]            every notebook for every dataset present, then the book
+#   make reproduce [PROFILE=cpu]            every notebook that is not up to date, then the book
+#   make reproduce FRESH=1                  re-execute every notebook from empty, swap in on success
+#   make reproduce PROFILE=gpu MODEL=/path/to/hf-llama-folder [DEVICE=cpu]   the gpu profile
 #   make notebook NB=retrieval [DATASET=ml-100k] [PROFILE=cpu]   rerun one notebook
 #   make book [PROFILE=cpu]                 build the book from existing results only
 #   make status [PROFILE=cpu]               which notebooks are up to date
@@ -14,6 +16,10 @@ PY := $(VENV)/bin/python
 PROFILE ?= cpu
 NB ?=
 DATASET ?=
+FRESH ?=
+# The gpu profile's model folder and device (the CLI puts them in $RAGREC_MODEL / $RAGREC_DEVICE).
+MODEL ?=
+DEVICE ?=
 # The CPU wheel of torch lies on this kind of machine's disk; an unpinned `torch` would pull a
 # multi-GB CUDA build. GPU users: make install TORCH_SPEC="torch==2.13.0 --index-url ..."
 TORCH_SPEC ?= torch==2.13.0
@@ -51,12 +57,12 @@ test: install
 	$(PY) -m pytest -q
 
 reproduce: install
-	$(REPRODUCE) run --profile $(PROFILE)
+	$(REPRODUCE) run --profile $(PROFILE) $(if $(FRESH),--fresh) $(if $(MODEL),--model "$(MODEL)") $(if $(DEVICE),--device $(DEVICE))
 	$(REPRODUCE) book --profile $(PROFILE)
 
 notebook: install
 	@test -n "$(NB)" || { echo "usage: make notebook NB=<data|recommender|retrieval|ablations|early_exit|baselines|claims|run> [DATASET=...] [PROFILE=...]" >&2; exit 2; }
-	$(REPRODUCE) run --profile $(PROFILE) --notebook $(NB) $(if $(DATASET),--dataset $(DATASET)) --force
+	$(REPRODUCE) run --profile $(PROFILE) --notebook $(NB) $(if $(DATASET),--dataset $(DATASET)) --force $(if $(MODEL),--model "$(MODEL)") $(if $(DEVICE),--device $(DEVICE))
 
 book: install
 	$(REPRODUCE) book --profile $(PROFILE)
@@ -65,7 +71,8 @@ status: install
 	$(REPRODUCE) status --profile $(PROFILE)
 
 # Keeps results/<profile>/ (the committed reference results) and their checkpoints/ (LightGCN
-# embeddings, LoRA + head weights: delete a checkpoints/ folder by hand to retrain).
+# embeddings, LoRA + head weights: delete a checkpoints/ folder by hand to retrain); removes what
+# a failed or interrupted FRESH=1 run left in results/.fresh-*/.
 clean:
-	rm -rf book/_build .pytest_cache results/smoke
+	rm -rf book/_build .pytest_cache results/smoke results/.fresh-*
 	find results -name '*.failed.ipynb' -delete -o -name '.*.running.ipynb' -delete 2>/dev/null || true
