@@ -267,15 +267,16 @@ def check_device(device: str) -> None:
 
 
 def dry_run(profile: Profile) -> Profile:
-    """``profile``'s code path at smoke sizes: the smoke profile's sample caps and LightGCN
-    epochs. The model, its heads, prompts, training settings and the profile's name (on which
-    the benchmarks' defaults key) stay."""
+    """``profile``'s code path at smoke sizes: the smoke profile's sample caps, prompt token
+    budget and LightGCN epochs. The model, its heads, the prompts' contents, the training
+    settings and the profile's name (on which the benchmarks' defaults key) stay."""
     data = dataclasses.replace(profile.data, train_cap=SMOKE.data.train_cap, valid_cap=SMOKE.data.valid_cap,
                                test_cap=SMOKE.data.test_cap)
+    prompt = dataclasses.replace(profile.prompt, max_tokens=SMOKE.prompt.max_tokens)
     # The smoke schedule at the profile's own batch size: smoke's small batches make an epoch
     # of a real dataset's graph 4x longer.
     smoke = SMOKE.lightgcn
     lightgcn = dataclasses.replace(profile.lightgcn, max_epochs=smoke.max_epochs, eval_every=smoke.eval_every,
                                    patience=smoke.patience, progress=False)
-    return dataclasses.replace(profile, data=data, lightgcn=lightgcn,
+    return dataclasses.replace(profile, data=data, prompt=prompt, lightgcn=lightgcn,
                                notes=f"{profile.notes} Dry run at the smoke profile's sizes.")

@@ -96,7 +96,8 @@ def test_an_unknown_device_is_a_clear_error(tmp_path, clean_env):
 def test_a_dry_run_keeps_the_gpu_code_path_at_the_smoke_sizes(tmp_path, clean_env):
     clean_env.setenv(DRY_RUN_ENV, "1")
     profile = gpu_profile(_model_folder(tmp_path), device="cpu")
-    assert profile.name == "gpu" and profile.train == GPU.train and profile.prompt == GPU.prompt
+    assert profile.name == "gpu" and profile.train == GPU.train and profile.model.source != GPU.model.source
+    assert (profile.prompt.k, profile.prompt.max_tokens) == (GPU.prompt.k, SMOKE.prompt.max_tokens)
     caps = (profile.data.train_cap, profile.data.valid_cap, profile.data.test_cap)
     assert caps == (SMOKE.data.train_cap, SMOKE.data.valid_cap, SMOKE.data.test_cap)
     assert profile.lightgcn.max_epochs == SMOKE.lightgcn.max_epochs
