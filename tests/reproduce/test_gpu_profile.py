@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from ragrec.config import DEVICE_ENV, DRY_RUN_ENV, GPU, MODEL_ENV, SMOKE, get_profile, gpu_profile
+from ragrec.config import (
+    DEVICE_ENV,
+    DRY_RUN_ENV,
+    GPU,
+    MODEL_ENV,
+    SMOKE,
+    get_profile,
+    gpu_profile,
+)
 from ragrec.errors import ConfigError
 
 
