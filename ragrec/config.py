@@ -6,19 +6,29 @@ prompts, training), so each module owns its own settings and the profile only pi
 The early-exit benchmark's settings (:class:`ExitBenchmarkConfig`) are defined here rather than
 beside :func:`ragrec.experiments.exit_benchmark.run_exit_benchmark`: a profile carries them, and
 this module sits below ``ragrec.experiments`` in the import order.
+
+The ``gpu`` profile is a template until it is pointed at a model: :func:`get_profile` resolves it
+with :func:`gpu_profile` against the folder in ``$RAGREC_MODEL`` (``make reproduce PROFILE=gpu
+MODEL=/path``) and derives the exit heads from the model's depth. Environment variables carry
+the choice because the notebooks run in kernels, which inherit the runner's environment.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ragrec.errors import ConfigError
+from ragrec.llm.backbone import SUPPORTED_MODEL_TYPES
 from ragrec.model.criteria import StabilityExit
+from ragrec.model.heads import default_head_layers
 from ragrec.model.prompts import PromptConfig
 from ragrec.model.train import LoraSettings, TrainConfig
 from ragrec.retrieval.lightgcn import LightGCNConfig
@@ -46,6 +56,14 @@ class DataSettings:
     synthetic_items: int = 300
 
 
+MODEL_ENV = "RAGREC_MODEL"
+"""The local Hugging Face folder the ``gpu`` profile runs (``make reproduce PROFILE=gpu MODEL=...``)."""
+DEVICE_ENV = "RAGREC_DEVICE"
+"""Where the ``gpu`` profile's backbone runs (default ``cuda``; ``cpu`` for a dry run)."""
+DRY_RUN_ENV = "RAGREC_DRY_RUN"
+"""``1``: the ``gpu`` profile's code path at smoke sizes (:func:`dry_run`)."""
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     """The backbone (``bundled``, ``tiny`` or a local HF folder) and where its exit heads sit."""
@@ -54,6 +72,7 @@ class ModelSettings:
     head_layers: tuple[int, ...] = (5, 10, 15, 20, 25, 30)
     tiny_layers: int = 6
     tiny_hidden: int = 64
+    device: str | None = None  # None: CUDA when available, else CPU
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,27 +359,152 @@ CPU = Profile(
     notes="SmolLM2-135M-Instruct on MovieLens-100K, sized for 100 minutes on 2 CPU cores.",
 )
 
+# Paper scale on one 80 GB GPU: Vicuna-7B (32 layers, hidden 4096, MLP 11008) in bf16, LoRA r8.
+# Memory of a training step:
+#   weights: 6.7 B params x 2 B                                                    13.5 GB
+#   LoRA (r8 on q, k, v, o: 8.4 M params) with grads and Adam moments in fp32      0.1 GB
+#   activations kept for backward (bf16, no checkpointing), per token and layer:
+#     9 x 4096 (norms, q, k, v, attention, residual) + 4 x 11008 (gate, up, act, product)
+#     = 81 k values = 162 KB; x 32 layers = 5.2 MB a token, ~6 MB with RMSNorm's fp32 copies;
+#     a micro-batch of 4 prompts x 1024 tokens = 4,096 tokens                       25 GB
+#   total ~40 GB: half the card, so the estimate may be off by 2x.
+# A micro-batch of 16 would need ~110 GB without gradient checkpointing (~21 GB with it, for ~1.3x
+# the compute), so the global batch of 32 is 8 accumulated micro-batches of 4, with no checkpointing.
+# Evaluation (no grad): 33 hidden states of 64 x 1024 x 4096 in bf16 (18 GB) + weights = ~36 GB.
 GPU = Profile(
     name="gpu",
     seed=0,
     data=DataSettings(dataset="ml-100k", history_len=20, train_cap=None, valid_cap=2000, test_cap=None),
-    model=ModelSettings(source="bundled", head_layers=(5, 10, 15, 20, 25, 30)),
+    # A template: gpu_profile() sets the source and derives the heads from the folder's depth
+    # (shown for Vicuna-7B: every 5 layers plus the last, so the full model is a head).
+    model=ModelSettings(source=f"${MODEL_ENV}", head_layers=default_head_layers(32), device="cuda"),
     lightgcn=LightGCNConfig(),
     prompt=PromptConfig(history_len=20, k=5, neighbour_items=5, vote_k=30, max_tokens=1024),
-    train=TrainConfig(lr=5e-4, beta=0.1, epochs=2, batch_size=16, grad_accum=2, eval_every=500, checkpoint_every=200),
+    train=TrainConfig(lr=5e-4, beta=0.1, epochs=2, batch_size=4, grad_accum=8, eval_every=500, checkpoint_every=200),
     # Timed batches as large as the evaluation's (eval_batch_size).
     exit=ExitBenchmarkConfig(n_requests=1024, batch_size=64, repeats=5, warmup=2, check_requests=64,
                              e2e_requests=512, e2e_batch_size=64, e2e_repeats=3),
     eval_batch_size=64,
-    notes="Paper scale: full splits, longer prompts; point model.source at a local Vicuna-7B folder.",
+    notes="Paper scale: full splits, longer prompts, a local Llama-family model (e.g. Vicuna-7B) in bf16 on CUDA.",
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, CPU, GPU)}
 
 
-def get_profile(name: str) -> Profile:
-    """The profile called ``name``; ConfigError listing the choices otherwise."""
+def get_profile(name: str, *, resolve: bool = True) -> Profile:
+    """The profile called ``name``; ConfigError listing the choices otherwise.
+
+    Args:
+        name (str): ``smoke``, ``cpu`` or ``gpu``.
+        resolve (bool, optional): point the ``gpu`` template at its model with
+            :func:`gpu_profile`, which raises when none is set; False returns the template, for
+            callers that need only the name and seed (planning, status, the book).
+            (default: :obj:`True`)
+    """
     try:
-        return PROFILES[name]
+        profile = PROFILES[name]
     except KeyError:
         raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+    return gpu_profile() if name == "gpu" and resolve else profile
+
+
+# --------------------------------------------------------------------------------------------
+# the gpu profile, pointed at a model
+
+
+def gpu_profile(model: str | os.PathLike | None = None, *, device: str | None = None,
+                smoke_sizes: bool | None = None) -> Profile:
+    """The ``gpu`` profile running a local Llama-family Hugging Face folder, with exit heads every
+    5 layers plus the last (:func:`~ragrec.model.heads.default_head_layers` of its depth).
+
+    Args:
+        model (str or PathLike, optional): the model folder. (default: ``$RAGREC_MODEL``)
+        device (str, optional): where the backbone runs; ``cpu`` runs the gpu code path on a CPU
+            in fp32. (default: ``$RAGREC_DEVICE``, else ``cuda``)
+        smoke_sizes (bool, optional): apply :func:`dry_run`. (default: whether
+            ``$RAGREC_DRY_RUN`` is ``1``)
+
+    Raises:
+        ConfigError: no model given, a folder that is not a Llama-family model, or a CUDA device
+            that is absent or lacks bf16.
+    """
+    folder = _model_folder(model if model is not None else os.environ.get(MODEL_ENV))
+    layers = llama_depth(folder)
+    device = device or os.environ.get(DEVICE_ENV) or "cuda"
+    check_device(device)
+    settings = dataclasses.replace(GPU.model, source=str(folder), head_layers=default_head_layers(layers), device=device)
+    profile = dataclasses.replace(GPU, model=settings)
+    if smoke_sizes is None:
+        smoke_sizes = os.environ.get(DRY_RUN_ENV) == "1"
+    return dry_run(profile) if smoke_sizes else profile
+
+
+def _model_folder(model: str | os.PathLike | None) -> Path:
+    if not model:
+        raise ConfigError(
+            "the gpu profile needs a model: make reproduce PROFILE=gpu MODEL=/path/to/hf-llama-folder "
+            f"(or export {MODEL_ENV}=/path), a local Hugging Face folder of a Llama-family model such as Vicuna-7B"
+        )
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"MODEL={str(model)!r} is not a folder; point it at a local Hugging Face model folder")
+    return folder
+
+
+def llama_depth(folder: str | os.PathLike) -> int:
+    """The number of decoder layers of the Llama-family model in ``folder``, read from its
+    ``config.json`` without loading weights; ConfigError naming what is wrong otherwise."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{folder} is not a Hugging Face model folder: cannot read its config.json ({err})") from None
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ConfigError(
+            f"{folder} holds a {model_type!r} model; the layer-by-layer early-exit engine runs Llama-family "
+            f"models only (config.json model_type in {sorted(SUPPORTED_MODEL_TYPES)}), e.g. Vicuna or SmolLM2"
+        )
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        raise ConfigError(f"{folder} has a config.json but no weights (*.safetensors or *.bin)")
+    layers = config.get("num_hidden_layers")
+    if not isinstance(layers, int) or layers < 1:
+        raise ConfigError(f"{folder / 'config.json'} gives no positive num_hidden_layers (got {layers!r})")
+    return layers
+
+
+def check_device(device: str) -> None:
+    """A CUDA ``device`` must be there and support bf16 (the gpu profile's memory budget assumes it)."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use cuda, cuda:N or cpu") from None
+    if kind != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"the gpu profile runs on CUDA, but torch {torch.__version__} sees no CUDA GPU; on a GPU machine "
+            "install a CUDA build of torch (make install TORCH_SPEC=...), or dry-run the code path on "
+            f"this CPU with {DEVICE_ENV}=cpu (make reproduce PROFILE=gpu MODEL=... DEVICE=cpu)"
+        )
+    if not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"{torch.cuda.get_device_name()} has no bf16, which the gpu profile's batch sizes "
+                          "assume; use an Ampere or newer GPU")
+
+
+def dry_run(profile: Profile) -> Profile:
+    """``profile``'s code path at smoke sizes: the smoke profile's sample caps, prompt token
+    budget and LightGCN epochs. The model, its heads, the prompts' contents, the training
+    settings and the profile's name (on which the benchmarks' defaults key) stay."""
+    data = dataclasses.replace(profile.data, train_cap=SMOKE.data.train_cap, valid_cap=SMOKE.data.valid_cap,
+                               test_cap=SMOKE.data.test_cap)
+    prompt = dataclasses.replace(profile.prompt, max_tokens=SMOKE.prompt.max_tokens)
+    # The smoke schedule at the profile's own batch size: smoke's small batches make an epoch
+    # of a real dataset's graph 4x longer.
+    smoke = SMOKE.lightgcn
+    lightgcn = dataclasses.replace(profile.lightgcn, max_epochs=smoke.max_epochs, eval_every=smoke.eval_every,
+                                   patience=smoke.patience, progress=False)
+    return dataclasses.replace(profile, data=data, prompt=prompt, lightgcn=lightgcn,
+                               notes=f"{profile.notes} Dry run at the smoke profile's sizes.")

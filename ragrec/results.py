@@ -4,17 +4,24 @@ Layout: ``results/<profile>/<dataset>/`` holds plain CSV tables (header row), JS
 executed notebooks, and ``provenance.json`` (git commit, dirty flag, package versions, Python,
 CPU/GPU, threads, seed, profile, parameters, start/end time). Every write goes to a temporary
 file in the same folder and is renamed into place, so a killed run never leaves half a file.
+
+The package versions recorded are those of every package pinned in the lock file
+(``requirements/cpu.lock``, written by ``make lock``), with ``lock: "match"`` when each installed
+version is the pinned one, else the list of mismatches: a reader sees at once whether a result
+came from the pinned environment.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
@@ -22,11 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from packaging.version import InvalidVersion, Version
 
 from ragrec.errors import DataError
 
 RESULTS_ROOT = Path("results")
-_PACKAGES = ("ragrec", "torch", "torch-geometric", "transformers", "peft", "numpy", "pandas", "scikit-learn")
+LOCK_FILE = Path(__file__).resolve().parent.parent / "requirements" / "cpu.lock"
+"""The pinned environment ``make install`` installs (absent when ragrec is installed as a wheel)."""
 
 
 CHECKPOINTS = "checkpoints"
@@ -34,10 +43,14 @@ CHECKPOINTS = "checkpoints"
 LLM user vectors, LoRA and head checkpoints."""
 
 
+def results_base(root: str | os.PathLike | None = None) -> Path:
+    """The folder holding ``<profile>/<dataset>/``: ``root``, else ``$RAGREC_RESULTS``, else ``results``."""
+    return Path(root) if root is not None else Path(os.environ.get("RAGREC_RESULTS", RESULTS_ROOT))
+
+
 def result_dir(profile: str, dataset: str, root: str | os.PathLike | None = None) -> Path:
-    """``<root>/<profile>/<dataset>/`` (root: argument, else ``$RAGREC_RESULTS``, else ``results``)."""
-    base = Path(root) if root is not None else Path(os.environ.get("RAGREC_RESULTS", RESULTS_ROOT))
-    return base / profile / dataset
+    """``<root>/<profile>/<dataset>/`` (root: see :func:`results_base`)."""
+    return results_base(root) / profile / dataset
 
 
 @contextmanager
@@ -109,22 +122,82 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# --------------------------------------------------------------------------------------------
+# the pinned environment
+
+
+def canonical_name(name: str) -> str:
+    """PEP 503 name: ``Scikit_Learn`` and ``scikit-learn`` are one package."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_lock(path: str | os.PathLike = LOCK_FILE) -> dict[str, str]:
+    """``{name: pinned version}`` of every ``name==version`` line of a pip requirements lock."""
+    pins = {}
+    for line in Path(path).read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)", line)
+        if match:
+            pins[canonical_name(match.group(1))] = match.group(2)
+    return pins
+
+
+def installed_versions() -> dict[str, str]:
+    """``{name: version}`` of every distribution importable here, in one pass (cheap)."""
+    found = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found.setdefault(canonical_name(name), dist.version)
+    return found
+
+
+def pin_satisfied(pinned: str, installed: str) -> bool:
+    """Whether ``installed`` is the ``pinned`` release. A local build label is allowed when the pin
+    has none (PEP 440 ``==``): the CPU wheel ``2.13.0+cpu`` is ``torch==2.13.0``."""
+    try:
+        want, have = Version(pinned), Version(installed)
+    except InvalidVersion:
+        return pinned == installed
+    return have == want if want.local else Version(have.public) == want
+
+
+def lock_drift(pins: Mapping[str, str], installed: Mapping[str, str]) -> list[str]:
+    """One line per pinned package whose installed version is not the pinned one (or is absent)."""
+    drift = []
+    for name, pinned in sorted(pins.items()):
+        have = installed.get(name)
+        if have is None:
+            drift.append(f"{name}: pinned {pinned}, not installed")
+        elif not pin_satisfied(pinned, have):
+            drift.append(f"{name}: pinned {pinned}, installed {have}")
+    return drift
+
+
+@functools.cache
+def _locked_environment() -> tuple[dict[str, str | None], str | list[str]]:
+    # Installed packages do not change while a notebook runs, so one look per process is enough.
+    installed = installed_versions()
+    if not LOCK_FILE.is_file():
+        return {"ragrec": installed.get("ragrec")}, "no lock file (ragrec is installed without its repository)"
+    pins = read_lock(LOCK_FILE)
+    versions = {name: installed.get(name) for name in ["ragrec", *sorted(pins)]}
+    drift = lock_drift(pins, installed)
+    return versions, drift or "match"
+
+
 def environment() -> dict[str, Any]:
-    """Where and with what a result was computed: git state, versions, hardware, threads."""
+    """Where and with what a result was computed: git state, the installed versions of the
+    locked packages and whether they match the lock, hardware, threads."""
     import torch
 
-    versions = {}
-    for name in _PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    versions, lock = _locked_environment()
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": None if status is None else bool(status),
         "python": platform.python_version(),
-        "packages": versions,
+        "packages": dict(versions),
+        "lock": lock if isinstance(lock, str) else list(lock),  # a copy: the cached list stays intact
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),

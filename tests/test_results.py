@@ -7,7 +7,18 @@ import pytest
 
 from ragrec.errors import DataError
 from ragrec.experiments.timing import summarize
-from ragrec.results import Provenance, atomic_path, read_csv, result_dir, write_csv
+from ragrec.results import (
+    LOCK_FILE,
+    Provenance,
+    atomic_path,
+    canonical_name,
+    lock_drift,
+    pin_satisfied,
+    read_csv,
+    read_lock,
+    result_dir,
+    write_csv,
+)
 
 
 def test_csv_round_trip_has_a_header_and_leaves_no_temp_files(tmp_path):
@@ -38,6 +49,49 @@ def test_provenance_records_environment_and_merges_steps(tmp_path):
     for key in ("git_commit", "git_dirty", "packages", "python", "cpu", "torch_threads", "seed", "started", "finished"):
         assert key in step
     assert step["parameters"] == {"k": 5} and step["outputs"] == ["stats.csv"]
+
+
+def test_provenance_records_every_locked_package_and_whether_it_matches_the_lock(tmp_path):
+    Provenance("data", "smoke", "synthetic", seed=0, parameters={}).write(tmp_path)
+    step = json.loads((tmp_path / "provenance.json").read_text())["steps"]["data"]
+    assert set(read_lock(LOCK_FILE)) | {"ragrec"} == set(step["packages"])
+    assert step["lock"] == "match" or all(": pinned " in line for line in step["lock"])
+
+
+# --------------------------------------------------------------------------------------------
+# comparing installed versions with the lock
+
+
+@pytest.mark.parametrize(
+    ("pinned", "installed", "same"),
+    [
+        ("2.4.6", "2.4.6", True),
+        ("2.13.0", "2.13.0+cpu", True),  # the CPU wheel satisfies the plain pin
+        ("2.13.0+cpu", "2.13.0", False),  # a pinned build label must be there
+        ("2.4.6", "2.4.7", False),
+        ("1.0", "1.0.0", True),  # PEP 440 spellings of one release
+        ("2.4.6", "2.4.6rc1", False),
+    ],
+    ids=["exact", "local-label-allowed", "pinned-label-required", "other-release", "zero-padding", "pre-release"],
+)
+def test_a_pin_is_satisfied_only_by_its_release(pinned, installed, same):
+    assert pin_satisfied(pinned, installed) is same
+
+
+def test_lock_drift_names_each_package_that_differs_or_is_missing():
+    pins = {"numpy": "2.4.6", "torch": "2.13.0", "pandas": "3.1.1"}
+    installed = {"numpy": "2.5.0", "torch": "2.13.0+cpu", "extra-tool": "1.0"}
+    assert lock_drift(pins, installed) == [
+        "numpy: pinned 2.4.6, installed 2.5.0",
+        "pandas: pinned 3.1.1, not installed",
+    ]
+
+
+def test_read_lock_keeps_pins_and_skips_comments_and_annotations(tmp_path):
+    lock = tmp_path / "x.lock"
+    lock.write_text("# header\nScikit_Learn==1.9.1\n    # via ragrec\ntorch==2.13.0 ; sys_platform == 'linux'\n")
+    assert read_lock(lock) == {"scikit-learn": "1.9.1", "torch": "2.13.0"}
+    assert canonical_name("Jupyter.Book") == "jupyter-book"
 
 
 def test_missing_results_table_says_how_to_make_it(tmp_path):

@@ -9,14 +9,16 @@ name whose data is absent, an unwritable results folder) or the book build faile
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ragrec.config import PROFILES
-from ragrec.errors import RagrecError
+from ragrec.config import DEVICE_ENV, MODEL_ENV, PROFILES
+from ragrec.errors import ConfigError, RagrecError
 from ragrec.reproduce import runner
 from ragrec.reproduce.book import build_book
+from ragrec.reproduce.fresh import run_fresh, up_to_date_summary
 from ragrec.reproduce.runner import run, status
 from ragrec.reproduce.tasks import PROJECT_DIR, SPECS, NotebookFailed
 
@@ -35,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--dataset", action="append", help="a dataset (repeatable; default: the profile's datasets)")
     r.add_argument("--notebook", action="append", help=f"a notebook (repeatable): {', '.join(SPECS)}")
     r.add_argument("--force", action="store_true", help="rerun even when up to date")
+    r.add_argument("--fresh", action="store_true",
+                   help="re-execute every notebook from empty into a fresh folder, swapped in only when all succeed")
+    r.add_argument("--model", default=None, help=f"gpu profile: a local Llama-family HF folder (sets ${MODEL_ENV})")
+    r.add_argument("--device", default=None, help=f"gpu profile: cuda (default) or cpu for a dry run (sets ${DEVICE_ENV})")
     r.add_argument("--seed", type=int, default=None, help="override the profile's seed")
     r.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output (progress bars, logs) to the terminal")
     b = sub.add_parser("book", parents=[common], help="build the Jupyter Book from existing results")
@@ -51,8 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "run":
-            run(args.profile, [d for d in args.dataset or [] if d] or None, [n for n in args.notebook or [] if n] or None,
-                force=args.force, seed=args.seed, results_root=_blank(args.results), log_output=not args.quiet)
+            _run(args)
         elif args.command == "book":
             build_book(args.profile, results_root=_blank(args.results), output=Path(args.output))
         else:
@@ -65,6 +70,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _run(args: argparse.Namespace) -> None:
+    # The notebooks' kernels inherit the environment: that is how the model reaches them.
+    for name, value in ((MODEL_ENV, _blank(args.model)), (DEVICE_ENV, _blank(args.device))):
+        if value is not None:
+            os.environ[name] = value
+    datasets = [d for d in args.dataset or [] if d] or None
+    notebooks = [n for n in args.notebook or [] if n] or None
+    options = {"seed": args.seed, "results_root": _blank(args.results), "log_output": not args.quiet}
+    if args.fresh:
+        if notebooks:
+            raise ConfigError("--fresh re-executes every notebook of the profile; drop --notebook (or use --force)")
+        run_fresh(args.profile, datasets, **options)
+        return
+    report = run(args.profile, datasets, notebooks, force=args.force, **options)
+    for line in up_to_date_summary(report, args.profile, _blank(args.results)):
+        print(line)
 
 
 if __name__ == "__main__":

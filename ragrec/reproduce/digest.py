@@ -24,7 +24,7 @@ def file_digest(path: Path) -> str:
 
 RUNNER_MODULES = (
     "reproduce/runner.py", "reproduce/tasks.py", "reproduce/execute.py", "reproduce/digest.py", "reproduce/book.py",
-    "reproduce/published.py", "reproduce/__main__.py",
+    "reproduce/published.py", "reproduce/fresh.py", "reproduce/__main__.py",
 )
 """Modules that run notebooks or build the book: they do not change what a notebook computes."""
 

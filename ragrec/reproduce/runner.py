@@ -26,7 +26,8 @@ whatever other ``python3`` kernels a user has.
 
 Command line (the Makefile's entry point)::
 
-    python -m ragrec.reproduce run  [--profile cpu] [--dataset D]... [--notebook N]... [--force]
+    python -m ragrec.reproduce run  [--profile cpu] [--dataset D]... [--notebook N]... [--force | --fresh]
+        [--model DIR] [--device cpu]
     python -m ragrec.reproduce book [--profile cpu]
     python -m ragrec.reproduce status [--profile cpu]
 """
@@ -40,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ragrec.config import get_profile
+from ragrec.config import Profile, get_profile
 from ragrec.data import dataset_available
 from ragrec.reproduce.digest import (
     library_digest,
@@ -74,6 +75,12 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
+def _say_model(profile: Profile) -> None:
+    m = profile.model
+    if m.source not in ("bundled", "tiny"):  # a local folder: say which, and where it runs
+        _say(f"model {m.source} on {m.device or 'the default device'}, exit heads at layers {list(m.head_layers)}")
+
+
 @dataclass
 class RunReport:
     """What a run did: per task ``ran`` / ``skipped``; datasets not run with their reasons."""
@@ -96,7 +103,7 @@ def plan(profile: str, datasets: Sequence[str] | None = None, notebooks: Sequenc
     by_name = {s.name: s for s in specs}
     chosen_specs = check_notebooks(notebooks, specs)
     chosen = check_datasets(datasets, profile)
-    prof = get_profile(profile)
+    prof = get_profile(profile, resolve=False)  # the seed only: no model needed to plan
     tasks, missing = [], {}
     for dataset in chosen:
         present, message = dataset_available(dataset, data_root=data_root)
@@ -124,6 +131,7 @@ def run(profile: str = "cpu", datasets: Sequence[str] | None = None, notebooks: 
         progress_bar: papermill's per-notebook cell progress bar.
     """
     started = time.perf_counter()
+    _say_model(get_profile(profile))  # the gpu profile fails here without a usable model
     tasks, missing = plan(profile, datasets, notebooks, seed=seed, results_root=results_root, data_root=data_root,
                           specs=specs, notebook_dir=notebook_dir)
     if log_output:
@@ -141,7 +149,8 @@ def run(profile: str = "cpu", datasets: Sequence[str] | None = None, notebooks: 
         label = f"[{i}/{len(tasks)}] {task.spec.name:<12} {task.profile}/{task.dataset}"
         manifest = read_manifest(task.out_dir)
         if not force and up_to_date(task, manifest, library):
-            _say(f"{label}  up to date, skipped")
+            entry = manifest["notebooks"][task.spec.name]
+            _say(f"{label}  up to date: kept from its run of {str(entry.get('finished'))[:10]} ({_fmt_s(entry.get('wall_s') or 0)})")
             report.skipped.append((task.spec.name, task.dataset))
             continue
         digest = task.inputs_digest(manifest, library)

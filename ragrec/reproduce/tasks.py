@@ -90,7 +90,7 @@ def check_order(specs: Sequence[NotebookSpec]) -> None:
 
 
 def check_profile(name: str) -> str:
-    get_profile(name)  # ConfigError listing the profiles
+    get_profile(name, resolve=False)  # ConfigError listing the profiles
     return name
 
 
