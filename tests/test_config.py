@@ -8,7 +8,7 @@ from ragrec.errors import ConfigError
 
 @pytest.mark.parametrize("name", sorted(PROFILES))
 def test_every_profile_carries_exit_settings_whose_grids_start_at_full_depth(name):
-    config = get_profile(name).exit
+    config = get_profile(name, resolve=False).exit
     assert isinstance(config, ExitBenchmarkConfig)
     assert config.taus["difference"][0] == 0.0 and config.taus["ratio"][0] == 0.0
 

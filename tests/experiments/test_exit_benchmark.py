@@ -127,7 +127,7 @@ def test_step_needs_the_recommender_outputs(small_profile, tmp_path):
 
 @pytest.mark.parametrize("name", ["smoke", "cpu", "gpu"])
 def test_default_config_is_the_profiles_with_its_seed_and_context(name):
-    profile = get_profile(name)
+    profile = get_profile(name, resolve=False)
     config = default_exit_config(profile)
     assert config == dataclasses.replace(profile.exit, seed=profile.seed, context="gcn")
     # A notebook's seed override reaches the request draw; without a GCN context the first is used.

@@ -55,7 +55,7 @@ def test_benchmark_writes_tables_and_provenance(synthetic, tmp_path):
 
 @pytest.mark.parametrize("name", ["smoke", "cpu", "gpu"])
 def test_default_config_measures_the_retrievers_the_prompts_use(name):
-    p = get_profile(name)
+    p = get_profile(name, resolve=False)
     config = default_retrieval_config(p)
     assert p.prompt.k in config.ks and p.prompt.vote_k in config.ks
     assert config.llm_history_items == p.data.history_len

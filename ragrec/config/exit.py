@@ -1,0 +1,129 @@
+"""The early-exit benchmark's settings: defined here rather than beside
+:func:`ragrec.experiments.exit_benchmark.run_exit_benchmark` because a profile carries them and
+this package sits below ``ragrec.experiments`` in the import order."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ragrec.errors import ConfigError
+from ragrec.model.criteria import StabilityExit
+
+# --------------------------------------------------------------------------------------------
+# the early-exit benchmark
+
+FORMS = ("difference", "ratio")  # the exit rule's forms (ragrec.model.criteria.StabilityExit)
+
+# Probability grid for the difference form; log-odds (nats) grid for the ratio form. Near
+# P = 0.5 a change of Δp is a log-odds change of about 4·Δp, hence the larger ratio values.
+TAUS_DIFFERENCE = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2)
+TAUS_RATIO = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
+
+# Whole requests: the paper's pipeline (LLM retriever, full depth), the GCN retriever at full
+# depth, and ours (GCN retriever, early exit); see ragrec.experiments.end_to_end.
+E2E_METHODS = ("e2e_llm_full", "e2e_gcn_full", "e2e_gcn_exit")
+
+
+def check_taus(taus: Mapping[str, Sequence[float]]) -> None:
+    """ConfigError unless ``taus`` maps known forms to non-empty grids of numbers ≥ 0."""
+    if not isinstance(taus, Mapping) or not taus:
+        raise ConfigError(f"taus must map a form ({FORMS}) to a non-empty sequence of τ ≥ 0, got {taus!r}")
+    for form, grid in taus.items():
+        if form not in FORMS:
+            raise ConfigError(f"unknown exit form {form!r}; choose from {FORMS}")
+        if len(grid) == 0:
+            raise ConfigError(f"the τ grid of form {form!r} is empty")
+        for tau in grid:
+            number = isinstance(tau, (int, float, np.floating, np.integer)) and not isinstance(tau, bool)
+            if not number or math.isnan(tau) or tau < 0:
+                raise ConfigError(f"τ must be a number ≥ 0 (larger = earlier exit), got {tau!r} for form {form!r}")
+
+
+def check_methods(methods: Sequence[str]) -> None:
+    """ConfigError unless ``methods`` is a non-empty selection of :data:`E2E_METHODS`."""
+    if not methods:
+        raise ConfigError(f"give at least one end-to-end method of {E2E_METHODS}")
+    unknown = [m for m in methods if m not in E2E_METHODS]
+    if unknown:
+        raise ConfigError(f"unknown end-to-end method(s) {unknown}; choose from {E2E_METHODS}")
+
+
+def _check_count(config: object, name: str, minimum: int) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ExitBenchmarkConfig:
+    """What :func:`ragrec.experiments.exit_benchmark.run_exit_benchmark` runs; each profile
+    carries one (:attr:`Profile.exit`).
+
+    Attributes:
+        taus: τ grid per form (``{"difference": (...), "ratio": (...)}``); the difference form's τ
+            is a probability, the ratio form's a log-odds change in nats. Include 0 (= full depth).
+        first_head: ``"wait"`` (the first head has no predecessor and never exits; the paper's
+            rule) or ``"confident"`` (see :class:`~ragrec.model.criteria.StabilityExit`).
+        auc_tolerance: operating point = least compute with AUC ≥ full-depth AUC − this.
+        n_boot: bootstrap resamples for the AUC intervals.
+        context: which saved predictions / retriever the sweep and the engine benchmark use.
+        n_requests: test samples (seeded draw) the engine benchmark scores.
+        batch_size: prompts per batch, for the engine and the plain forward alike.
+        repeats, warmup: timed passes per method (median reported) and untimed warm-up batches
+            per method before the first.
+        padding_side: how batches are padded (``"left"`` lets the plain forward compute the
+            vocabulary logits at one position, as ``generate`` does).
+        extra_points: ``(form, τ)`` pairs the real engine runs besides the operating point and
+            each form's best point.
+        check_requests: prompts on which the engine with "never exit" is checked against the
+            plain forward (DESIGN §5: within 1e-5 in fp32) before timing.
+        e2e_requests, e2e_batch_size, e2e_repeats, e2e_methods: the end-to-end measurement (its
+            requests are the first ``e2e_requests`` of the engine benchmark's samples).
+        threads: torch intra-op threads for the whole run (None: leave torch's setting; the count
+            in effect is written to the table and provenance either way).
+        seed: the request draw and the bootstrap.
+    """
+
+    taus: Mapping[str, tuple[float, ...]] = dataclasses.field(
+        default_factory=lambda: {"difference": TAUS_DIFFERENCE, "ratio": TAUS_RATIO}
+    )
+    first_head: str = "wait"
+    auc_tolerance: float = 0.005
+    n_boot: int = 1000
+    context: str = "gcn"
+    n_requests: int = 96
+    batch_size: int = 8
+    repeats: int = 3
+    warmup: int = 2
+    padding_side: str = "left"
+    extra_points: tuple[tuple[str, float], ...] = ()
+    check_requests: int = 16
+    e2e_requests: int = 48
+    e2e_batch_size: int = 8
+    e2e_repeats: int = 2
+    e2e_methods: tuple[str, ...] = E2E_METHODS
+    threads: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_taus(self.taus)
+        for form, tau in self.extra_points:
+            StabilityExit(float(tau), form=form, first_head=self.first_head)  # type: ignore[arg-type]
+        for form in self.taus:  # e.g. first_head="confident" is defined for the difference form only
+            StabilityExit(0.0, form=form, first_head=self.first_head)  # type: ignore[arg-type]
+        if not 0 <= self.auc_tolerance < 1:
+            raise ConfigError(f"auc_tolerance must lie in [0, 1), got {self.auc_tolerance}")
+        if self.padding_side not in ("left", "right"):
+            raise ConfigError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
+        for name in ("n_boot", "n_requests", "batch_size", "repeats", "e2e_batch_size", "e2e_repeats"):
+            _check_count(self, name, 1)
+        for name in ("warmup", "check_requests", "e2e_requests"):
+            _check_count(self, name, 0)
+        check_methods(self.e2e_methods)
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1 or None, got {self.threads}")

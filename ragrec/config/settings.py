@@ -1,0 +1,178 @@
+"""The settings a profile is made of, each typed: data, model, evaluation, the β pair, the
+collaborative-token variant, and :class:`Profile` itself."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ragrec.config.exit import ExitBenchmarkConfig
+from ragrec.errors import ConfigError
+from ragrec.model.prompts import PromptConfig
+from ragrec.model.train import TrainConfig
+from ragrec.retrieval.lightgcn import LightGCNConfig
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Which samples a run uses. Caps are per split part, drawn stratified by label (None: all)."""
+
+    dataset: str = "ml-100k"
+    split_method: str = "per_user"
+    min_history: int = 5
+    history_len: int = 10
+    # The target user's own history: every earlier interaction of theirs ("prior", the paper's and
+    # ReLLa's convention), not only the training-period ones ("train"). Training samples see the
+    # same histories either way under the per-user split (their past lies in the training period);
+    # with "train", a test sample's history would end where the user's training period ends, a
+    # staleness the model never saw in training. Other users' interactions (retrieval, neighbours,
+    # item shares) stay training-period only.
+    history_scope: str = "prior"
+    train_cap: int | None = None
+    valid_cap: int | None = None
+    test_cap: int | None = None
+    synthetic_users: int = 200
+    synthetic_items: int = 300
+
+
+MODEL_ENV = "RAGREC_MODEL"
+"""The local Hugging Face folder the ``gpu`` profile runs (``make reproduce PROFILE=gpu MODEL=...``)."""
+DEVICE_ENV = "RAGREC_DEVICE"
+"""Where the ``gpu`` profile's backbone runs (default ``cuda``; ``cpu`` for a dry run)."""
+DRY_RUN_ENV = "RAGREC_DRY_RUN"
+"""``1``: the ``gpu`` profile's code path at smoke sizes (:func:`dry_run`)."""
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The backbone (``bundled``, ``tiny`` or a local HF folder) and where its exit heads sit."""
+
+    source: str = "bundled"
+    head_layers: tuple[int, ...] = (5, 10, 15, 20, 25, 30)
+    tiny_layers: int = 6
+    tiny_hidden: int = 64
+    device: str | None = None  # None: CUDA when available, else CPU
+
+
+
+# --------------------------------------------------------------------------------------------
+# profiles
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Which samples each evaluation scores (validation chooses, test reports: DESIGN §5).
+
+    Attributes:
+        full_contexts: contexts scored on every test sample (``DataSettings.test_cap`` of them).
+        reduced_cap: the other contexts and the ablation variants score this many test samples, a
+            label-stratified subset of the same samples (so every comparison stays paired); None:
+            all of them.
+        valid_contexts: contexts whose validation predictions are saved
+            (``predictions_valid_<context>.csv``, all heads) for the choices made on them.
+        dtype: the dtype every trained model is scored in (LoRA merged, then cast); training
+            keeps fp32 weights.
+        dtype_check: this many of the reduced test samples are also scored in fp32 (variant
+            ``fp32``) to measure what ``dtype`` costs in AUC (None: no check).
+        validate_while_training: score the validation prompts every ``eval_every`` steps and at
+            the end of each training run (into its ``state.json``).
+    """
+
+    full_contexts: tuple[str, ...] = ("gcn", "llm")
+    reduced_cap: int | None = None
+    valid_contexts: tuple[str, ...] = ("gcn",)
+    dtype: str = "float32"
+    dtype_check: int | None = None
+    # Off: the validation predictions saved after training serve every choice, and scoring the same
+    # prompts during training as well would pay for them twice (in fp32, the slower dtype).
+    validate_while_training: bool = False
+
+    def __post_init__(self) -> None:
+        if self.reduced_cap is not None and self.reduced_cap < 1:
+            raise ConfigError(f"reduced_cap must be ≥ 1 or None, got {self.reduced_cap}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.dtype_check is not None and self.dtype_check < 1:
+            raise ConfigError(f"dtype_check must be ≥ 1 or None, got {self.dtype_check}")
+
+
+@dataclass(frozen=True)
+class BetaPair:
+    """The β ablation: two runs identical but for β (the profile's and 0), each with its complete
+    schedule, scored on the same test samples.
+
+    Attributes:
+        train_cap: training prompts of both runs (the first ones of the main run's, same order);
+            None: all of them, and the β > 0 member is the main model itself.
+        epochs: epochs of both runs (None: the main run's).
+    """
+
+    train_cap: int | None = None
+    epochs: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.train_cap is not None and self.train_cap < 1) or (self.epochs is not None and self.epochs < 1):
+            raise ConfigError(f"BetaPair needs train_cap and epochs ≥ 1 or None, got {self}")
+
+    @property
+    def is_main_schedule(self) -> bool:
+        return self.train_cap is None and self.epochs is None
+
+
+@dataclass(frozen=True)
+class CFSettings:
+    """The ``cf`` variant (beyond the paper): collaborative soft tokens on the trained main model.
+
+    CoLLM's second step: the main run's LoRA and heads stay frozen and only the projection (and
+    the unknown-id vectors) trains, on the main run's training prompts rebuilt with the slots.
+
+    Attributes:
+        contexts: contexts the variant is scored under (on the same samples as the main model).
+        train_cap: training prompts (a stratified subset of the main run's; None: all).
+        epochs: passes over them.
+        lr: the projection's learning rate.
+        expansion: the projection's hidden width as a multiple of the vectors' (CoLLM: 10).
+    """
+
+    contexts: tuple[str, ...] = ("gcn", "none")
+    train_cap: int | None = None
+    epochs: int = 1
+    lr: float = 1e-3
+    expansion: int = 10
+
+    def __post_init__(self) -> None:
+        if (self.train_cap is not None and self.train_cap < 1) or self.epochs < 1 or self.lr <= 0 or self.expansion < 1:
+            raise ConfigError(f"invalid CFSettings {self}")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything a reproduction run needs; one instance per profile name."""
+
+    name: str
+    seed: int
+    data: DataSettings
+    model: ModelSettings
+    lightgcn: LightGCNConfig
+    prompt: PromptConfig
+    train: TrainConfig
+    # The early-exit benchmark's sizes; its seed and context follow the profile's
+    # (ragrec.experiments.exit_benchmark.default_exit_config).
+    exit: ExitBenchmarkConfig
+    contexts: tuple[str, ...] = ("none", "random", "gcn", "llm")
+    eval_batch_size: int = 16
+    evaluation: EvalSettings = EvalSettings()
+    # Training prompts' GCN neighbours come from retrievers fitted without the sample's own
+    # interaction, in this many folds (1: the plain retriever, which has seen that edge).
+    train_folds: int = 2
+    beta_pair: BetaPair | None = BetaPair()  # None: no β ablation
+    cf: CFSettings | None = CFSettings()  # None: no collaborative-token variant
+    notes: str = ""
+
+    @property
+    def k(self) -> int:
+        """Similar users whose histories a prompt shows."""
+        return self.prompt.k
+
+    def with_dataset(self, dataset: str) -> Profile:
+        return dataclasses.replace(self, data=dataclasses.replace(self.data, dataset=dataset))
