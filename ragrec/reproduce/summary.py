@@ -60,7 +60,7 @@ def differences_table(profile: Profile, data: pd.DataFrame | None) -> PeopleTabl
         data: the dataset's ``data.csv`` (one row), None when the data step did not run.
     """
     row = data.iloc[0] if data is not None and len(data) else pd.Series(dtype=object)
-    gpu = get_profile("gpu")
+    gpu = get_profile("gpu", resolve=False)  # the template: what a gpu run would change
     ours = {
         "model": f"{model_description(profile)}, LoRA r = {profile.train.lora.r}",
         "exit heads": "layers " + ", ".join(str(h) for h in profile.model.head_layers),

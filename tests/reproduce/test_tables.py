@@ -189,7 +189,7 @@ def test_the_differences_table_describes_the_profile_that_ran(profile, model):
 
 
 def test_the_differences_table_names_a_local_model_folder_without_its_path():
-    profile = get_profile("gpu")
+    profile = get_profile("gpu", resolve=False)
     local = type(profile)(**{**profile.__dict__, "model": type(profile.model)(source="/home/someone/models/vicuna-7b")})
     table = differences_table(local, None).frame.set_index("")
     assert table.loc["model", "this build"].startswith("vicuna-7b") and "/home" not in table.loc["model", "this build"]
