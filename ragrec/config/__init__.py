@@ -30,6 +30,7 @@ from ragrec.config.resolve import (
     get_profile,
     gpu_profile,
     llama_depth,
+    run_profile,
 )
 from ragrec.config.settings import (
     DEVICE_ENV,
@@ -69,4 +70,5 @@ __all__ = [
     "get_profile",
     "gpu_profile",
     "llama_depth",
+    "run_profile",
 ]

@@ -64,7 +64,7 @@ def load_model(profile: Profile, dataset: Dataset) -> Backbone:
         words = [w for title in dataset.items["title"] for w in str(title).split()]
         return tiny_backbone(num_layers=m.tiny_layers, hidden_size=m.tiny_hidden, seed=profile.seed, vocab_words=words)
     torch.manual_seed(profile.seed)
-    return load_backbone(m.source)
+    return load_backbone(m.source, device=m.device)  # None: the default device
 
 
 def checkpoint_dir(profile: Profile, results_root: str | os.PathLike | None = None) -> Path:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ragrec.config import Profile, get_profile
+from ragrec.config import Profile, get_profile, run_profile
 from ragrec.data import dataset_available
 from ragrec.reproduce.digest import (
     library_digest,
@@ -131,7 +131,7 @@ def run(profile: str = "cpu", datasets: Sequence[str] | None = None, notebooks: 
         progress_bar: papermill's per-notebook cell progress bar.
     """
     started = time.perf_counter()
-    _say_model(get_profile(profile))  # the gpu profile fails here without a usable model
+    _say_model(run_profile(profile))  # the gpu profile fails here without a usable model
     tasks, missing = plan(profile, datasets, notebooks, seed=seed, results_root=results_root, data_root=data_root,
                           specs=specs, notebook_dir=notebook_dir)
     if log_output:
