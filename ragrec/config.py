@@ -168,8 +168,8 @@ def get_profile(name: str, *, resolve: bool = True) -> Profile:
 
     Args:
         name (str): ``smoke``, ``cpu`` or ``gpu``.
-        resolve (bool, optional): point the ``gpu`` template at its model with
-            :func:`gpu_profile`, which raises when none is set; False returns the template, for
+        resolve (bool, optional): point the ``gpu`` template at the model in ``$RAGREC_MODEL``
+            with :func:`gpu_profile` when one is set; False always returns the template, for
             callers that need only the name and seed (planning, status, the book).
             (default: :obj:`True`)
     """
@@ -177,7 +177,15 @@ def get_profile(name: str, *, resolve: bool = True) -> Profile:
         profile = PROFILES[name]
     except KeyError:
         raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
-    return gpu_profile() if name == "gpu" and resolve else profile
+    if name == "gpu" and resolve and os.environ.get(MODEL_ENV):
+        return gpu_profile()
+    return profile
+
+
+def run_profile(name: str) -> Profile:
+    """The profile a run executes: :func:`get_profile`, except that the ``gpu`` profile must be
+    pointed at a model (:func:`gpu_profile` raises why it cannot be)."""
+    return gpu_profile() if name == "gpu" else get_profile(name)
 
 
 # --------------------------------------------------------------------------------------------

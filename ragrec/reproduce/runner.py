@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ragrec.config import Profile, get_profile
+from ragrec.config import Profile, get_profile, run_profile
 from ragrec.data import DATASETS, dataset_available
 from ragrec.errors import ConfigError, RagrecError
 from ragrec.results import result_dir, write_json
@@ -381,7 +381,7 @@ def run(profile: str = "cpu", datasets: Sequence[str] | None = None, notebooks: 
         progress_bar: papermill's per-notebook cell progress bar.
     """
     started = time.perf_counter()
-    _say_model(get_profile(profile))  # the gpu profile fails here without a usable model
+    _say_model(run_profile(profile))  # the gpu profile fails here without a usable model
     tasks, missing = plan(profile, datasets, notebooks, seed=seed, results_root=results_root, data_root=data_root,
                           specs=specs, notebook_dir=notebook_dir)
     if log_output:

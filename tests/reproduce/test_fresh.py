@@ -176,7 +176,7 @@ def test_fresh_with_a_notebook_subset_is_refused(tmp_path, capsys):
 
 
 def test_the_model_flag_reaches_the_gpu_profile_and_a_bad_folder_stops_the_run_at_once(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv(MODEL_ENV, raising=False)  # restored after the test; main() sets it
+    monkeypatch.setenv(MODEL_ENV, "")  # so that the value main() sets is undone after the test
     assert main(["run", "--profile", "gpu", "--model", str(tmp_path / "nowhere"), "--results", str(tmp_path)]) == 2
     assert "is not a folder" in capsys.readouterr().err
     assert not any(tmp_path.iterdir()), "nothing ran"

@@ -18,6 +18,7 @@ from ragrec.config import (
     SMOKE,
     get_profile,
     gpu_profile,
+    run_profile,
 )
 from ragrec.errors import ConfigError
 
@@ -68,8 +69,10 @@ def test_model_and_device_come_from_the_environment(tmp_path, clean_env):
     assert profile.data == GPU.data and profile.train == GPU.train, "no dry run unless asked"
 
 
-def test_planning_needs_no_model(clean_env):
-    assert get_profile("gpu", resolve=False) is GPU
+def test_without_a_model_the_profile_is_its_template_but_a_run_refuses(clean_env):
+    assert get_profile("gpu") is GPU and get_profile("gpu", resolve=False) is GPU
+    with pytest.raises(ConfigError, match="needs a model"):
+        run_profile("gpu")
 
 
 @pytest.mark.parametrize(
