@@ -79,7 +79,8 @@ def run_beta_pair(
 
 def run_recommender(profile: Profile, *, data_root=None, results_root=None, beta_ablation: bool = True, progress: bool = True) -> pd.DataFrame:
     """The whole model half: train once on mixed contexts, save validation predictions, evaluate
-    every context and head on test, then the ``cf`` variant (:func:`ragrec.experiments.cf_model.run_cf_variant`)
+    every context and head on test, then the ``cf`` variant (fitted by
+    :func:`~ragrec.experiments.cf_model.fit_cf_variant` before the main model is merged for scoring)
     and the β pair (:func:`run_beta_pair`) when the profile has them; write ``heads.csv``,
     ``training.csv``, ``information.csv`` and provenance. Returns the heads table."""
     started = time.perf_counter()
