@@ -1,8 +1,9 @@
 """Prompt contexts: which retrieved users each CTR sample's prompt shows, and its token ids.
 
 Test and validation prompts take their neighbours from retrievers fitted on the training
-interactions. Training prompts take them from a :class:`FoldedRetriever` (profiles with
-``train_folds > 1``), so a training sample's own interaction does not choose its neighbours.
+interactions. Training prompts take them from a :class:`FoldedRetriever` (GCN, profiles with
+``train_folds > 1``) or :class:`LeaveTargetOut` (LLM), so a training sample's own interaction
+does not choose its neighbours.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import numpy as np
 import pandas as pd
 
 from ragrec.data import Samples
+from ragrec.data.text import history_text
 from ragrec.errors import ConfigError
 from ragrec.experiments.information import later_interaction_share, vote_coverage
 from ragrec.model.prompts import PromptBuilder
 from ragrec.retrieval.base import Retriever
+from ragrec.retrieval.llm import LLMRetriever, embed_texts
 
 
 @dataclass
@@ -44,6 +47,37 @@ class FoldedRetriever:
         return out
 
 
+@dataclass
+class LeaveTargetOut:
+    """LLM-retriever neighbours for *training* samples without the sample's own interaction.
+
+    The LLM retriever represents a user by the text of their most recent training interactions;
+    a training sample's target is often among them (a test sample's never is). For those samples
+    the query text is rebuilt without the target and embedded, then searched like any query.
+    """
+
+    name: str
+    retriever: LLMRetriever
+
+    def neighbours(self, samples: Samples, k: int) -> np.ndarray:
+        out = context_neighbours(self.retriever, samples, k)
+        r, frame = self.retriever, samples.frame
+        users, items = frame["user"].to_numpy(np.int64), frame["item"].to_numpy(np.int64)
+        texts, rows = [], []
+        for row, (user, item) in enumerate(zip(users, items)):
+            window = r.sequences.window(int(user), None, r.history_items)
+            shown, ratings = r.sequences.items[window], r.sequences.ratings[window]
+            if item in shown:
+                keep = shown != item
+                texts.append(history_text(r.dataset, shown[keep], ratings[keep]))
+                rows.append(row)
+        if rows:
+            queries = embed_texts(r.backbone, texts, batch_size=r.batch_size, max_tokens=r.max_tokens)
+            times = frame["timestamp"].to_numpy()[rows]
+            out[rows] = r.retrieve_with(queries, users[rows], k, before=times)
+        return out
+
+
 def context_neighbours(retriever: Retriever | FoldedRetriever, samples: Samples, k: int) -> np.ndarray | None:
     """``[len(samples), k]`` neighbours of each sample's user among users active before the
     sample (None for the ``none`` context). Uses the retriever's index vectors for the query
@@ -51,7 +85,7 @@ def context_neighbours(retriever: Retriever | FoldedRetriever, samples: Samples,
     re-embedding it per sample would only cost time (the latency benchmark does pay it)."""
     if retriever.name == "none":
         return None
-    if isinstance(retriever, FoldedRetriever):
+    if isinstance(retriever, (FoldedRetriever, LeaveTargetOut)):
         return retriever.neighbours(samples, k)
     frame = samples.frame
     return retriever.retrieve(frame["user"].to_numpy(), k, before=frame["timestamp"].to_numpy(), precomputed=True)

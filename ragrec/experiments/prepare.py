@@ -23,7 +23,7 @@ from ragrec.data import (
     split_interactions,
 )
 from ragrec.errors import ConfigError
-from ragrec.experiments.contexts import FoldedRetriever
+from ragrec.experiments.contexts import FoldedRetriever, LeaveTargetOut
 from ragrec.llm.backbone import Backbone, load_backbone, tiny_backbone
 from ragrec.results import CHECKPOINTS, result_dir
 from ragrec.retrieval.base import RETRIEVERS, Retriever
@@ -117,9 +117,12 @@ def fold_retrievers(
 def training_retrievers(
     prepared: Prepared, retrievers: dict[str, Retriever], *, results_root=None, progress: bool = False
 ) -> dict[str, Retriever | FoldedRetriever]:
-    """The retrievers training prompts are built with: the GCN folded (:class:`FoldedRetriever`)
-    when the profile has ``train_folds > 1``, the others as they are."""
-    out: dict[str, Retriever | FoldedRetriever] = dict(retrievers)
+    """The retrievers training prompts are built with: when the profile has ``train_folds > 1``,
+    the GCN folded (:class:`FoldedRetriever`) and the LLM retriever querying without the
+    sample's target (:class:`LeaveTargetOut`); the others as they are."""
+    out: dict[str, Retriever | FoldedRetriever | LeaveTargetOut] = dict(retrievers)
     if "gcn" in retrievers and prepared.profile.train_folds > 1:
         out["gcn"] = fold_retrievers(prepared, None, "gcn", results_root=results_root, progress=progress)
+    if "llm" in retrievers and prepared.profile.train_folds > 1:
+        out["llm"] = LeaveTargetOut("llm", retrievers["llm"])
     return out

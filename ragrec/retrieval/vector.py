@@ -7,7 +7,7 @@ from abc import abstractmethod
 import numpy as np
 
 from ragrec.errors import ConfigError
-from ragrec.retrieval.base import Retriever
+from ragrec.retrieval.base import Retriever, check_k
 
 BACKENDS = ("exact", "faiss")
 
@@ -92,6 +92,20 @@ class VectorRetriever(Retriever):
     @abstractmethod
     def query_vectors(self, users: np.ndarray, histories=None, *, precomputed: bool = False) -> np.ndarray:
         """Unit vectors ``[n, d]`` of the query users (this is the per-query cost)."""
+
+    def retrieve_with(self, queries: np.ndarray, users, k: int, before=None) -> np.ndarray:
+        """Top-``k`` neighbours ``[n, k]`` for query vectors ``[n, d]`` given by the caller (a
+        query text other than the fitted one, e.g. without a held-out interaction), under the
+        same rules as :meth:`retrieve`: never the query user, and with ``before`` only users
+        active before each time."""
+        users = self._check_users(users)
+        check_k(k, self.n_users)
+        before = None if before is None else np.asarray(before, dtype=np.int64)
+        allowed = self._allowed(users, before)
+        queries = l2_normalize(np.asarray(queries, dtype=np.float32))
+        if self._faiss is not None:
+            return self._faiss.search(queries, k, allowed)
+        return top_k_exact(queries, self.vectors, k, allowed)
 
     def _retrieve(self, users, k, allowed, histories, precomputed) -> np.ndarray:
         queries = self.query_vectors(users, histories, precomputed=precomputed)

@@ -128,3 +128,24 @@ def test_the_cf_variant_scores_the_main_models_samples_and_reloads_with_its_vect
     per_head, _ = score_context(prepared, reloaded, retrievers, cf_builder(prepared, reloaded.backbone, retrievers),
                                 prepared.test, "gcn", progress=False)
     np.testing.assert_array_equal(per_head[:, -1], cf["p_head_6"])
+
+
+def test_training_samples_query_the_llm_retriever_without_their_own_target(tmp_path, monkeypatch):
+    import ragrec.experiments.contexts as contexts
+    from ragrec.experiments.contexts import LeaveTargetOut
+    from ragrec.experiments.prepare import fit_retrievers, load_model, prepare_data
+
+    prepared = prepare_data(small_smoke())
+    llm = fit_retrievers(prepared, load_model(prepared.profile, prepared.dataset), ("llm",), results_root=tmp_path)["llm"]
+    embedded = []
+    real = contexts.embed_texts
+    monkeypatch.setattr(contexts, "embed_texts", lambda backbone, texts, **kw: embedded.extend(texts) or real(backbone, texts, **kw))
+    hoods = LeaveTargetOut("llm", llm).neighbours(prepared.train, 3)
+    frame = prepared.train.frame
+    affected = [(u, i) for u, i in zip(frame["user"], frame["item"])
+                if i in llm.sequences.items[llm.sequences.window(int(u), None, llm.history_items)]]
+    assert affected and len(embedded) == len(affected), "only samples whose target is in the query text re-embed"
+    assert hoods.shape == (len(frame), 3) and (hoods != frame["user"].to_numpy()[:, None]).all()
+    for (user, item), text in zip(affected, embedded):  # each query text lacks its own target
+        assert str(prepared.dataset.items.at[int(item), "title"]) not in text
+        assert text != llm.user_text(user)
