@@ -66,14 +66,18 @@ def test_claims_are_checked_from_the_results_they_need(tmp_path):
 
 def test_early_exit_operating_point_needs_a_full_depth_row():
     with pytest.raises(DataError, match="method=full"):
-        early_exit_operating_point(pd.DataFrame({"method": ["exit"], "auc": [0.7], "rps": [5.0]}), 0.005)
+        early_exit_operating_point(pd.DataFrame({"method": ["exit"], "auc": [0.7], "rps": [5.0]}))
 
 
-def test_without_a_named_operating_point_the_fastest_row_keeping_the_auc_is_used():
+def test_the_claim_never_picks_an_operating_point_by_its_test_auc(tmp_path):
+    # No row named by the benchmark (which chooses on validation): the fastest row that keeps the
+    # test AUC must not stand in for it, and the claim is not judged.
     frame = pd.DataFrame({"method": ["full", "exit", "exit"], "tau": [np.nan, 0.01, 0.3], "auc": [0.75, 0.748, 0.70],
-                          "rps": [4.0, 5.0, 9.0]})
-    assert early_exit_operating_point(frame, 0.005)["tau"] == 0.01
-    assert early_exit_operating_point(frame.iloc[[0, 2]], 0.005) is None
+                          "rps": [4.0, 5.0, 9.0], "speedup_vs_full": [1.0, 1.25, 2.25]})
+    assert early_exit_operating_point(frame) is None
+    frame.to_csv(tmp_path / "early_exit.csv", index=False)
+    claim = check_claims(tmp_path, FAST).set_index("claim_id").loc["early_exit_rps"]
+    assert claim["verdict"] == "not run" and "validation" in claim["evidence"]
 
 
 def test_a_faster_operating_point_that_loses_auc_on_the_timed_requests_contradicts(tmp_path):
