@@ -27,7 +27,10 @@ says; without the item's line it was 0.64. Earlier, with the user's *mean rating
 there, SmolLM2-135M did not even learn the deterministic label "mean ≥ median" (validation AUC
 0.63), while with a lone number in a short prompt it learns a threshold in 25 steps — among the
 many digits of a history prompt it must find one token whose value decides, and a percentage's
-first digit is that token.
+first digit is that token. Caveat: these wordings were compared in earlier sessions on *test*
+AUCs of 400 samples, against the project's rule that validation chooses; the wording has not
+been re-chosen on validation predictions since, so treat it as fixed before this protocol, not
+as tuned by it.
 
 Under a token budget the prompt is shortened in this order, never touching the instruction, the
 target item or the question: the oldest items of the furthest neighbour first, then whole
