@@ -8,7 +8,7 @@ does not choose its neighbours.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -58,8 +58,18 @@ class LeaveTargetOut:
 
     name: str
     retriever: LLMRetriever
+    # (sample id, k) → neighbours: the information table asks again for samples the training
+    # prompts already queried, and each re-embedding is an LLM forward
+    _seen: dict = field(default_factory=dict, repr=False)
 
     def neighbours(self, samples: Samples, k: int) -> np.ndarray:
+        ids = samples.frame.index
+        new = [i for i in ids if (i, k) not in self._seen]
+        if new:
+            self._seen.update({(i, k): row for i, row in zip(new, self._query(samples.subset(new), k))})
+        return np.stack([self._seen[(i, k)] for i in ids]) if len(ids) else np.zeros((0, k), np.int64)
+
+    def _query(self, samples: Samples, k: int) -> np.ndarray:
         out = context_neighbours(self.retriever, samples, k)
         r, frame = self.retriever, samples.frame
         users, items = frame["user"].to_numpy(np.int64), frame["item"].to_numpy(np.int64)

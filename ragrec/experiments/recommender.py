@@ -97,7 +97,9 @@ def run_recommender(profile: Profile, *, data_root=None, results_root=None, beta
     # the cf variant trains on the main model's (unmerged) LoRA, so before scoring merges it
     cf = fit_cf_variant(prepared, trained, retrievers, train_retrievers, results_root=results_root,
                         progress=progress) if has_cf else None
-    fp32 = fp32_reference(trained) if profile.evaluation.dtype_check else None
+    # the check scores in fp32 what the profile scores in its dtype: nothing to compare in fp32
+    checked = profile.evaluation.dtype_check and profile.evaluation.dtype != "float32"
+    fp32 = fp32_reference(trained) if checked else None
     model = to_scoring(trained, scoring_dtype(profile.evaluation.dtype))
     out_dir = result_dir(profile.name, profile.data.dataset, results_root)
     for stale in [*out_dir.glob("predictions_*_pair_beta*.csv"), *out_dir.glob("predictions*_cf.csv")]:

@@ -145,7 +145,14 @@ def test_training_samples_query_the_llm_retriever_without_their_own_target(tmp_p
     affected = [(u, i) for u, i in zip(frame["user"], frame["item"])
                 if i in llm.sequences.items[llm.sequences.window(int(u), None, llm.history_items)]]
     assert affected and len(embedded) == len(affected), "only samples whose target is in the query text re-embed"
+    embedded_once = list(embedded)
     assert hoods.shape == (len(frame), 3) and (hoods != frame["user"].to_numpy()[:, None]).all()
-    for (user, item), text in zip(affected, embedded):  # each query text lacks its own target
+    # asked again for samples it already queried (the information table does): no new LLM forward
+    retriever = LeaveTargetOut("llm", llm)
+    first = retriever.neighbours(prepared.train, 3)
+    count = len(embedded)
+    np.testing.assert_array_equal(retriever.neighbours(prepared.train.subset(frame.index[::2]), 3), first[::2])
+    assert len(embedded) == count
+    for (user, item), text in zip(affected, embedded_once):  # each query text lacks its own target
         assert str(prepared.dataset.items.at[int(item), "title"]) not in text
         assert text != llm.user_text(user)
