@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 
 from ragrec.config import MODEL_ENV
 from ragrec.errors import RagrecError
@@ -19,19 +17,12 @@ from ragrec.reproduce.__main__ import main
 from ragrec.reproduce.fresh import run_fresh, swap_in, up_to_date_summary
 from ragrec.reproduce.runner import RunReport, run, status
 from ragrec.reproduce.tasks import MANIFEST, NotebookFailed, NotebookSpec
+from tests.reproduce.tiny_notebooks import write_notebook
 
 SPECS = (
     NotebookSpec("first", "First", outputs=("first.csv",)),
     NotebookSpec("second", "Second", outputs=("second.csv",), after=("first",)),
 )
-
-
-def _notebook(path: Path, body: str) -> None:
-    params = new_code_cell('dataset = "x"\nprofile = "x"\nseed = 0\nout_dir = "."')
-    params.metadata["tags"] = ["parameters"]
-    nb = new_notebook(cells=[params, new_code_cell("from pathlib import Path\nout = Path(out_dir)"), new_code_cell(body)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
 
 
 @pytest.fixture
@@ -40,11 +31,11 @@ def project(tmp_path):
     shows); ``second`` copies first.csv and raises while a file ``boom`` lies beside them."""
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
-    _notebook(nbs / "first.ipynb", (
+    write_notebook(nbs / "first.ipynb", (
         '(out / "first.csv").write_text("a\\n1\\n")\n'
         'with open(out / "runs.txt", "a") as f:\n    f.write("run\\n")'
     ))
-    _notebook(nbs / "second.ipynb", (
+    write_notebook(nbs / "second.ipynb", (
         f'if Path({str(nbs / "boom")!r}).exists():\n    raise RuntimeError("planted failure")\n'
         '(out / "second.csv").write_text((out / "first.csv").read_text())'
     ))

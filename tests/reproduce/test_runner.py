@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 
 from ragrec.errors import ConfigError, DataError
 from ragrec.reproduce import digest
@@ -31,6 +29,7 @@ from ragrec.reproduce.tasks import (
 )
 from tests.data.writers import BX_RATINGS, write_bx
 from tests.reproduce.edits import CODE_EDITS, MODULE, TEXT_EDITS, edit_module
+from tests.reproduce.tiny_notebooks import write_notebook
 
 PARAMETER_NAMES = ("dataset", "profile", "seed", "out_dir")
 
@@ -96,14 +95,6 @@ def test_the_smoke_profile_plans_every_notebook_on_synthetic_data(tmp_path):
 # running: skip, fail, resume (two tiny notebooks)
 
 
-def _notebook(path: Path, body: str) -> None:
-    params = new_code_cell('dataset = "x"\nprofile = "x"\nseed = 0\nout_dir = "."')
-    params.metadata["tags"] = ["parameters"]
-    nb = new_notebook(cells=[params, new_code_cell("from pathlib import Path\nout = Path(out_dir)"), new_code_cell(body)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
-
-
 SPECS = (
     NotebookSpec("first", "First", outputs=("first.csv",)),
     NotebookSpec("second", "Second", outputs=("second.csv",), after=("first",)),
@@ -116,8 +107,8 @@ def project(tmp_path):
     while a file ``boom`` exists beside the notebooks."""
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
-    _notebook(nbs / "first.ipynb", '(out / "first.csv").write_text("a\\n1\\n")')
-    _notebook(nbs / "second.ipynb", (
+    write_notebook(nbs / "first.ipynb", '(out / "first.csv").write_text("a\\n1\\n")')
+    write_notebook(nbs / "second.ipynb", (
         f'if Path({str(nbs / "boom")!r}).exists():\n    raise RuntimeError("planted failure")\n'
         '(out / "second.csv").write_text((out / "first.csv").read_text())'
     ))
@@ -142,7 +133,7 @@ def test_a_rerun_skips_notebooks_whose_inputs_are_unchanged(project):
 def test_a_changed_notebook_reruns_itself_and_what_reads_it(project):
     _run(project)
     nbs, results = project
-    _notebook(nbs / "first.ipynb", '(out / "first.csv").write_text("a\\n2\\n")')
+    write_notebook(nbs / "first.ipynb", '(out / "first.csv").write_text("a\\n2\\n")')
     assert [r[0] for r in _run(project).ran] == ["first", "second"]
     assert (results / "smoke" / "synthetic" / "second.csv").read_text() == "a\n2\n"
 
@@ -173,7 +164,7 @@ def test_a_failing_notebook_stops_the_run_naming_the_cell_and_a_rerun_resumes(pr
     assert (out / "second.ipynb").exists() and not (out / "second.failed.ipynb").exists()
 
 
-def test_force_reruns_an_up_to_date_notebook(project):
+def test_force_reruns_an_up_to_datewrite_notebook(project):
     _run(project)
     assert [r[0] for r in _run(project, notebooks=["first"], force=True).ran] == ["first"]
 
