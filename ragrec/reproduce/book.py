@@ -283,8 +283,8 @@ def environment_section(pins: dict[str, str], runs: dict[str, list[dict]]) -> st
     dataset's run had installed (its last step's record), a verdict per run (a warning on drift),
     and every pin of the lock in a dropdown."""
     lines = ["", "## The pinned environment", "",
-             f"`requirements/cpu.lock` pins {len(pins)} packages. The versions each run had installed, "
-             "as its `provenance.json` records them:", ""]
+             (f"`requirements/cpu.lock` pins {len(pins)} packages. The versions each run had installed, "
+              "as its `provenance.json` records them:"), ""]
     datasets = list(runs)
     installed = {d: (runs[d][-1].get("packages", {}) if runs[d] else {}) for d in datasets}
     header = ["package", "locked", *(f"installed ({d})" for d in datasets)]
