@@ -48,7 +48,7 @@ from ragrec.reproduce.tasks import (
     PROJECT_DIR,
     check_profile,
 )
-from ragrec.results import result_dir
+from ragrec.results import LOCK_FILE, read_lock, result_dir
 
 BOOK_SOURCE = PROJECT_DIR / "book"
 RUN_RECORD_CHAPTER = "reproduce"
@@ -84,6 +84,12 @@ PROFILE_NOTES = {
 NO_SUMMARY = ("## Reproducibility summary\n\nNo dataset of the **{profile}** profile has a claims check yet, so there "
               "is nothing to summarise: run `make reproduce PROFILE={profile}` (or `make notebook NB=claims "
               "PROFILE={profile}`) and build the book again.\n")
+
+
+MAIN_PACKAGES = ("torch", "transformers", "peft", "accelerate", "torch-geometric", "scikit-learn", "numpy", "pandas",
+                 "papermill", "jupyter-book")
+"""The packages the reproduce page's environment table shows first (every pin is in a dropdown)."""
+ENVIRONMENT_PAGE = "reproduce.md"
 
 
 class BookBuildFailed(RagrecError):
@@ -164,6 +170,8 @@ def stage(profile: str, *, results_root=None, data_root=None, staging: Path, sou
     _write_toc(staging, staged)
     _write_dataset_list(staging, staged)
     _write_intro(staging, profile, staged.summary)
+    _write_environment(staging, {d: _provenance_steps(result_dir(profile, d, results_root))
+                                 for _, d in staged.sections.get(RUN_RECORD_CHAPTER, [])})
     _write_config(staging, profile)
     return staged
 
@@ -247,6 +255,56 @@ def _write_intro(staging: Path, profile: str, summary: str | None) -> None:
     else:
         text = re.sub(r"<!-- summary:start -->.*<!-- summary:end -->", lambda _: NO_SUMMARY.format(profile=profile), text, flags=re.DOTALL)
     page.write_text(text)
+
+
+def _provenance_steps(out_dir: Path) -> list[dict]:
+    """The steps of a results folder's ``provenance.json``, each with its ``step`` name (none when
+    the file is absent)."""
+    path = out_dir / "provenance.json"
+    steps = json.loads(path.read_text()).get("steps", {}) if path.exists() else {}
+    return [{"step": name, **entry} for name, entry in steps.items()]
+
+
+def lock_verdict(steps: list[dict]) -> tuple[bool, str]:
+    """Whether every step of one dataset's run had the lock's versions installed, and a line
+    saying so or naming each step's drift (``provenance.json``'s ``lock``)."""
+    drifted = [f"{s.get('step', '?')}: " + ("; ".join(s["lock"]) if isinstance(s.get("lock"), list) else
+                                             str(s.get("lock", "not recorded (a run from before the lock)")))
+               for s in steps if s.get("lock") != "match"]
+    if not steps:
+        return False, "no provenance recorded"
+    if not drifted:
+        return True, f"all {len(steps)} steps ran with exactly the locked versions"
+    return False, f"{len(drifted)} of {len(steps)} steps differ from the lock: " + " | ".join(drifted)
+
+
+def environment_section(pins: dict[str, str], runs: dict[str, list[dict]]) -> str:
+    """The reproduce page's "Pinned environment" section: the lock's main pins beside what each
+    dataset's run had installed (its last step's record), a verdict per run (a warning on drift),
+    and every pin of the lock in a dropdown."""
+    lines = ["", "## The pinned environment", "",
+             (f"`requirements/cpu.lock` pins {len(pins)} packages. The versions each run had installed, "
+              "as its `provenance.json` records them:"), ""]
+    datasets = list(runs)
+    installed = {d: (runs[d][-1].get("packages", {}) if runs[d] else {}) for d in datasets}
+    header = ["package", "locked", *(f"installed ({d})" for d in datasets)]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name in [p for p in MAIN_PACKAGES if p in pins]:
+        lines.append("| " + " | ".join([name, pins[name], *(installed[d].get(name) or "—" for d in datasets)]) + " |")
+    for dataset in datasets:
+        ok, verdict = lock_verdict(runs[dataset])
+        kind = "note" if ok else "warning"
+        lines += ["", f":::{{{kind}}} {dataset}: {'matches the lock' if ok else 'differs from the lock'}", verdict, ":::"]
+    lines += ["", ":::{dropdown} Every locked package", "", "| package | version |", "|---|---|",
+              *[f"| {name} | {version} |" for name, version in sorted(pins.items())], ":::"]
+    return "\n".join(lines) + "\n"
+
+
+def _write_environment(staging: Path, runs: dict[str, list[dict]], lock: Path = LOCK_FILE) -> None:
+    """Append :func:`environment_section` to the reproduce page (nothing without a lock file)."""
+    page = staging / ENVIRONMENT_PAGE
+    if page.exists() and lock.is_file():
+        page.write_text(page.read_text().rstrip("\n") + "\n" + environment_section(read_lock(lock), runs))
 
 
 def _write_config(staging: Path, profile: str) -> None:

@@ -126,6 +126,32 @@ def test_a_smoke_landing_page_says_its_numbers_check_plumbing_only(tmp_path):
     assert "check the plumbing only" in (tmp_path / "stage" / "intro.md").read_text()
 
 
+def test_the_reproduce_page_shows_the_locked_versions_beside_what_each_run_had_installed(tmp_path):
+    executed = tmp_path / "results" / "cpu" / "ml-100k"
+    _executed(executed, "run")
+    steps = {"data": {"step": "data", "packages": {"torch": "2.13.0+cpu"}, "lock": "match"},
+             "recommender": {"step": "recommender", "packages": {"torch": "2.13.0+cpu"}, "lock": "match"}}
+    (executed / "provenance.json").write_text(json.dumps({"steps": steps}))
+    stage("cpu", results_root=tmp_path / "results", data_root=tmp_path / "no-data", staging=tmp_path / "stage")
+    page = (tmp_path / "stage" / "reproduce.md").read_text()
+    torch_pin = book.read_lock(book.LOCK_FILE)["torch"]
+    assert f"| torch | {torch_pin} | 2.13.0+cpu |" in page
+    assert ":::{note} ml-100k: matches the lock" in page and "all 2 steps ran with exactly the locked versions" in page
+    assert ":::{dropdown} Every locked package" in page
+
+
+def test_a_run_that_drifted_from_the_lock_is_flagged_with_each_steps_difference():
+    steps = [{"step": "data", "lock": "match"},
+             {"step": "recommender", "lock": ["peft: pinned 0.21.2, installed 0.22.0"]},
+             {"step": "baselines"}]
+    ok, verdict = book.lock_verdict(steps)
+    assert not ok
+    assert "2 of 3 steps differ" in verdict and "recommender: peft: pinned 0.21.2, installed 0.22.0" in verdict
+    assert "baselines: not recorded" in verdict
+    section = book.environment_section({"peft": "0.21.2"}, {"ml-100k": steps})
+    assert ":::{warning} ml-100k: differs from the lock" in section
+
+
 # --------------------------------------------------------------------------------------------
 # the atomic build (jupyter-book replaced by a stand-in that writes one page per staged notebook)
 
