@@ -62,6 +62,7 @@ from ragrec.reproduce.tasks import (
     record,
     require_present,
     up_to_date,
+    weights_changed,
 )
 from ragrec.results import result_dir
 
@@ -165,6 +166,7 @@ def run(profile: str = "cpu", datasets: Sequence[str] | None = None, notebooks: 
         record(task.out_dir, task.spec.name, {
             "status": "ok", "inputs": digest, "parameters": task.parameters, "started": when,
             "finished": datetime.now(timezone.utc).isoformat(), "wall_s": round(seconds, 2),
+            **({"artifacts": task.artifact_digests()} if task.spec.artifacts else {}),
         })
         report.ran.append((task.spec.name, task.dataset, seconds))
         _say(f"{label}  done in {_fmt_s(seconds)}")
@@ -189,6 +191,8 @@ def status(profile: str, *, results_root=None, data_root=None, specs: Sequence[N
             state = "not run"
         elif entry.get("status") == "failed":
             state = "failed"
+        elif weights_changed(task, entry):
+            state = "stale: its trained weights are missing or differ from the run's; rerun it"
         else:
             state = "up to date" if up_to_date(task, manifest, library) else "stale"
         rows.append((task.spec.name, task.dataset, state))

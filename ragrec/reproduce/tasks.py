@@ -49,6 +49,10 @@ class NotebookSpec:
         reads: further files of the results directory it reads when present (part of its
             inputs' digest; e.g. tables another step produces).
         reads_dataset: whether it loads the dataset, so that its raw files are inputs too.
+        artifacts: trained weights it leaves for later notebooks to reload (glob patterns in its
+            results directory). Committed with the reference results, so those notebooks rerun
+            without training; their hashes are recorded with the run and are inputs of the later
+            notebooks, and a file that no longer matches makes this notebook stale.
     """
 
     name: str
@@ -57,11 +61,13 @@ class NotebookSpec:
     after: tuple[str, ...] = ()
     reads: tuple[str, ...] = ()
     reads_dataset: bool = True
+    artifacts: tuple[str, ...] = ()
 
 
 NOTEBOOKS: tuple[NotebookSpec, ...] = (
     NotebookSpec("data", "Data", outputs=("data.csv",)),
-    NotebookSpec("recommender", "The LLM recommender: per-head AUC", outputs=("heads.csv", "training.csv", "predictions_gcn.csv")),
+    NotebookSpec("recommender", "The LLM recommender: per-head AUC", outputs=("heads.csv", "training.csv", "predictions_gcn.csv"),
+                 artifacts=("checkpoints/model_beta*/final/*.safetensors", "checkpoints/model_beta*/final/state.json")),
     NotebookSpec("retrieval", "GCN-Retriever vs LLM retriever", outputs=("retrieval.csv",), after=("recommender",)),
     NotebookSpec("ablations", "Ablations: prompt context and depth-wise LR decay", outputs=("ablations.csv",), after=("recommender",)),
     NotebookSpec("early_exit", "Early exit: accuracy vs requests per second",
@@ -162,6 +168,12 @@ class Task:
     def parameters(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "profile": self.profile, "seed": self.seed, "out_dir": str(self.out_dir)}
 
+    def artifact_digests(self) -> dict[str, str]:
+        """``{path in the results directory: content hash}`` of the trained weights the notebook
+        leaves (:attr:`NotebookSpec.artifacts`)."""
+        files = sorted({f for pattern in self.spec.artifacts for f in self.out_dir.glob(pattern) if f.is_file()})
+        return {f.relative_to(self.out_dir).as_posix(): file_digest(f) for f in files}
+
     def inputs_digest(self, manifest: dict[str, Any], library: str) -> str:
         """Digest of everything the notebook's results depend on (see the module docstring)."""
         h = hashlib.sha256()
@@ -179,6 +191,10 @@ class Task:
                 h.update(f"{name}:{file_digest(self.out_dir / name)}".encode())
         for up in self.spec.after:  # an upstream rerun changes what we read even without outputs
             h.update(str(manifest.get("notebooks", {}).get(up, {}).get("inputs")).encode())
+        for up in self.spec.after:  # the trained weights we may reload, as their run recorded them
+            weights = manifest.get("notebooks", {}).get(up, {}).get("artifacts")
+            if weights is not None:  # (runs from before weights were recorded have none)
+                h.update(json.dumps(weights, sort_keys=True).encode())
         return h.hexdigest()
 
 
@@ -200,4 +216,14 @@ def up_to_date(task: Task, manifest: dict[str, Any], library: str) -> bool:
         return False
     if any(not (task.out_dir / f).exists() for f in task.spec.outputs):
         return False
+    if weights_changed(task, entry):
+        return False
     return entry.get("inputs") == task.inputs_digest(manifest, library)
+
+
+def weights_changed(task: Task, entry: dict[str, Any]) -> bool:
+    """Whether the trained weights the notebook left, as its run recorded them, are missing or
+    differ now: rerun the notebook that trains them. (An entry from before weights were
+    recorded has nothing to compare.)"""
+    recorded = entry.get("artifacts")
+    return bool(task.spec.artifacts) and recorded is not None and recorded != task.artifact_digests()

@@ -7,6 +7,7 @@ seconds), not the project's notebooks: ``tests/test_book.py`` runs those end to 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -143,6 +144,39 @@ def test_a_deleted_output_makes_its_notebook_stale(project):
     (project[1] / "smoke" / "synthetic" / "second.csv").unlink()
     states = dict((n, s) for n, _, s in status("smoke", results_root=project[1], specs=SPECS, notebook_dir=project[0]))
     assert states == {"first": "up to date", "second": "stale"}
+
+
+def test_trained_weights_are_recorded_and_a_changed_one_makes_its_trainer_and_readers_stale(project):
+    nbs, results = project
+    specs = (dataclasses.replace(SPECS[0], artifacts=("checkpoints/*/final/*.safetensors",)), SPECS[1])
+    trained = nbs / "trained"  # what "training" produces this time
+    trained.write_bytes(b"weights 1")
+    write_notebook(nbs / "first.ipynb", (
+        '(out / "first.csv").write_text("a\\n1\\n")\n'
+        'w = out / "checkpoints" / "model" / "final"\nw.mkdir(parents=True, exist_ok=True)\n'
+        f'(w / "heads.safetensors").write_bytes(Path({str(trained)!r}).read_bytes())'
+    ))
+    run("smoke", specs=specs, notebook_dir=nbs, results_root=results, progress_bar=False)
+    out = results / "smoke" / "synthetic"
+    entry = json.loads((out / MANIFEST).read_text())["notebooks"]["first"]
+    assert list(entry["artifacts"]) == ["checkpoints/model/final/heads.safetensors"]
+    states = {n: s for n, _, s in status("smoke", results_root=results, specs=specs, notebook_dir=nbs)}
+    assert states == {"first": "up to date", "second": "up to date"}
+
+    (out / "checkpoints" / "model" / "final" / "heads.safetensors").write_bytes(b"edited by hand")
+    states = {n: s for n, _, s in status("smoke", results_root=results, specs=specs, notebook_dir=nbs)}
+    assert states["first"].startswith("stale: its trained weights") and "rerun it" in states["first"]
+    trained.write_bytes(b"weights 2")  # retraining gives other weights
+    rerun = run("smoke", specs=specs, notebook_dir=nbs, results_root=results, progress_bar=False)
+    assert [r[0] for r in rerun.ran] == ["first", "second"], "new weights: what reloads them reruns too"
+
+
+def test_a_run_from_before_weights_were_recorded_stays_up_to_date(project):
+    nbs, results = project
+    _run(project)
+    specs = (dataclasses.replace(SPECS[0], artifacts=("checkpoints/*/final/*.safetensors",)), SPECS[1])
+    states = {n: s for n, _, s in status("smoke", results_root=results, specs=specs, notebook_dir=nbs)}
+    assert states == {"first": "up to date", "second": "up to date"}
 
 
 def test_a_failing_notebook_stops_the_run_naming_the_cell_and_a_rerun_resumes(project):
