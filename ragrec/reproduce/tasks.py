@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
+from fnmatch import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,8 @@ class NotebookSpec:
             results directory). Committed with the reference results, so those notebooks rerun
             without training; their hashes are recorded with the run and are inputs of the later
             notebooks, and a file that no longer matches makes this notebook stale.
+        artifacts_skip: patterns (``fnmatch``, on the path in the results directory) of files the
+            ``artifacts`` globs match but no later notebook reloads (kept out of git).
     """
 
     name: str
@@ -62,12 +65,14 @@ class NotebookSpec:
     reads: tuple[str, ...] = ()
     reads_dataset: bool = True
     artifacts: tuple[str, ...] = ()
+    artifacts_skip: tuple[str, ...] = ()
 
 
 NOTEBOOKS: tuple[NotebookSpec, ...] = (
     NotebookSpec("data", "Data", outputs=("data.csv",)),
     NotebookSpec("recommender", "The LLM recommender: per-head AUC", outputs=("heads.csv", "training.csv", "predictions_gcn.csv"),
-                 artifacts=("checkpoints/model_beta*/final/*.safetensors", "checkpoints/model_beta*/final/state.json")),
+                 # the main model and the cf variant; the β pair's runs are not reloaded later
+                 artifacts=("checkpoints/model_beta*/final/*",), artifacts_skip=("checkpoints/*_pair*",)),
     NotebookSpec("retrieval", "GCN-Retriever vs LLM retriever", outputs=("retrieval.csv",), after=("recommender",)),
     NotebookSpec("ablations", "Ablations: prompt context and depth-wise LR decay", outputs=("ablations.csv",), after=("recommender",)),
     NotebookSpec("early_exit", "Early exit: accuracy vs requests per second",
@@ -171,8 +176,10 @@ class Task:
     def artifact_digests(self) -> dict[str, str]:
         """``{path in the results directory: content hash}`` of the trained weights the notebook
         leaves (:attr:`NotebookSpec.artifacts`)."""
-        files = sorted({f for pattern in self.spec.artifacts for f in self.out_dir.glob(pattern) if f.is_file()})
-        return {f.relative_to(self.out_dir).as_posix(): file_digest(f) for f in files}
+        files = {f.relative_to(self.out_dir).as_posix(): f
+                 for pattern in self.spec.artifacts for f in self.out_dir.glob(pattern) if f.is_file()}
+        kept = sorted(name for name in files if not any(fnmatch(name, skip) for skip in self.spec.artifacts_skip))
+        return {name: file_digest(files[name]) for name in kept}
 
     def inputs_digest(self, manifest: dict[str, Any], library: str) -> str:
         """Digest of everything the notebook's results depend on (see the module docstring)."""

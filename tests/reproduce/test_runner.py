@@ -25,7 +25,9 @@ from ragrec.reproduce.tasks import (
     NOTEBOOKS,
     PROFILE_DATASETS,
     NotebookFailed,
+    SPECS as SPECS_BY_NAME,
     NotebookSpec,
+    Task,
     check_order,
 )
 from tests.data.writers import BX_RATINGS, write_bx
@@ -306,3 +308,15 @@ def test_a_read_only_folder_is_caught_before_any_work(tmp_path, monkeypatch, cap
     monkeypatch.setattr("ragrec.reproduce.runner.ensure_kernel", lambda: pytest.fail("a kernel started"))
     assert main(["run", "--profile", "smoke", "--results", str(tmp_path)]) == 2
     assert "is not writable (Permission denied)" in capsys.readouterr().err
+
+
+def test_the_recommender_records_the_main_and_cf_weights_but_not_the_beta_pairs(tmp_path):
+    out = tmp_path / "smoke" / "synthetic"
+    for run_dir in ("model_beta0.1", "model_beta0.1_cf", "model_beta0_pair96x1"):
+        folder = out / "checkpoints" / run_dir / "final"
+        folder.mkdir(parents=True)
+        for name in ("adapter.safetensors", "heads.safetensors", "state.json"):
+            (folder / name).write_text(run_dir)
+    task = Task(SPECS_BY_NAME["recommender"], "smoke", "synthetic", 0, out, tmp_path / "recommender.ipynb")
+    assert sorted({name.split("/")[1] for name in task.artifact_digests()}) == ["model_beta0.1", "model_beta0.1_cf"]
+    assert len(task.artifact_digests()) == 6
