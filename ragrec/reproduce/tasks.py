@@ -7,9 +7,9 @@ import hashlib
 import json
 import os
 import tempfile
-from fnmatch import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -196,12 +196,11 @@ class Task:
                 h.update(json.dumps(others, sort_keys=True).encode())
             else:
                 h.update(f"{name}:{file_digest(self.out_dir / name)}".encode())
-        for up in self.spec.after:  # an upstream rerun changes what we read even without outputs
-            h.update(str(manifest.get("notebooks", {}).get(up, {}).get("inputs")).encode())
-        for up in self.spec.after:  # the trained weights we may reload, as their run recorded them
-            weights = manifest.get("notebooks", {}).get(up, {}).get("artifacts")
-            if weights is not None:  # (runs from before weights were recorded have none)
-                h.update(json.dumps(weights, sort_keys=True).encode())
+        for up in self.spec.after:
+            entry = manifest.get("notebooks", {}).get(up, {})
+            h.update(str(entry.get("inputs")).encode())  # an upstream rerun changes what we read
+            if entry.get("artifacts") is not None:  # the trained weights we may reload, as recorded
+                h.update(json.dumps(entry["artifacts"], sort_keys=True).encode())  # (older runs: none)
         return h.hexdigest()
 
 
