@@ -191,9 +191,11 @@ def status(profile: str, *, results_root=None, data_root=None, specs: Sequence[N
             state = "not run"
         elif entry.get("status") == "failed":
             state = "failed"
-        elif weights_changed(task, entry):
+        elif up_to_date(task, manifest, library):
+            state = "up to date"
+        elif weights_changed(task, entry):  # hashed again only to say why
             state = "stale: its trained weights are missing or differ from the run's; rerun it"
         else:
-            state = "up to date" if up_to_date(task, manifest, library) else "stale"
+            state = "stale"
         rows.append((task.spec.name, task.dataset, state))
     return rows
