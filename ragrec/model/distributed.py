@@ -21,7 +21,8 @@ the batch one process would score, so the gathered predictions equal one process
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,6 +77,16 @@ class Shard:
             return local
         summed = _reduce_sum(torch.from_numpy(np.ascontiguousarray(local, dtype=np.float64)).to(self.device))
         return summed.cpu().numpy()
+
+    @contextmanager
+    def main_first(self) -> Iterator[None]:
+        """Run the block in the main process first, then in the others: the main one fits and
+        caches (e.g. the LightGCN, whose GPU training is not bit-reproducible), the others load."""
+        if not self.is_main:
+            self.barrier()
+        yield
+        if self.is_main:
+            self.barrier()
 
     def barrier(self) -> None:
         """Wait for every process (e.g. until the main one has written a checkpoint)."""
