@@ -215,6 +215,12 @@ def environment() -> dict[str, Any]:
     }
 
 
+def read_provenance(directory: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """``{step: entry}`` recorded in a results folder's ``provenance.json`` (empty when absent)."""
+    path = Path(directory) / "provenance.json"
+    return json.loads(path.read_text()).get("steps", {}) if path.exists() else {}
+
+
 @dataclasses.dataclass
 class Provenance:
     """Collects what a results directory needs to be trusted; ``write`` merges into
