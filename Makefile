@@ -4,6 +4,8 @@
 #   make reproduce [PROFILE=cpu]            every notebook that is not up to date, then the book
 #   make reproduce FRESH=1                  re-execute every notebook from empty, swap in on success
 #   make reproduce PROFILE=gpu MODEL=/path/to/hf-llama-folder [DEVICE=cpu]   the gpu profile
+#   make reproduce PROFILE=gpu MODEL=... LAUNCH="accelerate launch --multi_gpu --num_processes 8"
+#                                           the recommender's training and scoring data-parallel
 #   make notebook NB=retrieval [DATASET=ml-100k] [PROFILE=cpu]   rerun one notebook
 #   make book [PROFILE=cpu]                 build the book from existing results only
 #   make status [PROFILE=cpu]               which notebooks are up to date
@@ -20,6 +22,8 @@ FRESH ?=
 # The gpu profile's model folder and device (the CLI puts them in $RAGREC_MODEL / $RAGREC_DEVICE).
 MODEL ?=
 DEVICE ?=
+# A data-parallel launcher for the recommender step (the CLI puts it in $RAGREC_LAUNCH).
+LAUNCH ?=
 # The CPU wheel of torch lies on this kind of machine's disk; an unpinned `torch` would pull a
 # multi-GB CUDA build. GPU users: make install TORCH_SPEC="torch==2.13.0 --index-url ..."
 TORCH_SPEC ?= torch==2.13.0
@@ -57,12 +61,12 @@ test: install
 	$(PY) -m pytest -q
 
 reproduce: install
-	$(REPRODUCE) run --profile $(PROFILE) $(if $(FRESH),--fresh) $(if $(MODEL),--model "$(MODEL)") $(if $(DEVICE),--device $(DEVICE))
+	$(REPRODUCE) run --profile $(PROFILE) $(if $(FRESH),--fresh) $(if $(MODEL),--model "$(MODEL)") $(if $(DEVICE),--device $(DEVICE)) $(if $(LAUNCH),--launch "$(LAUNCH)")
 	$(REPRODUCE) book --profile $(PROFILE)
 
 notebook: install
 	@test -n "$(NB)" || { echo "usage: make notebook NB=<data|recommender|retrieval|ablations|early_exit|baselines|claims|run> [DATASET=...] [PROFILE=...]" >&2; exit 2; }
-	$(REPRODUCE) run --profile $(PROFILE) --notebook $(NB) $(if $(DATASET),--dataset $(DATASET)) --force $(if $(MODEL),--model "$(MODEL)") $(if $(DEVICE),--device $(DEVICE))
+	$(REPRODUCE) run --profile $(PROFILE) --notebook $(NB) $(if $(DATASET),--dataset $(DATASET)) --force $(if $(MODEL),--model "$(MODEL)") $(if $(DEVICE),--device $(DEVICE)) $(if $(LAUNCH),--launch "$(LAUNCH)")
 
 book: install
 	$(REPRODUCE) book --profile $(PROFILE)

@@ -53,9 +53,17 @@ def result_dir(profile: str, dataset: str, root: str | os.PathLike | None = None
     return results_base(root) / profile / dataset
 
 
+def is_main_process() -> bool:
+    """Whether this process puts results in place: always, except in a data-parallel run
+    (:mod:`ragrec.model.distributed`), where every process computes the same tables and only
+    rank 0 (the launcher's ``RANK``) writes them."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it over ``path``."""
+    """Yield a temporary path beside ``path``; on success rename it over ``path`` (in the main
+    process; the others' copies are dropped, :func:`is_main_process`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -63,7 +71,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others
-        os.replace(tmp, path)
+        if is_main_process():
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -204,6 +213,12 @@ def environment() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
+
+
+def read_provenance(directory: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """``{step: entry}`` recorded in a results folder's ``provenance.json`` (empty when absent)."""
+    path = Path(directory) / "provenance.json"
+    return json.loads(path.read_text()).get("steps", {}) if path.exists() else {}
 
 
 @dataclasses.dataclass

@@ -109,3 +109,12 @@ def test_summarize_gives_percentiles_and_throughput():
     assert lat.p50_ms == pytest.approx(250.0)
     assert lat.per_s == pytest.approx(8 / 1.0)
     assert lat.n == 4
+
+
+def test_only_the_main_process_of_a_data_parallel_run_puts_results_in_place(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    write_csv(pd.DataFrame({"a": [1]}), tmp_path / "t.csv")
+    assert list(tmp_path.iterdir()) == [], "another rank's copy is dropped, not left beside the results"
+    monkeypatch.setenv("RANK", "0")
+    write_csv(pd.DataFrame({"a": [1]}), tmp_path / "t.csv")
+    assert (tmp_path / "t.csv").read_text() == "a\n1\n"

@@ -208,6 +208,8 @@ def operating_point_auc(frame: pd.DataFrame, point: pd.Series, sweep: pd.DataFra
     the timed requests' own AUCs in ``early_exit.csv``."""
     if sweep is not None and {"form", "exit_agreement"} <= set(point.index) and float(point["exit_agreement"]) == 1.0:
         rows = sweep[(sweep["form"] == point["form"]) & np.isclose(sweep["tau"], float(point["tau"]))]
+        if "split" in rows.columns:  # the sweep also holds the validation rows that chose τ
+            rows = rows[rows["split"] == "test"]
         if "first_head" in rows.columns and "first_head" in point.index:
             rows = rows[rows["first_head"] == point["first_head"]]
         if len(rows) == 1:

@@ -25,6 +25,7 @@ from ragrec.data import (
 from ragrec.errors import ConfigError
 from ragrec.experiments.contexts import FoldedRetriever, LeaveTargetOut
 from ragrec.llm.backbone import Backbone, load_backbone, tiny_backbone
+from ragrec.model.distributed import current_shard
 from ragrec.results import CHECKPOINTS, result_dir
 from ragrec.retrieval.base import RETRIEVERS, Retriever
 from ragrec.retrieval.factory import make_retriever, use_cache
@@ -89,7 +90,8 @@ def fit_retrievers(
             history_items=p.data.history_len, llm_batch_size=p.eval_batch_size, seed=p.seed, progress=progress,
         )
         use_cache(retriever, prepared.split.train, checkpoint_dir(p, results_root))
-        out[name] = retriever.fit(prepared.split.train, prepared.split.valid)
+        with current_shard().main_first():  # data-parallel: one fit, the others load its cache
+            out[name] = retriever.fit(prepared.split.train, prepared.split.valid)
     return out
 
 
@@ -110,7 +112,8 @@ def fold_retrievers(
                                    history_items=p.data.history_len, llm_batch_size=p.eval_batch_size,
                                    seed=p.seed, progress=progress)
         use_cache(retriever, train[~held_out], checkpoint_dir(p, results_root))
-        folds.append(retriever.fit(train[~held_out], prepared.split.valid))
+        with current_shard().main_first():
+            folds.append(retriever.fit(train[~held_out], prepared.split.valid))
     return FoldedRetriever(name, folds, fold_of)
 
 

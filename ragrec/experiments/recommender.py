@@ -27,6 +27,7 @@ import torch
 from ragrec.config import Profile
 from ragrec.experiments.cf_model import fit_cf_variant, score_cf_variant
 from ragrec.experiments.contexts import FoldedRetriever, information_rows
+from ragrec.experiments.launched import launcher, run_launched
 from ragrec.experiments.prepare import (
     Prepared,
     fit_retrievers,
@@ -46,7 +47,7 @@ from ragrec.experiments.scoring import (
 )
 from ragrec.model.inference import scoring_dtype
 from ragrec.model.prompts import PromptBuilder
-from ragrec.results import Provenance, result_dir, write_csv
+from ragrec.results import Provenance, read_csv, result_dir, write_csv
 from ragrec.retrieval.base import Retriever
 
 
@@ -82,7 +83,14 @@ def run_recommender(profile: Profile, *, data_root=None, results_root=None, beta
     every context and head on test, then the ``cf`` variant (fitted by
     :func:`~ragrec.experiments.cf_model.fit_cf_variant` before the main model is merged for scoring)
     and the β pair (:func:`run_beta_pair`) when the profile has them; write ``heads.csv``,
-    ``training.csv``, ``information.csv`` and provenance. Returns the heads table."""
+    ``training.csv``, ``information.csv`` and provenance. Returns the heads table.
+
+    With ``RAGREC_LAUNCH`` set, this call runs in the launched processes instead, data-parallel
+    (:mod:`ragrec.experiments.launched`), and the table is read back from their results."""
+    if launcher() is not None:
+        run_launched(run_recommender, profile, data_root=data_root, results_root=results_root,
+                     beta_ablation=beta_ablation, progress=progress)
+        return read_csv(result_dir(profile.name, profile.data.dataset, results_root) / "heads.csv")
     started = time.perf_counter()
     torch.manual_seed(profile.seed)
     prepared = prepare_data(profile, data_root=data_root)

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from ragrec.errors import ConfigError, ModelError
 from ragrec.llm.backbone import Backbone
-from ragrec.llm.batching import bucketed_batches, length_sorted_batches, pad_prompts
+from ragrec.llm.batching import bucketed_batches, pad_prompts
 from ragrec.metrics import auc
 from ragrec.model.checkpoints import (
     STATE,
@@ -54,8 +54,10 @@ from ragrec.model.checkpoints import (
     snapshot_name,
     step_name,
 )
+from ragrec.model.distributed import Shard, current_shard
 from ragrec.model.heads import ExitHeads
 from ragrec.model.lora import LoraSettings, attach_lora, depth_lr, parameter_groups
+from ragrec.model.predict import predict_heads, rows_of
 from ragrec.model.readout import ReadoutFit, fit_readouts
 
 # Callers import the whole training API from here; lora and checkpoints hold its parts.
@@ -127,36 +129,6 @@ def multihead_losses(logits: torch.Tensor, y: torch.Tensor, distill: float = 0.0
     return torch.cat([(1.0 - distill) * hard[:-1] + distill * soft, hard[-1:]])
 
 
-@torch.inference_mode()
-def predict_heads(
-    backbone: Backbone,
-    heads: ExitHeads,
-    prompts: Sequence[Sequence[int]],
-    batch_size: int = 16,
-    progress: bool = False,
-    cf_ids: np.ndarray | None = None,
-) -> np.ndarray:
-    """P(Yes) of every head for every prompt, ``[N, n_heads]``, from full forwards (batches of
-    similar length, results in the original order). ``cf_ids`` ``[N, 2]``: (user, item) per
-    prompt, for heads with collaborative tokens."""
-    out = np.empty((len(prompts), len(heads.head_layers)), dtype=np.float64)
-    was_training = backbone.model.training
-    backbone.model.eval()
-    heads.eval()
-    pad = backbone.pad_id
-    for rows in tqdm(length_sorted_batches(prompts, batch_size), desc="predict", disable=not progress, leave=False):
-        ids, mask = pad_prompts([prompts[r] for r in rows], pad, "right")
-        logits = heads.forward_all(backbone.model, ids.to(backbone.device), mask.to(backbone.device),
-                                   _rows_of(cf_ids, rows, backbone.device))
-        out[rows] = torch.softmax(logits.float(), dim=-1)[..., 1].cpu().numpy()
-    backbone.model.train(was_training)
-    return out
-
-
-def _rows_of(cf_ids: np.ndarray | None, rows: np.ndarray, device) -> torch.Tensor | None:
-    return None if cf_ids is None else torch.as_tensor(np.asarray(cf_ids)[rows], dtype=torch.long, device=device)
-
-
 # --------------------------------------------------------------------------------------------
 # the steps of a training run
 
@@ -184,6 +156,7 @@ class _Run:
     started: float = field(default_factory=time.perf_counter)  # this session's clock
     cf_ids: np.ndarray | None = None  # [N, 2] (user, item) per training prompt, with CF tokens
     valid_cf_ids: np.ndarray | None = None  # the same for the validation prompts
+    shard: Shard = field(default_factory=Shard)  # this process's share of each batch
 
     def elapsed(self) -> float:
         """Training seconds so far, over every session of this run."""
@@ -292,23 +265,30 @@ def _train_step(run: _Run, batches: list[np.ndarray], prompts: Sequence[Sequence
     torch.manual_seed(config.seed * 100_003 + run.step)  # LoRA dropout, reproducible per step
     run.optimizer.zero_grad(set_to_none=True)
     total_loss = 0.0
-    for rows in batches:
+    for global_rows in batches:
+        rows = run.shard.rows(global_rows)  # data-parallel: this process's rows (all of one)
+        if len(rows) == 0:
+            continue  # a batch smaller than the processes: this one adds zero gradients
         ids, mask = pad_prompts([prompts[r] for r in rows], backbone.pad_id, "right")
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16_autocast):
             logits = run.heads.forward_all(backbone.model, ids.to(device), mask.to(device),
-                                           _rows_of(run.cf_ids, rows, device)).float()  # [B, H, 2]
+                                           rows_of(run.cf_ids, rows, device)).float()  # [B, H, 2]
         y = torch.as_tensor(labels[rows], device=device)
         per_head = multihead_losses(logits, y, config.distill)  # [H]
-        loss = (run.weights.to(device) * per_head).sum() / config.grad_accum
+        # each term is a mean over rows: weighting by the share of rows makes the processes'
+        # summed gradients the global batch's
+        share = len(rows) / len(global_rows)
+        loss = (run.weights.to(device) * per_head).sum() * share / config.grad_accum
         loss.backward()
         total_loss += loss.item()
+    run.shard.sum_gradients(p for group in run.optimizer.param_groups for p in group["params"])
     run.optimizer.step()
-    return total_loss
+    return run.shard.sum(total_loss)
 
 
 def _valid_auc(run: _Run, valid: tuple[Sequence[Sequence[int]], np.ndarray]) -> dict:
     """Validation AUC of every head, keyed by the head's layer."""
-    p = predict_heads(run.backbone, run.heads, valid[0], cf_ids=run.valid_cf_ids)
+    p = predict_heads(run.backbone, run.heads, valid[0], cf_ids=run.valid_cf_ids, shard=run.shard)
     return {str(layer): auc(valid[1], p[:, h]) for h, layer in enumerate(run.heads.head_layers)}
 
 
@@ -324,7 +304,7 @@ def _loop(
     config = run.config
     run.backbone.model.train()
     run.heads.train()
-    bar = tqdm(total=run.end, initial=run.step, desc="train", disable=not progress)
+    bar = tqdm(total=run.end, initial=run.step, desc="train", disable=not (progress and run.shard.is_main))
     lengths = [len(x) for x in prompts]
     batches: dict[int, list[np.ndarray]] = {}
     run.started = time.perf_counter()
@@ -348,12 +328,10 @@ def _loop(
             run.heads.train()
         # snapshot: the weights a run with stop_at = this step ends with
         if run.step in snapshot_at:
-            save_checkpoint(run.directory, snapshot_name(run.step), run.backbone, run.heads, None, run.finished())
+            _save(run, snapshot_name(run.step), None, run.finished())
         # checkpoint: the latest resumable state replaces the one before
         if run.step % config.checkpoint_every == 0 and run.step < run.end:
-            name = step_name(run.step)
-            save_checkpoint(run.directory, name, run.backbone, run.heads, run.optimizer, run.resumable())
-            remove_steps(run.directory, keep=name)
+            _save(run, step_name(run.step), run.optimizer, run.resumable(), replace_steps=True)
     bar.close()
     run.backbone.model.eval()
     run.heads.eval()
@@ -372,9 +350,18 @@ def _finish(
         if valid is not None:  # the last evaluation again, with the fitted readouts
             run.valid_auc.append({"step": run.step, "readouts": "fitted", **_valid_auc(run, valid)})
     state = run.finished()
-    save_checkpoint(run.directory, "final", run.backbone, run.heads, None, state)
-    remove_steps(run.directory)
+    _save(run, "final", None, state, replace_steps=True)
     return TrainResult(**state["result"])
+
+
+def _save(run: _Run, name: str, optimizer: torch.optim.Optimizer | None, state: dict, replace_steps: bool = False) -> None:
+    """Write checkpoint ``name`` from the main process (every process holds the same weights)
+    and, with ``replace_steps``, drop the resumable ones before it; the others wait for it."""
+    if run.shard.is_main:
+        save_checkpoint(run.directory, name, run.backbone, run.heads, optimizer, state)
+        if replace_steps:
+            remove_steps(run.directory, keep=name)
+    run.shard.barrier()
 
 
 # --------------------------------------------------------------------------------------------
@@ -394,6 +381,7 @@ def train_multihead(
     progress: bool = True,
     cf_ids: np.ndarray | None = None,
     valid_cf_ids: np.ndarray | None = None,
+    shard: Shard | None = None,
 ) -> TrainResult:
     """Train LoRA adapters and all exit heads together (see the module docstring).
 
@@ -417,6 +405,9 @@ def train_multihead(
         cf_ids (np.ndarray, optional): ``[N, 2]`` (user, item) per training prompt, for heads with
             collaborative tokens (:meth:`ExitHeads.attach_cf`). (default: :obj:`None`)
         valid_cf_ids (np.ndarray, optional): the same for ``valid``'s prompts. (default: :obj:`None`)
+        shard (Shard, optional): this process's place in a data-parallel run
+            (:mod:`ragrec.model.distributed`). (default: :func:`current_shard`: one process unless
+            launched with several)
     """
     labels = np.asarray(labels).astype(np.int64)
     _check_inputs(backbone, prompts, labels)
@@ -427,6 +418,7 @@ def train_multihead(
         return _reload_finished(directory, backbone, heads, fingerprint)
     run = _start(backbone, heads, config, directory, fingerprint, weights, len(prompts), snapshot_at)
     run.cf_ids, run.valid_cf_ids = cf_ids, valid_cf_ids
+    run.shard = current_shard() if shard is None else shard
     _resume(run)
     _loop(run, prompts, labels, valid, snapshot_at, progress)
     return _finish(run, prompts, labels, valid, progress)

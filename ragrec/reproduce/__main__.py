@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ragrec.config import DEVICE_ENV, MODEL_ENV, PROFILES
+from ragrec.experiments.launched import LAUNCH_ENV
 from ragrec.errors import ConfigError, RagrecError
 from ragrec.reproduce import runner
 from ragrec.reproduce.book import build_book
@@ -41,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="re-execute every notebook from empty into a fresh folder, swapped in only when all succeed")
     r.add_argument("--model", default=None, help=f"gpu profile: a local Llama-family HF folder (sets ${MODEL_ENV})")
     r.add_argument("--device", default=None, help=f"gpu profile: cuda (default) or cpu for a dry run (sets ${DEVICE_ENV})")
+    r.add_argument("--launch", default=None,
+                   help=f"run the recommender's training and scoring data-parallel under this launcher, e.g. "
+                        f"'accelerate launch --multi_gpu --num_processes 8' (sets ${LAUNCH_ENV})")
     r.add_argument("--seed", type=int, default=None, help="override the profile's seed")
     r.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output (progress bars, logs) to the terminal")
     b = sub.add_parser("book", parents=[common], help="build the Jupyter Book from existing results")
@@ -74,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> None:
     # The notebooks' kernels inherit the environment: that is how the model reaches them.
-    for name, value in ((MODEL_ENV, _blank(args.model)), (DEVICE_ENV, _blank(args.device))):
+    for name, value in ((MODEL_ENV, _blank(args.model)), (DEVICE_ENV, _blank(args.device)), (LAUNCH_ENV, _blank(args.launch))):
         if value is not None:
             os.environ[name] = value
     datasets = [d for d in args.dataset or [] if d] or None

@@ -48,7 +48,7 @@ from ragrec.reproduce.tasks import (
     PROJECT_DIR,
     check_profile,
 )
-from ragrec.results import LOCK_FILE, read_lock, result_dir
+from ragrec.results import LOCK_FILE, read_lock, read_provenance, result_dir
 
 BOOK_SOURCE = PROJECT_DIR / "book"
 RUN_RECORD_CHAPTER = "reproduce"
@@ -170,7 +170,7 @@ def stage(profile: str, *, results_root=None, data_root=None, staging: Path, sou
     _write_toc(staging, staged)
     _write_dataset_list(staging, staged)
     _write_intro(staging, profile, staged.summary)
-    _write_environment(staging, {d: _provenance_steps(result_dir(profile, d, results_root))
+    _write_environment(staging, {d: read_provenance(result_dir(profile, d, results_root))
                                  for _, d in staged.sections.get(RUN_RECORD_CHAPTER, [])})
     _write_config(staging, profile)
     return staged
@@ -257,20 +257,12 @@ def _write_intro(staging: Path, profile: str, summary: str | None) -> None:
     page.write_text(text)
 
 
-def _provenance_steps(out_dir: Path) -> list[dict]:
-    """The steps of a results folder's ``provenance.json``, each with its ``step`` name (none when
-    the file is absent)."""
-    path = out_dir / "provenance.json"
-    steps = json.loads(path.read_text()).get("steps", {}) if path.exists() else {}
-    return [{"step": name, **entry} for name, entry in steps.items()]
-
-
-def lock_verdict(steps: list[dict]) -> tuple[bool, str]:
-    """Whether every step of one dataset's run had the lock's versions installed, and a line
-    saying so or naming each step's drift (``provenance.json``'s ``lock``)."""
-    drifted = [f"{s.get('step', '?')}: " + ("; ".join(s["lock"]) if isinstance(s.get("lock"), list) else
-                                             str(s.get("lock", "not recorded (a run from before the lock)")))
-               for s in steps if s.get("lock") != "match"]
+def lock_verdict(steps: dict[str, dict]) -> tuple[bool, str]:
+    """Whether every step (``{step: entry}`` of ``provenance.json``) of one dataset's run had the
+    lock's versions installed, and a line saying so or naming each step's drift (its ``lock``)."""
+    drifted = [f"{step}: " + ("; ".join(s["lock"]) if isinstance(s.get("lock"), list) else
+                              str(s.get("lock", "not recorded (a run from before the lock)")))
+               for step, s in steps.items() if s.get("lock") != "match"]
     if not steps:
         return False, "no provenance recorded"
     if not drifted:
@@ -278,7 +270,7 @@ def lock_verdict(steps: list[dict]) -> tuple[bool, str]:
     return False, f"{len(drifted)} of {len(steps)} steps differ from the lock: " + " | ".join(drifted)
 
 
-def environment_section(pins: dict[str, str], runs: dict[str, list[dict]]) -> str:
+def environment_section(pins: dict[str, str], runs: dict[str, dict[str, dict]]) -> str:
     """The reproduce page's "Pinned environment" section: the lock's main pins beside what each
     dataset's run had installed (its last step's record), a verdict per run (a warning on drift),
     and every pin of the lock in a dropdown."""
@@ -286,7 +278,7 @@ def environment_section(pins: dict[str, str], runs: dict[str, list[dict]]) -> st
              (f"`requirements/cpu.lock` pins {len(pins)} packages. The versions each run had installed, "
               "as its `provenance.json` records them:"), ""]
     datasets = list(runs)
-    installed = {d: (runs[d][-1].get("packages", {}) if runs[d] else {}) for d in datasets}
+    installed = {d: ([*runs[d].values()][-1].get("packages", {}) if runs[d] else {}) for d in datasets}
     header = ["package", "locked", *(f"installed ({d})" for d in datasets)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in [p for p in MAIN_PACKAGES if p in pins]:
@@ -300,7 +292,7 @@ def environment_section(pins: dict[str, str], runs: dict[str, list[dict]]) -> st
     return "\n".join(lines) + "\n"
 
 
-def _write_environment(staging: Path, runs: dict[str, list[dict]], lock: Path = LOCK_FILE) -> None:
+def _write_environment(staging: Path, runs: dict[str, dict[str, dict]], lock: Path = LOCK_FILE) -> None:
     """Append :func:`environment_section` to the reproduce page (nothing without a lock file)."""
     page = staging / ENVIRONMENT_PAGE
     if page.exists() and lock.is_file():

@@ -25,7 +25,7 @@ import pandas as pd
 from ragrec.config import Profile, get_profile
 from ragrec.data import DATASETS
 from ragrec.errors import ConfigError, DataError
-from ragrec.results import atomic_path, read_csv, write_csv
+from ragrec.results import atomic_path, read_csv, read_provenance, write_csv
 
 NOT_RUN = "not run"
 GLUE_COLUMNS = ("key", "table", "column", "where", "fmt", "text")
@@ -229,10 +229,8 @@ def run_times(out_dir: str | os.PathLike, *, exclude: tuple[str, ...] = (), mani
 
 def provenance_table(out_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per step recorded in ``provenance.json``: where and with what it was computed."""
-    path = Path(out_dir) / "provenance.json"
-    steps = json.loads(path.read_text()).get("steps", {}) if path.exists() else {}
     rows = []
-    for step, e in steps.items():
+    for step, e in read_provenance(out_dir).items():
         packages = e.get("packages") or {}
         rows.append({
             "step": step, "seed": e.get("seed"), "git_commit": (e.get("git_commit") or "")[:12], "git_dirty": e.get("git_dirty"),

@@ -109,6 +109,19 @@ def test_the_kept_auc_is_the_sweeps_over_every_test_sample_when_the_engine_match
     assert row["verdict"].startswith("contradicted") and "timed requests" in row["evidence"]
 
 
+def test_the_kept_auc_is_read_from_the_test_rows_of_a_sweep_that_also_holds_validation(tmp_path):
+    engine = pd.DataFrame({"method": ["full", "exit"], "form": ["none", "ratio"], "tau": [np.nan, 0.3],
+                           "first_head": ["wait", "wait"], "role": ["full_depth", "operating_point"], "auc": [0.75, 0.74],
+                           "rps": [4.0, 8.0], "speedup_vs_full": [1.0, 2.0], "exit_agreement": [np.nan, 1.0], "n": [256, 256]})
+    engine.to_csv(tmp_path / "early_exit.csv", index=False)
+    pd.DataFrame({"split": ["valid", "test"], "form": "ratio", "first_head": "wait", "tau": 0.3, "auc": [0.70, 0.759],
+                  "auc_full": [0.71, 0.760], "n": [600, 2000], "drop_ci_low": [np.nan, -0.007], "drop_ci_high": [np.nan, 0.007]},
+                 ).to_csv(tmp_path / "threshold_sweep.csv", index=False)
+    row = check_claims(tmp_path, FAST).set_index("claim_id").loc["early_exit_rps"]
+    assert "2000 test samples" in row["evidence"] and "paired 95% interval of the drop [-0.0070, +0.0070]" in row["evidence"]
+    assert "timed requests" not in row["evidence"]
+
+
 def test_paired_claims_refuse_predictions_of_different_samples(tmp_path):
     labels = np.array([0, 1] * 20)
     _predictions(tmp_path / "predictions_gcn.csv", labels, np.linspace(0, 1, 40))

@@ -141,9 +141,9 @@ def test_the_reproduce_page_shows_the_locked_versions_beside_what_each_run_had_i
 
 
 def test_a_run_that_drifted_from_the_lock_is_flagged_with_each_steps_difference():
-    steps = [{"step": "data", "lock": "match"},
-             {"step": "recommender", "lock": ["peft: pinned 0.21.2, installed 0.22.0"]},
-             {"step": "baselines"}]
+    steps = {"data": {"lock": "match"},
+             "recommender": {"lock": ["peft: pinned 0.21.2, installed 0.22.0"]},
+             "baselines": {}}
     ok, verdict = book.lock_verdict(steps)
     assert not ok
     assert "2 of 3 steps differ" in verdict and "recommender: peft: pinned 0.21.2, installed 0.22.0" in verdict

@@ -130,7 +130,9 @@ def test_the_engine_and_whole_request_tables_split_early_exit_csv():
     engine, whole = tables.early_exit_table(exits), tables.whole_requests_table(exits)
     assert engine.frame["setting"].tolist() == ["full depth", "early exit, difference τ = 0.1 (operating point)"]
     assert engine.frame["speed-up"].tolist() == ["1.00×", "1.86×"]
-    assert "64 timed requests" in engine.caption
+    assert "timed on 64 requests" in engine.caption and "AUC over" not in engine.caption
+    labelled = tables.early_exit_table(exits.assign(auc_over="every test sample"))
+    assert labelled.caption.endswith("timed on 64 requests (AUC over every test sample)")
     assert whole.frame["pipeline"].tolist() == ["GCN retrieval + full depth"]
     assert whole.frame["time in retrieval"].tolist() == ["0.1%"]
 
