@@ -162,6 +162,10 @@ def headline(sweep: pd.DataFrame | None, exits: pd.DataFrame | None, *, title: s
     depth = rows.sort_values("layer_share").iloc[-1]
     ax.errorbar([full["rps"]], [depth["auc"]], yerr=_yerr(rows.loc[[depth.name]]), ls="", capsize=3, color="black")
     ax.scatter([full["rps"]], [depth["auc"]], label="full depth (measured)", **FULL_STYLE)
+    engine = _engine_rate(exits, "engine_full")
+    if engine is not None:  # the same AUC as full depth; only the forward path differs
+        ax.scatter([engine["rps"]], [depth["auc"]], marker="*", s=160, facecolors="none", edgecolors="black",
+                   zorder=5, label="full depth, early-exit engine never exiting (measured)")
     for _, timed in main_variant(exits)[main_variant(exits)["method"] == "exit"].iterrows():
         point = rows[(rows["form"] == timed["form"]) & (rows["tau"] == timed["tau"])]
         if not len(point):

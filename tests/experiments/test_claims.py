@@ -88,6 +88,20 @@ def test_a_faster_operating_point_that_loses_auc_on_the_timed_requests_contradic
     assert row["estimate"] == 2.0 and row["verdict"].startswith("contradicted")
 
 
+def test_the_speed_up_is_early_exits_own_when_the_engine_never_exiting_was_timed(tmp_path):
+    # The engine's own layer loop runs 1.6× the plain forward here; early exit itself adds 1.25×.
+    frame = pd.DataFrame({"method": ["full", "engine_full", "exit"], "form": ["none", "none", "difference"],
+                          "tau": [np.nan, np.nan, 0.05], "role": ["full_depth", "engine_full_depth", "operating_point"],
+                          "auc": [0.75, 0.75, 0.75], "rps": [4.0, 6.4, 8.0], "speedup_vs_full": [1.0, 1.6, 2.0],
+                          "speedup_vs_engine_full": [0.625, 1.0, 1.25]})
+    frame.to_csv(tmp_path / "early_exit.csv", index=False)
+    row = check_claims(tmp_path, FAST).set_index("claim_id").loc["early_exit_rps"]
+    assert row["estimate"] == 1.25 and "2.00× against the plain Hugging Face forward" in row["evidence"]
+    frame.drop(columns="speedup_vs_engine_full").to_csv(tmp_path / "early_exit.csv", index=False)
+    row = check_claims(tmp_path, FAST).set_index("claim_id").loc["early_exit_rps"]
+    assert row["estimate"] == 2.0 and "did not time the engine never exiting" in row["evidence"]
+
+
 def test_the_kept_auc_is_the_sweeps_over_every_test_sample_when_the_engine_matched_the_sweep(tmp_path):
     # On 64 timed requests the exit rows score 0.70 against 0.75; over all 400 samples the sweep
     # says the same exits keep the AUC, and the engine's exits equal the sweep's.

@@ -26,7 +26,7 @@ ATOL = 1e-5
 REQUIRED = [
     "method", "tau", "auc", "auc_ci_low", "auc_ci_high", "logloss", "rps", "p50_ms", "p99_ms",
     "mean_exit_layer", "speedup_vs_full", "compute_bound_speedup",
-]
+]  # speedup_vs_engine_full is NaN on the whole-request rows, which time no engine of their own
 
 
 def test_step_reproduces_the_saved_predictions(step):
@@ -57,15 +57,16 @@ def test_every_auc_is_recomputable_from_the_saved_predictions(step):
     assert (table["auc_over"] == "every test sample").all()
     saved = pd.read_csv(step.directory / "predictions_gcn.csv")
     layers = step.profile.model.head_layers
-    for row in table[table["method"].isin(["full", "exit"])].itertuples():
+    for row in table[table["method"].isin(["full", "engine_full", "exit"])].itertuples():
         mine = per_request[(per_request["variant"] == "main") & (per_request["method"] == row.method)
                            & (per_request["form"] == row.form)
                            & ((per_request["tau"] == row.tau) | (per_request["tau"].isna() & math.isnan(row.tau)))]
         assert len(mine) == row.n
         assert mine["exit_layer"].mean() == pytest.approx(row.mean_exit_layer)
-        criterion = StabilityExit(1e-12 if row.method == "full" else row.tau, form="difference" if row.method == "full" else row.form)
+        full_depth = row.form == "none"
+        criterion = StabilityExit(1e-12 if full_depth else row.tau, form="difference" if full_depth else row.form)
         p, _ = simulate_exits(saved_per_head(saved, layers), criterion, layers)
-        expected = saved[f"p_head_{layers[-1]}"] if row.method == "full" else p
+        expected = saved[f"p_head_{layers[-1]}"] if full_depth else p
         assert auc(saved["label"], expected) == pytest.approx(row.auc, abs=1e-12)
 
 
@@ -91,7 +92,7 @@ def test_the_operating_tau_is_chosen_on_validation_and_reported_on_test(step):
 def test_the_cf_variant_gets_its_own_operating_point_timed_against_its_plain_forward(step):
     table = pd.read_csv(step.directory / "early_exit.csv")
     cf = table[table["variant"] == "cf"].set_index("method")
-    assert set(cf.index) == {"full", "exit"}
+    assert set(cf.index) == {"full", "engine_full", "exit"}
     assert cf.loc["exit", "role"] == "operating_point" and cf.loc["exit", "chosen_on"] == "valid"
     assert cf.loc["full", "max_abs_diff_vs_saved"] < ATOL  # the plain forward reads the same filled slots
     assert cf.loc["exit", "exit_agreement"] == 1.0
@@ -101,7 +102,7 @@ def test_step_writes_tables_and_provenance(step):
     table = _main(pd.read_csv(step.directory / "early_exit.csv"))
     sweep = _main(pd.read_csv(step.directory / "threshold_sweep.csv"))
     assert set(REQUIRED) <= set(table.columns)
-    assert set(table["method"]) == {"full", "exit", *E2E_METHODS}
+    assert set(table["method"]) == {"full", "engine_full", "exit", *E2E_METHODS}
     assert (table["method"] == "full").sum() == 1
     numbers = table[[c for c in REQUIRED if c not in ("method", "tau")]].to_numpy(dtype=float)
     assert np.isfinite(numbers).all()

@@ -69,6 +69,20 @@ def test_sweep_and_real_engine_agree_row_by_row(tiny_backbone, exit_data):
     np.testing.assert_allclose(bench.full_p_yes, per_head[:, -1], atol=ATOL, rtol=0)
 
 
+def test_the_engine_never_exiting_is_timed_as_early_exits_own_reference(tiny_backbone, exit_data):
+    bench = benchmark_engine(
+        tiny_backbone, exit_data.heads, exit_data.prompts, exit_data.labels, [ExitPoint("difference", 0.05)],
+        batch_size=5, repeats=1, warmup=0, saved=exit_data.per_head, n_boot=20,
+    )
+    rows = bench.table.set_index("method")
+    engine = rows.loc["engine_full"]
+    assert engine["role"] == "engine_full_depth" and engine["mean_exit_layer"] == exit_data.heads.num_layers
+    assert engine["speedup_vs_engine_full"] == 1.0 and engine["compute_bound_speedup"] == 1.0
+    np.testing.assert_allclose(bench.results["engine_full"].p_yes, bench.full_p_yes, atol=ATOL, rtol=0)
+    # every row's ratio to the engine never exiting is its rate over that row's rate
+    np.testing.assert_allclose(rows["speedup_vs_engine_full"], rows["rps"] / engine["rps"], rtol=1e-12)
+
+
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_plain_predict_batches_like_the_engine_and_matches_it(tiny_backbone, exit_data, side):
     never = EarlyExitEngine(tiny_backbone, exit_data.heads, NeverExit()).predict(exit_data.prompts, batch_size=7)
@@ -85,10 +99,10 @@ def test_benchmark_engine_writes_required_columns(tiny_backbone, exit_data):
     )
     table = bench.table
     assert list(table.columns) == list(EARLY_EXIT_COLUMNS)
-    assert table["method"].tolist() == ["full", "exit"]
+    assert table["method"].tolist() == ["full", "engine_full", "exit"]
     numbers = table[[c for c in REQUIRED if c not in ("method", "tau")]].to_numpy(dtype=float)
     assert np.isfinite(numbers).all()
-    full, exit_row = table.iloc[0], table.iloc[1]
+    full, exit_row = table.iloc[0], table.iloc[2]
     assert full["speedup_vs_full"] == 1.0 and full["compute_bound_speedup"] == 1.0
     assert full["mean_exit_layer"] == exit_data.heads.num_layers and math.isnan(full["tau"])
     assert exit_row["tau"] == 0.05 and exit_row["role"] == "operating_point"

@@ -22,6 +22,8 @@ def _sweep(chosen_tau: float | None = 0.1, **extra) -> pd.DataFrame:
 
 EXITS = pd.DataFrame([
     {"method": "full", "form": "none", "tau": None, "role": "full_depth", "rps": 3.7, "speedup_vs_full": 1.0, "compute_bound_speedup": 1.0},
+    {"method": "engine_full", "form": "none", "tau": None, "role": "engine_full_depth", "rps": 4.4, "speedup_vs_full": 1.19,
+     "compute_bound_speedup": 1.0},
     {"method": "exit", "form": "ratio", "tau": 0.2, "role": "operating_point", "rps": 6.8, "speedup_vs_full": 1.86,
      "compute_bound_speedup": 2.05},
 ])
@@ -74,11 +76,12 @@ def test_the_headline_puts_each_timed_setting_at_its_measured_rate():
     fig = figures.headline(_sweep(0.1), EXITS)
     labels = _texts(fig)
     assert "full depth (measured)" in labels
+    assert "full depth, early-exit engine never exiting (measured)" in labels, "early exit's own reference"
     assert "ratio τ = 0.2, measured" in labels, "the engine's setting, with the sweep's AUC for its rule"
     ax = fig.axes[0]
     xs = {round(float(x), 2) for line in ax.lines for x in line.get_xdata()}
     xs |= {round(float(x), 2) for coll in ax.collections for x, _ in coll.get_offsets()}
-    assert {3.7, 6.8} <= xs
+    assert {3.7, 4.4, 6.8} <= xs
 
 
 @pytest.mark.parametrize(("sweep", "exits"), [(None, EXITS), (_sweep(), None)], ids=["no sweep", "no engine"])

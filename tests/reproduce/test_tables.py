@@ -113,23 +113,31 @@ def test_the_heads_table_has_a_row_per_head_and_a_column_per_context_in_reading_
 
 @pytest.mark.parametrize(("row", "label"), [
     ({"method": "full", "form": "none", "tau": None, "role": "full_depth"}, "full depth"),
+    ({"method": "engine_full", "form": "none", "tau": None, "role": "engine_full_depth"},
+     "full depth, early-exit engine never exiting"),
     ({"method": "exit", "form": "difference", "tau": 0.1, "role": "operating_point"}, "early exit, difference τ = 0.1 (operating point)"),
     ({"method": "e2e_llm_full", "form": "none", "tau": None}, "LLM retrieval + full depth"),
     ({"method": "e2e_gcn_exit", "form": "ratio", "tau": 0.3}, "GCN retrieval + early exit (ratio τ = 0.3)"),
-], ids=["full", "exit", "e2e-full", "e2e-exit"])
+], ids=["full", "engine-full", "exit", "e2e-full", "e2e-exit"])
 def test_each_early_exit_setting_reads_as_the_path_a_request_takes(row, label):
     assert tables.setting_label(pd.Series(row)) == label
 
 
 def test_the_engine_and_whole_request_tables_split_early_exit_csv():
     exits = pd.DataFrame([
-        {"method": "full", "form": "none", "role": "full_depth", "n": 64, "rps": 3.7, "speedup_vs_full": 1.0},
-        {"method": "exit", "form": "difference", "tau": 0.1, "role": "operating_point", "n": 64, "rps": 6.8, "speedup_vs_full": 1.86},
+        {"method": "full", "form": "none", "role": "full_depth", "n": 64, "rps": 3.7, "speedup_vs_full": 1.0,
+         "speedup_vs_engine_full": 0.8},
+        {"method": "engine_full", "form": "none", "role": "engine_full_depth", "n": 64, "rps": 4.6,
+         "speedup_vs_full": 1.25, "speedup_vs_engine_full": 1.0},
+        {"method": "exit", "form": "difference", "tau": 0.1, "role": "operating_point", "n": 64, "rps": 6.8, "speedup_vs_full": 1.86,
+         "speedup_vs_engine_full": 1.48},
         {"method": "e2e_gcn_full", "form": "none", "n": 32, "rps": 3.5, "speedup_vs_full": 2.42, "retrieval_share": 0.0006},
     ])
     engine, whole = tables.early_exit_table(exits), tables.whole_requests_table(exits)
-    assert engine.frame["setting"].tolist() == ["full depth", "early exit, difference τ = 0.1 (operating point)"]
-    assert engine.frame["speed-up"].tolist() == ["1.00×", "1.86×"]
+    assert engine.frame["setting"].tolist() == [
+        "full depth", "full depth, early-exit engine never exiting", "early exit, difference τ = 0.1 (operating point)"]
+    assert engine.frame["speed-up"].tolist() == ["1.00×", "1.25×", "1.86×"]
+    assert engine.frame["vs engine at full depth"].tolist() == ["0.80×", "1.00×", "1.48×"], "early exit's own share"
     assert "timed on 64 requests" in engine.caption and "AUC over" not in engine.caption
     labelled = tables.early_exit_table(exits.assign(auc_over="every test sample"))
     assert labelled.caption.endswith("timed on 64 requests (AUC over every test sample)")
