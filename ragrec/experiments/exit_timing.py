@@ -2,8 +2,9 @@
 
 :func:`benchmark_engine` runs the :class:`~ragrec.model.engine.EarlyExitEngine` at chosen τ values,
 the same engine told never to exit (``method="engine_full"``), and the plain Hugging Face
-full-depth forward of the same (LoRA-merged) model (``method="full"``), on the same prompts, cut into the same batches (:func:`ragrec.llm.batching.length_sorted_batches`: longest
-first, similar lengths), padded the same way, same batch size and threads. Each batch is one timed
+full-depth forward of the same (LoRA-merged) model (``method="full"``), on the same prompts,
+cut into the same batches (:func:`ragrec.llm.batching.length_sorted_batches`: longest first,
+similar lengths), padded the same way, same batch size and threads. Each batch is one timed
 call (:func:`ragrec.experiments.timing.time_calls`). Methods are interleaved within every repeat
 (their order rotates between repeats) so machine drift hits all of them alike; the first repeat
 starts with ``warmup`` untimed batches per method. Reported per method, as the **median over
@@ -16,8 +17,9 @@ repeats**:
 - ``speedup_vs_full``: ``rps(method) / rps(full)``, both medians over repeats (so the table's own
   columns reproduce it): the paper's comparison, early exit against the model without it.
 - ``speedup_vs_engine_full``: ``rps(method) / rps(engine_full)``: early exit's own share. The
-  engine runs its own layer loop, which need not be as fast as the plain forward (in bf16 on CPU
-  it is faster), so only this ratio holds the forward path fixed and changes the exits alone.
+  engine runs its own layer loop and reads every head on the way, so it need not run exactly as
+  fast as the plain forward; only this ratio holds the forward path fixed and changes the exits
+  alone.
 - ``compute_bound_speedup``: decoder layers a full pass runs (``N · num_layers``) / decoder layers
   the engine actually ran (exited rows leave the batch). ``speedup_efficiency`` = measured /
   compute-bound.
