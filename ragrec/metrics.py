@@ -83,7 +83,9 @@ class PairedDifference:
     p_a_not_better: float  # share of resamples where AUC(a) <= AUC(b)
 
 
-def paired_auc_difference(labels, scores_a, scores_b, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> PairedDifference:
+def paired_auc_difference(
+    labels, scores_a, scores_b, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> PairedDifference:
     """AUC(a) − AUC(b) with a paired bootstrap: both scored on the same resampled rows."""
     labels, a = _check(labels, scores_a)
     _, b = _check(labels, scores_b)
@@ -93,7 +95,15 @@ def paired_auc_difference(labels, scores_a, scores_b, *, n_boot: int = 1000, see
     return PairedDifference(auc(labels, a) - auc(labels, b), float(lo), float(hi), float((d <= 0).mean()))
 
 
-def head_table(labels, per_head_p: np.ndarray, head_layers: Sequence[int], *, context: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def head_table(
+    labels,
+    per_head_p: np.ndarray,
+    head_layers: Sequence[int],
+    *,
+    context: str,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
     """One row per exit head: ``context, head_layer, auc, auc_ci_low, auc_ci_high, logloss, n``.
 
     Args:

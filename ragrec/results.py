@@ -116,7 +116,9 @@ def _plain(obj: Any) -> Any:
 
 def _git(*args: str) -> str | None:
     try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -187,7 +189,9 @@ def _locked_environment() -> tuple[dict[str, str | None], str | list[str]]:
     # Installed packages do not change while a notebook runs, so one look per process is enough.
     installed = installed_versions()
     if not LOCK_FILE.is_file():
-        return {"ragrec": installed.get("ragrec")}, "no lock file (ragrec is installed without its repository)"
+        return {
+            "ragrec": installed.get("ragrec")
+        }, "no lock file (ragrec is installed without its repository)"
     pins = read_lock(LOCK_FILE)
     versions = {name: installed.get(name) for name in ["ragrec", *sorted(pins)]}
     drift = lock_drift(pins, installed)

@@ -29,9 +29,18 @@ pytestmark = pytest.mark.browser
 
 SCREENS = Path(__file__).resolve().parents[1] / "book" / "_build" / "screens"
 WIDTH, HEIGHT = 1280, 900
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars", "--remote-debugging-port=0"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--remote-debugging-port=0",
+]
 PAGES = {
     "landing": "intro.html",
     "results": "results/synthetic/early_exit.html",
@@ -42,7 +51,10 @@ PAGES = {
 
 def browser_required() -> bool:
     """Under CI (``CI``, as CI services set it, or ``RAGREC_REQUIRE_BROWSER``) the tests must run."""
-    return any(os.environ.get(name, "").lower() not in ("", "0", "false") for name in ("CI", "RAGREC_REQUIRE_BROWSER"))
+    return any(
+        os.environ.get(name, "").lower() not in ("", "0", "false")
+        for name in ("CI", "RAGREC_REQUIRE_BROWSER")
+    )
 
 
 def chromium_or_skip() -> str:
@@ -61,8 +73,11 @@ class Browser:
 
     def __init__(self, executable: str) -> None:
         self.profile = tempfile.mkdtemp(prefix="ragrec-chromium-")
-        self.process = subprocess.Popen([executable, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [executable, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.loop = asyncio.new_event_loop()
         self.ids = itertools.count(1)
         self.events: list[dict] = []
@@ -104,7 +119,11 @@ class Browser:
 
     def evaluate(self, expression: str, timeout: float = 60.0):
         """The value of a JavaScript expression (promises awaited)."""
-        result = self.call("Runtime.evaluate", {"expression": expression, "awaitPromise": True, "returnByValue": True}, timeout)
+        result = self.call(
+            "Runtime.evaluate",
+            {"expression": expression, "awaitPromise": True, "returnByValue": True},
+            timeout,
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"JavaScript failed: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -114,24 +133,37 @@ class Browser:
         returns the console errors and uncaught exceptions it raised."""
         for domain in ("Page.enable", "Runtime.enable", "Log.enable"):
             self.call(domain)
-        self.call("Emulation.setDeviceMetricsOverride", {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False})
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+        )
         self.events.clear()
         self.call("Page.navigate", {"url": url})
-        self.evaluate("new Promise(r => { const done = () => r(true); "
-                      "document.readyState === 'complete' ? done() : window.addEventListener('load', done); })")
+        self.evaluate(
+            "new Promise(r => { const done = () => r(true); "
+            "document.readyState === 'complete' ? done() : window.addEventListener('load', done); })"
+        )
         self.evaluate("document.fonts.ready.then(() => true)")
-        self.evaluate("window.MathJax && MathJax.startup && MathJax.startup.promise ? MathJax.startup.promise.then(() => true) : true")
+        self.evaluate(
+            "window.MathJax && MathJax.startup && MathJax.startup.promise ? MathJax.startup.promise.then(() => true) : true"
+        )
         self.call("Runtime.evaluate", {"expression": "1"})  # flush events logged meanwhile
         return [_describe(e) for e in self.events if _is_error(e)]
 
     def screenshot(self, path: Path) -> None:
         """A full-page PNG of the open page."""
         height = int(self.evaluate("Math.ceil(document.documentElement.scrollHeight)"))
-        self.call("Emulation.setDeviceMetricsOverride", {"width": WIDTH, "height": min(height, 16000), "deviceScaleFactor": 1, "mobile": False})
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": WIDTH, "height": min(height, 16000), "deviceScaleFactor": 1, "mobile": False},
+        )
         shot = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))
-        self.call("Emulation.setDeviceMetricsOverride", {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False})
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+        )
 
     def close(self) -> None:
         self.loop.run_until_complete(self._close_socket())
@@ -161,7 +193,9 @@ def _describe(event: dict) -> str:
     if "entry" in params:
         return f"{params['entry'].get('text')} ({params['entry'].get('url', '')})"
     if "exceptionDetails" in params:
-        return str(params["exceptionDetails"].get("exception", {}).get("description") or params["exceptionDetails"])
+        return str(
+            params["exceptionDetails"].get("exception", {}).get("description") or params["exceptionDetails"]
+        )
     return " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
 
 
@@ -182,10 +216,16 @@ LAYOUT = """(() => {
 })()"""
 
 
-@pytest.mark.parametrize(("env", "outcome"), [
-    ({}, pytest.skip.Exception), ({"CI": "false"}, pytest.skip.Exception),
-    ({"CI": "true"}, pytest.fail.Exception), ({"RAGREC_REQUIRE_BROWSER": "1"}, pytest.fail.Exception),
-], ids=["local", "CI=false", "CI", "required"])
+@pytest.mark.parametrize(
+    ("env", "outcome"),
+    [
+        ({}, pytest.skip.Exception),
+        ({"CI": "false"}, pytest.skip.Exception),
+        ({"CI": "true"}, pytest.fail.Exception),
+        ({"RAGREC_REQUIRE_BROWSER": "1"}, pytest.fail.Exception),
+    ],
+    ids=["local", "CI=false", "CI", "required"],
+)
 def test_without_chromium_the_tests_skip_locally_and_fail_under_ci(monkeypatch, env, outcome):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     for name in ("CI", "RAGREC_REQUIRE_BROWSER"):
@@ -224,7 +264,9 @@ def test_the_page_raises_no_console_error(pages, name):
 @pytest.mark.parametrize("name", list(PAGES))
 def test_nothing_is_wider_than_the_main_column_at_1280_px(pages, name):
     layout = pages[name]
-    assert layout["main"]["scroll"] <= layout["main"]["client"] + 1, f"{PAGES[name]}: the main column scrolls sideways"
+    assert layout["main"]["scroll"] <= layout["main"]["client"] + 1, (
+        f"{PAGES[name]}: the main column scrolls sideways"
+    )
     assert layout["wide"] == [], f"{PAGES[name]}: {layout['wide']}"
 
 

@@ -21,14 +21,18 @@ def test_unknown_profile_names_the_choices():
 @pytest.mark.parametrize(
     ("changes", "match"),
     [
-        pytest.param({"e2e_methods": ("e2e_gcn_full", "nope")}, "unknown end-to-end method", id="unknown-e2e-method"),
+        pytest.param(
+            {"e2e_methods": ("e2e_gcn_full", "nope")}, "unknown end-to-end method", id="unknown-e2e-method"
+        ),
         pytest.param({"e2e_methods": ()}, "at least one end-to-end method", id="no-e2e-methods"),
         pytest.param({"taus": {"difference": (0.0, -0.1)}}, "τ", id="negative-tau"),
         pytest.param({"taus": {"difference": (0.0, float("nan"))}}, "τ", id="nan-tau"),
         pytest.param({"taus": {"difference": ()}}, "empty", id="empty-grid"),
         pytest.param({"taus": {"bogus": TAUS_DIFFERENCE}}, "form", id="unknown-form"),
         pytest.param({"taus": {}}, "taus", id="no-forms"),
-        pytest.param({"first_head": "confident"}, "form='ratio'", id="confident-first-head-with-the-ratio-form"),
+        pytest.param(
+            {"first_head": "confident"}, "form='ratio'", id="confident-first-head-with-the-ratio-form"
+        ),
         pytest.param({"first_head": "eager"}, "first_head", id="unknown-first-head"),
         pytest.param({"extra_points": (("difference", -1.0),)}, "tau", id="negative-extra-tau"),
         pytest.param({"auc_tolerance": 1.0}, "auc_tolerance", id="tolerance-1"),

@@ -31,7 +31,9 @@ PINS = read_lock(LOCK_FILE)
 
 def test_every_installed_package_is_the_version_the_lock_pins():
     drift = lock_drift(PINS, installed_versions())
-    assert not drift, "the environment has drifted from requirements/cpu.lock; run `make install`:\n" + "\n".join(drift)
+    assert not drift, (
+        "the environment has drifted from requirements/cpu.lock; run `make install`:\n" + "\n".join(drift)
+    )
 
 
 @pytest.mark.parametrize("requirement", REQUIREMENTS, ids=lambda r: r.name)

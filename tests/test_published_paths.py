@@ -62,13 +62,20 @@ def machine_paths_in(folder: Path) -> list[str]:
 # the scrubbing
 
 
-@pytest.mark.parametrize(("text", "shown"), [
-    (f"raw files not found in {REPO_DIR}/data/raw/bookcrossing.", "raw files not found in data/raw/bookcrossing."),
-    (f"cwd {REPO_DIR}.", "cwd .."),
-    (f"{sysconfig.get_paths()['purelib']}/tqdm/auto.py:21", "<site-packages>/tqdm/auto.py:21"),
-    (f"{tempfile.gettempdir()}/pytest-1/results", "<tmp>/pytest-1/results"),
-    (f"{REPO_DIR}-backup/x", f"{REPO_DIR}-backup/x"),
-], ids=["repository", "bare root", "site-packages", "temp", "longer name"])
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (
+            f"raw files not found in {REPO_DIR}/data/raw/bookcrossing.",
+            "raw files not found in data/raw/bookcrossing.",
+        ),
+        (f"cwd {REPO_DIR}.", "cwd .."),
+        (f"{sysconfig.get_paths()['purelib']}/tqdm/auto.py:21", "<site-packages>/tqdm/auto.py:21"),
+        (f"{tempfile.gettempdir()}/pytest-1/results", "<tmp>/pytest-1/results"),
+        (f"{REPO_DIR}-backup/x", f"{REPO_DIR}-backup/x"),
+    ],
+    ids=["repository", "bare root", "site-packages", "temp", "longer name"],
+)
 def test_relative_paths_rewrites_each_machine_root(text, shown):
     if shown == f"{REPO_DIR}-backup/x":
         # The repository root must not rewrite a longer name; a checkout inside the temp folder
@@ -79,24 +86,38 @@ def test_relative_paths_rewrites_each_machine_root(text, shown):
 
 
 def _executed(tmp_path: Path, checkout: Path) -> nbformat.NotebookNode:
-    warning = f"{checkout}/.venv/lib/python3.11/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found.\n"
-    cell = nbformat.v4.new_code_cell("x = 1", outputs=[
-        nbformat.v4.new_output("stream", name="stderr", text=warning + "  from .autonotebook import tqdm\n"),
-        nbformat.v4.new_output("stream", name="stderr", text="training: 100%\n"),
-        nbformat.v4.new_output("stream", name="stdout", text="done\n"),
-    ])
+    warning = (
+        f"{checkout}/.venv/lib/python3.11/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found.\n"
+    )
+    cell = nbformat.v4.new_code_cell(
+        "x = 1",
+        outputs=[
+            nbformat.v4.new_output(
+                "stream", name="stderr", text=warning + "  from .autonotebook import tqdm\n"
+            ),
+            nbformat.v4.new_output("stream", name="stderr", text="training: 100%\n"),
+            nbformat.v4.new_output("stream", name="stdout", text="done\n"),
+        ],
+    )
     nb = nbformat.v4.new_notebook(cells=[cell])
-    nb.metadata["papermill"] = {"input_path": f"{checkout}/notebooks/data.ipynb",
-                                "output_path": "results/cpu/ml-100k/.data.running.ipynb", "parameters": {}}
+    nb.metadata["papermill"] = {
+        "input_path": f"{checkout}/notebooks/data.ipynb",
+        "output_path": "results/cpu/ml-100k/.data.running.ipynb",
+        "parameters": {},
+    }
     return nb
 
 
 def test_scrubbing_makes_papermill_paths_relative_and_drops_path_warnings(tmp_path):
     checkout = tmp_path / "checkout"
-    nb = scrub_notebook(_executed(tmp_path, checkout), root=checkout, output_path=checkout / "results/cpu/ml-100k/data.ipynb")
+    nb = scrub_notebook(
+        _executed(tmp_path, checkout), root=checkout, output_path=checkout / "results/cpu/ml-100k/data.ipynb"
+    )
     assert nb.metadata["papermill"]["input_path"] == "notebooks/data.ipynb"
     assert nb.metadata["papermill"]["output_path"] == "results/cpu/ml-100k/data.ipynb"
-    assert [o.get("text") for o in nb.cells[0].outputs] == ["training: 100%\n", "done\n"], "other output is kept"
+    assert [o.get("text") for o in nb.cells[0].outputs] == ["training: 100%\n", "done\n"], (
+        "other output is kept"
+    )
 
 
 def test_scrub_results_rewrites_notebooks_executed_in_another_checkout(tmp_path, monkeypatch):
@@ -109,7 +130,10 @@ def test_scrub_results_rewrites_notebooks_executed_in_another_checkout(tmp_path,
     monkeypatch.setattr(published, "REPO_DIR", repo)
     assert scrub_results(repo / "results") == [folder / "data.ipynb"]
     record = nbformat.read(folder / "data.ipynb", as_version=4).metadata["papermill"]
-    assert (record["input_path"], record["output_path"]) == ("notebooks/data.ipynb", "results/cpu/ml-100k/data.ipynb")
+    assert (record["input_path"], record["output_path"]) == (
+        "notebooks/data.ipynb",
+        "results/cpu/ml-100k/data.ipynb",
+    )
     assert scrub_results(repo / "results") == [], "a second pass changes nothing"
 
 
@@ -121,7 +145,9 @@ def test_the_committed_results_name_no_path_of_this_machine():
     assert machine_paths_in(RESULTS) == []
 
 
-@pytest.mark.parametrize("notebook", sorted(RESULTS.rglob("*.ipynb")), ids=lambda p: str(p.relative_to(RESULTS)))
+@pytest.mark.parametrize(
+    "notebook", sorted(RESULTS.rglob("*.ipynb")), ids=lambda p: str(p.relative_to(RESULTS))
+)
 def test_committed_notebooks_record_repository_relative_papermill_paths(notebook):
     record = nbformat.read(notebook, as_version=4).metadata.get("papermill", {})
     for key in ("input_path", "output_path"):

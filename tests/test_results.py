@@ -46,7 +46,17 @@ def test_provenance_records_environment_and_merges_steps(tmp_path):
     prov = json.loads((tmp_path / "provenance.json").read_text())
     step = prov["steps"]["data"]
     assert set(prov["steps"]) == {"data", "retrieval"}
-    for key in ("git_commit", "git_dirty", "packages", "python", "cpu", "torch_threads", "seed", "started", "finished"):
+    for key in (
+        "git_commit",
+        "git_dirty",
+        "packages",
+        "python",
+        "cpu",
+        "torch_threads",
+        "seed",
+        "started",
+        "finished",
+    ):
         assert key in step
     assert step["parameters"] == {"k": 5} and step["outputs"] == ["stats.csv"]
 
@@ -72,7 +82,14 @@ def test_provenance_records_every_locked_package_and_whether_it_matches_the_lock
         ("1.0", "1.0.0", True),  # PEP 440 spellings of one release
         ("2.4.6", "2.4.6rc1", False),
     ],
-    ids=["exact", "local-label-allowed", "pinned-label-required", "other-release", "zero-padding", "pre-release"],
+    ids=[
+        "exact",
+        "local-label-allowed",
+        "pinned-label-required",
+        "other-release",
+        "zero-padding",
+        "pre-release",
+    ],
 )
 def test_a_pin_is_satisfied_only_by_its_release(pinned, installed, same):
     assert pin_satisfied(pinned, installed) is same
@@ -89,7 +106,9 @@ def test_lock_drift_names_each_package_that_differs_or_is_missing():
 
 def test_read_lock_keeps_pins_and_skips_comments_and_annotations(tmp_path):
     lock = tmp_path / "x.lock"
-    lock.write_text("# header\nScikit_Learn==1.9.1\n    # via ragrec\ntorch==2.13.0 ; sys_platform == 'linux'\n")
+    lock.write_text(
+        "# header\nScikit_Learn==1.9.1\n    # via ragrec\ntorch==2.13.0 ; sys_platform == 'linux'\n"
+    )
     assert read_lock(lock) == {"scikit-learn": "1.9.1", "torch": "2.13.0"}
     assert canonical_name("Jupyter.Book") == "jupyter-book"
 

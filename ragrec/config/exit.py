@@ -41,7 +41,9 @@ def check_taus(taus: Mapping[str, Sequence[float]]) -> None:
         for tau in grid:
             number = isinstance(tau, (int, float, np.floating, np.integer)) and not isinstance(tau, bool)
             if not number or math.isnan(tau) or tau < 0:
-                raise ConfigError(f"τ must be a number ≥ 0 (larger = earlier exit), got {tau!r} for form {form!r}")
+                raise ConfigError(
+                    f"τ must be a number ≥ 0 (larger = earlier exit), got {tau!r} for form {form!r}"
+                )
 
 
 def check_methods(methods: Sequence[str]) -> None:

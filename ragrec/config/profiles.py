@@ -20,15 +20,38 @@ from ragrec.retrieval.lightgcn import LightGCNConfig
 SMOKE = Profile(
     name="smoke",
     seed=0,
-    data=DataSettings(dataset="synthetic", history_len=6, train_cap=192, valid_cap=64, test_cap=128,
-                      synthetic_users=120, synthetic_items=150),
+    data=DataSettings(
+        dataset="synthetic",
+        history_len=6,
+        train_cap=192,
+        valid_cap=64,
+        test_cap=128,
+        synthetic_users=120,
+        synthetic_items=150,
+    ),
     model=ModelSettings(source="tiny", head_layers=(2, 4, 6), tiny_layers=6, tiny_hidden=64),
     lightgcn=LightGCNConfig(dim=32, max_epochs=20, eval_every=5, patience=2, batch_size=512, progress=False),
     prompt=PromptConfig(history_len=6, k=2, neighbour_items=2, vote_k=10, max_tokens=256),
-    train=TrainConfig(lr=5e-3, beta=0.1, epochs=2, batch_size=16, eval_every=1000, checkpoint_every=1000,
-                      lora=LoraSettings(r=4, alpha=8, dropout=0.0)),
-    exit=ExitBenchmarkConfig(n_boot=200, n_requests=64, batch_size=8, repeats=2, warmup=1,
-                             check_requests=8, e2e_requests=32, e2e_batch_size=8, e2e_repeats=1),
+    train=TrainConfig(
+        lr=5e-3,
+        beta=0.1,
+        epochs=2,
+        batch_size=16,
+        eval_every=1000,
+        checkpoint_every=1000,
+        lora=LoraSettings(r=4, alpha=8, dropout=0.0),
+    ),
+    exit=ExitBenchmarkConfig(
+        n_boot=200,
+        n_requests=64,
+        batch_size=8,
+        repeats=2,
+        warmup=1,
+        check_requests=8,
+        e2e_requests=32,
+        e2e_batch_size=8,
+        e2e_repeats=1,
+    ),
     eval_batch_size=32,
     evaluation=EvalSettings(reduced_cap=96, dtype="bfloat16", dtype_check=48),
     beta_pair=BetaPair(train_cap=96, epochs=1),
@@ -50,14 +73,24 @@ CPU = Profile(
     # track fp32's losses (README, "Wall times"; method chapter), and the time saved buys more
     # prompts. Batch 4, lr 3e-3 and the second epoch come from earlier sessions' comparisons,
     # whose figures are in this comment's git history (not re-measured under this protocol).
-    train=TrainConfig(lr=3e-3, beta=0.1, epochs=2, batch_size=4, bf16_autocast=True, eval_every=400, checkpoint_every=50),
+    train=TrainConfig(
+        lr=3e-3, beta=0.1, epochs=2, batch_size=4, bf16_autocast=True, eval_every=400, checkpoint_every=50
+    ),
     # bf16 scoring: the plain forward runs ~1.8x faster than fp32 on this CPU (AVX512-BF16)
     evaluation=EvalSettings(reduced_cap=1000, dtype="bfloat16", dtype_check=300),
     # Two more 800-step runs do not fit the budget: the β pair trains two complete 100-step runs.
     beta_pair=BetaPair(train_cap=400, epochs=1),
     # 256 timed requests: enough to time the engine steadily; accuracy is read off every test sample
-    exit=ExitBenchmarkConfig(n_requests=256, batch_size=8, repeats=2, warmup=2, check_requests=16,
-                             e2e_requests=32, e2e_batch_size=8, e2e_repeats=2),
+    exit=ExitBenchmarkConfig(
+        n_requests=256,
+        batch_size=8,
+        repeats=2,
+        warmup=2,
+        check_requests=16,
+        e2e_requests=32,
+        e2e_batch_size=8,
+        e2e_repeats=2,
+    ),
     # CoLLM's second step: the projection alone, one pass over half the main run's prompts
     cf=CFSettings(train_cap=800, epochs=1, lr=1e-3),
     notes="SmolLM2-135M-Instruct on MovieLens-100K, sized for 100 minutes on 2 CPU cores.",
@@ -84,10 +117,20 @@ GPU = Profile(
     model=ModelSettings(source=f"${MODEL_ENV}", head_layers=default_head_layers(32), device="cuda"),
     lightgcn=LightGCNConfig(),
     prompt=PromptConfig(history_len=20, k=5, neighbour_items=5, vote_k=30, max_tokens=1024),
-    train=TrainConfig(lr=5e-4, beta=0.1, epochs=2, batch_size=4, grad_accum=8, eval_every=500, checkpoint_every=200),
+    train=TrainConfig(
+        lr=5e-4, beta=0.1, epochs=2, batch_size=4, grad_accum=8, eval_every=500, checkpoint_every=200
+    ),
     # Timed batches as large as the evaluation's (eval_batch_size).
-    exit=ExitBenchmarkConfig(n_requests=1024, batch_size=64, repeats=5, warmup=2, check_requests=64,
-                             e2e_requests=512, e2e_batch_size=64, e2e_repeats=3),
+    exit=ExitBenchmarkConfig(
+        n_requests=1024,
+        batch_size=64,
+        repeats=5,
+        warmup=2,
+        check_requests=64,
+        e2e_requests=512,
+        e2e_batch_size=64,
+        e2e_repeats=3,
+    ),
     eval_batch_size=64,
     notes="Paper scale: full splits, longer prompts, a local Llama-family model (e.g. Vicuna-7B) in bf16 on CUDA.",
 )

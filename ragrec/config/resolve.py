@@ -18,8 +18,9 @@ from ragrec.model.heads import default_head_layers
 # the gpu profile, pointed at a model
 
 
-def gpu_profile(model: str | os.PathLike | None = None, *, device: str | None = None,
-                smoke_sizes: bool | None = None) -> Profile:
+def gpu_profile(
+    model: str | os.PathLike | None = None, *, device: str | None = None, smoke_sizes: bool | None = None
+) -> Profile:
     """The ``gpu`` profile running a local Llama-family Hugging Face folder, with exit heads every
     5 layers plus the last (:func:`~ragrec.model.heads.default_head_layers` of its depth).
 
@@ -38,7 +39,9 @@ def gpu_profile(model: str | os.PathLike | None = None, *, device: str | None = 
     layers = llama_depth(folder)
     device = device or os.environ.get(DEVICE_ENV) or "cuda"
     check_device(device)
-    settings = dataclasses.replace(GPU.model, source=str(folder), head_layers=default_head_layers(layers), device=device)
+    settings = dataclasses.replace(
+        GPU.model, source=str(folder), head_layers=default_head_layers(layers), device=device
+    )
     profile = dataclasses.replace(GPU, model=settings)
     if smoke_sizes is None:
         smoke_sizes = os.environ.get(DRY_RUN_ENV) == "1"
@@ -53,7 +56,9 @@ def _model_folder(model: str | os.PathLike | None) -> Path:
         )
     folder = Path(model).expanduser()
     if not folder.is_dir():
-        raise ConfigError(f"MODEL={str(model)!r} is not a folder; point it at a local Hugging Face model folder")
+        raise ConfigError(
+            f"MODEL={str(model)!r} is not a folder; point it at a local Hugging Face model folder"
+        )
     return folder
 
 
@@ -64,7 +69,9 @@ def llama_depth(folder: str | os.PathLike) -> int:
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{folder} is not a Hugging Face model folder: cannot read its config.json ({err})") from None
+        raise ConfigError(
+            f"{folder} is not a Hugging Face model folder: cannot read its config.json ({err})"
+        ) from None
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ConfigError(
@@ -96,24 +103,40 @@ def check_device(device: str) -> None:
             f"this CPU with {DEVICE_ENV}=cpu (make reproduce PROFILE=gpu MODEL=... DEVICE=cpu)"
         )
     if not torch.cuda.is_bf16_supported():
-        raise ConfigError(f"{torch.cuda.get_device_name()} has no bf16, which the gpu profile's batch sizes "
-                          "assume; use an Ampere or newer GPU")
+        raise ConfigError(
+            f"{torch.cuda.get_device_name()} has no bf16, which the gpu profile's batch sizes "
+            "assume; use an Ampere or newer GPU"
+        )
 
 
 def dry_run(profile: Profile) -> Profile:
     """``profile``'s code path at smoke sizes: the smoke profile's sample caps, prompt token
     budget and LightGCN epochs. The model, its heads, the prompts' contents, the training
     settings and the profile's name (on which the benchmarks' defaults key) stay."""
-    data = dataclasses.replace(profile.data, train_cap=SMOKE.data.train_cap, valid_cap=SMOKE.data.valid_cap,
-                               test_cap=SMOKE.data.test_cap)
+    data = dataclasses.replace(
+        profile.data,
+        train_cap=SMOKE.data.train_cap,
+        valid_cap=SMOKE.data.valid_cap,
+        test_cap=SMOKE.data.test_cap,
+    )
     prompt = dataclasses.replace(profile.prompt, max_tokens=SMOKE.prompt.max_tokens)
     # The smoke schedule at the profile's own batch size: smoke's small batches make an epoch
     # of a real dataset's graph 4x longer.
     smoke = SMOKE.lightgcn
-    lightgcn = dataclasses.replace(profile.lightgcn, max_epochs=smoke.max_epochs, eval_every=smoke.eval_every,
-                                   patience=smoke.patience, progress=False)
-    return dataclasses.replace(profile, data=data, prompt=prompt, lightgcn=lightgcn,
-                               notes=f"{profile.notes} Dry run at the smoke profile's sizes.")
+    lightgcn = dataclasses.replace(
+        profile.lightgcn,
+        max_epochs=smoke.max_epochs,
+        eval_every=smoke.eval_every,
+        patience=smoke.patience,
+        progress=False,
+    )
+    return dataclasses.replace(
+        profile,
+        data=data,
+        prompt=prompt,
+        lightgcn=lightgcn,
+        notes=f"{profile.notes} Dry run at the smoke profile's sizes.",
+    )
 
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, CPU, GPU)}

@@ -54,7 +54,6 @@ class ModelSettings:
     device: str | None = None  # None: CUDA when available, else CPU
 
 
-
 # --------------------------------------------------------------------------------------------
 # profiles
 
@@ -111,7 +110,9 @@ class BetaPair:
     epochs: int | None = None
 
     def __post_init__(self) -> None:
-        if (self.train_cap is not None and self.train_cap < 1) or (self.epochs is not None and self.epochs < 1):
+        if (self.train_cap is not None and self.train_cap < 1) or (
+            self.epochs is not None and self.epochs < 1
+        ):
             raise ConfigError(f"BetaPair needs train_cap and epochs ≥ 1 or None, got {self}")
 
     @property
@@ -141,7 +142,12 @@ class CFSettings:
     expansion: int = 10
 
     def __post_init__(self) -> None:
-        if (self.train_cap is not None and self.train_cap < 1) or self.epochs < 1 or self.lr <= 0 or self.expansion < 1:
+        if (
+            (self.train_cap is not None and self.train_cap < 1)
+            or self.epochs < 1
+            or self.lr <= 0
+            or self.expansion < 1
+        ):
             raise ConfigError(f"invalid CFSettings {self}")
 
 

@@ -66,7 +66,8 @@ def locate(name: str, folder: Path) -> tuple[Path, Path, str]:
             return folder / f"reviews_{cat}_5.json.gz", meta, "reviews-5core"
     cat = CATEGORIES[name][0]
     raise missing_files(
-        name, folder,
+        name,
+        folder,
         [f"{cat}.csv + meta_{cat}.json[.gz]", f"or reviews_{cat}_5.json.gz + meta_{cat}.json.gz"],
         SOURCE,
     )
@@ -79,7 +80,14 @@ def raw_files(name: str, folder: Path) -> list[Path]:
 
 
 _NOT_A_RECORD = object()
-_KINDS = {list: "an array", tuple: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+_KINDS = {
+    list: "an array",
+    tuple: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+}
 
 
 def _parse_line(line: str) -> object:
@@ -148,14 +156,18 @@ def k_core(raw: pd.DataFrame, k: int) -> pd.DataFrame:
 def _read_ratings(path: Path, layout: str, counts: RowCounts) -> pd.DataFrame:
     """The raw ratings of either layout as columns ``user, item, rating, timestamp``."""
     if layout == "ratings-csv":
-        frame, bad = read_delimited(path, what="Amazon ratings", sep=",", names=["item", "user", "rating", "timestamp"])
+        frame, bad = read_delimited(
+            path, what="Amazon ratings", sep=",", names=["item", "user", "rating", "timestamp"]
+        )
     else:
         records, bad = _read_json_lines(path, what="Amazon reviews")
         frame = pd.DataFrame.from_records(records)
         needed = ["reviewerID", "asin", "overall", "unixReviewTime"]
         if any(c not in frame.columns for c in needed):
             raise DataError(f"Amazon reviews {path}: records lack fields {needed}")
-        frame = frame.rename(columns={"reviewerID": "user", "asin": "item", "overall": "rating", "unixReviewTime": "timestamp"})
+        frame = frame.rename(
+            columns={"reviewerID": "user", "asin": "item", "overall": "rating", "unixReviewTime": "timestamp"}
+        )
     counts.rows_read = len(frame) + bad
     counts.drop("malformed", bad)
     return frame
@@ -163,14 +175,21 @@ def _read_ratings(path: Path, layout: str, counts: RowCounts) -> pd.DataFrame:
 
 def _valid_rows(frame: pd.DataFrame, counts: RowCounts) -> pd.DataFrame:
     rating, ts = to_number(frame["rating"]), to_number(frame["timestamp"])
-    ok = counts.keep_valid([
-        ("missing_id", ~(usable_ids(frame["user"]) & usable_ids(frame["item"]))),
-        ("non_numeric_rating", rating.isna()),
-        ("rating_out_of_range", ~rating.between(1, 5)),
-        ("bad_timestamp", ~valid_timestamps(ts)),
-    ])
+    ok = counts.keep_valid(
+        [
+            ("missing_id", ~(usable_ids(frame["user"]) & usable_ids(frame["item"]))),
+            ("non_numeric_rating", rating.isna()),
+            ("rating_out_of_range", ~rating.between(1, 5)),
+            ("bad_timestamp", ~valid_timestamps(ts)),
+        ]
+    )
     return pd.DataFrame(
-        {"user": frame["user"][ok].astype(str), "item": frame["item"][ok].astype(str), "rating": rating[ok], "timestamp": ts[ok].astype("int64")}
+        {
+            "user": frame["user"][ok].astype(str),
+            "item": frame["item"][ok].astype(str),
+            "rating": rating[ok],
+            "timestamp": ts[ok].astype("int64"),
+        }
     )
 
 
@@ -202,7 +221,13 @@ def load_amazon(name: str, folder: Path, *, k_core_min: int | None = None) -> Da
     raw = _valid_rows(_read_ratings(ratings_path, layout, counts), counts)
     items = _read_metadata(meta_path, counts)
     return canonicalize(
-        name, raw, items, None,
-        label=lambda r: r > 3, label_rule=LABEL_RULE, has_timestamps=True, counts=counts,
+        name,
+        raw,
+        items,
+        None,
+        label=lambda r: r > 3,
+        label_rule=LABEL_RULE,
+        has_timestamps=True,
+        counts=counts,
         activity_filter=None if k_core_min is None else partial(k_core, k=k_core_min),
     )

@@ -198,7 +198,9 @@ def canonicalize(
         counts.drop("inactive", before - len(raw))
     if raw.empty:
         dropped = {k: v for k, v in counts.dropped.items() if v}
-        raise DataError(f"dataset {name!r}: none of the {counts.rows_read} rows of {counts.source} is usable (dropped: {dropped})")
+        raise DataError(
+            f"dataset {name!r}: none of the {counts.rows_read} rows of {counts.source} is usable (dropped: {dropped})"
+        )
     # 3. without timestamps a seeded per-user order stands in for time
     if not has_timestamps:
         raw = pseudo_time(raw, seed)
@@ -219,7 +221,9 @@ def canonicalize(
     )
 
 
-def _dense_interactions(raw: pd.DataFrame, label: Callable[[pd.Series], pd.Series]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+def _dense_interactions(
+    raw: pd.DataFrame, label: Callable[[pd.Series], pd.Series]
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """The canonical interactions table, and the sorted raw user and item ids (dense id = position)."""
     user_raw = np.sort(raw["user"].unique())
     item_raw = np.sort(raw["item"].unique())

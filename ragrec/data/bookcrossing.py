@@ -50,19 +50,27 @@ def _read_ratings(path: Path, counts: RowCounts) -> pd.DataFrame:
     require_columns(ratings, ["User-ID", "ISBN", "Book-Rating"], path=path, what=what)
     counts.rows_read = len(ratings) + bad
     counts.drop("malformed", bad)
-    user, item, rating = integer_ids(ratings["User-ID"]), _isbn(ratings["ISBN"]), to_number(ratings["Book-Rating"])
-    ok = counts.keep_valid([
-        ("missing_id", user.isna() | item.isna() | (item == "")),
-        ("non_numeric_rating", rating.isna()),
-        ("rating_out_of_range", ~rating.between(0, 10)),
-    ])
+    user, item, rating = (
+        integer_ids(ratings["User-ID"]),
+        _isbn(ratings["ISBN"]),
+        to_number(ratings["Book-Rating"]),
+    )
+    ok = counts.keep_valid(
+        [
+            ("missing_id", user.isna() | item.isna() | (item == "")),
+            ("non_numeric_rating", rating.isna()),
+            ("rating_out_of_range", ~rating.between(0, 10)),
+        ]
+    )
     return pd.DataFrame({"user": user[ok].astype("int64"), "item": item[ok], "rating": rating[ok]})
 
 
 def _read_books(path: Path, counts: RowCounts) -> pd.DataFrame:
     what = "Book-Crossing books"
     books, bad = read_delimited(path, what=what, **_CSV)
-    require_columns(books, ["ISBN", "Book-Title", "Book-Author", "Year-Of-Publication", "Publisher"], path=path, what=what)
+    require_columns(
+        books, ["ISBN", "Book-Title", "Book-Author", "Year-Of-Publication", "Publisher"], path=path, what=what
+    )
     isbn = _isbn(books["ISBN"])
     usable = isbn.notna() & (isbn != "")
     counts.note("malformed_item_rows", bad + (~usable).sum())
@@ -109,7 +117,14 @@ def load_bookcrossing(folder: Path, *, min_user_ratings: int = 6, seed: int = 0)
         return raw[raw.groupby("user")["item"].transform("size") >= min_user_ratings]
 
     return canonicalize(
-        "bookcrossing", raw[known], items, users,
-        label=lambda r: r >= 5, label_rule=LABEL_RULE, has_timestamps=False, counts=counts,
-        activity_filter=active, seed=seed,
+        "bookcrossing",
+        raw[known],
+        items,
+        users,
+        label=lambda r: r >= 5,
+        label_rule=LABEL_RULE,
+        has_timestamps=False,
+        counts=counts,
+        activity_filter=active,
+        seed=seed,
     )

@@ -66,14 +66,21 @@ def _read_interactions(path: Path, counts: RowCounts) -> pd.DataFrame:
     counts.drop("malformed", bad)
     user, item = integer_ids(inter["user_id"]), integer_ids(inter["item_id"])
     rating, ts = to_number(inter["rating"]), to_number(inter["timestamp"])
-    ok = counts.keep_valid([
-        ("missing_id", user.isna() | item.isna()),
-        ("non_numeric_rating", rating.isna()),
-        ("rating_out_of_range", ~rating.between(1, 5)),
-        ("bad_timestamp", ~valid_timestamps(ts)),
-    ])
+    ok = counts.keep_valid(
+        [
+            ("missing_id", user.isna() | item.isna()),
+            ("non_numeric_rating", rating.isna()),
+            ("rating_out_of_range", ~rating.between(1, 5)),
+            ("bad_timestamp", ~valid_timestamps(ts)),
+        ]
+    )
     return pd.DataFrame(
-        {"user": user[ok].astype(int), "item": item[ok].astype(int), "rating": rating[ok], "timestamp": ts[ok].astype("int64")}
+        {
+            "user": user[ok].astype(int),
+            "item": item[ok].astype(int),
+            "rating": rating[ok],
+            "timestamp": ts[ok].astype("int64"),
+        }
     )
 
 
@@ -112,6 +119,12 @@ def load_ml100k(folder: Path | None = None) -> Dataset:
     items = _read_items(folder / "ml-100k.item", counts)
     users = _read_users(folder / "ml-100k.user", counts)
     return canonicalize(
-        "ml-100k", raw, items, users,
-        label=lambda r: r > 3, label_rule=LABEL_RULE, has_timestamps=True, counts=counts,
+        "ml-100k",
+        raw,
+        items,
+        users,
+        label=lambda r: r > 3,
+        label_rule=LABEL_RULE,
+        has_timestamps=True,
+        counts=counts,
     )

@@ -90,7 +90,9 @@ def _read_rows(path: Path, *, what: str, sep: str, encoding: str, escapechar: st
             reader = csv.reader(handle, delimiter=sep, quotechar='"', escapechar=escapechar, strict=False)
             return [row for row in reader if row]
     except UnicodeDecodeError as exc:
-        raise DataError(f"{what} {path}: cannot decode as {encoding} ({exc.reason}); wrong encoding?") from exc
+        raise DataError(
+            f"{what} {path}: cannot decode as {encoding} ({exc.reason}); wrong encoding?"
+        ) from exc
     except csv.Error as exc:
         raise DataError(f"{what} {path}: cannot parse line {reader.line_num}: {exc}") from exc
 

@@ -50,7 +50,13 @@ class UserSequences:
     def by_item(self, n_items: int) -> UserSequences:
         """The same events keyed by item (``users`` ↔ ``items`` swapped): every lookup of this
         class then answers "what happened to item i before t" — e.g. :meth:`likes_before`."""
-        swapped = {"user": self.items, "item": self.users, "rating": self.ratings, "timestamp": self.timestamps, "label": self.labels}
+        swapped = {
+            "user": self.items,
+            "item": self.users,
+            "rating": self.ratings,
+            "timestamp": self.timestamps,
+            "label": self.labels,
+        }
         return UserSequences(pd.DataFrame(swapped), n_items)
 
     def end_before(self, users: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -79,7 +85,11 @@ class UserSequences:
         """The up-to-``limit`` most recent events of ``user`` strictly before ``time``
         (``None``: all of the user's events), as a slice into the arrays."""
         start = int(self.offsets[user])
-        end = int(self.offsets[user + 1]) if time is None else int(self.end_before(np.array([user]), np.array([time]))[0])
+        end = (
+            int(self.offsets[user + 1])
+            if time is None
+            else int(self.end_before(np.array([user]), np.array([time]))[0])
+        )
         return slice(max(start, end - limit), end)
 
 
@@ -141,7 +151,9 @@ def build_samples(
     end = source.end_before(users, times)
     start = np.maximum(source.offsets[users], end - history_len)
     frame = inter.assign(hist_start=start, hist_end=end)[eligible]
-    frame = frame[["user", "item", "label", "rating", "timestamp", "split", "hist_start", "hist_end"]].reset_index(drop=True)
+    frame = frame[
+        ["user", "item", "label", "rating", "timestamp", "split", "hist_start", "hist_end"]
+    ].reset_index(drop=True)
     frame.index.name = "sample_id"
     for name in SPLIT_NAMES:
         if not (frame["split"] == name).any():

@@ -63,7 +63,9 @@ def split_interactions(
         raise ConfigError(f"unknown split method {method!r}; choose one of {SPLIT_METHODS}")
     if len(ratios) != 3 or min(ratios) < 0 or not np.isclose(sum(ratios), 1.0) or ratios[0] <= 0:
         raise ConfigError(f"split ratios must be three non-negative numbers summing to 1, got {ratios}")
-    inter = dataset.interactions.sort_values(["user", "timestamp", "item"], kind="stable").reset_index(drop=True)
+    inter = dataset.interactions.sort_values(["user", "timestamp", "item"], kind="stable").reset_index(
+        drop=True
+    )
     edges = np.cumsum(ratios)[:2]
     if method == "per_user":
         pos = inter.groupby("user").cumcount().to_numpy()

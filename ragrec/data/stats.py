@@ -33,7 +33,9 @@ def dataset_statistics(dataset: Dataset, split: Split, samples: Samples) -> pd.D
         **{f"{name}_samples": int((frame["split"] == name).sum()) for name in SPLIT_NAMES},
         "history_scope": samples.history_scope,
         "mean_history_len": float(hist_len.mean()),
-        "test_cold_start_share": float((~test["user"].isin(train_users)).mean()) if len(test) else float("nan"),
+        "test_cold_start_share": float((~test["user"].isin(train_users)).mean())
+        if len(test)
+        else float("nan"),
         "rows_read": dataset.rows_read,
         "dropped_rows": sum(dataset.dropped.values()),
         **{f"dropped_{reason}": dataset.dropped.get(reason, 0) for reason in DROP_REASONS},
@@ -46,5 +48,8 @@ def loading_report(dataset: Dataset) -> pd.DataFrame:
     """Every reason a row was dropped or repaired while loading, with its count and meaning:
     columns ``file`` (``interactions`` or ``items/users``), ``reason``, ``rows``, ``meaning``."""
     rows = [("interactions", r, dataset.dropped.get(r, 0), meaning) for r, meaning in DROP_REASONS.items()]
-    rows += [("items/users", r, dataset.metadata_issues.get(r, 0), meaning) for r, meaning in METADATA_REASONS.items()]
+    rows += [
+        ("items/users", r, dataset.metadata_issues.get(r, 0), meaning)
+        for r, meaning in METADATA_REASONS.items()
+    ]
     return pd.DataFrame(rows, columns=["file", "reason", "rows", "meaning"])

@@ -68,11 +68,20 @@ def make_synthetic(
         for i in range(n_items)
     ]
     item_table = pd.DataFrame(
-        {"title": titles, "genres": [_GENRES[c] for c in item_comm], "year": rng.integers(1950, 2020, size=n_items).astype(str)}
+        {
+            "title": titles,
+            "genres": [_GENRES[c] for c in item_comm],
+            "year": rng.integers(1950, 2020, size=n_items).astype(str),
+        }
     )
     user_table = pd.DataFrame({"community": [_GENRES[c] for c in user_comm]})
     return canonicalize(
-        "synthetic", raw, item_table, user_table,
-        label=lambda r: r > 3, label_rule="rating > 3", has_timestamps=True,
+        "synthetic",
+        raw,
+        item_table,
+        user_table,
+        label=lambda r: r > 3,
+        label_rule="rating > 3",
+        has_timestamps=True,
         counts=RowCounts(source="the synthetic generator", rows_read=len(raw)),
     )

@@ -27,13 +27,26 @@ from ragrec.metrics import auc, auc_ci, paired_auc_difference
 from ragrec.results import read_csv
 
 PAIR_UNIFORM = "predictions_gcn_pair_beta0.csv"
-ABLATION_COLUMNS = ("ablation", "variant", "reference", "head_layer", "auc", "auc_ci_low", "auc_ci_high",
-                    "reference_minus_variant", "diff_ci_low", "diff_ci_high", "n")
+ABLATION_COLUMNS = (
+    "ablation",
+    "variant",
+    "reference",
+    "head_layer",
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "reference_minus_variant",
+    "diff_ci_low",
+    "diff_ci_high",
+    "n",
+)
 
 
 def head_columns(frame: pd.DataFrame) -> list[str]:
     """The ``p_head_<layer>`` columns, shallowest first."""
-    return sorted((c for c in frame.columns if c.startswith("p_head_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+    return sorted(
+        (c for c in frame.columns if c.startswith("p_head_")), key=lambda c: int(c.rsplit("_", 1)[1])
+    )
 
 
 def _load(directory: Path, name: str) -> pd.DataFrame | None:
@@ -41,8 +54,15 @@ def _load(directory: Path, name: str) -> pd.DataFrame | None:
     return read_csv(path).sort_values("sample_id").reset_index(drop=True) if path.exists() else None
 
 
-def compare(ablation: str, reference_name: str, reference: pd.DataFrame, variants: dict[str, pd.DataFrame], *,
-            n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def compare(
+    ablation: str,
+    reference_name: str,
+    reference: pd.DataFrame,
+    variants: dict[str, pd.DataFrame],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Per variant and head: AUC with interval, and AUC(reference) − AUC(variant) paired on the
     same samples (the reference's own rows carry no difference)."""
     rows = []
@@ -52,14 +72,25 @@ def compare(ablation: str, reference_name: str, reference: pd.DataFrame, variant
         if not frame["sample_id"].equals(paired["sample_id"]):
             raise DataError(f"{ablation} ablation: {name!r} scores samples that {reference_name!r} does not")
         if head_columns(frame) != heads:
-            raise DataError(f"{ablation} ablation: {name!r} has heads {head_columns(frame)}, expected {heads}")
+            raise DataError(
+                f"{ablation} ablation: {name!r} has heads {head_columns(frame)}, expected {heads}"
+            )
         labels = frame["label"].to_numpy()
         for col in heads:
             lo, hi = auc_ci(labels, frame[col], n_boot=n_boot, seed=seed)
-            row = {"ablation": ablation, "variant": name, "reference": reference_name, "head_layer": int(col.rsplit("_", 1)[1]),
-                   "auc": auc(labels, frame[col]), "auc_ci_low": lo, "auc_ci_high": hi,
-                   "reference_minus_variant": float("nan"), "diff_ci_low": float("nan"), "diff_ci_high": float("nan"),
-                   "n": len(frame)}
+            row = {
+                "ablation": ablation,
+                "variant": name,
+                "reference": reference_name,
+                "head_layer": int(col.rsplit("_", 1)[1]),
+                "auc": auc(labels, frame[col]),
+                "auc_ci_low": lo,
+                "auc_ci_high": hi,
+                "reference_minus_variant": float("nan"),
+                "diff_ci_low": float("nan"),
+                "diff_ci_high": float("nan"),
+                "n": len(frame),
+            }
             if name != reference_name:
                 d = paired_auc_difference(labels, paired[col], frame[col], n_boot=n_boot, seed=seed)
                 row.update(reference_minus_variant=d.diff, diff_ci_low=d.ci_low, diff_ci_high=d.ci_high)
@@ -67,21 +98,31 @@ def compare(ablation: str, reference_name: str, reference: pd.DataFrame, variant
     return pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
 
 
-def context_ablation(directory: str | Path, contexts: tuple[str, ...], *, reference: str = "gcn", n_boot: int = 1000,
-                     seed: int = 0) -> pd.DataFrame:
+def context_ablation(
+    directory: str | Path,
+    contexts: tuple[str, ...],
+    *,
+    reference: str = "gcn",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
     """The context ablation from ``predictions_<context>.csv`` (contexts without a file are
     skipped; empty table when the reference's file is absent)."""
     d = Path(directory)
     ref = _load(d, f"predictions_{reference}.csv")
     if ref is None:
         return pd.DataFrame(columns=list(ABLATION_COLUMNS))
-    variants = {c: f for c in contexts if c != reference and (f := _load(d, f"predictions_{c}.csv")) is not None}
+    variants = {
+        c: f for c in contexts if c != reference and (f := _load(d, f"predictions_{c}.csv")) is not None
+    }
     return compare("context", reference, ref, variants, n_boot=n_boot, seed=seed)
 
 
 def beta_pair_files(directory: str | Path) -> tuple[str, str] | None:
     """The prediction files of the β pair, (β > 0, β = 0), or None when the recommender wrote none."""
-    decayed = sorted(p.name for p in Path(directory).glob("predictions_gcn_pair_beta*.csv") if p.name != PAIR_UNIFORM)
+    decayed = sorted(
+        p.name for p in Path(directory).glob("predictions_gcn_pair_beta*.csv") if p.name != PAIR_UNIFORM
+    )
     if not decayed or not (Path(directory) / PAIR_UNIFORM).exists():
         return None
     return decayed[0], PAIR_UNIFORM
@@ -98,7 +139,9 @@ def beta_ablation(directory: str | Path, beta: float, *, n_boot: int = 1000, see
     return compare("beta", f"beta={beta:g}", main, {"beta=0": uniform}, n_boot=n_boot, seed=seed)
 
 
-def cf_ablation(directory: str | Path, contexts: tuple[str, ...], *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def cf_ablation(
+    directory: str | Path, contexts: tuple[str, ...], *, n_boot: int = 1000, seed: int = 0
+) -> pd.DataFrame:
     """Beyond the paper: the main model against its ``cf`` variant (collaborative tokens) under each
     context both were scored in, on the same samples (``predictions_<context>[_cf].csv``)."""
     d = Path(directory)
@@ -120,8 +163,15 @@ def dtype_ablation(directory: str | Path, dtype: str, *, n_boot: int = 1000, see
     return compare("dtype", dtype, main, {"float32": fp32}, n_boot=n_boot, seed=seed)
 
 
-def run_ablations(directory: str | Path, contexts: tuple[str, ...], beta: float, *, n_boot: int = 1000, seed: int = 0,
-                  dtype: str = "float32") -> pd.DataFrame:
+def run_ablations(
+    directory: str | Path,
+    contexts: tuple[str, ...],
+    beta: float,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    dtype: str = "float32",
+) -> pd.DataFrame:
     """Every ablation as one table (the ``ablations.csv`` of a results directory): contexts, β,
     and beyond the paper the collaborative tokens and the scoring dtype."""
     parts = [

@@ -54,14 +54,29 @@ from ragrec.metrics import auc, auc_ci, logloss, paired_auc_difference
 from ragrec.results import Provenance, read_csv, result_dir, write_csv
 
 BASELINES = (
-    "popularity", "logistic_regression", "logistic_regression_before", "lightgcn_score", "recent_mean_rating",
+    "popularity",
+    "logistic_regression",
+    "logistic_regression_before",
+    "lightgcn_score",
+    "recent_mean_rating",
     "prompt_shares",
 )
 PROBABILISTIC = frozenset({"logistic_regression", "logistic_regression_before", "prompt_shares"})
 """Baselines whose scores are probabilities, so a LogLoss is meaningful."""
 
-TABLE_COLUMNS = ("method", "kind", "auc", "auc_ci_low", "auc_ci_high", "logloss", "n", "n_train",
-                 "llm_minus_baseline", "diff_ci_low", "diff_ci_high")
+TABLE_COLUMNS = (
+    "method",
+    "kind",
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "logloss",
+    "n",
+    "n_train",
+    "llm_minus_baseline",
+    "diff_ci_low",
+    "diff_ci_high",
+)
 _SPLIT_TOKENS = re.compile(r"\s*[,|;]\s*")
 
 
@@ -102,17 +117,25 @@ class BaselineConfig:
 # the predictors
 
 
-def item_likes_before(train: pd.DataFrame, samples: Samples, n_items: int, *, has_timestamps: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def item_likes_before(
+    train: pd.DataFrame, samples: Samples, n_items: int, *, has_timestamps: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Per sample: (the target item's training interactions strictly before the sample's time,
     how many of them were likes) — every training interaction of it when ``has_timestamps`` is
     False. The counts the prompts state (:mod:`ragrec.model.prompts`), by the same lookup."""
     frame = samples.frame
-    times = frame["timestamp"].to_numpy(np.int64) if has_timestamps else np.full(len(frame), np.iinfo(np.int64).max)
+    times = (
+        frame["timestamp"].to_numpy(np.int64)
+        if has_timestamps
+        else np.full(len(frame), np.iinfo(np.int64).max)
+    )
     by_item = UserSequences(train, int(train["user"].max()) + 1 if len(train) else 0).by_item(n_items)
     return by_item.likes_before(frame["item"].to_numpy(np.int64), times)
 
 
-def popularity_scores(train: pd.DataFrame, samples: Samples, n_items: int, *, has_timestamps: bool = True) -> np.ndarray:
+def popularity_scores(
+    train: pd.DataFrame, samples: Samples, n_items: int, *, has_timestamps: bool = True
+) -> np.ndarray:
     """Per sample: the target item's training interactions strictly before the sample's time
     (every training interaction of it when ``has_timestamps`` is False)."""
     return item_likes_before(train, samples, n_items, has_timestamps=has_timestamps)[0].astype(float)
@@ -131,7 +154,9 @@ def recent_mean_rating(samples: Samples, fallback: float) -> np.ndarray:
 def _history_mean(samples: Samples, values: np.ndarray, fallback: float) -> np.ndarray:
     frame = samples.frame
     out = np.full(len(frame), float(fallback))
-    for j, (a, b) in enumerate(zip(frame["hist_start"].to_numpy(np.int64), frame["hist_end"].to_numpy(np.int64))):
+    for j, (a, b) in enumerate(
+        zip(frame["hist_start"].to_numpy(np.int64), frame["hist_end"].to_numpy(np.int64))
+    ):
         if b > a:
             out[j] = float(values[a:b].mean())
     return out
@@ -143,7 +168,9 @@ def item_attribute_tokens(items: pd.DataFrame, columns: tuple[str, ...] | None =
     cols = [c for c in items.columns if c != "title"] if columns is None else list(columns)
     absent = [c for c in cols if c not in items.columns]
     if absent:
-        raise ConfigError(f"item attribute column(s) {absent} not in the dataset; it has {list(items.columns)}")
+        raise ConfigError(
+            f"item attribute column(s) {absent} not in the dataset; it has {list(items.columns)}"
+        )
     tokens: list[list[str]] = []
     for _, row in items[cols].iterrows():
         own = []
@@ -161,7 +188,9 @@ def _features(samples: Samples, item_tokens: list[list[str]]) -> list[dict[str, 
     ]
 
 
-def logistic_regression_scores(train: Samples, test: Samples, items: pd.DataFrame, config: BaselineConfig = BaselineConfig()) -> np.ndarray:
+def logistic_regression_scores(
+    train: Samples, test: Samples, items: pd.DataFrame, config: BaselineConfig = BaselineConfig()
+) -> np.ndarray:
     """P(label = 1) from a logistic regression on user id, item id and item attribute tokens,
     fitted on ``train`` samples (ids/tokens never seen in training contribute nothing)."""
     from sklearn.feature_extraction import DictVectorizer
@@ -204,8 +233,15 @@ def logistic_regression_before_scores(
     return out
 
 
-def prompt_share_scores(train_interactions: pd.DataFrame, train: Samples, test: Samples, n_items: int, *,
-                        has_timestamps: bool = True, config: BaselineConfig = BaselineConfig()) -> np.ndarray:
+def prompt_share_scores(
+    train_interactions: pd.DataFrame,
+    train: Samples,
+    test: Samples,
+    n_items: int,
+    *,
+    has_timestamps: bool = True,
+    config: BaselineConfig = BaselineConfig(),
+) -> np.ndarray:
     """P(label = 1) from a logistic regression on the prompts' like shares, fitted on ``train``.
 
     Features: the logit of the item's like share among its earlier training ratings, smoothed
@@ -243,8 +279,16 @@ def lightgcn_scores(user_embeddings: np.ndarray, item_embeddings: np.ndarray, sa
 # scoring and the table
 
 
-def score_table(labels: np.ndarray, scores: dict[str, np.ndarray], kinds: dict[str, str], *, n_train: dict[str, int] | None = None,
-                reference: str | None = None, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def score_table(
+    labels: np.ndarray,
+    scores: dict[str, np.ndarray],
+    kinds: dict[str, str],
+    *,
+    n_train: dict[str, int] | None = None,
+    reference: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
     """One row per method: AUC with its bootstrap interval, LogLoss (probabilities only), and —
     when ``reference`` names one of ``scores`` — the paired-bootstrap AUC difference
     reference − method on the same samples."""
@@ -252,10 +296,17 @@ def score_table(labels: np.ndarray, scores: dict[str, np.ndarray], kinds: dict[s
     for method, s in scores.items():
         lo, hi = auc_ci(labels, s, n_boot=n_boot, seed=seed)
         row = {
-            "method": method, "kind": kinds.get(method, ""), "auc": auc(labels, s), "auc_ci_low": lo, "auc_ci_high": hi,
+            "method": method,
+            "kind": kinds.get(method, ""),
+            "auc": auc(labels, s),
+            "auc_ci_low": lo,
+            "auc_ci_high": hi,
             "logloss": logloss(labels, s) if _is_probability(method, kinds) else np.nan,
-            "n": len(s), "n_train": (n_train or {}).get(method, np.nan),
-            "llm_minus_baseline": np.nan, "diff_ci_low": np.nan, "diff_ci_high": np.nan,
+            "n": len(s),
+            "n_train": (n_train or {}).get(method, np.nan),
+            "llm_minus_baseline": np.nan,
+            "diff_ci_low": np.nan,
+            "diff_ci_high": np.nan,
         }
         if reference is not None and method != reference:
             d = paired_auc_difference(labels, scores[reference], s, n_boot=n_boot, seed=seed)
@@ -268,8 +319,14 @@ def _is_probability(method: str, kinds: dict[str, str]) -> bool:
     return method in PROBABILISTIC or kinds.get(method) == "llm"
 
 
-def score_baselines(dataset: Dataset, train_interactions: pd.DataFrame, train: Samples, test: Samples,
-                    embeddings: tuple[np.ndarray, np.ndarray] | None, config: BaselineConfig = BaselineConfig()) -> dict[str, np.ndarray]:
+def score_baselines(
+    dataset: Dataset,
+    train_interactions: pd.DataFrame,
+    train: Samples,
+    test: Samples,
+    embeddings: tuple[np.ndarray, np.ndarray] | None,
+    config: BaselineConfig = BaselineConfig(),
+) -> dict[str, np.ndarray]:
     """Scores of every configured baseline on ``test`` (see the module docstring).
 
     Args:
@@ -280,7 +337,9 @@ def score_baselines(dataset: Dataset, train_interactions: pd.DataFrame, train: S
     out: dict[str, np.ndarray] = {}
     for method in config.methods:
         if method == "popularity":
-            out[method] = popularity_scores(train_interactions, test, dataset.n_items, has_timestamps=dataset.has_timestamps)
+            out[method] = popularity_scores(
+                train_interactions, test, dataset.n_items, has_timestamps=dataset.has_timestamps
+            )
         elif method == "logistic_regression":
             out[method] = logistic_regression_scores(train, test, dataset.items, config)
         elif method == "logistic_regression_before":
@@ -290,14 +349,22 @@ def score_baselines(dataset: Dataset, train_interactions: pd.DataFrame, train: S
                 raise ConfigError("lightgcn_score needs the trained LightGCN embeddings")
             out[method] = lightgcn_scores(*embeddings, test)
         elif method == "prompt_shares":
-            out[method] = prompt_share_scores(train_interactions, train, test, dataset.n_items,
-                                              has_timestamps=dataset.has_timestamps, config=config)
+            out[method] = prompt_share_scores(
+                train_interactions,
+                train,
+                test,
+                dataset.n_items,
+                has_timestamps=dataset.has_timestamps,
+                config=config,
+            )
         else:
             out[method] = recent_mean_rating(test, float(train_interactions["rating"].mean()))
     return out
 
 
-def llm_predictions(out_dir: os.PathLike, contexts: tuple[str, ...], sample_ids: np.ndarray) -> dict[str, np.ndarray]:
+def llm_predictions(
+    out_dir: os.PathLike, contexts: tuple[str, ...], sample_ids: np.ndarray
+) -> dict[str, np.ndarray]:
     """The recommender's final-head P(Yes) per context from ``predictions_<context>.csv``,
     aligned to ``sample_ids``; contexts without a file, or scored on a subset of the samples only,
     are left out.
@@ -311,20 +378,26 @@ def llm_predictions(out_dir: os.PathLike, contexts: tuple[str, ...], sample_ids:
         if not os.path.exists(path):
             continue
         frame = read_csv(path)
-        heads = sorted((c for c in frame.columns if c.startswith("p_head_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+        heads = sorted(
+            (c for c in frame.columns if c.startswith("p_head_")), key=lambda c: int(c.rsplit("_", 1)[1])
+        )
         if not heads:
             raise DataError(f"{path} has no p_head_<layer> column")
         ids, wanted = set(frame["sample_id"].to_numpy().tolist()), set(np.asarray(sample_ids).tolist())
         if ids < wanted:
             continue  # a context scored on the reduced subset only: the ablations chapter compares it
         if ids != wanted:
-            raise DataError(f"{path} scores other samples than the baselines' test samples; rerun the recommender step")
+            raise DataError(
+                f"{path} scores other samples than the baselines' test samples; rerun the recommender step"
+            )
         aligned = frame.set_index("sample_id").loc[np.asarray(sample_ids)]
         out[f"llm_{ctx}_head{heads[-1].rsplit('_', 1)[1]}"] = aligned[heads[-1]].to_numpy(float)
     return out
 
 
-def run_baselines(profile: Profile, *, config: BaselineConfig | None = None, data_root=None, results_root=None) -> pd.DataFrame:
+def run_baselines(
+    profile: Profile, *, config: BaselineConfig | None = None, data_root=None, results_root=None
+) -> pd.DataFrame:
     """Score the baselines (and the LLM, when its predictions exist) on the recommender's test
     samples; write ``baselines.csv``, ``predictions_baselines.csv`` and provenance."""
     from ragrec.experiments.prepare import fit_retrievers, prepare_data
@@ -341,7 +414,11 @@ def run_baselines(profile: Profile, *, config: BaselineConfig | None = None, dat
     test = prepared.test
     scores = score_baselines(prepared.dataset, prepared.split.train, all_train, test, embeddings, config)
     kinds = {m: "baseline" for m in scores}
-    n_train = {"logistic_regression": len(all_train), "logistic_regression_before": len(all_train), "prompt_shares": len(all_train)}
+    n_train = {
+        "logistic_regression": len(all_train),
+        "logistic_regression_before": len(all_train),
+        "prompt_shares": len(all_train),
+    }
     out_dir = result_dir(profile.name, profile.data.dataset, results_root)
     sample_ids = test.frame.index.to_numpy()
     llm = llm_predictions(out_dir, profile.contexts, sample_ids)
@@ -349,13 +426,32 @@ def run_baselines(profile: Profile, *, config: BaselineConfig | None = None, dat
         kinds[name] = "llm"
         n_train[name] = len(prepared.train)
     reference = next((n for n in llm if n.startswith("llm_gcn_")), next(iter(llm), None))
-    table = score_table(test.frame["label"].to_numpy(), {**llm, **scores}, kinds, n_train=n_train,
-                        reference=reference, n_boot=config.n_boot, seed=config.seed)
-    predictions = pd.DataFrame({"sample_id": sample_ids, "user": test.frame["user"].to_numpy(),
-                                "item": test.frame["item"].to_numpy(), "label": test.frame["label"].to_numpy(), **scores})
+    table = score_table(
+        test.frame["label"].to_numpy(),
+        {**llm, **scores},
+        kinds,
+        n_train=n_train,
+        reference=reference,
+        n_boot=config.n_boot,
+        seed=config.seed,
+    )
+    predictions = pd.DataFrame(
+        {
+            "sample_id": sample_ids,
+            "user": test.frame["user"].to_numpy(),
+            "item": test.frame["item"].to_numpy(),
+            "label": test.frame["label"].to_numpy(),
+            **scores,
+        }
+    )
     write_csv(table, out_dir / "baselines.csv")
     write_csv(predictions, out_dir / "predictions_baselines.csv")
-    provenance.parameters = {"config": config, "reference": reference, "n_test": len(test), "n_train": len(all_train),
-                             "seconds": time.perf_counter() - started}
+    provenance.parameters = {
+        "config": config,
+        "reference": reference,
+        "n_test": len(test),
+        "n_train": len(all_train),
+        "seconds": time.perf_counter() - started,
+    }
     provenance.write(out_dir, ["baselines.csv", "predictions_baselines.csv"])
     return table

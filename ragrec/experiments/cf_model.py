@@ -55,8 +55,13 @@ def lightgcn_embeddings(retriever: GCNRetriever) -> CFEmbeddings:
     known_users[seqs.users] = True
     known_items = np.zeros(result.item_embeddings.shape[0], dtype=bool)
     known_items[seqs.items] = True
-    return CFEmbeddings(np.asarray(result.user_embeddings, np.float32), np.asarray(result.item_embeddings, np.float32),
-                        known_users, known_items, source="lightgcn")
+    return CFEmbeddings(
+        np.asarray(result.user_embeddings, np.float32),
+        np.asarray(result.item_embeddings, np.float32),
+        known_users,
+        known_items,
+        source="lightgcn",
+    )
 
 
 def probe_features(embeddings: CFEmbeddings, samples: Samples) -> np.ndarray:
@@ -79,7 +84,12 @@ def validation_probe_auc(embeddings: CFEmbeddings, train: Samples, valid: Sample
 
 
 def choose_cf_embeddings(
-    train_interactions: pd.DataFrame, gcn: GCNRetriever, n_items: int, train: Samples, valid: Samples, *,
+    train_interactions: pd.DataFrame,
+    gcn: GCNRetriever,
+    n_items: int,
+    train: Samples,
+    valid: Samples,
+    *,
     config: LikeMFConfig = LikeMFConfig(),
 ) -> tuple[CFEmbeddings, pd.DataFrame]:
     """Fit the like-MF, probe both candidates on validation, return the better one and the
@@ -88,10 +98,17 @@ def choose_cf_embeddings(
         "lightgcn": lightgcn_embeddings(gcn),
         "like_mf": fit_like_mf(train_interactions, gcn.n_users, n_items, config),
     }
-    scores = {name: validation_probe_auc(emb, train, valid, seed=config.seed) for name, emb in candidates.items()}
+    scores = {
+        name: validation_probe_auc(emb, train, valid, seed=config.seed) for name, emb in candidates.items()
+    }
     best = max(scores, key=scores.get)
-    table = pd.DataFrame({"source": list(scores), "valid_probe_auc": list(scores.values()),
-                          "chosen": [name == best for name in scores]})
+    table = pd.DataFrame(
+        {
+            "source": list(scores),
+            "valid_probe_auc": list(scores.values()),
+            "chosen": [name == best for name in scores],
+        }
+    )
     return candidates[best], table
 
 
@@ -106,7 +123,9 @@ def cf_model_dir(profile, results_root=None) -> Path:
 def cf_builder(prepared: Prepared, backbone: Backbone, retrievers: dict[str, Retriever]) -> PromptBuilder:
     """The profile's prompts with the two collaborative slots."""
     p = prepared.profile
-    return PromptBuilder(prepared.dataset, backbone, retrievers["gcn"].sequences, replace(p.prompt, cf_tokens=True))
+    return PromptBuilder(
+        prepared.dataset, backbone, retrievers["gcn"].sequences, replace(p.prompt, cf_tokens=True)
+    )
 
 
 def cf_heads(main: TrainedModel, embeddings: CFEmbeddings, expansion: int, seed: int) -> ExitHeads:
@@ -119,8 +138,14 @@ def cf_heads(main: TrainedModel, embeddings: CFEmbeddings, expansion: int, seed:
 
 
 def train_cf_model(
-    prepared: Prepared, main: TrainedModel, embeddings: CFEmbeddings, retrievers: dict[str, Retriever],
-    train_retrievers: dict, *, results_root=None, progress: bool = True,
+    prepared: Prepared,
+    main: TrainedModel,
+    embeddings: CFEmbeddings,
+    retrievers: dict[str, Retriever],
+    train_retrievers: dict,
+    *,
+    results_root=None,
+    progress: bool = True,
 ) -> TrainedModel:
     """CoLLM's second step on the main model: LoRA and the heads frozen, only the projection
     trains, on the main run's training prompts (or the profile's subset) rebuilt with the slots."""
@@ -139,8 +164,16 @@ def train_cf_model(
         valid = (valid_prompts, prepared.valid.frame["label"].to_numpy())
     config = replace(p.train, lr=s.lr, epochs=s.epochs)
     result = train_multihead(
-        main.backbone, heads, prompts, train.frame["label"].to_numpy(), config, cf_model_dir(p, results_root),
-        valid=valid, progress=progress, cf_ids=cf_ids_of(train), valid_cf_ids=cf_ids_of(prepared.valid),
+        main.backbone,
+        heads,
+        prompts,
+        train.frame["label"].to_numpy(),
+        config,
+        cf_model_dir(p, results_root),
+        valid=valid,
+        progress=progress,
+        cf_ids=cf_ids_of(train),
+        valid_cf_ids=cf_ids_of(prepared.valid),
     )
     return TrainedModel(main.backbone, heads, result, config.beta)
 
@@ -156,8 +189,13 @@ def load_cf_model(prepared: Prepared, backbone: Backbone, *, results_root=None) 
         raise ModelError(f"no trained cf variant at {directory}; run the recommender step first")
     with safe_open(str(path), "pt") as saved:
         users, items = saved.get_slice("cf.users").get_shape(), saved.get_slice("cf.items").get_shape()
-    placeholder = CFEmbeddings(np.zeros(users, np.float32), np.zeros(items, np.float32),
-                               np.ones(users[0], bool), np.ones(items[0], bool), source="checkpoint")
+    placeholder = CFEmbeddings(
+        np.zeros(users, np.float32),
+        np.zeros(items, np.float32),
+        np.ones(users[0], bool),
+        np.ones(items[0], bool),
+        source="checkpoint",
+    )
     heads = cf_heads(main, placeholder, p.cf.expansion, p.seed)
     result = load_trained(directory, main.backbone, heads, "final")
     heads.eval()
@@ -165,30 +203,54 @@ def load_cf_model(prepared: Prepared, backbone: Backbone, *, results_root=None) 
 
 
 def fit_cf_variant(
-    prepared: Prepared, main: TrainedModel, retrievers: dict[str, Retriever], train_retrievers: dict, *,
-    results_root=None, progress: bool = True,
+    prepared: Prepared,
+    main: TrainedModel,
+    retrievers: dict[str, Retriever],
+    train_retrievers: dict,
+    *,
+    results_root=None,
+    progress: bool = True,
 ) -> TrainedModel:
     """Choose the vectors on validation (``cf_choice.csv``) and train the projection on the main
     model (:func:`train_cf_model`), before the main model is merged for scoring."""
     p = prepared.profile
-    embeddings, choice = choose_cf_embeddings(prepared.split.train, retrievers["gcn"], prepared.dataset.n_items,
-                                              prepared.samples.part("train"), prepared.valid,
-                                              config=LikeMFConfig(seed=p.seed))
+    embeddings, choice = choose_cf_embeddings(
+        prepared.split.train,
+        retrievers["gcn"],
+        prepared.dataset.n_items,
+        prepared.samples.part("train"),
+        prepared.valid,
+        config=LikeMFConfig(seed=p.seed),
+    )
     write_csv(choice, result_dir(p.name, p.data.dataset, results_root) / "cf_choice.csv")
-    return train_cf_model(prepared, main, embeddings, retrievers, train_retrievers, results_root=results_root,
-                          progress=progress)
+    return train_cf_model(
+        prepared, main, embeddings, retrievers, train_retrievers, results_root=results_root, progress=progress
+    )
 
 
 def score_cf_variant(
-    prepared: Prepared, model: TrainedModel, retrievers: dict[str, Retriever], *, results_root=None,
+    prepared: Prepared,
+    model: TrainedModel,
+    retrievers: dict[str, Retriever],
+    *,
+    results_root=None,
     progress: bool = True,
 ) -> tuple[list[pd.DataFrame], list[str]]:
     """Save the variant's validation predictions and score it under ``profile.cf.contexts`` on
     the main model's test samples (variant ``cf``). Returns its ``heads.csv`` rows and files."""
     p = prepared.profile
     builder = cf_builder(prepared, model.backbone, retrievers)
-    names = save_validation_predictions(prepared, model, retrievers, builder, results_root=results_root,
-                                        variant="cf", progress=progress)
-    table = evaluate_contexts(prepared, model, retrievers, builder, p.cf.contexts, results_root=results_root,
-                              variant="cf", progress=progress)
+    names = save_validation_predictions(
+        prepared, model, retrievers, builder, results_root=results_root, variant="cf", progress=progress
+    )
+    table = evaluate_contexts(
+        prepared,
+        model,
+        retrievers,
+        builder,
+        p.cf.contexts,
+        results_root=results_root,
+        variant="cf",
+        progress=progress,
+    )
     return [table], ["cf_choice.csv", *names] + [f"predictions_{c}_cf.csv" for c in p.cf.contexts]

@@ -54,7 +54,17 @@ from ragrec.metrics import paired_auc_difference
 from ragrec.results import read_csv
 
 NOT_RUN = "not run"
-CLAIM_COLUMNS = ("claim_id", "claim", "paper", "measure", "estimate", "ci_low", "ci_high", "verdict", "evidence")
+CLAIM_COLUMNS = (
+    "claim_id",
+    "claim",
+    "paper",
+    "measure",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "verdict",
+    "evidence",
+)
 
 
 @dataclass(frozen=True)
@@ -103,20 +113,29 @@ def _read(directory: Path, name: str) -> pd.DataFrame | None:
 
 
 def final_head_column(frame: pd.DataFrame) -> str:
-    heads = sorted((c for c in frame.columns if c.startswith("p_head_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+    heads = sorted(
+        (c for c in frame.columns if c.startswith("p_head_")), key=lambda c: int(c.rsplit("_", 1)[1])
+    )
     if not heads:
         raise DataError("a predictions table has no p_head_<layer> column")
     return heads[-1]
 
 
-def paired_final_head(a: pd.DataFrame, b: pd.DataFrame, settings: ClaimSettings) -> tuple[float, float, float]:
+def paired_final_head(
+    a: pd.DataFrame, b: pd.DataFrame, settings: ClaimSettings
+) -> tuple[float, float, float]:
     """AUC(a) − AUC(b) of the final heads on the samples both scored, with a paired bootstrap."""
     merged = a.merge(b, on="sample_id", suffixes=("_a", "_b"))
     if len(merged) != len(a) or len(merged) != len(b):
         raise DataError("the two predictions tables score different samples")
     col_a, col_b = final_head_column(a), final_head_column(b)
-    d = paired_auc_difference(merged["label_a"], merged[f"{col_a}_a"], merged[f"{col_b}_b"],
-                              n_boot=settings.n_boot, seed=settings.seed)
+    d = paired_auc_difference(
+        merged["label_a"],
+        merged[f"{col_a}_a"],
+        merged[f"{col_b}_b"],
+        n_boot=settings.n_boot,
+        seed=settings.seed,
+    )
     return d.diff, d.ci_low, d.ci_high
 
 
@@ -132,8 +151,12 @@ def _retrieval_rows(d: Path, k: int | None) -> pd.DataFrame | None:
 
 
 def check_faster_retrieval(d: Path, s: ClaimSettings) -> ClaimCheck:
-    base = ClaimCheck("faster_retrieval", "The GCN-Retriever retrieves similar users faster than the LLM-based retriever.",
-                      "up to 4.72× faster retrieval", "p50 latency ratio LLM / GCN (×)")
+    base = ClaimCheck(
+        "faster_retrieval",
+        "The GCN-Retriever retrieves similar users faster than the LLM-based retriever.",
+        "up to 4.72× faster retrieval",
+        "p50 latency ratio LLM / GCN (×)",
+    )
     rows = _retrieval_rows(d, s.k)
     if rows is None:
         return base
@@ -142,16 +165,24 @@ def check_faster_retrieval(d: Path, s: ClaimSettings) -> ClaimCheck:
     if gcn.empty or llm.empty:
         return base
     ratio = float(llm["p50_ms"].iloc[0] / gcn["p50_ms"].iloc[0])
-    return _with(base, ratio, verdict=point_verdict(ratio, 1.0), evidence=f"retrieval.csv, k={int(rows['k'].iloc[0])}")
+    return _with(
+        base, ratio, verdict=point_verdict(ratio, 1.0), evidence=f"retrieval.csv, k={int(rows['k'].iloc[0])}"
+    )
 
 
 def check_gcn_auc_vs_llm(d: Path, s: ClaimSettings) -> ClaimCheck:
-    base = ClaimCheck("gcn_auc_vs_llm", "Prompts with GCN-retrieved users score an AUC at least as high as with LLM-retrieved users.",
-                      "AUC 72.51 vs 69.05 (BookCrossing)", "AUC(GCN context) − AUC(LLM context), final head")
+    base = ClaimCheck(
+        "gcn_auc_vs_llm",
+        "Prompts with GCN-retrieved users score an AUC at least as high as with LLM-retrieved users.",
+        "AUC 72.51 vs 69.05 (BookCrossing)",
+        "AUC(GCN context) − AUC(LLM context), final head",
+    )
     return _paired_check(base, d, s, "predictions_gcn.csv", "predictions_llm.csv", at_least=True)
 
 
-def _paired_check(base: ClaimCheck, d: Path, s: ClaimSettings, a_name: str, b_name: str, *, at_least: bool) -> ClaimCheck:
+def _paired_check(
+    base: ClaimCheck, d: Path, s: ClaimSettings, a_name: str, b_name: str, *, at_least: bool
+) -> ClaimCheck:
     """The claim judged on the paired-bootstrap final-head AUC difference of two prediction files."""
     a, b = _read(d, a_name), _read(d, b_name)
     if a is None or b is None:
@@ -174,9 +205,12 @@ def early_exit_operating_point(frame: pd.DataFrame) -> pd.Series | None:
 
 
 def check_early_exit_rps(d: Path, s: ClaimSettings) -> ClaimCheck:
-    base = ClaimCheck("early_exit_rps", "Early exit raises requests per second while keeping AUC.",
-                      "higher RPS at kept AUC (main table)",
-                      "RPS ratio early exit / the same engine at full depth, at the operating point")
+    base = ClaimCheck(
+        "early_exit_rps",
+        "Early exit raises requests per second while keeping AUC.",
+        "higher RPS at kept AUC (main table)",
+        "RPS ratio early exit / the same engine at full depth, at the operating point",
+    )
     frame = _main_variant(_read(d, "early_exit.csv"))
     if frame is None:
         return base
@@ -189,12 +223,18 @@ def check_early_exit_rps(d: Path, s: ClaimSettings) -> ClaimCheck:
         sweep = sweep[sweep["split"] == "test"]
     auc, full_auc, source = operating_point_auc(frame, point, sweep)
     kept = auc >= full_auc - s.max_auc_drop
-    verdict = point_verdict(speedup, 1.0) if kept or speedup <= 1.0 else "contradicted (AUC not kept; no interval)"
+    verdict = (
+        point_verdict(speedup, 1.0) if kept or speedup <= 1.0 else "contradicted (AUC not kept; no interval)"
+    )
     form = f" {point['form']}" if "form" in point.index else ""
     chosen = f", τ chosen on {point['chosen_on']}" if isinstance(point.get("chosen_on"), str) else ""
-    return _with(base, speedup, verdict=verdict,
-                 evidence=f"early_exit.csv,{form} τ={point['tau']:g}{chosen}; {against}; "
-                          f"AUC {auc:.4f} vs full {full_auc:.4f} ({source})")
+    return _with(
+        base,
+        speedup,
+        verdict=verdict,
+        evidence=f"early_exit.csv,{form} τ={point['tau']:g}{chosen}; {against}; "
+        f"AUC {auc:.4f} vs full {full_auc:.4f} ({source})",
+    )
 
 
 def _early_exit_speedup(point: pd.Series) -> tuple[float, str]:
@@ -214,12 +254,18 @@ def _main_variant(frame: pd.DataFrame | None) -> pd.DataFrame | None:
     return frame[frame["variant"] == "main"].reset_index(drop=True)
 
 
-def operating_point_auc(frame: pd.DataFrame, point: pd.Series, sweep: pd.DataFrame | None) -> tuple[float, float, str]:
+def operating_point_auc(
+    frame: pd.DataFrame, point: pd.Series, sweep: pd.DataFrame | None
+) -> tuple[float, float, str]:
     """(AUC at the operating point, AUC at full depth, where both come from). The sweep's row for
     the point's form and τ scores every test sample, and stands for the engine when the engine's
     exit layers matched the simulated ones on every timed request (``exit_agreement`` = 1); else
     the timed requests' own AUCs in ``early_exit.csv``."""
-    if sweep is not None and {"form", "exit_agreement"} <= set(point.index) and float(point["exit_agreement"]) == 1.0:
+    if (
+        sweep is not None
+        and {"form", "exit_agreement"} <= set(point.index)
+        and float(point["exit_agreement"]) == 1.0
+    ):
         rows = sweep[(sweep["form"] == point["form"]) & np.isclose(sweep["tau"], float(point["tau"]))]
         if "split" in rows.columns:  # the sweep also holds the validation rows that chose τ
             rows = rows[rows["split"] == "test"]
@@ -236,8 +282,12 @@ def operating_point_auc(frame: pd.DataFrame, point: pd.Series, sweep: pd.DataFra
 
 
 def check_pipeline_rps(d: Path, s: ClaimSettings) -> ClaimCheck:
-    base = ClaimCheck("pipeline_rps", "GCN retrieval with early exit serves more whole requests per second than LLM retrieval at full depth.",
-                      "RPS 3.83 → 4.57 (Video Games)", "requests/s ratio e2e GCN + exit / e2e LLM + full")
+    base = ClaimCheck(
+        "pipeline_rps",
+        "GCN retrieval with early exit serves more whole requests per second than LLM retrieval at full depth.",
+        "RPS 3.83 → 4.57 (Video Games)",
+        "requests/s ratio e2e GCN + exit / e2e LLM + full",
+    )
     frame = _main_variant(_read(d, "early_exit.csv"))
     if frame is None:
         return base
@@ -245,30 +295,49 @@ def check_pipeline_rps(d: Path, s: ClaimSettings) -> ClaimCheck:
     if not {"e2e_gcn_exit", "e2e_llm_full"} <= set(rows.index):
         return base
     ratio = float(rows.loc["e2e_gcn_exit", "rps"] / rows.loc["e2e_llm_full", "rps"])
-    return _with(base, ratio, verdict=point_verdict(ratio, 1.0), evidence="early_exit.csv, e2e_gcn_exit / e2e_llm_full")
+    return _with(
+        base, ratio, verdict=point_verdict(ratio, 1.0), evidence="early_exit.csv, e2e_gcn_exit / e2e_llm_full"
+    )
 
 
 def check_lr_decay(d: Path, s: ClaimSettings) -> ClaimCheck:
-    base = ClaimCheck("lr_decay_helps", "Depth-wise learning-rate decay of the exit heads improves accuracy.",
-                      "reported as an improvement (no figure available here)", "AUC(β > 0) − AUC(β = 0), final head, GCN context")
+    base = ClaimCheck(
+        "lr_decay_helps",
+        "Depth-wise learning-rate decay of the exit heads improves accuracy.",
+        "reported as an improvement (no figure available here)",
+        "AUC(β > 0) − AUC(β = 0), final head, GCN context",
+    )
     files = beta_pair_files(d)
     if files is None:
         return base
     check = _paired_check(base, d, s, *files, at_least=False)
-    return _with(check, check.estimate, check.ci_low, check.ci_high, check.verdict,
-                 f"{check.evidence}: two runs identical but for β, each with its complete schedule")
+    return _with(
+        check,
+        check.estimate,
+        check.ci_low,
+        check.ci_high,
+        check.verdict,
+        f"{check.evidence}: two runs identical but for β, each with its complete schedule",
+    )
 
 
 def check_cf_tokens(d: Path, s: ClaimSettings) -> ClaimCheck:
-    base = ClaimCheck("cf_tokens_help", "Beyond the paper: collaborative soft tokens in the prompt raise the AUC.",
-                      "beyond the paper (CoLLM, Vicuna-7B on ML-1M: 0.7097 → 0.7295)",
-                      "AUC(with CF tokens) − AUC(without), final head, GCN context")
+    base = ClaimCheck(
+        "cf_tokens_help",
+        "Beyond the paper: collaborative soft tokens in the prompt raise the AUC.",
+        "beyond the paper (CoLLM, Vicuna-7B on ML-1M: 0.7097 → 0.7295)",
+        "AUC(with CF tokens) − AUC(without), final head, GCN context",
+    )
     return _paired_check(base, d, s, "predictions_gcn_cf.csv", "predictions_gcn.csv", at_least=True)
 
 
 def check_layer_mean(d: Path, s: ClaimSettings) -> ClaimCheck:
-    base = ClaimCheck("layer_mean_beats_last", "Averaging the GCN's layer outputs retrieves better neighbours than the last layer.",
-                      "reported as better (ablation; figure not available here)", "neighbour hit rate, mean − last layer")
+    base = ClaimCheck(
+        "layer_mean_beats_last",
+        "Averaging the GCN's layer outputs retrieves better neighbours than the last layer.",
+        "reported as better (ablation; figure not available here)",
+        "neighbour hit rate, mean − last layer",
+    )
     rows = _retrieval_rows(d, s.k)
     if rows is None:
         return base
@@ -276,16 +345,32 @@ def check_layer_mean(d: Path, s: ClaimSettings) -> ClaimCheck:
     if not {"mean", "last"} <= set(gcn.index):
         return base
     diff = float(gcn.loc["mean", "neighbour_hit_rate"] - gcn.loc["last", "neighbour_hit_rate"])
-    return _with(base, diff, verdict=point_verdict(diff), evidence=f"retrieval.csv, k={int(rows['k'].iloc[0])}")
+    return _with(
+        base, diff, verdict=point_verdict(diff), evidence=f"retrieval.csv, k={int(rows['k'].iloc[0])}"
+    )
 
 
-def _with(base: ClaimCheck, estimate: float, lo: float = math.nan, hi: float = math.nan, verdict: str = NOT_RUN, evidence: str = "") -> ClaimCheck:
-    return ClaimCheck(base.claim_id, base.claim, base.paper, base.measure, estimate, lo, hi, verdict, evidence)
+def _with(
+    base: ClaimCheck,
+    estimate: float,
+    lo: float = math.nan,
+    hi: float = math.nan,
+    verdict: str = NOT_RUN,
+    evidence: str = "",
+) -> ClaimCheck:
+    return ClaimCheck(
+        base.claim_id, base.claim, base.paper, base.measure, estimate, lo, hi, verdict, evidence
+    )
 
 
 CHECKS: tuple[Callable[[Path, ClaimSettings], ClaimCheck], ...] = (
-    check_faster_retrieval, check_gcn_auc_vs_llm, check_early_exit_rps, check_lr_decay, check_layer_mean,
-    check_pipeline_rps, check_cf_tokens,
+    check_faster_retrieval,
+    check_gcn_auc_vs_llm,
+    check_early_exit_rps,
+    check_lr_decay,
+    check_layer_mean,
+    check_pipeline_rps,
+    check_cf_tokens,
 )
 
 
@@ -294,4 +379,3 @@ def check_claims(directory: str | Path, settings: ClaimSettings = ClaimSettings(
     d = Path(directory)
     rows = [asdict(check(d, settings)) for check in CHECKS]
     return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
-

@@ -98,7 +98,9 @@ def context_neighbours(retriever: Retriever | FoldedRetriever, samples: Samples,
     if isinstance(retriever, (FoldedRetriever, LeaveTargetOut)):
         return retriever.neighbours(samples, k)
     frame = samples.frame
-    return retriever.retrieve(frame["user"].to_numpy(), k, before=frame["timestamp"].to_numpy(), precomputed=True)
+    return retriever.retrieve(
+        frame["user"].to_numpy(), k, before=frame["timestamp"].to_numpy(), precomputed=True
+    )
 
 
 def encode_contexts(
@@ -125,7 +127,10 @@ def mixed_contexts(n: int, contexts: tuple[str, ...], seed: int) -> list[str]:
 
 
 def information_rows(
-    train_sequences, parts: dict[str, tuple[Samples, dict[str, Retriever | FoldedRetriever]]], k: int, vote_k: int,
+    train_sequences,
+    parts: dict[str, tuple[Samples, dict[str, Retriever | FoldedRetriever]]],
+    k: int,
+    vote_k: int,
 ) -> pd.DataFrame:
     """Vote coverage and the neighbours' later-interaction share per context and sample set.
 
@@ -146,7 +151,13 @@ def information_rows(
             if hoods is None:
                 continue
             times = samples.frame["timestamp"].to_numpy()
-            rows.append({"set": name, "context": ctx, "n": len(samples),
-                         "vote_coverage": vote_coverage(train_sequences, samples, hoods, vote_k),
-                         "later_share": later_interaction_share(train_sequences, hoods[:, :k], times)})
+            rows.append(
+                {
+                    "set": name,
+                    "context": ctx,
+                    "n": len(samples),
+                    "vote_coverage": vote_coverage(train_sequences, samples, hoods, vote_k),
+                    "later_share": later_interaction_share(train_sequences, hoods[:, :k], times),
+                }
+            )
     return pd.DataFrame(rows, columns=["set", "context", "n", "vote_coverage", "later_share"])

@@ -115,7 +115,8 @@ def _timed_call(method, requests, pipeline, engine, run, stages, k, padding_side
         t1 = time.perf_counter()
         # prompt building
         prompts = [
-            pipeline.builder.encode(requests.samples, requests.sample_ids[i], hoods[j]) for j, i in enumerate(idx)
+            pipeline.builder.encode(requests.samples, requests.sample_ids[i], hoods[j])
+            for j, i in enumerate(idx)
         ]
         t2 = time.perf_counter()
         # the model
@@ -147,7 +148,10 @@ def _time_methods(
     }
     # Stage splits are recorded inside each timed call; copied out after every timed pass.
     timings = interleaved(
-        calls, len(batch.batches), config.e2e_repeats, config.warmup,
+        calls,
+        len(batch.batches),
+        config.e2e_repeats,
+        config.warmup,
         lambda m: runs[m].stages.append(stage_now[m].copy()),
     )
     return runs, timings
@@ -164,8 +168,14 @@ def _stage_columns(run: TimedRun, n: int) -> dict[str, float]:
     }
 
 
-def _method_row(method: str, point: ExitPoint | None, reference: str, columns: dict, stages: dict,
-                config: ExitBenchmarkConfig) -> dict[str, object]:
+def _method_row(
+    method: str,
+    point: ExitPoint | None,
+    reference: str,
+    columns: dict,
+    stages: dict,
+    config: ExitBenchmarkConfig,
+) -> dict[str, object]:
     """A row of the end-to-end table: the method, its exit setting (``point`` None: full depth),
     the measured columns, the stage splits and how it was run."""
     # The compute-bound figure covers the model stage only; the pipeline's is diluted by the
@@ -178,7 +188,9 @@ def _method_row(method: str, point: ExitPoint | None, reference: str, columns: d
         "reference": reference,
         **columns,
         **stages,
-        "batch_size": config.e2e_batch_size, "repeats": config.e2e_repeats, "threads": torch.get_num_threads(),
+        "batch_size": config.e2e_batch_size,
+        "repeats": config.e2e_repeats,
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -230,16 +242,31 @@ def run_end_to_end(
     rows, predictions = [], []
     for m in methods:
         run = runs[m]
-        columns = run_columns(batch.labels, run, timings[m], timings[reference], sizes, num_layers,
-                              n_boot=config.n_boot, seed=config.seed)
-        row = _method_row(m, point if m == "e2e_gcn_exit" else None, reference, columns, _stage_columns(run, n), config)
+        columns = run_columns(
+            batch.labels,
+            run,
+            timings[m],
+            timings[reference],
+            sizes,
+            num_layers,
+            n_boot=config.n_boot,
+            seed=config.seed,
+        )
+        row = _method_row(
+            m, point if m == "e2e_gcn_exit" else None, reference, columns, _stage_columns(run, n), config
+        )
         context = E2E_RETRIEVER[m]
         if saved is not None and context in saved:
             per_head = saved_per_head(saved[context], pipeline.heads.head_layers, batch.sample_ids)
             criterion = None if m != "e2e_gcn_exit" else point.criterion()
             row.update(saved_agreement(run, per_head, criterion, pipeline.heads.head_layers))
         rows.append(row)
-        predictions.append(method_predictions(m, str(row["form"]), float(row["tau"]), run.p_yes, run.exit_layer).assign(
-            sample_id=batch.sample_ids, user=batch.users, item=requests.frame["item"].to_numpy(), label=batch.labels,
-        ))
+        predictions.append(
+            method_predictions(m, str(row["form"]), float(row["tau"]), run.p_yes, run.exit_layer).assign(
+                sample_id=batch.sample_ids,
+                user=batch.users,
+                item=requests.frame["item"].to_numpy(),
+                label=batch.labels,
+            )
+        )
     return EndToEndBenchmark(results_table(rows), pd.concat(predictions, ignore_index=True))

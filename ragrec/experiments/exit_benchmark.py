@@ -80,7 +80,9 @@ def default_exit_config(profile: Profile) -> ExitBenchmarkConfig:
     return dataclasses.replace(profile.exit, seed=profile.seed, context=context)
 
 
-def merged_for_inference(backbone: Backbone, heads: ExitHeads, dtype: torch.dtype = torch.float32) -> tuple[Backbone, ExitHeads]:
+def merged_for_inference(
+    backbone: Backbone, heads: ExitHeads, dtype: torch.dtype = torch.float32
+) -> tuple[Backbone, ExitHeads]:
     """A plain (LoRA-merged) backbone in ``dtype`` for timed inference and heads bound to it
     (:func:`ragrec.model.inference.for_inference`: the same weights the recommender scored)."""
     return for_inference(backbone, heads, dtype)
@@ -125,8 +127,10 @@ def _read_saved(out_dir: Path, config: ExitBenchmarkConfig) -> _Saved:
             test[ctx] = read_csv(path)
     valid = out_dir / f"predictions_valid_{config.context}.csv"
     if not valid.exists():
-        raise DataError(f"no validation predictions at {valid.name}: the operating τ is chosen on them; "
-                        "rerun the recommender step")
+        raise DataError(
+            f"no validation predictions at {valid.name}: the operating τ is chosen on them; "
+            "rerun the recommender step"
+        )
     cf_test = out_dir / f"predictions_{config.context}_cf.csv"
     cf_valid = out_dir / f"predictions_valid_{config.context}_cf.csv"
     if not (cf_test.exists() and cf_valid.exists()):
@@ -156,7 +160,9 @@ def _load_pipeline(
     builder = PromptBuilder(prepared.dataset, base, retrievers[names[0]].sequences, profile.prompt)
     tuned = load_model(profile, prepared.dataset)
     model = load_trained_model(prepared, tuned, results_root=results_root)
-    backbone, heads = merged_for_inference(model.backbone, model.heads, scoring_dtype(profile.evaluation.dtype))
+    backbone, heads = merged_for_inference(
+        model.backbone, model.heads, scoring_dtype(profile.evaluation.dtype)
+    )
     return prepared, Pipeline(retrievers, builder, backbone, heads)
 
 
@@ -171,13 +177,21 @@ def _sweep(
     sweeps = {}
     for split, frame in (("valid", valid), ("test", test)):
         sweeps[split] = threshold_sweep(
-            frame["label"].to_numpy(), saved_per_head(frame, heads.head_layers), heads.head_layers, config.taus,
-            num_layers=heads.num_layers, first_head=config.first_head, n_boot=config.n_boot, seed=config.seed,
+            frame["label"].to_numpy(),
+            saved_per_head(frame, heads.head_layers),
+            heads.head_layers,
+            config.taus,
+            num_layers=heads.num_layers,
+            first_head=config.first_head,
+            n_boot=config.n_boot,
+            seed=config.seed,
             paired=split == "test",
         )
         sweeps[split].insert(0, "split", split)
     chosen = choose_operating_point(sweeps["valid"], config.auc_tolerance)
-    points = engine_points(sweeps["valid"], config.auc_tolerance, first_head=config.first_head, extra=config.extra_points)
+    points = engine_points(
+        sweeps["valid"], config.auc_tolerance, first_head=config.first_head, extra=config.extra_points
+    )
     sweep = pd.concat([sweeps["valid"], sweeps["test"]], ignore_index=True)
     sweep["operating_point"] = (sweep["form"] == chosen["form"]) & (sweep["tau"] == chosen["tau"])
     best = sweep[sweep["operating_point"] & (sweep["split"] == "test")].iloc[0].copy()
@@ -185,7 +199,9 @@ def _sweep(
     return sweep, best, points
 
 
-def _whole_test_accuracy(table: pd.DataFrame, saved: dict[str, pd.DataFrame], config: ExitBenchmarkConfig) -> pd.DataFrame:
+def _whole_test_accuracy(
+    table: pd.DataFrame, saved: dict[str, pd.DataFrame], config: ExitBenchmarkConfig
+) -> pd.DataFrame:
     """The timed rows' AUC and LogLoss over *every* test sample, not the few hundred timed ones:
     an exit row's exits replayed on its context's saved test predictions (the engine's exits equal
     the replay's, see ``exit_agreement``), a full-depth row that context's last head."""
@@ -215,7 +231,9 @@ def _mark_chosen(table: pd.DataFrame, point: ExitPoint) -> pd.DataFrame:
     return table
 
 
-def _full_depth_checks(pipeline: Pipeline, prompts, saved_requests: np.ndarray, config: ExitBenchmarkConfig) -> dict:
+def _full_depth_checks(
+    pipeline: Pipeline, prompts, saved_requests: np.ndarray, config: ExitBenchmarkConfig
+) -> dict:
     """Engine at "never exit" vs plain forward (merged model), and plain forward vs the saved
     last head (unmerged model), on the first ``check_requests`` prompts; warns above 1e-5 in fp32."""
     n_check = min(config.check_requests, len(prompts))
@@ -233,7 +251,9 @@ def _full_depth_checks(pipeline: Pipeline, prompts, saved_requests: np.ndarray, 
     if pipeline.backbone.dtype == torch.float32 and worst > 1e-5:
         warnings.warn(
             f"full-depth agreement above 1e-5 in fp32: {checks}; the engine or the saved predictions do "
-            "not match the merged model", RuntimeWarning, stacklevel=4,  # the caller of run_exit_benchmark
+            "not match the merged model",
+            RuntimeWarning,
+            stacklevel=4,  # the caller of run_exit_benchmark
         )
     return checks
 
@@ -244,8 +264,10 @@ def _with_requests(predictions: pd.DataFrame, requests: Samples) -> pd.DataFrame
     rows = predictions["row"]
     frame = requests.frame
     return predictions.assign(
-        sample_id=frame.index.to_numpy()[rows], user=frame["user"].to_numpy()[rows],
-        item=frame["item"].to_numpy()[rows], label=frame["label"].to_numpy()[rows],
+        sample_id=frame.index.to_numpy()[rows],
+        user=frame["user"].to_numpy()[rows],
+        item=frame["item"].to_numpy()[rows],
+        label=frame["label"].to_numpy()[rows],
     )
 
 
@@ -266,7 +288,9 @@ class _Measured:
     threads: int
 
 
-def _measure(profile: Profile, config: ExitBenchmarkConfig, saved: _Saved, *, data_root, results_root) -> _Measured:
+def _measure(
+    profile: Profile, config: ExitBenchmarkConfig, saved: _Saved, *, data_root, results_root
+) -> _Measured:
     """Reload the model, then sweep, time the engine and time whole requests (in that order);
     then the same sweep and engine timing for the ``cf`` variant when there is one."""
     torch.manual_seed(profile.seed)
@@ -278,13 +302,24 @@ def _measure(profile: Profile, config: ExitBenchmarkConfig, saved: _Saved, *, da
 
     # 2. real engine vs plain forward on a seeded draw of test requests
     requests = _request_samples(prepared.test, config.n_requests, config.seed)
-    prompts = encode_contexts(pipeline.builder, pipeline.retrievers, requests, [config.context] * len(requests))
+    prompts = encode_contexts(
+        pipeline.builder, pipeline.retrievers, requests, [config.context] * len(requests)
+    )
     saved_requests = saved_per_head(frame, pipeline.heads.head_layers, requests.frame.index)
     checks = _full_depth_checks(pipeline, prompts, saved_requests, config)
     bench = benchmark_engine(
-        pipeline.backbone, pipeline.heads, prompts, requests.frame["label"].to_numpy(), points,
-        batch_size=config.batch_size, repeats=config.repeats, warmup=config.warmup,
-        padding_side=config.padding_side, saved=saved_requests, n_boot=config.n_boot, seed=config.seed,
+        pipeline.backbone,
+        pipeline.heads,
+        prompts,
+        requests.frame["label"].to_numpy(),
+        points,
+        batch_size=config.batch_size,
+        repeats=config.repeats,
+        warmup=config.warmup,
+        padding_side=config.padding_side,
+        saved=saved_requests,
+        n_boot=config.n_boot,
+        seed=config.seed,
     )
     tables = [bench.table]
     predictions = [_with_requests(bench.predictions, requests)]
@@ -295,40 +330,72 @@ def _measure(profile: Profile, config: ExitBenchmarkConfig, saved: _Saved, *, da
         e2e = run_end_to_end(e2e_requests, pipeline, points[0], config, saved=saved.test)
         tables.append(e2e.table)
         predictions.append(e2e.predictions)
-    table = _whole_test_accuracy(pd.concat(tables, ignore_index=True), saved.test, config).assign(variant="main")
+    table = _whole_test_accuracy(pd.concat(tables, ignore_index=True), saved.test, config).assign(
+        variant="main"
+    )
     table = _mark_chosen(table, points[0])
     per_request = pd.concat(predictions, ignore_index=True).assign(variant="main")
 
     # 4. the cf variant (beyond the paper): its own validation-chosen point, timed on the same requests
     if saved.cf_test is not None:
-        cf_sweep, cf_table, cf_predictions = _measure_cf(profile, config, saved, prepared, requests,
-                                                         results_root=results_root)
+        cf_sweep, cf_table, cf_predictions = _measure_cf(
+            profile, config, saved, prepared, requests, results_root=results_root
+        )
         sweep = pd.concat([sweep.assign(variant="main"), cf_sweep], ignore_index=True)
         table = pd.concat([table, cf_table], ignore_index=True)
         per_request = pd.concat([per_request, cf_predictions], ignore_index=True)
     return _Measured(
-        sweep, best, points, table, per_request[["variant", *PREDICTION_COLUMNS]], checks, len(prompts),
-        pipeline.backbone.name, pipeline.heads.num_layers, tuple(pipeline.heads.head_layers), torch.get_num_threads(),
+        sweep,
+        best,
+        points,
+        table,
+        per_request[["variant", *PREDICTION_COLUMNS]],
+        checks,
+        len(prompts),
+        pipeline.backbone.name,
+        pipeline.heads.num_layers,
+        tuple(pipeline.heads.head_layers),
+        torch.get_num_threads(),
     )
 
 
 def _measure_cf(
-    profile: Profile, config: ExitBenchmarkConfig, saved: _Saved, prepared: Prepared, requests: Samples, *,
+    profile: Profile,
+    config: ExitBenchmarkConfig,
+    saved: _Saved,
+    prepared: Prepared,
+    requests: Samples,
+    *,
     results_root,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The ``cf`` variant's sweep (τ chosen on its validation predictions), and its engine at that
     point against the plain forward with the same filled slots, on the main benchmark's requests."""
-    model = to_scoring(load_cf_model(prepared, load_model(profile, prepared.dataset), results_root=results_root),
-                       scoring_dtype(profile.evaluation.dtype))
+    model = to_scoring(
+        load_cf_model(prepared, load_model(profile, prepared.dataset), results_root=results_root),
+        scoring_dtype(profile.evaluation.dtype),
+    )
     retrievers = fit_retrievers(prepared, model.backbone, (config.context,), results_root=results_root)
     sweep, _, points = _sweep(saved.cf_test, saved.cf_valid, model.heads, config)
-    prompts = encode_contexts(cf_builder(prepared, model.backbone, retrievers), retrievers, requests,
-                              [config.context] * len(requests))
+    prompts = encode_contexts(
+        cf_builder(prepared, model.backbone, retrievers),
+        retrievers,
+        requests,
+        [config.context] * len(requests),
+    )
     bench = benchmark_engine(
-        model.backbone, model.heads, prompts, requests.frame["label"].to_numpy(), points[:1],
-        batch_size=config.batch_size, repeats=config.repeats, warmup=config.warmup, padding_side=config.padding_side,
+        model.backbone,
+        model.heads,
+        prompts,
+        requests.frame["label"].to_numpy(),
+        points[:1],
+        batch_size=config.batch_size,
+        repeats=config.repeats,
+        warmup=config.warmup,
+        padding_side=config.padding_side,
         saved=saved_per_head(saved.cf_test, model.heads.head_layers, requests.frame.index),
-        n_boot=config.n_boot, seed=config.seed, cf_ids=cf_ids_of(requests),
+        n_boot=config.n_boot,
+        seed=config.seed,
+        cf_ids=cf_ids_of(requests),
     )
     table = _whole_test_accuracy(bench.table, {config.context: saved.cf_test}, config).assign(variant="cf")
     table = _mark_chosen(table, points[0])
@@ -341,11 +408,18 @@ def _parameters(
 ) -> dict:
     """The step's provenance parameters."""
     return {
-        "config": config, "profile": profile, "context": config.context,
+        "config": config,
+        "profile": profile,
+        "context": config.context,
         "operating_point": dataclasses.asdict(measured.points[0]),
-        "engine_points": [dataclasses.asdict(p) for p in measured.points], "checks": measured.checks,
-        "threads": measured.threads, "n_test": n_test, "n_requests": measured.n_requests,
-        "model": measured.model, "num_layers": measured.num_layers, "head_layers": list(measured.head_layers),
+        "engine_points": [dataclasses.asdict(p) for p in measured.points],
+        "checks": measured.checks,
+        "threads": measured.threads,
+        "n_test": n_test,
+        "n_requests": measured.n_requests,
+        "model": measured.model,
+        "num_layers": measured.num_layers,
+        "head_layers": list(measured.head_layers),
         "wall_s": wall,
     }
 
@@ -399,7 +473,9 @@ def run_exit_benchmark(
         write_csv(measured.per_request, out_dir / "early_exit_predictions.csv").name,
     ]
     wall = time.perf_counter() - started
-    provenance.parameters = _parameters(profile, config, measured, n_test=len(saved.test[config.context]), wall=wall)
+    provenance.parameters = _parameters(
+        profile, config, measured, n_test=len(saved.test[config.context]), wall=wall
+    )
     provenance.write(out_dir, outputs)
     return {
         "threshold_sweep": measured.sweep,

@@ -43,8 +43,19 @@ class ExitPoint:
 
 
 SWEEP_COLUMNS = (
-    "form", "first_head", "tau", "auc", "auc_ci_low", "auc_ci_high", "logloss", "auc_full", "auc_drop",
-    "mean_exit_layer", "layer_share", "compute_bound_speedup", "n",
+    "form",
+    "first_head",
+    "tau",
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "logloss",
+    "auc_full",
+    "auc_drop",
+    "mean_exit_layer",
+    "layer_share",
+    "compute_bound_speedup",
+    "n",
 )
 
 
@@ -87,7 +98,9 @@ def saved_per_head(
         frame = predictions.set_index("sample_id")
         absent = pd.Index(sample_ids).difference(frame.index)
         if len(absent):
-            raise DataError(f"{len(absent)} sample(s) are not in the saved predictions, e.g. {list(absent[:3])}")
+            raise DataError(
+                f"{len(absent)} sample(s) are not in the saved predictions, e.g. {list(absent[:3])}"
+            )
         frame = frame.loc[list(sample_ids)]
     return frame[columns].to_numpy(dtype=np.float64)
 
@@ -119,7 +132,9 @@ def _check_predictions(
             f"per_head_p has shape {p.shape}; expected [N, {len(layers)}] for heads at layers {list(layers)}"
         )
     if p.shape[0] != len(labels) or len(labels) == 0:
-        raise DataError(f"{len(labels)} labels for {p.shape[0]} rows of per-head predictions (need the same, > 0)")
+        raise DataError(
+            f"{len(labels)} labels for {p.shape[0]} rows of per-head predictions (need the same, > 0)"
+        )
     num_layers = layers[-1] if num_layers is None else int(num_layers)
     increasing = all(b > a for a, b in pairwise(layers))
     if not increasing or layers[0] < 1 or layers[-1] > num_layers:
@@ -187,10 +202,16 @@ def threshold_sweep(
                 cache[key] = _pattern_accuracy(labels, p[:, -1], p_final, n_boot, seed, paired)
             mean_layer = float(np.asarray(layers)[head].mean())
             row = {
-                "form": form, "first_head": first_head, "tau": float(tau), **cache[key],
-                "auc_full": full["auc"], "auc_drop": full["auc"] - cache[key]["auc"],
-                "mean_exit_layer": mean_layer, "layer_share": mean_layer / num_layers,
-                "compute_bound_speedup": num_layers / mean_layer, "n": len(labels),
+                "form": form,
+                "first_head": first_head,
+                "tau": float(tau),
+                **cache[key],
+                "auc_full": full["auc"],
+                "auc_drop": full["auc"] - cache[key]["auc"],
+                "mean_exit_layer": mean_layer,
+                "layer_share": mean_layer / num_layers,
+                "compute_bound_speedup": num_layers / mean_layer,
+                "n": len(labels),
             }
             for k, layer in enumerate(layers):
                 row[f"exit_share_{layer}"] = float((head == k).mean())
@@ -203,7 +224,9 @@ def threshold_sweep(
 # the operating point and the points the real engine runs
 
 
-def choose_operating_point(sweep: pd.DataFrame, tolerance: float = 0.005, *, form: str | None = None) -> pd.Series:
+def choose_operating_point(
+    sweep: pd.DataFrame, tolerance: float = 0.005, *, form: str | None = None
+) -> pd.Series:
     """The sweep row that uses the least layer compute (lowest ``mean_exit_layer``) among those
     whose AUC is within ``tolerance`` of full depth (``auc >= auc_full − tolerance``).
 
@@ -230,14 +253,24 @@ def choose_operating_point(sweep: pd.DataFrame, tolerance: float = 0.005, *, for
             f"no sweep point{'' if form is None else f' of form {form!r}'} has an AUC within {tolerance} of full "
             "depth; include τ = 0 (full depth) in the grid"
         )
-    order = np.lexsort((
-        np.arange(len(ok)), ok["logloss"].to_numpy(), -ok["auc"].to_numpy(), ok["mean_exit_layer"].to_numpy(),
-    ))  # lexsort sorts by the last key first: compute, then AUC, then LogLoss, then position
+    order = np.lexsort(
+        (
+            np.arange(len(ok)),
+            ok["logloss"].to_numpy(),
+            -ok["auc"].to_numpy(),
+            ok["mean_exit_layer"].to_numpy(),
+        )
+    )  # lexsort sorts by the last key first: compute, then AUC, then LogLoss, then position
     return ok.iloc[int(order[0])]
 
 
-def engine_points(sweep: pd.DataFrame, tolerance: float, *, first_head: str = "wait",
-                  extra: Sequence[tuple[str, float]] = ()) -> list[ExitPoint]:
+def engine_points(
+    sweep: pd.DataFrame,
+    tolerance: float,
+    *,
+    first_head: str = "wait",
+    extra: Sequence[tuple[str, float]] = (),
+) -> list[ExitPoint]:
     """The points the real engine runs: the operating point, each form's own best point (if it
     differs) and ``extra`` ones; no duplicates, in that order."""
     best = choose_operating_point(sweep, tolerance)

@@ -54,18 +54,51 @@ from ragrec.model.forward import check_prompts, plain_full_forward_p_yes
 from ragrec.model.heads import ExitHeads
 
 EARLY_EXIT_COLUMNS = (
-    "variant", "chosen_on", "auc_over",
-    "method", "form", "tau", "role", "reference", "n", "auc", "auc_ci_low", "auc_ci_high", "logloss",
-    "rps", "p50_ms", "p99_ms", "mean_exit_layer", "layer_share", "speedup_vs_full", "speedup_vs_engine_full",
-    "compute_bound_speedup", "speedup_efficiency", "exit_agreement", "max_abs_diff_vs_saved",
-    "retrieval_share", "prompt_share", "model_share", "retrieval_ms", "prompt_ms", "model_ms",
-    "batch_size", "repeats", "threads",
+    "variant",
+    "chosen_on",
+    "auc_over",
+    "method",
+    "form",
+    "tau",
+    "role",
+    "reference",
+    "n",
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "logloss",
+    "rps",
+    "p50_ms",
+    "p99_ms",
+    "mean_exit_layer",
+    "layer_share",
+    "speedup_vs_full",
+    "speedup_vs_engine_full",
+    "compute_bound_speedup",
+    "speedup_efficiency",
+    "exit_agreement",
+    "max_abs_diff_vs_saved",
+    "retrieval_share",
+    "prompt_share",
+    "model_share",
+    "retrieval_ms",
+    "prompt_ms",
+    "model_ms",
+    "batch_size",
+    "repeats",
+    "threads",
 )
 
 
-def plain_predict(backbone: Backbone, prompts: Sequence[Sequence[int]], batch_size: int,
-                  padding_side: str = "left", *, heads: ExitHeads | None = None,
-                  cf_ids: np.ndarray | None = None) -> np.ndarray:
+def plain_predict(
+    backbone: Backbone,
+    prompts: Sequence[Sequence[int]],
+    batch_size: int,
+    padding_side: str = "left",
+    *,
+    heads: ExitHeads | None = None,
+    cf_ids: np.ndarray | None = None,
+) -> np.ndarray:
     """P(Yes) ``[N]`` from the plain Hugging Face full-depth forward, batched exactly as the
     engine batches (:func:`~ragrec.llm.batching.length_sorted_batches`,
     :func:`~ragrec.llm.batching.pad_prompts`).
@@ -90,9 +123,16 @@ def plain_predict(backbone: Backbone, prompts: Sequence[Sequence[int]], batch_si
     with torch.inference_mode():
         for idx in length_sorted_batches(prompts, batch_size):
             ids, valid = pad_prompts([prompts[i] for i in idx], pad_id, padding_side)  # [B, T] each
-            embeds = None if heads is None else heads.input_embeddings(
-                ids.to(device), torch.as_tensor(np.asarray(cf_ids)[idx], dtype=torch.long, device=device))
-            p = plain_full_forward_p_yes(backbone, ids.to(device), valid.long().to(device), inputs_embeds=embeds)  # [B]
+            embeds = (
+                None
+                if heads is None
+                else heads.input_embeddings(
+                    ids.to(device), torch.as_tensor(np.asarray(cf_ids)[idx], dtype=torch.long, device=device)
+                )
+            )
+            p = plain_full_forward_p_yes(
+                backbone, ids.to(device), valid.long().to(device), inputs_embeds=embeds
+            )  # [B]
             out[idx] = p.to("cpu", torch.float64).numpy()
     return out
 
@@ -111,7 +151,10 @@ class TimedRun:
 
 
 def interleaved(
-    calls: Mapping[str, Callable[[int], None]], n_batches: int, repeats: int, warmup: int,
+    calls: Mapping[str, Callable[[int], None]],
+    n_batches: int,
+    repeats: int,
+    warmup: int,
     after_pass: Callable[[str], None] | None = None,
 ) -> dict[str, list[list[float]]]:
     """Per-batch seconds ``[repeat][batch]`` of every method; methods alternate within each
@@ -128,12 +171,20 @@ def interleaved(
     return out
 
 
-def method_predictions(method: str, form: str, tau: float, p_yes: np.ndarray, exit_layer: np.ndarray) -> pd.DataFrame:
+def method_predictions(
+    method: str, form: str, tau: float, p_yes: np.ndarray, exit_layer: np.ndarray
+) -> pd.DataFrame:
     """Long per-request predictions of one method (``row`` = position in the input order)."""
-    return pd.DataFrame({
-        "method": method, "form": form, "tau": tau, "row": np.arange(len(p_yes)),
-        "p_yes": p_yes, "exit_layer": np.asarray(exit_layer, dtype=np.int64),
-    })
+    return pd.DataFrame(
+        {
+            "method": method,
+            "form": form,
+            "tau": tau,
+            "row": np.arange(len(p_yes)),
+            "p_yes": p_yes,
+            "exit_layer": np.asarray(exit_layer, dtype=np.int64),
+        }
+    )
 
 
 def timing_columns(seconds: list[list[float]], sizes: list[int]) -> dict[str, float]:
@@ -165,8 +216,11 @@ def run_columns(
     timing = timing_columns(seconds, sizes)
     mean_layer = float(np.mean(run.exit_layer))
     return {
-        "n": n, **accuracy_with_ci(labels, run.p_yes, n_boot, seed), **timing,
-        "mean_exit_layer": mean_layer, "layer_share": mean_layer / num_layers,
+        "n": n,
+        **accuracy_with_ci(labels, run.p_yes, n_boot, seed),
+        **timing,
+        "mean_exit_layer": mean_layer,
+        "layer_share": mean_layer / num_layers,
         "speedup_vs_full": timing["rps"] / timing_columns(reference_seconds, sizes)["rps"],
         "compute_bound_speedup": n * num_layers / int(run.exit_layer.sum()),
     }
@@ -179,7 +233,10 @@ def saved_agreement(
     depth (``criterion`` None) the largest P(Yes) difference from the last head; with an exit
     criterion also the share of rows whose exit layer equals the simulated one."""
     if criterion is None:
-        return {"exit_agreement": math.nan, "max_abs_diff_vs_saved": float(np.max(np.abs(run.p_yes - saved[:, -1])))}
+        return {
+            "exit_agreement": math.nan,
+            "max_abs_diff_vs_saved": float(np.max(np.abs(run.p_yes - saved[:, -1]))),
+        }
     sim_p, sim_head = simulate_exits(saved, criterion, head_layers)
     return {
         "exit_agreement": float(np.mean(np.asarray(head_layers)[sim_head] == run.exit_layer)),
@@ -238,16 +295,23 @@ def _engine_calls(
 
     def full_call(b: int) -> None:
         idx = batches[b]
-        runs["full"].p_yes[idx] = plain_predict(backbone, [prompts[i] for i in idx], len(idx), padding_side,
-                                                heads=heads if cf_ids is not None else None, cf_ids=rows_cf(idx))
+        runs["full"].p_yes[idx] = plain_predict(
+            backbone,
+            [prompts[i] for i in idx],
+            len(idx),
+            padding_side,
+            heads=heads if cf_ids is not None else None,
+            cf_ids=rows_cf(idx),
+        )
 
     def engine_call(key: str) -> Callable[[int], None]:
         engine = engines[key][1]
 
         def call(b: int) -> None:
             idx = batches[b]
-            result = engine.predict([prompts[i] for i in idx], batch_size=len(idx), padding_side=padding_side,
-                                    cf_ids=rows_cf(idx))
+            result = engine.predict(
+                [prompts[i] for i in idx], batch_size=len(idx), padding_side=padding_side, cf_ids=rows_cf(idx)
+            )
             runs[key].p_yes[idx] = result.p_yes
             runs[key].exit_layer[idx] = result.exit_layer
             per_head[key][idx] = result.per_head_p
@@ -262,15 +326,29 @@ def _engine_calls(
 ENGINE_FULL = "engine_full"  # the engine told never to exit: the forward path of early exit, at full depth
 
 
-def _engine_row(key: str, point: ExitPoint | None, columns: dict, batch_size: int, repeats: int) -> dict[str, object]:
+def _engine_row(
+    key: str, point: ExitPoint | None, columns: dict, batch_size: int, repeats: int
+) -> dict[str, object]:
     """A row of the engine table: the method (``key`` ``"full"``: the plain forward;
     :data:`ENGINE_FULL`: the engine never exiting; else the engine at ``point``), its exit
     setting, its measured columns and how it was run."""
     if point is None:
         role = "full_depth" if key == "full" else "engine_full_depth"
-        row: dict[str, object] = {"method": key, "reference": "full", "form": "none", "tau": math.nan, "role": role}
+        row: dict[str, object] = {
+            "method": key,
+            "reference": "full",
+            "form": "none",
+            "tau": math.nan,
+            "role": role,
+        }
     else:
-        row = {"method": "exit", "reference": "full", "form": point.form, "tau": point.tau, "role": point.role}
+        row = {
+            "method": "exit",
+            "reference": "full",
+            "form": point.form,
+            "tau": point.tau,
+            "role": point.role,
+        }
     row.update(columns)
     row["speedup_efficiency"] = row["speedup_vs_full"] / row["compute_bound_speedup"]
     row.update(batch_size=batch_size, repeats=repeats, threads=torch.get_num_threads())
@@ -278,9 +356,18 @@ def _engine_row(key: str, point: ExitPoint | None, columns: dict, batch_size: in
 
 
 def _rows_and_predictions(
-    runs: dict[str, TimedRun], engines: dict, timings: dict[str, list[list[float]]], sizes: list[int],
-    labels: np.ndarray, heads: ExitHeads, saved: np.ndarray | None, *, batch_size: int, repeats: int,
-    n_boot: int, seed: int,
+    runs: dict[str, TimedRun],
+    engines: dict,
+    timings: dict[str, list[list[float]]],
+    sizes: list[int],
+    labels: np.ndarray,
+    heads: ExitHeads,
+    saved: np.ndarray | None,
+    *,
+    batch_size: int,
+    repeats: int,
+    n_boot: int,
+    seed: int,
 ) -> tuple[list[dict], list[pd.DataFrame]]:
     """Every method's table row (speed-ups against the plain forward and against the engine never
     exiting) and its long per-request predictions."""
@@ -288,13 +375,21 @@ def _rows_and_predictions(
     engine_full_rps = timing_columns(timings[ENGINE_FULL], sizes)["rps"]
     for key, run in runs.items():
         point = None if key == "full" else engines[key][0]
-        columns = run_columns(labels, run, timings[key], timings["full"], sizes, heads.num_layers, n_boot=n_boot, seed=seed)
+        columns = run_columns(
+            labels, run, timings[key], timings["full"], sizes, heads.num_layers, n_boot=n_boot, seed=seed
+        )
         columns["speedup_vs_engine_full"] = columns["rps"] / engine_full_rps
         row = _engine_row(key, point, columns, batch_size, repeats)
         if saved is not None:
-            row.update(saved_agreement(run, saved, None if point is None else point.criterion(), heads.head_layers))
+            row.update(
+                saved_agreement(run, saved, None if point is None else point.criterion(), heads.head_layers)
+            )
         rows.append(row)
-        predictions.append(method_predictions(str(row["method"]), str(row["form"]), float(row["tau"]), run.p_yes, run.exit_layer))
+        predictions.append(
+            method_predictions(
+                str(row["method"]), str(row["form"]), float(row["tau"]), run.p_yes, run.exit_layer
+            )
+        )
     return rows, predictions
 
 
@@ -347,10 +442,26 @@ def benchmark_engine(
     calls = _engine_calls(backbone, engines, prompts, batches, runs, per_head, padding_side, heads, cf_ids)
     timings = interleaved(calls, len(batches), repeats, warmup)
 
-    rows, predictions = _rows_and_predictions(runs, engines, timings, sizes, labels, heads, saved,
-                                              batch_size=batch_size, repeats=repeats, n_boot=n_boot, seed=seed)
+    rows, predictions = _rows_and_predictions(
+        runs,
+        engines,
+        timings,
+        sizes,
+        labels,
+        heads,
+        saved,
+        batch_size=batch_size,
+        repeats=repeats,
+        n_boot=n_boot,
+        seed=seed,
+    )
     results = {
-        key: ExitResult(run.p_yes, run.exit_layer, per_head[key], int(run.exit_layer.sum()), heads.head_layers)
-        for key, run in runs.items() if key != "full"
+        key: ExitResult(
+            run.p_yes, run.exit_layer, per_head[key], int(run.exit_layer.sum()), heads.head_layers
+        )
+        for key, run in runs.items()
+        if key != "full"
     }
-    return EngineBenchmark(results_table(rows), pd.concat(predictions, ignore_index=True), runs["full"].p_yes, results)
+    return EngineBenchmark(
+        results_table(rows), pd.concat(predictions, ignore_index=True), runs["full"].p_yes, results
+    )

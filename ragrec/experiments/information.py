@@ -22,21 +22,38 @@ from ragrec.data import Samples, UserSequences
 
 INFORMATION = pd.DataFrame(
     [
-        ("LLM (prompt)", "target user: every earlier interaction (history_scope 'prior')",
-         "training interactions strictly before the sample (neighbour lines, vote, item like share)",
-         "neighbours chosen by a retriever fitted on all training interactions"),
-        ("logistic_regression", "target user: training samples", "all training samples, including later ones",
-         "sees interactions after the test sample"),
-        ("logistic_regression_before", "target user: training samples before the test-time bucket",
-         "training samples before the test-time bucket", "never sees later interactions"),
-        ("prompt_shares", "target user: history window (as the prompt)",
-         "item like share before the sample (as the prompt); fit on all training samples",
-         "coefficients fitted on later samples"),
+        (
+            "LLM (prompt)",
+            "target user: every earlier interaction (history_scope 'prior')",
+            "training interactions strictly before the sample (neighbour lines, vote, item like share)",
+            "neighbours chosen by a retriever fitted on all training interactions",
+        ),
+        (
+            "logistic_regression",
+            "target user: training samples",
+            "all training samples, including later ones",
+            "sees interactions after the test sample",
+        ),
+        (
+            "logistic_regression_before",
+            "target user: training samples before the test-time bucket",
+            "training samples before the test-time bucket",
+            "never sees later interactions",
+        ),
+        (
+            "prompt_shares",
+            "target user: history window (as the prompt)",
+            "item like share before the sample (as the prompt); fit on all training samples",
+            "coefficients fitted on later samples",
+        ),
         ("recent_mean_rating", "target user: history window (as the prompt)", "none", "—"),
         ("popularity", "none", "training interactions strictly before the sample", "—"),
-        ("lightgcn_score", "target user: training interactions",
-         "all training interactions, including later ones (the retriever's LightGCN)",
-         "sees interactions after the test sample"),
+        (
+            "lightgcn_score",
+            "target user: training interactions",
+            "all training interactions, including later ones (the retriever's LightGCN)",
+            "sees interactions after the test sample",
+        ),
     ],
     columns=["predictor", "target user's data", "other users' data", "note"],
 )
@@ -57,7 +74,7 @@ def later_interaction_share(train: UserSequences, neighbours: np.ndarray, times:
     later = total = 0
     for row, time in zip(np.asarray(neighbours), np.asarray(times, np.int64)):
         for user in row[row >= 0]:
-            stamps = train.timestamps[train.offsets[user]:train.offsets[user + 1]]
+            stamps = train.timestamps[train.offsets[user] : train.offsets[user + 1]]
             later += int((stamps > time).sum())
             total += len(stamps)
     return later / total if total else float("nan")
@@ -74,11 +91,14 @@ def vote_coverage(train: UserSequences, samples: Samples, neighbours: np.ndarray
     """
     first_rating = (
         pd.DataFrame({"user": train.users, "item": train.items, "t": train.timestamps})
-        .groupby(["user", "item"])["t"].min()
+        .groupby(["user", "item"])["t"]
+        .min()
     )
     frame = samples.frame
     covered = 0
-    for row, item, time in zip(np.asarray(neighbours)[:, :vote_k], frame["item"].to_numpy(), frame["timestamp"].to_numpy()):
+    for row, item, time in zip(
+        np.asarray(neighbours)[:, :vote_k], frame["item"].to_numpy(), frame["timestamp"].to_numpy()
+    ):
         users = row[row >= 0]
         keys = pd.MultiIndex.from_arrays([users, np.full(len(users), item)])
         stamps = first_rating.reindex(keys).to_numpy()

@@ -48,7 +48,9 @@ def run_launched(step: Callable[..., Any], profile: Profile, **kwargs: Any) -> N
     launcher, streaming the processes' output; raises :class:`LaunchFailed` when they fail."""
     command = launcher()
     if command is None:
-        raise ConfigError(f"run_launched needs {LAUNCH_ENV}, e.g. 'accelerate launch --multi_gpu --num_processes 2'")
+        raise ConfigError(
+            f"run_launched needs {LAUNCH_ENV}, e.g. 'accelerate launch --multi_gpu --num_processes 2'"
+        )
     name = f"{step.__module__}.{step.__qualname__}"
     with tempfile.TemporaryDirectory(prefix="ragrec-launch-") as tmp:
         call = Path(tmp) / "call.pkl"
@@ -56,13 +58,17 @@ def run_launched(step: Callable[..., Any], profile: Profile, **kwargs: Any) -> N
         full = [*command, "-m", "ragrec.experiments.launched", str(call)]
         print(f"{name}: launching {shlex.join(full)}", flush=True)
         env = {**os.environ, LAUNCHED_ENV: "1"}
-        with subprocess.Popen(full, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        with subprocess.Popen(
+            full, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as proc:
             tail: list[str] = []
             for line in proc.stdout:  # the kernel shows what the processes print
                 print(line, end="", flush=True)
                 tail = [*tail[-40:], line]
         if proc.returncode != 0:
-            raise LaunchFailed(f"{name} under {shlex.join(command)} exited with {proc.returncode}:\n{''.join(tail)}")
+            raise LaunchFailed(
+                f"{name} under {shlex.join(command)} exited with {proc.returncode}:\n{''.join(tail)}"
+            )
 
 
 def main(argv: list[str]) -> None:

@@ -52,7 +52,13 @@ def prepare_data(profile: Profile, *, data_root: str | os.PathLike | None = None
         options = dict(n_users=d.synthetic_users, n_items=d.synthetic_items, seed=profile.seed)
     dataset = load_dataset(d.dataset, data_root=data_root, **options)
     split = split_interactions(dataset, d.split_method)
-    samples = build_samples(split, dataset.n_users, min_history=d.min_history, history_len=d.history_len, history_scope=d.history_scope)
+    samples = build_samples(
+        split,
+        dataset.n_users,
+        min_history=d.min_history,
+        history_len=d.history_len,
+        history_scope=d.history_scope,
+    )
     caps = {"train": d.train_cap, "valid": d.valid_cap, "test": d.test_cap}
     parts = {name: cap_samples(samples.part(name), caps[name], seed=profile.seed) for name in caps}
     return Prepared(profile, dataset, split, samples, parts["train"], parts["valid"], parts["test"])
@@ -63,7 +69,9 @@ def load_model(profile: Profile, dataset: Dataset) -> Backbone:
     m = profile.model
     if m.source == "tiny":
         words = [w for title in dataset.items["title"] for w in str(title).split()]
-        return tiny_backbone(num_layers=m.tiny_layers, hidden_size=m.tiny_hidden, seed=profile.seed, vocab_words=words)
+        return tiny_backbone(
+            num_layers=m.tiny_layers, hidden_size=m.tiny_hidden, seed=profile.seed, vocab_words=words
+        )
     torch.manual_seed(profile.seed)
     return load_backbone(m.source, device=m.device)  # None: the default device
 
@@ -73,7 +81,12 @@ def checkpoint_dir(profile: Profile, results_root: str | os.PathLike | None = No
 
 
 def fit_retrievers(
-    prepared: Prepared, backbone: Backbone, names: tuple[str, ...], *, results_root=None, progress: bool = False
+    prepared: Prepared,
+    backbone: Backbone,
+    names: tuple[str, ...],
+    *,
+    results_root=None,
+    progress: bool = False,
 ) -> dict[str, Retriever]:
     """Fit the named retrievers on the training interactions. LightGCN embeddings and LLM user
     vectors are cached in the checkpoint folder (:func:`ragrec.retrieval.use_cache`), where the
@@ -86,8 +99,14 @@ def fit_retrievers(
     out: dict[str, Retriever] = {}
     for name in names:
         retriever = make_retriever(
-            name, prepared.dataset, lightgcn=p.lightgcn, backbone=backbone,
-            history_items=p.data.history_len, llm_batch_size=p.eval_batch_size, seed=p.seed, progress=progress,
+            name,
+            prepared.dataset,
+            lightgcn=p.lightgcn,
+            backbone=backbone,
+            history_items=p.data.history_len,
+            llm_batch_size=p.eval_batch_size,
+            seed=p.seed,
+            progress=progress,
         )
         use_cache(retriever, prepared.split.train, checkpoint_dir(p, results_root))
         with current_shard().main_first():  # data-parallel: one fit, the others load its cache
@@ -101,16 +120,27 @@ def fold_retrievers(
     """A :class:`FoldedRetriever` over ``prepared.train`` with the profile's ``train_folds``."""
     p = prepared.profile
     rng = np.random.default_rng(p.seed)
-    fold_of = pd.Series(rng.permutation(len(prepared.train)) % p.train_folds, index=prepared.train.frame.index)
+    fold_of = pd.Series(
+        rng.permutation(len(prepared.train)) % p.train_folds, index=prepared.train.frame.index
+    )
     train = prepared.split.train
     pairs = train["user"].to_numpy(np.int64) * prepared.dataset.n_items + train["item"].to_numpy(np.int64)
-    sample_pairs = prepared.train.frame["user"].to_numpy(np.int64) * prepared.dataset.n_items + prepared.train.frame["item"].to_numpy(np.int64)
+    sample_pairs = prepared.train.frame["user"].to_numpy(
+        np.int64
+    ) * prepared.dataset.n_items + prepared.train.frame["item"].to_numpy(np.int64)
     folds = []
     for f in range(p.train_folds):
         held_out = np.isin(pairs, sample_pairs[fold_of.to_numpy() == f])
-        retriever = make_retriever(name, prepared.dataset, lightgcn=p.lightgcn, backbone=backbone,
-                                   history_items=p.data.history_len, llm_batch_size=p.eval_batch_size,
-                                   seed=p.seed, progress=progress)
+        retriever = make_retriever(
+            name,
+            prepared.dataset,
+            lightgcn=p.lightgcn,
+            backbone=backbone,
+            history_items=p.data.history_len,
+            llm_batch_size=p.eval_batch_size,
+            seed=p.seed,
+            progress=progress,
+        )
         use_cache(retriever, train[~held_out], checkpoint_dir(p, results_root))
         with current_shard().main_first():
             folds.append(retriever.fit(train[~held_out], prepared.split.valid))

@@ -49,12 +49,29 @@ if TYPE_CHECKING:
     from ragrec.config import Profile
 
 RETRIEVAL_COLUMNS = (
-    "retriever", "layer_combination", "k", "p50_ms", "p95_ms", "p99_ms", "queries_per_s",
-    "fit_s", "neighbour_hit_rate", "n_queries", "backend",
+    "retriever",
+    "layer_combination",
+    "k",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "queries_per_s",
+    "fit_s",
+    "neighbour_hit_rate",
+    "n_queries",
+    "backend",
 )
 NOT_APPLICABLE = "n/a"  # layer_combination of retrievers that are not GCNs
 LIGHTGCN_COLUMNS = [
-    "model", "layer_combination", "recall_at_k", "ndcg_at_k", "cutoff", "n_users", "best_epoch", "epochs_run", "fit_s",
+    "model",
+    "layer_combination",
+    "recall_at_k",
+    "ndcg_at_k",
+    "cutoff",
+    "n_users",
+    "best_epoch",
+    "epochs_run",
+    "fit_s",
 ]
 
 
@@ -126,7 +143,6 @@ class RetrievalBenchmarkConfig:
             raise ConfigError(f"need n_queries ≥ 1 and warmup ≥ 0, got {self.n_queries}, {self.warmup}")
 
 
-
 # Query users per profile: enough for stable percentiles, few enough that the LLM retriever's
 # per-query forward (its p50_ms in retrieval.csv) stays inside the profile's time budget.
 _N_QUERIES = {"smoke": 40, "cpu": 100, "gpu": 1000}
@@ -137,13 +153,22 @@ def default_retrieval_config(profile: Profile) -> RetrievalBenchmarkConfig:
     uses (LightGCN config, the LLM retriever's history window, the backbone), so the retrieval
     chapter measures the retrievers that build the prompts."""
     prompt = profile.prompt
-    ks = (prompt.k, prompt.vote_k) if prompt.vote_k > prompt.k else (prompt.k,)  # neighbours shown, and voting
+    ks = (
+        (prompt.k, prompt.vote_k) if prompt.vote_k > prompt.k else (prompt.k,)
+    )  # neighbours shown, and voting
     return RetrievalBenchmarkConfig(
-        profile=profile.name, dataset=profile.data.dataset, split_method=profile.data.split_method,
+        profile=profile.name,
+        dataset=profile.data.dataset,
+        split_method=profile.data.split_method,
         ks=ks,
-        n_queries=_N_QUERIES.get(profile.name, 200), lightgcn=profile.lightgcn, backbone=profile.model.source,
-        llm_history_items=profile.data.history_len, llm_batch_size=profile.eval_batch_size, seed=profile.seed,
+        n_queries=_N_QUERIES.get(profile.name, 200),
+        lightgcn=profile.lightgcn,
+        backbone=profile.model.source,
+        llm_history_items=profile.data.history_len,
+        llm_batch_size=profile.eval_batch_size,
+        seed=profile.seed,
     )
+
 
 @dataclass(frozen=True)
 class RetrievalBenchmark:
@@ -158,7 +183,9 @@ class RetrievalBenchmark:
     def speedup(self, k: int, fast: str = "gcn", slow: str = "llm", layer_combination: str = "mean") -> float:
         """p50 latency ratio slow/fast at ``k`` (e.g. how many times faster ``gcn`` is than ``llm``)."""
         t = self.table[self.table["k"] == k]
-        fast_rows = t[(t["retriever"] == fast) & (t["layer_combination"].isin([layer_combination, NOT_APPLICABLE]))]
+        fast_rows = t[
+            (t["retriever"] == fast) & (t["layer_combination"].isin([layer_combination, NOT_APPLICABLE]))
+        ]
         slow_rows = t[t["retriever"] == slow]
         if fast_rows.empty or slow_rows.empty:
             raise DataError(f"no rows for {fast!r} and {slow!r} at k={k}")
@@ -181,7 +208,9 @@ def select_query_users(split: Split, n: int, *, seed: int) -> QueryUsers:
     held = split.interactions[split.interactions["split"] != "train"]
     trained = set(split.train["user"].unique().tolist())
     positives = held[held["label"] == 1]
-    eligible = np.array(sorted(u for u in positives["user"].unique().tolist() if u in trained), dtype=np.int64)
+    eligible = np.array(
+        sorted(u for u in positives["user"].unique().tolist() if u in trained), dtype=np.int64
+    )
     if eligible.size == 0:
         raise DataError("no user has both training interactions and held-out positives; nothing to query")
     rng = np.random.default_rng(seed)
@@ -206,12 +235,17 @@ def neighbour_hit_rate(
             if v < 0:
                 continue
             items, _, _ = neighbour_events(
-                retriever.sequences, int(v), int(queries.times[row]), limit,
+                retriever.sequences,
+                int(v),
+                int(queries.times[row]),
+                limit,
                 has_timestamps=retriever.has_timestamps,
             )
             seen.update(items.tolist())
         pos = queries.positives[row]
-        rates.append(np.isin(pos, np.fromiter(seen, dtype=np.int64, count=len(seen))).mean() if len(pos) else 0.0)
+        rates.append(
+            np.isin(pos, np.fromiter(seen, dtype=np.int64, count=len(seen))).mean() if len(pos) else 0.0
+        )
     return float(np.mean(rates))
 
 
@@ -267,7 +301,9 @@ def _run(config, dataset, split, backbone, results_root, write) -> RetrievalBenc
     for lc, retriever in runs:
         # fit (or load the recommender's fit), then time every k
         if config.reuse_fits:
-            use_cache(retriever, split.train, result_dir(config.profile, config.dataset, results_root) / CHECKPOINTS)
+            use_cache(
+                retriever, split.train, result_dir(config.profile, config.dataset, results_root) / CHECKPOINTS
+            )
         retriever.fit(split.train, split.valid)
         if isinstance(retriever, GCNRetriever):
             lightgcn_rows += _lightgcn_rows(retriever, lc, first=not lightgcn_rows)
@@ -303,47 +339,80 @@ def _retrievers(
         if name == "gcn":
             for lc in config.layer_combinations:
                 lightgcn = replace(config.lightgcn, layer_combination=lc)
-                runs.append((lc, make_retriever(
-                    "gcn", dataset, lightgcn=lightgcn, positives_only=config.positives_only, backend=config.backend,
-                )))
+                runs.append(
+                    (
+                        lc,
+                        make_retriever(
+                            "gcn",
+                            dataset,
+                            lightgcn=lightgcn,
+                            positives_only=config.positives_only,
+                            backend=config.backend,
+                        ),
+                    )
+                )
         elif name == "llm":
             if backbone is None:
                 from ragrec.llm.backbone import load_backbone
 
                 backbone = load_backbone(config.backbone)
-            runs.append((NOT_APPLICABLE, make_retriever(
-                "llm", dataset, backbone=backbone, history_items=config.llm_history_items,
-                llm_batch_size=config.llm_batch_size, max_tokens=config.llm_max_tokens, backend=config.backend,
-                progress=config.lightgcn.progress,
-            )))
+            runs.append(
+                (
+                    NOT_APPLICABLE,
+                    make_retriever(
+                        "llm",
+                        dataset,
+                        backbone=backbone,
+                        history_items=config.llm_history_items,
+                        llm_batch_size=config.llm_batch_size,
+                        max_tokens=config.llm_max_tokens,
+                        backend=config.backend,
+                        progress=config.lightgcn.progress,
+                    ),
+                )
+            )
         else:
             runs.append((NOT_APPLICABLE, make_retriever(name, dataset, seed=config.seed)))
     return runs, backbone
 
 
-def _measured_row(config: RetrievalBenchmarkConfig, retriever: Retriever, lc: str, queries: QueryUsers, k: int) -> dict:
+def _measured_row(
+    config: RetrievalBenchmarkConfig, retriever: Retriever, lc: str, queries: QueryUsers, k: int
+) -> dict:
     """One row of ``retrieval.csv``: per-query latency and neighbour quality of a fitted retriever at ``k``."""
     neighbours, seconds = measure(retriever, queries, k, config.warmup)
     latency = summarize(seconds)
     return {
-        "retriever": retriever.name, "layer_combination": lc, "k": k,
-        "p50_ms": latency.p50_ms, "p95_ms": latency.p95_ms, "p99_ms": latency.p99_ms,
-        "queries_per_s": latency.per_s, "fit_s": retriever.fit_s,
+        "retriever": retriever.name,
+        "layer_combination": lc,
+        "k": k,
+        "p50_ms": latency.p50_ms,
+        "p95_ms": latency.p95_ms,
+        "p99_ms": latency.p99_ms,
+        "queries_per_s": latency.per_s,
+        "fit_s": retriever.fit_s,
         "neighbour_hit_rate": neighbour_hit_rate(retriever, neighbours, queries, config.hit_items),
-        "n_queries": latency.n, "backend": config.backend if retriever.name in ("gcn", "llm") else NOT_APPLICABLE,
+        "n_queries": latency.n,
+        "backend": config.backend if retriever.name in ("gcn", "llm") else NOT_APPLICABLE,
     }
 
 
 def _lightgcn_rows(retriever: GCNRetriever, lc: str, *, first: bool) -> list[dict[str, Any]]:
     """The fitted LightGCN's ``lightgcn.csv`` row, after the popularity baseline's on the first one."""
     result = retriever.result
-    rows = [_lightgcn_row(f"lightgcn-{lc}", lc, result.valid, result.best_epoch, len(result.history), result.fit_s)]
+    rows = [
+        _lightgcn_row(
+            f"lightgcn-{lc}", lc, result.valid, result.best_epoch, len(result.history), result.fit_s
+        )
+    ]
     if first and result.popularity is not None:
         rows.insert(0, _lightgcn_row("popularity", NOT_APPLICABLE, result.popularity, None, None, None))
     return rows
 
 
-def _write_tables(directory: Path, table: pd.DataFrame, lightgcn: pd.DataFrame, history: pd.DataFrame) -> list[str]:
+def _write_tables(
+    directory: Path, table: pd.DataFrame, lightgcn: pd.DataFrame, history: pd.DataFrame
+) -> list[str]:
     outputs = [write_csv(table, directory / "retrieval.csv").name]
     if not lightgcn.empty:
         outputs.append(write_csv(lightgcn, directory / "lightgcn.csv").name)
@@ -353,10 +422,13 @@ def _write_tables(directory: Path, table: pd.DataFrame, lightgcn: pd.DataFrame, 
 
 def _lightgcn_row(model, lc, metrics, best_epoch, epochs_run, fit_s) -> dict[str, Any]:
     return {
-        "model": model, "layer_combination": lc,
+        "model": model,
+        "layer_combination": lc,
         "recall_at_k": None if metrics is None else metrics.recall,
         "ndcg_at_k": None if metrics is None else metrics.ndcg,
         "cutoff": None if metrics is None else metrics.k,
         "n_users": None if metrics is None else metrics.n_users,
-        "best_epoch": best_epoch, "epochs_run": epochs_run, "fit_s": fit_s,
+        "best_epoch": best_epoch,
+        "epochs_run": epochs_run,
+        "fit_s": fit_s,
     }

@@ -88,7 +88,9 @@ def train_model(
     valid = None
     if validate:
         valid_ctx = "gcn" if "gcn" in retrievers else p.contexts[0]
-        valid_prompts = encode_contexts(builder, retrievers, prepared.valid, [valid_ctx] * len(prepared.valid))
+        valid_prompts = encode_contexts(
+            builder, retrievers, prepared.valid, [valid_ctx] * len(prepared.valid)
+        )
         valid = (valid_prompts, prepared.valid.frame["label"].to_numpy())
     tuned = attach_lora(backbone, config.lora, seed=p.seed)
     heads = ExitHeads(tuned, p.model.head_layers, readout=p.train.readout_fit is not None)
@@ -97,7 +99,9 @@ def train_model(
     return TrainedModel(tuned, heads, result, config.beta)
 
 
-def model_dir(profile: Profile, beta: float | None = None, results_root=None, *, pair: BetaPair | None = None) -> Path:
+def model_dir(
+    profile: Profile, beta: float | None = None, results_root=None, *, pair: BetaPair | None = None
+) -> Path:
     """Where the model trained with ``beta`` (default: the profile's) keeps its checkpoints; a β
     pair's shorter schedule gets its own folder."""
     name = f"model_beta{profile.train.beta if beta is None else beta:g}"
@@ -106,7 +110,9 @@ def model_dir(profile: Profile, beta: float | None = None, results_root=None, *,
     return checkpoint_dir(profile, results_root) / name
 
 
-def load_trained_model(prepared: Prepared, backbone: Backbone, *, beta: float | None = None, results_root=None) -> TrainedModel:
+def load_trained_model(
+    prepared: Prepared, backbone: Backbone, *, beta: float | None = None, results_root=None
+) -> TrainedModel:
     """The finished model of the recommender step, reloaded (never trained here): LoRA is
     attached to ``backbone`` and the adapters and heads are loaded. ModelError if absent."""
     p = prepared.profile
@@ -122,13 +128,15 @@ def load_trained_model(prepared: Prepared, backbone: Backbone, *, beta: float | 
 def predictions_frame(samples: Samples, per_head_p: np.ndarray, head_layers) -> pd.DataFrame:
     """Per-sample predictions: user, item, label, timestamp and P(Yes) of every head."""
     frame = samples.frame
-    out = pd.DataFrame({
-        "sample_id": frame.index.to_numpy(),
-        "user": frame["user"].to_numpy(),
-        "item": frame["item"].to_numpy(),
-        "label": frame["label"].to_numpy(),
-        "timestamp": frame["timestamp"].to_numpy(),
-    })
+    out = pd.DataFrame(
+        {
+            "sample_id": frame.index.to_numpy(),
+            "user": frame["user"].to_numpy(),
+            "item": frame["item"].to_numpy(),
+            "label": frame["label"].to_numpy(),
+            "timestamp": frame["timestamp"].to_numpy(),
+        }
+    )
     for h, layer in enumerate(head_layers):
         out[f"p_head_{layer}"] = per_head_p[:, h]
     return out
@@ -149,14 +157,26 @@ def cf_ids_of(samples: Samples) -> np.ndarray:
 
 
 def score_context(
-    prepared: Prepared, model: TrainedModel, retrievers: dict[str, Retriever], builder: PromptBuilder,
-    samples: Samples, context: str, *, progress: bool = True,
+    prepared: Prepared,
+    model: TrainedModel,
+    retrievers: dict[str, Retriever],
+    builder: PromptBuilder,
+    samples: Samples,
+    context: str,
+    *,
+    progress: bool = True,
 ) -> tuple[np.ndarray, float]:
     """Per-head P(Yes) ``[len(samples), n_heads]`` of ``samples`` under one context, and the
     prompts' mean length in tokens."""
     prompts = encode_contexts(builder, retrievers, samples, [context] * len(samples))
-    per_head = predict_heads(model.backbone, model.heads, prompts, prepared.profile.eval_batch_size, progress=progress,
-                             cf_ids=cf_ids_of(samples) if model.heads.cf is not None else None)
+    per_head = predict_heads(
+        model.backbone,
+        model.heads,
+        prompts,
+        prepared.profile.eval_batch_size,
+        progress=progress,
+        cf_ids=cf_ids_of(samples) if model.heads.cf is not None else None,
+    )
     return per_head, float(np.mean([len(x) for x in prompts]))
 
 
@@ -176,25 +196,48 @@ def evaluate_contexts(
     the reduced subset, :func:`test_samples`; always the reduced one when ``reduced``); writes
     ``predictions_<context>[_<variant>].csv`` and returns the ``heads.csv`` rows."""
     tables = [
-        evaluate_samples(prepared, model, retrievers, builder, test_samples(prepared, None if reduced else ctx), ctx,
-                         results_root=results_root, variant=variant, progress=progress)
+        evaluate_samples(
+            prepared,
+            model,
+            retrievers,
+            builder,
+            test_samples(prepared, None if reduced else ctx),
+            ctx,
+            results_root=results_root,
+            variant=variant,
+            progress=progress,
+        )
         for ctx in contexts
     ]
     return pd.concat(tables, ignore_index=True)
 
 
 def evaluate_samples(
-    prepared: Prepared, model: TrainedModel, retrievers: dict[str, Retriever], builder: PromptBuilder,
-    samples: Samples, context: str, *, results_root=None, variant: str = "main", progress: bool = True,
+    prepared: Prepared,
+    model: TrainedModel,
+    retrievers: dict[str, Retriever],
+    builder: PromptBuilder,
+    samples: Samples,
+    context: str,
+    *,
+    results_root=None,
+    variant: str = "main",
+    progress: bool = True,
 ) -> pd.DataFrame:
     """Score ``samples`` under one context, write ``predictions_<context>[_<variant>].csv`` and
     return its ``heads.csv`` rows."""
     p = prepared.profile
-    per_head, mean_tokens = score_context(prepared, model, retrievers, builder, samples, context, progress=progress)
+    per_head, mean_tokens = score_context(
+        prepared, model, retrievers, builder, samples, context, progress=progress
+    )
     name = f"predictions_{context}.csv" if variant == "main" else f"predictions_{context}_{variant}.csv"
-    write_csv(predictions_frame(samples, per_head, model.heads.head_layers),
-              result_dir(p.name, p.data.dataset, results_root) / name)
-    table = head_table(samples.frame["label"].to_numpy(), per_head, model.heads.head_layers, context=context, seed=p.seed)
+    write_csv(
+        predictions_frame(samples, per_head, model.heads.head_layers),
+        result_dir(p.name, p.data.dataset, results_root) / name,
+    )
+    table = head_table(
+        samples.frame["label"].to_numpy(), per_head, model.heads.head_layers, context=context, seed=p.seed
+    )
     table.insert(1, "variant", variant)
     table.insert(2, "beta", model.beta)
     table.insert(3, "train_steps", model.result.steps)
@@ -211,25 +254,47 @@ def to_scoring(model: TrainedModel, dtype: torch.dtype, backbone: Backbone | Non
 
 def fp32_reference(model: TrainedModel) -> TrainedModel:
     """An fp32 scoring copy of ``model`` (the original stays untouched), for the dtype check."""
-    return to_scoring(TrainedModel(copy.deepcopy(model.backbone), model.heads, model.result, model.beta), torch.float32)
+    return to_scoring(
+        TrainedModel(copy.deepcopy(model.backbone), model.heads, model.result, model.beta), torch.float32
+    )
 
 
 def dtype_check(
-    prepared: Prepared, fp32: TrainedModel, retrievers: dict[str, Retriever], builder: PromptBuilder,
-    *, results_root=None, progress: bool = True,
+    prepared: Prepared,
+    fp32: TrainedModel,
+    retrievers: dict[str, Retriever],
+    builder: PromptBuilder,
+    *,
+    results_root=None,
+    progress: bool = True,
 ) -> pd.DataFrame:
     """The fp32 model on ``evaluation.dtype_check`` of the reduced test samples, GCN context
     (``predictions_gcn_fp32.csv``, variant ``fp32``): what scoring in the profile's dtype costs."""
     p = prepared.profile
     reduced = test_samples(prepared)
     samples = cap_samples(reduced, min(p.evaluation.dtype_check, len(reduced)), seed=p.seed)
-    return evaluate_samples(prepared, fp32, retrievers, builder, samples, "gcn", results_root=results_root,
-                            variant="fp32", progress=progress)
+    return evaluate_samples(
+        prepared,
+        fp32,
+        retrievers,
+        builder,
+        samples,
+        "gcn",
+        results_root=results_root,
+        variant="fp32",
+        progress=progress,
+    )
 
 
 def save_validation_predictions(
-    prepared: Prepared, model: TrainedModel, retrievers: dict[str, Retriever], builder: PromptBuilder,
-    *, results_root=None, variant: str = "main", progress: bool = True,
+    prepared: Prepared,
+    model: TrainedModel,
+    retrievers: dict[str, Retriever],
+    builder: PromptBuilder,
+    *,
+    results_root=None,
+    variant: str = "main",
+    progress: bool = True,
 ) -> list[str]:
     """``predictions_valid_<context>.csv`` (every head) for the profile's validation contexts: what
     the operating τ and any other accuracy-dependent choice are made on. Returns the file names."""
@@ -237,8 +302,12 @@ def save_validation_predictions(
     out_dir = result_dir(p.name, p.data.dataset, results_root)
     names = []
     for ctx in p.evaluation.valid_contexts:
-        per_head, _ = score_context(prepared, model, retrievers, builder, prepared.valid, ctx, progress=progress)
-        names.append(f"predictions_valid_{ctx}.csv" if variant == "main" else f"predictions_valid_{ctx}_{variant}.csv")
+        per_head, _ = score_context(
+            prepared, model, retrievers, builder, prepared.valid, ctx, progress=progress
+        )
+        names.append(
+            f"predictions_valid_{ctx}.csv" if variant == "main" else f"predictions_valid_{ctx}_{variant}.csv"
+        )
         write_csv(predictions_frame(prepared.valid, per_head, model.heads.head_layers), out_dir / names[-1])
     return names
 
@@ -246,6 +315,8 @@ def save_validation_predictions(
 def training_log(model: TrainedModel, variant: str = "main") -> pd.DataFrame:
     """The run's loss per optimizer step (``training.csv`` rows, one run per ``variant``)."""
     r = model.result
-    frame = pd.DataFrame({"variant": variant, "beta": model.beta, "step": np.arange(1, len(r.loss) + 1), "loss": r.loss})
+    frame = pd.DataFrame(
+        {"variant": variant, "beta": model.beta, "step": np.arange(1, len(r.loss) + 1), "loss": r.loss}
+    )
     frame["train_seconds"] = r.seconds
     return frame

@@ -198,7 +198,9 @@ def _with_answer_tokens(model: torch.nn.Module, tokenizer, name: str) -> Backbon
     vocab = int(model.config.vocab_size)
     for word, tid in (("Yes", yes), ("No", no)):
         if not 0 <= tid < vocab:
-            raise ModelError(f"{name}: the {word!r} token id {tid} is outside the model's vocabulary of {vocab}")
+            raise ModelError(
+                f"{name}: the {word!r} token id {tid} is outside the model's vocabulary of {vocab}"
+            )
     return Backbone(model=model, tokenizer=tokenizer, yes_token_id=yes, no_token_id=no, name=name)
 
 

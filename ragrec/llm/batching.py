@@ -51,7 +51,9 @@ def bucketed_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def pad_prompts(batch: Sequence[Sequence[int]], pad_id: int, padding_side: str = "left") -> tuple[Tensor, Tensor]:
+def pad_prompts(
+    batch: Sequence[Sequence[int]], pad_id: int, padding_side: str = "left"
+) -> tuple[Tensor, Tensor]:
     """Token-id lists → ids ``[B, T]`` (long, ``pad_id`` in the padding) and a bool mask ``[B, T]``
     (True = real token), padded on ``padding_side`` to the longest prompt."""
     seq_len = max(len(p) for p in batch)

@@ -90,8 +90,6 @@ def tiny_tokenizer(vocab_words: Sequence[str] | None = None) -> PreTrainedTokeni
     )
 
 
-
-
 def tiny_llama(
     num_layers: int = 6,
     hidden_size: int = 64,

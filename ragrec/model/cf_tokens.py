@@ -43,7 +43,11 @@ def cf_marker(tokenizer) -> tuple[str, int]:
         return DEDICATED_MARKER, int(vocab[DEDICATED_MARKER])
     unk, unk_id = tokenizer.unk_token, tokenizer.unk_token_id
     reserved = {tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id}
-    if unk is None or unk_id in reserved or unk_id in tokenizer(_PROBE, add_special_tokens=False)["input_ids"]:
+    if (
+        unk is None
+        or unk_id in reserved
+        or unk_id in tokenizer(_PROBE, add_special_tokens=False)["input_ids"]
+    ):
         raise ConfigError(
             "this tokenizer has no token that can mark the collaborative slots: add a special token "
             f"{DEDICATED_MARKER!r} to it, or turn cf_tokens off"
@@ -62,7 +66,15 @@ class CFTokens(nn.Module):
         seed: initialisation seed.
     """
 
-    def __init__(self, embeddings: CFEmbeddings, hidden_size: int, marker_id: int, *, expansion: int = 10, seed: int = 0):
+    def __init__(
+        self,
+        embeddings: CFEmbeddings,
+        hidden_size: int,
+        marker_id: int,
+        *,
+        expansion: int = 10,
+        seed: int = 0,
+    ):
         super().__init__()
         if expansion < 1 or hidden_size < 1:
             raise ConfigError(f"expansion and hidden_size must be ≥ 1, got {expansion}, {hidden_size}")
@@ -76,7 +88,9 @@ class CFTokens(nn.Module):
         self.register_buffer("known_items", torch.from_numpy(np.asarray(embeddings.known_items, bool)))
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            self.project = nn.Sequential(nn.Linear(d, expansion * d), nn.ReLU(), nn.Linear(expansion * d, hidden_size))
+            self.project = nn.Sequential(
+                nn.Linear(d, expansion * d), nn.ReLU(), nn.Linear(expansion * d, hidden_size)
+            )
         self.unknown_user = nn.Parameter(torch.zeros(hidden_size))
         self.unknown_item = nn.Parameter(torch.zeros(hidden_size))
 

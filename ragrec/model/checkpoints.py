@@ -77,7 +77,9 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=directory))
     adapter = get_peft_model_state_dict(backbone.model)
     save_file({k: v.detach().cpu().contiguous() for k, v in adapter.items()}, tmp / "adapter.safetensors")
-    save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}, tmp / "heads.safetensors")
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}, tmp / "heads.safetensors"
+    )
     if optimizer is not None:
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     (tmp / STATE).write_text(json.dumps(state, indent=2))
@@ -97,7 +99,9 @@ def check_layout(path: Path, theirs: dict, ours: dict) -> None:
     """ModelError when the checkpoint at ``path`` was made for another model or head layout."""
     for key in ("model", "num_layers", "head_layers"):
         if theirs[key] != ours[key]:
-            raise ModelError(f"checkpoint {path} was made for {key}={theirs[key]}, but this run has {ours[key]}")
+            raise ModelError(
+                f"checkpoint {path} was made for {key}={theirs[key]}, but this run has {ours[key]}"
+            )
 
 
 def load_into(path: Path, backbone: Backbone, heads: ExitHeads, fingerprint: dict) -> dict:
@@ -117,9 +121,17 @@ def load_trained(
     """Load the finished run in ``directory/final`` (or a kept snapshot, ``name`` =
     :func:`snapshot_name`) into ``backbone`` (with LoRA attached) and ``heads``; ModelError when
     it is missing or was trained for another model or head layout."""
-    layout = {"model": backbone.name, "num_layers": backbone.num_layers, "head_layers": list(heads.head_layers)}
+    layout = {
+        "model": backbone.name,
+        "num_layers": backbone.num_layers,
+        "head_layers": list(heads.head_layers),
+    }
     directory = Path(directory)
-    if name != "final" and (directory / "final" / STATE).is_file() and not (directory / name / STATE).is_file():
+    if (
+        name != "final"
+        and (directory / "final" / STATE).is_file()
+        and not (directory / name / STATE).is_file()
+    ):
         raise ModelError(
             f"the finished run in {directory} kept no {name} (it was trained without that snapshot); "
             f"delete {directory} to train it again with the snapshot"

@@ -140,7 +140,9 @@ class EarlyExitEngine:
         layers_run = 0
         with torch.inference_mode():
             for idx in length_sorted_batches(prompts, batch_size):
-                rows_cf = None if cf_ids is None else torch.as_tensor(np.asarray(cf_ids)[idx], dtype=torch.long)
+                rows_cf = (
+                    None if cf_ids is None else torch.as_tensor(np.asarray(cf_ids)[idx], dtype=torch.long)
+                )
                 batch = self._run_batch([prompts[i] for i in idx], padding_side, rows_cf)
                 per_head_p[idx] = batch.per_head_p
                 p_yes[idx] = batch.p_yes
@@ -173,7 +175,9 @@ class EarlyExitEngine:
             mask=decoder_attention_mask(valid, hidden.dtype, self.core.config._attn_implementation),
         )
 
-    def _run_batch(self, batch: list[list[int]], padding_side: str, cf_ids: Tensor | None = None) -> ExitResult:
+    def _run_batch(
+        self, batch: list[list[int]], padding_side: str, cf_ids: Tensor | None = None
+    ) -> ExitResult:
         """Run one padded batch layer by layer, dropping rows as they exit; the result is in the
         order of ``batch``."""
         heads = self.heads
@@ -188,7 +192,10 @@ class EarlyExitEngine:
         for i, layer in enumerate(self.core.model.layers[: heads.head_layers[-1]]):
             # decoder layer on the running rows
             out = layer(
-                run.hidden, attention_mask=run.mask, position_ids=run.pos, position_embeddings=(run.cos, run.sin)
+                run.hidden,
+                attention_mask=run.mask,
+                position_ids=run.pos,
+                position_embeddings=(run.cos, run.sin),
             )
             run.hidden = out[0] if isinstance(out, tuple) else out  # tuple in transformers 4.x
             cost += run.hidden.shape[0]
@@ -196,7 +203,9 @@ class EarlyExitEngine:
                 continue
             # exit head: store its P(Yes), then ask the criterion which rows stop here
             arange = torch.arange(run.hidden.shape[0], device=run.hidden.device)
-            p_cur = as_numpy(heads.p_yes(run.hidden[arange, run.last], head))  # float64, exactly what is stored
+            p_cur = as_numpy(
+                heads.p_yes(run.hidden[arange, run.last], head)
+            )  # float64, exactly what is stored
             per_head_p[run.rows, head] = p_cur
             is_last = head == n_heads - 1
             done = np.asarray(self.criterion.decide(prev_p, p_cur, head, is_last, layer=i + 1))

@@ -106,7 +106,9 @@ def check_prompts(backbone: Backbone, prompts: Sequence[Sequence[int]]) -> None:
     string, an empty prompt, one longer than the model's context, or ids that are not integers
     or lie outside its vocabulary (the engine and any baseline scored beside it)."""
     if isinstance(prompts, (str, bytes)):
-        raise ConfigError(f"prompts must be a list of token-id lists, got a {type(prompts).__name__}; {_ENCODE_HINT}")
+        raise ConfigError(
+            f"prompts must be a list of token-id lists, got a {type(prompts).__name__}; {_ENCODE_HINT}"
+        )
     if len(prompts) == 0:
         raise ConfigError("no prompts to score; pass a non-empty list of token-id lists")
     config = unwrap_llama(backbone.model).config

@@ -89,7 +89,9 @@ def _check_head_layers(head_layers: Sequence[int], num_layers: int) -> tuple[int
             f"decoder layer L of this {num_layers}-layer model"
         )
     if any(b <= a for a, b in zip(layers, layers[1:])):
-        raise ConfigError(f"head_layers must be strictly increasing, got {list(layers)}; sort them and drop repeats")
+        raise ConfigError(
+            f"head_layers must be strictly increasing, got {list(layers)}; sort them and drop repeats"
+        )
     return layers
 
 
@@ -169,7 +171,9 @@ class ExitHeads(nn.Module):
         if self.cf is None:
             return embed(input_ids)
         if cf_ids is None:
-            raise ConfigError("these heads carry collaborative tokens: pass cf_ids, one (user, item) pair per prompt")
+            raise ConfigError(
+                "these heads carry collaborative tokens: pass cf_ids, one (user, item) pair per prompt"
+            )
         return self.cf.embed(embed, input_ids, cf_ids[:, 0], cf_ids[:, 1])
 
     @property
@@ -185,7 +189,10 @@ class ExitHeads(nn.Module):
         key = str(self.head_layers[head_index])
         if key not in self.norms:
             return []
-        return [*self.norms[key].parameters(), *(self.readouts[key].parameters() if self.has_readouts else ())]
+        return [
+            *self.norms[key].parameters(),
+            *(self.readouts[key].parameters() if self.has_readouts else ()),
+        ]
 
     def _norm(self, head_index: int) -> nn.Module:
         layer = self.head_layers[head_index]
@@ -223,7 +230,11 @@ class ExitHeads(nn.Module):
         return p_yes_from_logits(self.logits(hidden_last, head_index))
 
     def last_token_states(
-        self, backbone_model: nn.Module, input_ids: Tensor, attention_mask: Tensor, cf_ids: Tensor | None = None
+        self,
+        backbone_model: nn.Module,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        cf_ids: Tensor | None = None,
     ) -> list[Tensor]:
         """Each head's input ``[B, H]`` from ONE full forward, at each row's last real token: the
         raw state after the head's layer, except for the full-depth head, whose state already
@@ -254,7 +265,11 @@ class ExitHeads(nn.Module):
         ]
 
     def forward_all(
-        self, backbone_model: nn.Module, input_ids: Tensor, attention_mask: Tensor, cf_ids: Tensor | None = None
+        self,
+        backbone_model: nn.Module,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        cf_ids: Tensor | None = None,
     ) -> Tensor:
         """Logits ``[B, n_heads, 2]`` of every head from ONE full forward (:meth:`last_token_states`).
 
@@ -298,7 +313,9 @@ class ExitHeads(nn.Module):
             "no_token_id": self.no_token_id,
             "readout": self.has_readouts,
         }
-        diffs = [f"{k}: checkpoint {ckpt.get(k)!r} vs heads {v!r}" for k, v in expected.items() if ckpt.get(k) != v]
+        diffs = [
+            f"{k}: checkpoint {ckpt.get(k)!r} vs heads {v!r}" for k, v in expected.items() if ckpt.get(k) != v
+        ]
         if diffs:
             raise ModelError(
                 "exit-head checkpoint does not fit these heads (" + "; ".join(diffs) + "); build the heads "
@@ -332,5 +349,3 @@ class ExitHeads(nn.Module):
         heads = cls(backbone, ckpt["head_layers"], readout=bool(ckpt.get("readout")))
         heads.load_checkpoint(ckpt)
         return heads
-
-

@@ -29,7 +29,9 @@ def scoring_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def for_inference(backbone: Backbone, heads: ExitHeads, dtype: torch.dtype = torch.float32) -> tuple[Backbone, ExitHeads]:
+def for_inference(
+    backbone: Backbone, heads: ExitHeads, dtype: torch.dtype = torch.float32
+) -> tuple[Backbone, ExitHeads]:
     """A plain (LoRA-merged) backbone in ``dtype`` and a copy of ``heads`` bound to it.
 
     ``merge_and_unload`` folds the adapters into the base weights **in place** (in their fp32
@@ -43,8 +45,10 @@ def for_inference(backbone: Backbone, heads: ExitHeads, dtype: torch.dtype = tor
     if any("lora_" in name for name, _ in model.named_parameters()):
         # peft injects its layers into the base model in place: only the PeftModel wrapper can
         # merge them, so an unwrapped model with adapters would be scored unmerged, silently
-        raise ModelError("this model carries LoRA layers but no peft wrapper to merge them; pass the Backbone "
-                         "that attach_lora returned")
+        raise ModelError(
+            "this model carries LoRA layers but no peft wrapper to merge them; pass the Backbone "
+            "that attach_lora returned"
+        )
     model = model.to(dtype).eval()
     merged = dataclasses.replace(backbone, model=model)
     out = ExitHeads(merged, heads.head_layers, readout=heads.has_readouts)

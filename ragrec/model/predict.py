@@ -39,8 +39,12 @@ def predict_heads(
     batches = shard.batches(length_sorted_batches(prompts, batch_size))
     for rows in tqdm(batches, desc="predict", disable=not (progress and shard.is_main), leave=False):
         ids, mask = pad_prompts([prompts[r] for r in rows], pad, "right")
-        logits = heads.forward_all(backbone.model, ids.to(backbone.device), mask.to(backbone.device),
-                                   rows_of(cf_ids, rows, backbone.device))
+        logits = heads.forward_all(
+            backbone.model,
+            ids.to(backbone.device),
+            mask.to(backbone.device),
+            rows_of(cf_ids, rows, backbone.device),
+        )
         out[rows] = torch.softmax(logits.float(), dim=-1)[..., 1].cpu().numpy()
     backbone.model.train(was_training)
     return shard.gather(out)
@@ -48,4 +52,6 @@ def predict_heads(
 
 def rows_of(cf_ids: np.ndarray | None, rows: np.ndarray, device) -> torch.Tensor | None:
     """The (user, item) ids ``[len(rows), 2]`` of a batch's prompts, for collaborative tokens."""
-    return None if cf_ids is None else torch.as_tensor(np.asarray(cf_ids)[rows], dtype=torch.long, device=device)
+    return (
+        None if cf_ids is None else torch.as_tensor(np.asarray(cf_ids)[rows], dtype=torch.long, device=device)
+    )

@@ -76,7 +76,13 @@ class PromptConfig:
     cf_tokens: bool = False
 
     def __post_init__(self) -> None:
-        if self.history_len < 1 or self.k < 0 or self.neighbour_items < 0 or self.vote_k < 0 or self.max_tokens < 8:
+        if (
+            self.history_len < 1
+            or self.k < 0
+            or self.neighbour_items < 0
+            or self.vote_k < 0
+            or self.max_tokens < 8
+        ):
             raise ConfigError(f"invalid prompt configuration {self}")
 
     @property
@@ -154,7 +160,9 @@ class PromptBuilder:
         config: lengths and the token budget.
     """
 
-    def __init__(self, dataset: Dataset, backbone: Backbone, train_sequences: UserSequences, config: PromptConfig):
+    def __init__(
+        self, dataset: Dataset, backbone: Backbone, train_sequences: UserSequences, config: PromptConfig
+    ):
         self.dataset = dataset
         self.backbone = backbone
         self.train = train_sequences
@@ -229,4 +237,7 @@ class PromptBuilder:
         """Encode every sample; ``neighbours`` is ``[len(samples), retrieve_k]`` (row i for sample
         i, most similar first) or None."""
         ids = samples.frame.index
-        return [self.encode(samples, sid, None if neighbours is None else neighbours[i]) for i, sid in enumerate(ids)]
+        return [
+            self.encode(samples, sid, None if neighbours is None else neighbours[i])
+            for i, sid in enumerate(ids)
+        ]

@@ -54,13 +54,20 @@ class ReadoutFit:
 
 
 @torch.inference_mode()
-def head_states(backbone: Backbone, heads: ExitHeads, prompts: Sequence[Sequence[int]], batch_size: int = 16,
-                progress: bool = False) -> np.ndarray:
+def head_states(
+    backbone: Backbone,
+    heads: ExitHeads,
+    prompts: Sequence[Sequence[int]],
+    batch_size: int = 16,
+    progress: bool = False,
+) -> np.ndarray:
     """Normalised last-token states ``[N, n_heads − 1, H]`` (float64) of every intermediate head,
     i.e. what its readout reads, from full forwards in batches of similar length."""
     inner = [k for k, layer in enumerate(heads.head_layers) if layer < heads.num_layers]
     out = np.empty((len(prompts), len(inner), heads.hidden_size), dtype=np.float64)
-    for rows in tqdm(length_sorted_batches(prompts, batch_size), desc="head states", disable=not progress, leave=False):
+    for rows in tqdm(
+        length_sorted_batches(prompts, batch_size), desc="head states", disable=not progress, leave=False
+    ):
         ids, mask = pad_prompts([prompts[r] for r in rows], backbone.pad_id, "right")
         states = heads.last_token_states(backbone.model, ids.to(backbone.device), mask.to(backbone.device))
         for j, k in enumerate(inner):
@@ -68,16 +75,26 @@ def head_states(backbone: Backbone, heads: ExitHeads, prompts: Sequence[Sequence
     return out
 
 
-def fit_readouts(backbone: Backbone, heads: ExitHeads, prompts: Sequence[Sequence[int]], labels: np.ndarray,
-                 fit: ReadoutFit = ReadoutFit(), *, batch_size: int = 16, progress: bool = False) -> None:
+def fit_readouts(
+    backbone: Backbone,
+    heads: ExitHeads,
+    prompts: Sequence[Sequence[int]],
+    labels: np.ndarray,
+    fit: ReadoutFit = ReadoutFit(),
+    *,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> None:
     """Fit every intermediate head's readout in place (module docstring) on ``prompts`` (the
     training prompts) with 0/1 ``labels``; the heads must have been built with ``readout=True``."""
     if not heads.has_readouts:
         raise ConfigError("fit_readouts needs heads built with readout=True (ExitHeads(..., readout=True))")
     labels = np.asarray(labels).astype(int).ravel()
     if len(labels) != len(prompts) or len(set(labels.tolist())) != 2:
-        raise ConfigError(f"need one 0/1 label per prompt with both classes present, got {len(labels)} labels "
-                          f"for {len(prompts)} prompts")
+        raise ConfigError(
+            f"need one 0/1 label per prompt with both classes present, got {len(labels)} labels "
+            f"for {len(prompts)} prompts"
+        )
     states = head_states(backbone, heads, prompts, batch_size, progress)
     lm = heads._core.lm_head.weight
     w_diff = (lm[heads.yes_token_id] - lm[heads.no_token_id]).detach().double().cpu().numpy()  # [H]

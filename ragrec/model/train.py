@@ -112,9 +112,13 @@ class TrainConfig:
         if self.stop_at is not None and self.stop_at < 1:
             raise ConfigError(f"stop_at must be ≥ 1, got {self.stop_at}")
         if self.head_weights is not None and (min(self.head_weights) < 0 or sum(self.head_weights) <= 0):
-            raise ConfigError(f"head_weights must be non-negative with a positive sum, got {self.head_weights}")
+            raise ConfigError(
+                f"head_weights must be non-negative with a positive sum, got {self.head_weights}"
+            )
         if not 0.0 <= self.distill <= 1.0:
-            raise ConfigError(f"distill is the weight of the last head's answer in [0, 1], got {self.distill}")
+            raise ConfigError(
+                f"distill is the weight of the last head's answer in [0, 1], got {self.distill}"
+            )
 
 
 def multihead_losses(logits: torch.Tensor, y: torch.Tensor, distill: float = 0.0) -> torch.Tensor:
@@ -174,24 +178,32 @@ class _Run:
 
     def finished(self) -> dict:
         """The state ``final`` and snapshots store."""
-        return finished_state(self.fingerprint, self.step, self.loss, self.valid_auc, self.elapsed(), self.resumed)
+        return finished_state(
+            self.fingerprint, self.step, self.loss, self.valid_auc, self.elapsed(), self.resumed
+        )
 
 
 def _fingerprint(backbone: Backbone, heads: ExitHeads, config: TrainConfig, n_train: int) -> dict:
     """What a checkpoint must match to be resumed (JSON-normalised, as stored)."""
-    return json.loads(json.dumps({
-        "model": backbone.name,
-        "num_layers": backbone.num_layers,
-        "head_layers": list(heads.head_layers),
-        "config": dataclasses.asdict(config),
-        "n_train": n_train,
-        **({} if heads.cf is None else {"cf_tokens": heads.cf.source}),
-    }))
+    return json.loads(
+        json.dumps(
+            {
+                "model": backbone.name,
+                "num_layers": backbone.num_layers,
+                "head_layers": list(heads.head_layers),
+                "config": dataclasses.asdict(config),
+                "n_train": n_train,
+                **({} if heads.cf is None else {"cf_tokens": heads.cf.source}),
+            }
+        )
+    )
 
 
 def _check_inputs(backbone: Backbone, prompts: Sequence[Sequence[int]], labels: np.ndarray) -> None:
     if len(prompts) != len(labels) or len(prompts) == 0:
-        raise ConfigError(f"need as many labels as prompts (> 0), got {len(prompts)} prompts and {len(labels)} labels")
+        raise ConfigError(
+            f"need as many labels as prompts (> 0), got {len(prompts)} prompts and {len(labels)} labels"
+        )
     if not isinstance(backbone.model, PeftModel):
         raise ModelError("train_multihead expects a backbone with LoRA adapters; call attach_lora first")
 
@@ -238,10 +250,16 @@ def _start(
         total = min(config.max_steps, total)
     end = total if config.stop_at is None else min(config.stop_at, total)
     if any(not 1 <= s < end for s in snapshot_at):
-        raise ConfigError(f"snapshot steps {tuple(snapshot_at)} must lie in [1, {end}) (the run ends after step {end})")
+        raise ConfigError(
+            f"snapshot steps {tuple(snapshot_at)} must lie in [1, {end}) (the run ends after step {end})"
+        )
     optimizer = torch.optim.AdamW(parameter_groups(backbone, heads, config.lr, config.beta), weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config.warmup_steps, total))
-    return _Run(backbone, heads, config, directory, fingerprint, optimizer, schedule, weights, steps_per_epoch, end)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _lr_factor(s, config.warmup_steps, total)
+    )
+    return _Run(
+        backbone, heads, config, directory, fingerprint, optimizer, schedule, weights, steps_per_epoch, end
+    )
 
 
 def _resume(run: _Run) -> None:
@@ -251,15 +269,24 @@ def _resume(run: _Run) -> None:
         return
     state = load_into(latest, run.backbone, run.heads, run.fingerprint)
     if state["fingerprint"] != run.fingerprint:
-        raise ModelError(f"{latest} belongs to a run with other settings; delete {run.directory} to start over")
+        raise ModelError(
+            f"{latest} belongs to a run with other settings; delete {run.directory} to start over"
+        )
     run.optimizer.load_state_dict(torch.load(latest / "optimizer.pt", weights_only=True))
-    run.step, run.loss, run.valid_auc, run.seconds = state["step"], state["loss"], state["valid_auc"], state["seconds"]
+    run.step, run.loss, run.valid_auc, run.seconds = (
+        state["step"],
+        state["loss"],
+        state["valid_auc"],
+        state["seconds"],
+    )
     run.schedule.last_epoch = run.step - 1
     run.schedule.step()
     run.resumed = run.step
 
 
-def _train_step(run: _Run, batches: list[np.ndarray], prompts: Sequence[Sequence[int]], labels: np.ndarray) -> float:
+def _train_step(
+    run: _Run, batches: list[np.ndarray], prompts: Sequence[Sequence[int]], labels: np.ndarray
+) -> float:
     """One optimizer step over ``batches`` (gradient accumulation); returns the summed loss."""
     backbone, config, device = run.backbone, run.config, run.backbone.device
     torch.manual_seed(config.seed * 100_003 + run.step)  # LoRA dropout, reproducible per step
@@ -271,8 +298,9 @@ def _train_step(run: _Run, batches: list[np.ndarray], prompts: Sequence[Sequence
             continue  # a batch smaller than the processes: this one adds zero gradients
         ids, mask = pad_prompts([prompts[r] for r in rows], backbone.pad_id, "right")
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16_autocast):
-            logits = run.heads.forward_all(backbone.model, ids.to(device), mask.to(device),
-                                           rows_of(run.cf_ids, rows, device)).float()  # [B, H, 2]
+            logits = run.heads.forward_all(
+                backbone.model, ids.to(device), mask.to(device), rows_of(run.cf_ids, rows, device)
+            ).float()  # [B, H, 2]
         y = torch.as_tensor(labels[rows], device=device)
         per_head = multihead_losses(logits, y, config.distill)  # [H]
         # each term is a mean over rows: weighting by the share of rows makes the processes'
@@ -312,7 +340,11 @@ def _loop(
         # batches: a pure function of (seed, epoch), so a resumed run sees the same data
         epoch, within = divmod(run.step, run.steps_per_epoch)
         if epoch not in batches:
-            batches = {epoch: bucketed_batches(lengths, config.batch_size, np.random.default_rng([config.seed, epoch]))}
+            batches = {
+                epoch: bucketed_batches(
+                    lengths, config.batch_size, np.random.default_rng([config.seed, epoch])
+                )
+            }
         accumulated = batches[epoch][within * config.grad_accum : (within + 1) * config.grad_accum]
         # forward/backward and the optimizer step
         loss = _train_step(run, accumulated, prompts, labels)
@@ -354,7 +386,9 @@ def _finish(
     return TrainResult(**state["result"])
 
 
-def _save(run: _Run, name: str, optimizer: torch.optim.Optimizer | None, state: dict, replace_steps: bool = False) -> None:
+def _save(
+    run: _Run, name: str, optimizer: torch.optim.Optimizer | None, state: dict, replace_steps: bool = False
+) -> None:
     """Write checkpoint ``name`` from the main process (every process holds the same weights)
     and, with ``replace_steps``, drop the resumable ones before it; the others wait for it."""
     if run.shard.is_main:

@@ -28,27 +28,50 @@ from ragrec.reproduce.tasks import PROJECT_DIR, SPECS, NotebookFailed
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ragrec.reproduce", description=runner.__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n")[1])
+    p = argparse.ArgumentParser(
+        prog="python -m ragrec.reproduce",
+        description=runner.__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n")[1],
+    )
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)} (default cpu)")
     common.add_argument("--results", default=None, help="results root (default $RAGREC_RESULTS or results/)")
     r = sub.add_parser("run", parents=[common], help="execute notebooks into results/<profile>/<dataset>/")
-    r.add_argument("--dataset", action="append", help="a dataset (repeatable; default: the profile's datasets)")
+    r.add_argument(
+        "--dataset", action="append", help="a dataset (repeatable; default: the profile's datasets)"
+    )
     r.add_argument("--notebook", action="append", help=f"a notebook (repeatable): {', '.join(SPECS)}")
     r.add_argument("--force", action="store_true", help="rerun even when up to date")
-    r.add_argument("--fresh", action="store_true",
-                   help="re-execute every notebook from empty into a fresh folder, swapped in only when all succeed")
-    r.add_argument("--model", default=None, help=f"gpu profile: a local Llama-family HF folder (sets ${MODEL_ENV})")
-    r.add_argument("--device", default=None, help=f"gpu profile: cuda (default) or cpu for a dry run (sets ${DEVICE_ENV})")
-    r.add_argument("--launch", default=None,
-                   help=f"run the recommender's training and scoring data-parallel under this launcher, e.g. "
-                        f"'accelerate launch --multi_gpu --num_processes 8' (sets ${LAUNCH_ENV})")
+    r.add_argument(
+        "--fresh",
+        action="store_true",
+        help="re-execute every notebook from empty into a fresh folder, swapped in only when all succeed",
+    )
+    r.add_argument(
+        "--model", default=None, help=f"gpu profile: a local Llama-family HF folder (sets ${MODEL_ENV})"
+    )
+    r.add_argument(
+        "--device",
+        default=None,
+        help=f"gpu profile: cuda (default) or cpu for a dry run (sets ${DEVICE_ENV})",
+    )
+    r.add_argument(
+        "--launch",
+        default=None,
+        help=f"run the recommender's training and scoring data-parallel under this launcher, e.g. "
+        f"'accelerate launch --multi_gpu --num_processes 8' (sets ${LAUNCH_ENV})",
+    )
     r.add_argument("--seed", type=int, default=None, help="override the profile's seed")
-    r.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output (progress bars, logs) to the terminal")
+    r.add_argument(
+        "--quiet",
+        action="store_true",
+        help="do not stream the notebooks' output (progress bars, logs) to the terminal",
+    )
     b = sub.add_parser("book", parents=[common], help="build the Jupyter Book from existing results")
-    b.add_argument("--output", default=str(PROJECT_DIR / "book"), help="the book's build goes to OUTPUT/_build/html")
+    b.add_argument(
+        "--output", default=str(PROJECT_DIR / "book"), help="the book's build goes to OUTPUT/_build/html"
+    )
     sub.add_parser("status", parents=[common], help="which notebooks are up to date")
     return p
 
@@ -78,7 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> None:
     # The notebooks' kernels inherit the environment: that is how the model reaches them.
-    for name, value in ((MODEL_ENV, _blank(args.model)), (DEVICE_ENV, _blank(args.device)), (LAUNCH_ENV, _blank(args.launch))):
+    for name, value in (
+        (MODEL_ENV, _blank(args.model)),
+        (DEVICE_ENV, _blank(args.device)),
+        (LAUNCH_ENV, _blank(args.launch)),
+    ):
         if value is not None:
             os.environ[name] = value
     datasets = [d for d in args.dataset or [] if d] or None
@@ -86,7 +113,9 @@ def _run(args: argparse.Namespace) -> None:
     options = {"seed": args.seed, "results_root": _blank(args.results), "log_output": not args.quiet}
     if args.fresh:
         if notebooks:
-            raise ConfigError("--fresh re-executes every notebook of the profile; drop --notebook (or use --force)")
+            raise ConfigError(
+                "--fresh re-executes every notebook of the profile; drop --notebook (or use --force)"
+            )
         run_fresh(args.profile, datasets, **options)
         return
     report = run(args.profile, datasets, notebooks, force=args.force, **options)

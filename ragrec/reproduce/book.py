@@ -76,18 +76,30 @@ the dataset there."""
 
 PROFILE_NOTES = {
     "smoke": ":::{warning}\nThis is a **smoke** build: a tiny random model on synthetic data. Its numbers check the "
-             "plumbing only (that every step runs and every table is filled); they say nothing about the paper's "
-             "claims.\n:::",
+    "plumbing only (that every step runs and every table is filled); they say nothing about the paper's "
+    "claims.\n:::",
     "cpu": ":::{note}\nThe **cpu** profile: SmolLM2-135M-Instruct on MovieLens-100K, trained and timed on two CPU "
-           "cores. It tests the paper's claims at small scale; the table below says how it differs from the paper.\n:::",
+    "cores. It tests the paper's claims at small scale; the table below says how it differs from the paper.\n:::",
 }
-NO_SUMMARY = ("## Reproducibility summary\n\nNo dataset of the **{profile}** profile has a claims check yet, so there "
-              "is nothing to summarise: run `make reproduce PROFILE={profile}` (or `make notebook NB=claims "
-              "PROFILE={profile}`) and build the book again.\n")
+NO_SUMMARY = (
+    "## Reproducibility summary\n\nNo dataset of the **{profile}** profile has a claims check yet, so there "
+    "is nothing to summarise: run `make reproduce PROFILE={profile}` (or `make notebook NB=claims "
+    "PROFILE={profile}`) and build the book again.\n"
+)
 
 
-MAIN_PACKAGES = ("torch", "transformers", "peft", "accelerate", "torch-geometric", "scikit-learn", "numpy", "pandas",
-                 "papermill", "jupyter-book")
+MAIN_PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "torch-geometric",
+    "scikit-learn",
+    "numpy",
+    "pandas",
+    "papermill",
+    "jupyter-book",
+)
 """The packages the reproduce page's environment table shows first (every pin is in a dropdown)."""
 ENVIRONMENT_PAGE = "reproduce.md"
 
@@ -108,7 +120,9 @@ class StagedBook:
     page summarises (None: none has a claims check)."""
 
     source: Path
-    sections: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # chapter -> [(docname, dataset)]
+    sections: dict[str, list[tuple[str, str]]] = field(
+        default_factory=dict
+    )  # chapter -> [(docname, dataset)]
     downloads: dict[str, list[str]] = field(default_factory=dict)  # docname -> [file name]
     not_run: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # chapter -> [(dataset, reason)]
     summary: str | None = None
@@ -142,7 +156,9 @@ def published_paths(results_root) -> dict[str, str]:
     return dict(sorted(paths.items(), key=lambda item: -len(item[0])))
 
 
-def stage(profile: str, *, results_root=None, data_root=None, staging: Path, source: Path = BOOK_SOURCE) -> StagedBook:
+def stage(
+    profile: str, *, results_root=None, data_root=None, staging: Path, source: Path = BOOK_SOURCE
+) -> StagedBook:
     """Assemble the book's source for ``profile`` in ``staging`` (see the module docstring)."""
     check_profile(profile)
     if not (source / "_toc.yml").exists():
@@ -158,7 +174,9 @@ def stage(profile: str, *, results_root=None, data_root=None, staging: Path, sou
             chapter = chapter_of(spec.name)
             executed = out_dir / f"{spec.name}.ipynb"
             if not executed.exists():
-                staged.not_run.setdefault(chapter, []).append((dataset, _reason(spec.name, dataset, out_dir, data_root)))
+                staged.not_run.setdefault(chapter, []).append(
+                    (dataset, _reason(spec.name, dataset, out_dir, data_root))
+                )
                 continue
             doc = f"results/{dataset}/{spec.name}"
             _copy_notebook(executed, staging / f"{doc}.ipynb", paths)
@@ -170,8 +188,13 @@ def stage(profile: str, *, results_root=None, data_root=None, staging: Path, sou
     _write_toc(staging, staged)
     _write_dataset_list(staging, staged)
     _write_intro(staging, profile, staged.summary)
-    _write_environment(staging, {d: read_provenance(result_dir(profile, d, results_root))
-                                 for _, d in staged.sections.get(RUN_RECORD_CHAPTER, [])})
+    _write_environment(
+        staging,
+        {
+            d: read_provenance(result_dir(profile, d, results_root))
+            for _, d in staged.sections.get(RUN_RECORD_CHAPTER, [])
+        },
+    )
     _write_config(staging, profile)
     return staged
 
@@ -193,7 +216,9 @@ def _copy_notebook(executed: Path, target: Path, paths: dict[str, str]) -> None:
 def _copy_downloads(notebook: str, out_dir: Path, folder: Path, paths: dict[str, str]) -> list[str]:
     """Copy the result files a chapter links (:data:`DOWNLOADS`) beside its notebook; returns
     their names. Text is copied with machine paths made relative."""
-    names = sorted({f.name for pattern in DOWNLOADS.get(notebook, ()) for f in out_dir.glob(pattern) if f.is_file()})
+    names = sorted(
+        {f.name for pattern in DOWNLOADS.get(notebook, ()) for f in out_dir.glob(pattern) if f.is_file()}
+    )
     for name in names:
         (folder / name).write_text(relative_paths((out_dir / name).read_text(), paths))
     return names
@@ -236,10 +261,19 @@ def _write_dataset_list(staging: Path, staged: StagedBook) -> None:
             continue
         lines = ["", "## Datasets", ""]
         for doc, dataset in staged.sections.get(chapter, []):
-            files = ", ".join(f"{{download}}`{name} </{doc.rsplit('/', 1)[0]}/{name}>`" for name in staged.downloads.get(doc, []))
+            files = ", ".join(
+                f"{{download}}`{name} </{doc.rsplit('/', 1)[0]}/{name}>`"
+                for name in staged.downloads.get(doc, [])
+            )
             lines.append(f"- {{doc}}`{dataset} </{doc}>`" + (f"; full results: {files}" if files else ""))
         for dataset, reason in staged.not_run.get(chapter, []):
-            lines += [f"- **{dataset}**: not run.", "", "  ```text", *[f"  {line}" for line in reason.splitlines()], "  ```"]
+            lines += [
+                f"- **{dataset}**: not run.",
+                "",
+                "  ```text",
+                *[f"  {line}" for line in reason.splitlines()],
+                "  ```",
+            ]
         page.write_text(page.read_text().rstrip("\n") + "\n" + "\n".join(lines) + "\n")
 
 
@@ -253,16 +287,28 @@ def _write_intro(staging: Path, profile: str, summary: str | None) -> None:
     if summary is not None:
         text = text.replace(SUMMARY_PLACEHOLDER, f"results/{summary}/")
     else:
-        text = re.sub(r"<!-- summary:start -->.*<!-- summary:end -->", lambda _: NO_SUMMARY.format(profile=profile), text, flags=re.DOTALL)
+        text = re.sub(
+            r"<!-- summary:start -->.*<!-- summary:end -->",
+            lambda _: NO_SUMMARY.format(profile=profile),
+            text,
+            flags=re.DOTALL,
+        )
     page.write_text(text)
 
 
 def lock_verdict(steps: dict[str, dict]) -> tuple[bool, str]:
     """Whether every step (``{step: entry}`` of ``provenance.json``) of one dataset's run had the
     lock's versions installed, and a line saying so or naming each step's drift (its ``lock``)."""
-    drifted = [f"{step}: " + ("; ".join(s["lock"]) if isinstance(s.get("lock"), list) else
-                              str(s.get("lock", "not recorded (a run from before the lock)")))
-               for step, s in steps.items() if s.get("lock") != "match"]
+    drifted = [
+        f"{step}: "
+        + (
+            "; ".join(s["lock"])
+            if isinstance(s.get("lock"), list)
+            else str(s.get("lock", "not recorded (a run from before the lock)"))
+        )
+        for step, s in steps.items()
+        if s.get("lock") != "match"
+    ]
     if not steps:
         return False, "no provenance recorded"
     if not drifted:
@@ -274,21 +320,42 @@ def environment_section(pins: dict[str, str], runs: dict[str, dict[str, dict]]) 
     """The reproduce page's "Pinned environment" section: the lock's main pins beside what each
     dataset's run had installed (its last step's record), a verdict per run (a warning on drift),
     and every pin of the lock in a dropdown."""
-    lines = ["", "## The pinned environment", "",
-             (f"`requirements/cpu.lock` pins {len(pins)} packages. The versions each run had installed, "
-              "as its `provenance.json` records them:"), ""]
+    lines = [
+        "",
+        "## The pinned environment",
+        "",
+        (
+            f"`requirements/cpu.lock` pins {len(pins)} packages. The versions each run had installed, "
+            "as its `provenance.json` records them:"
+        ),
+        "",
+    ]
     datasets = list(runs)
     installed = {d: ([*runs[d].values()][-1].get("packages", {}) if runs[d] else {}) for d in datasets}
     header = ["package", "locked", *(f"installed ({d})" for d in datasets)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in [p for p in MAIN_PACKAGES if p in pins]:
-        lines.append("| " + " | ".join([name, pins[name], *(installed[d].get(name) or "—" for d in datasets)]) + " |")
+        lines.append(
+            "| " + " | ".join([name, pins[name], *(installed[d].get(name) or "—" for d in datasets)]) + " |"
+        )
     for dataset in datasets:
         ok, verdict = lock_verdict(runs[dataset])
         kind = "note" if ok else "warning"
-        lines += ["", f":::{{{kind}}} {dataset}: {'matches the lock' if ok else 'differs from the lock'}", verdict, ":::"]
-    lines += ["", ":::{dropdown} Every locked package", "", "| package | version |", "|---|---|",
-              *[f"| {name} | {version} |" for name, version in sorted(pins.items())], ":::"]
+        lines += [
+            "",
+            f":::{{{kind}}} {dataset}: {'matches the lock' if ok else 'differs from the lock'}",
+            verdict,
+            ":::",
+        ]
+    lines += [
+        "",
+        ":::{dropdown} Every locked package",
+        "",
+        "| package | version |",
+        "|---|---|",
+        *[f"| {name} | {version} |" for name, version in sorted(pins.items())],
+        ":::",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -315,8 +382,10 @@ def check_offline_mathjax() -> None:
     import importlib.util
 
     if importlib.util.find_spec(MATHJAX_EXTENSION) is None:
-        raise ConfigError(f"{MATHJAX_EXTENSION} is not installed (the book's offline MathJax); run `make install` "
-                          f"or `pip install {MATHJAX_EXTENSION}`")
+        raise ConfigError(
+            f"{MATHJAX_EXTENSION} is not installed (the book's offline MathJax); run `make install` "
+            f"or `pip install {MATHJAX_EXTENSION}`"
+        )
 
 
 def jupyter_book_command() -> list[str]:
@@ -330,8 +399,15 @@ def jupyter_book_command() -> list[str]:
     return [found]
 
 
-def build_book(profile: str = "cpu", *, results_root=None, data_root=None, output: Path | None = None,
-               source: Path = BOOK_SOURCE, quiet: bool = False) -> Path:
+def build_book(
+    profile: str = "cpu",
+    *,
+    results_root=None,
+    data_root=None,
+    output: Path | None = None,
+    source: Path = BOOK_SOURCE,
+    quiet: bool = False,
+) -> Path:
     """Stage and build the book of ``profile``; returns the HTML folder ``<output>/_build/html``.
 
     The build runs in a fresh folder beside it and replaces it only on success (see the module
@@ -344,20 +420,28 @@ def build_book(profile: str = "cpu", *, results_root=None, data_root=None, outpu
     check_offline_mathjax()
     build_dir = (Path(output) if output is not None else source) / "_build"
     build_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".building-", dir=build_dir))  # same file system: the swap is a rename
+    work = Path(
+        tempfile.mkdtemp(prefix=".building-", dir=build_dir)
+    )  # same file system: the swap is a rename
     started = time.perf_counter()
     try:
-        staged = stage(profile, results_root=results_root, data_root=data_root, staging=work / "source", source=source)
+        staged = stage(
+            profile, results_root=results_root, data_root=data_root, staging=work / "source", source=source
+        )
         n = sum(len(v) for v in staged.sections.values())
         print(f"book: {n} executed notebook(s) of profile {profile!r} staged", flush=True)
         result = _run_jupyter_book(work, quiet)
         if result.returncode != 0:
             failed = _replace_folder(work, build_dir / "failed")
             detail = (result.stdout or "")[-4000:] + (result.stderr or "")[-4000:] if quiet else ""
-            raise BookBuildFailed(f"jupyter-book build failed (exit {result.returncode}); see the output above. The "
-                                  f"failed build is in {failed}; the previous book is untouched.{detail}")
+            raise BookBuildFailed(
+                f"jupyter-book build failed (exit {result.returncode}); see the output above. The "
+                f"failed build is in {failed}; the previous book is untouched.{detail}"
+            )
         html = _replace_folder(work / "_build" / "html", build_dir / "html")
-        shutil.rmtree(build_dir / "failed", ignore_errors=True)  # an older failure no longer describes the book
+        shutil.rmtree(
+            build_dir / "failed", ignore_errors=True
+        )  # an older failure no longer describes the book
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"book: built in {time.perf_counter() - started:.0f} s → {html / 'index.html'}", flush=True)
@@ -366,7 +450,15 @@ def build_book(profile: str = "cpu", *, results_root=None, data_root=None, outpu
 
 def _run_jupyter_book(work: Path, quiet: bool) -> subprocess.CompletedProcess:
     """``jupyter-book build`` of ``work/source`` into ``work/_build``."""
-    command = jupyter_book_command() + ["build", str(work / "source"), "--path-output", str(work), "--all", "-W", "--keep-going"]
+    command = jupyter_book_command() + [
+        "build",
+        str(work / "source"),
+        "--path-output",
+        str(work),
+        "--all",
+        "-W",
+        "--keep-going",
+    ]
     env = dict(os.environ, PYDEVD_DISABLE_FILE_VALIDATION="1")
     return subprocess.run(command, check=False, capture_output=quiet, text=True, env=env)
 

@@ -23,8 +23,14 @@ def file_digest(path: Path) -> str:
 
 
 RUNNER_MODULES = (
-    "reproduce/runner.py", "reproduce/tasks.py", "reproduce/execute.py", "reproduce/digest.py", "reproduce/book.py",
-    "reproduce/published.py", "reproduce/fresh.py", "reproduce/__main__.py",
+    "reproduce/runner.py",
+    "reproduce/tasks.py",
+    "reproduce/execute.py",
+    "reproduce/digest.py",
+    "reproduce/book.py",
+    "reproduce/published.py",
+    "reproduce/fresh.py",
+    "reproduce/__main__.py",
 )
 """Modules that run notebooks or build the book: they do not change what a notebook computes."""
 
@@ -42,7 +48,11 @@ def code_digest(source: str) -> str:
 
 
 def _is_string_statement(node: ast.AST) -> bool:
-    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+    return (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    )
 
 
 def _canonical(node: object) -> str:
@@ -50,9 +60,13 @@ def _canonical(node: object) -> str:
     (3.12 added empty ``type_params`` everywhere; 3.13's ``ast.dump`` hides empty fields)."""
     if isinstance(node, ast.AST):
         fields = ((name, getattr(node, name, None)) for name in node._fields)
-        return f"{type(node).__name__}(" + ", ".join(
-            f"{name}={_canonical(value)}" for name, value in fields if value is not None and value != []
-        ) + ")"
+        return (
+            f"{type(node).__name__}("
+            + ", ".join(
+                f"{name}={_canonical(value)}" for name, value in fields if value is not None and value != []
+            )
+            + ")"
+        )
     if isinstance(node, list):
         return "[" + ", ".join(_canonical(item) for item in node) + "]"
     return repr(node)

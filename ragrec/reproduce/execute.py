@@ -27,7 +27,9 @@ def ensure_kernel() -> str:
         pass
     from ipykernel.kernelspec import install
 
-    install(kernel_name=KERNEL_NAME, display_name=f"Python (ragrec, {Path(sys.prefix).name})", prefix=sys.prefix)
+    install(
+        kernel_name=KERNEL_NAME, display_name=f"Python (ragrec, {Path(sys.prefix).name})", prefix=sys.prefix
+    )
     return KERNEL_NAME
 
 
@@ -69,8 +71,13 @@ def execute(task: Task, *, kernel: str, log_output: bool = False, progress_bar: 
     started = time.perf_counter()
     try:
         papermill.execute_notebook(
-            str(task.source), str(running), parameters=task.parameters, kernel_name=kernel,
-            progress_bar=progress_bar, log_output=log_output, cwd=str(Path.cwd()),
+            str(task.source),
+            str(running),
+            parameters=task.parameters,
+            kernel_name=kernel,
+            progress_bar=progress_bar,
+            log_output=log_output,
+            cwd=str(Path.cwd()),
         )
     except PapermillExecutionError as exc:
         os.replace(running, failed)
@@ -88,7 +95,10 @@ def execute(task: Task, *, kernel: str, log_output: bool = False, progress_bar: 
 
     from ragrec.reproduce.published import scrub_notebook
 
-    nbformat.write(scrub_notebook(nbformat.read(running, as_version=4), root=PROJECT_DIR, output_path=task.output), running)
+    nbformat.write(
+        scrub_notebook(nbformat.read(running, as_version=4), root=PROJECT_DIR, output_path=task.output),
+        running,
+    )
     os.replace(running, task.output)
     if failed.exists():
         failed.unlink()

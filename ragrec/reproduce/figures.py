@@ -63,7 +63,9 @@ def chosen_where(sweep: pd.DataFrame | None, exits: pd.DataFrame | None = None) 
     if chosen is None:
         return None
     where = {"form": chosen["form"], "tau": float(chosen["tau"])}
-    where.update({column: chosen[column] for column in ("first_head", "split", "variant") if column in chosen.index})
+    where.update(
+        {column: chosen[column] for column in ("first_head", "split", "variant") if column in chosen.index}
+    )
     return where
 
 
@@ -86,14 +88,25 @@ def per_head_auc(heads: pd.DataFrame, *, variant: str = "main", title: str = "")
     """Test AUC [95% CI] of every exit head, one line per prompt context."""
     rows = heads[heads["variant"] == variant] if "variant" in heads.columns else heads
     layers = sorted(rows["head_layer"].unique())
-    contexts = [c for c in CONTEXT_LABELS if c in set(rows["context"])] + sorted(set(rows["context"]) - set(CONTEXT_LABELS))
+    contexts = [c for c in CONTEXT_LABELS if c in set(rows["context"])] + sorted(
+        set(rows["context"]) - set(CONTEXT_LABELS)
+    )
     step = min((b - a for a, b in itertools.pairwise(layers)), default=1)
     fig, ax = _figure()
     for i, context in enumerate(contexts):
         one = rows[rows["context"] == context].sort_values("head_layer")
-        shift = (i - (len(contexts) - 1) / 2) * 0.08 * step  # side by side, so intervals do not hide each other
-        ax.errorbar(one["head_layer"] + shift, one["auc"], yerr=_yerr(one), marker="o", ms=4, capsize=3,
-                    label=CONTEXT_LABELS.get(context, context))
+        shift = (
+            (i - (len(contexts) - 1) / 2) * 0.08 * step
+        )  # side by side, so intervals do not hide each other
+        ax.errorbar(
+            one["head_layer"] + shift,
+            one["auc"],
+            yerr=_yerr(one),
+            marker="o",
+            ms=4,
+            capsize=3,
+            label=CONTEXT_LABELS.get(context, context),
+        )
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.set(xlabel="exit head (decoder layer)", ylabel="test AUC (95% CI)", xticks=layers, title=title)
     ax.legend(title="similar users in the prompt", fontsize=8, title_fontsize=8)
@@ -109,11 +122,18 @@ def sweep_curve(sweep: pd.DataFrame, exits: pd.DataFrame | None = None, *, title
         one = one.sort_values("layer_share")
         line = ax.plot(one["layer_share"], one["auc"], marker=".", label=f"{form} rule")[0]
         if "auc_ci_low" in one and (chosen is None or form == chosen["form"]):  # one band stays readable
-            ax.fill_between(one["layer_share"], one["auc_ci_low"], one["auc_ci_high"], color=line.get_color(), alpha=0.12)
+            ax.fill_between(
+                one["layer_share"], one["auc_ci_low"], one["auc_ci_high"], color=line.get_color(), alpha=0.12
+            )
     if "auc_full" in rows and len(rows):
         ax.scatter([1.0], [rows["auc_full"].iloc[0]], label="full depth", **FULL_STYLE)
     if chosen is not None:
-        ax.scatter([chosen["layer_share"]], [chosen["auc"]], label=f"chosen: {chosen['form']} τ = {chosen['tau']:g}", **CHOSEN_STYLE)
+        ax.scatter(
+            [chosen["layer_share"]],
+            [chosen["auc"]],
+            label=f"chosen: {chosen['form']} τ = {chosen['tau']:g}",
+            **CHOSEN_STYLE,
+        )
     ax.set(xlabel="share of layer compute used", ylabel="test AUC (band: 95% CI)", title=title)
     ax.legend(fontsize=8)
     return fig
@@ -123,7 +143,11 @@ def exit_histogram(sweep: pd.DataFrame, exits: pd.DataFrame | None = None, *, ti
     """Share of test samples exiting at each head under the chosen rule and τ."""
     chosen = chosen_point(sweep, exits)
     fig, ax = _figure(3.0)
-    shares = {} if chosen is None else {c.removeprefix("exit_share_"): chosen[c] for c in chosen.index if c.startswith("exit_share_")}
+    shares = (
+        {}
+        if chosen is None
+        else {c.removeprefix("exit_share_"): chosen[c] for c in chosen.index if c.startswith("exit_share_")}
+    )
     if shares:
         ax.bar(list(shares), list(shares.values()), color="tab:purple")
         title = title or f"where test samples exit ({chosen['form']} τ = {chosen['tau']:g})"
@@ -150,32 +174,66 @@ def headline(sweep: pd.DataFrame | None, exits: pd.DataFrame | None, *, title: s
     full = _engine_rate(exits, "full") if exits is not None else None
     fig, ax = _figure(3.8)
     if full is None or not len(rows):
-        ax.text(0.5, 0.5, "no timed full-depth run in the results", ha="center", va="center", transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "no timed full-depth run in the results",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
         return fig
     chosen = chosen_point(sweep, exits)
     op = _engine_rate(exits, "exit", "operating_point")
     if chosen is not None and op is not None and not is_missing(op.get("speedup_vs_full")):
         efficiency = op["speedup_vs_full"] / op["compute_bound_speedup"]
         one = rows[rows["form"] == chosen["form"]].sort_values("layer_share")
-        ax.plot(full["rps"] * one["compute_bound_speedup"] * efficiency, one["auc"], ls="--", color="tab:grey", lw=1,
-                label=f"{chosen['form']} sweep, projected rate")
+        ax.plot(
+            full["rps"] * one["compute_bound_speedup"] * efficiency,
+            one["auc"],
+            ls="--",
+            color="tab:grey",
+            lw=1,
+            label=f"{chosen['form']} sweep, projected rate",
+        )
     depth = rows.sort_values("layer_share").iloc[-1]
-    ax.errorbar([full["rps"]], [depth["auc"]], yerr=_yerr(rows.loc[[depth.name]]), ls="", capsize=3, color="black")
+    ax.errorbar(
+        [full["rps"]], [depth["auc"]], yerr=_yerr(rows.loc[[depth.name]]), ls="", capsize=3, color="black"
+    )
     ax.scatter([full["rps"]], [depth["auc"]], label="full depth (measured)", **FULL_STYLE)
     engine = _engine_rate(exits, "engine_full")
     if engine is not None:  # the same AUC as full depth; only the forward path differs
-        ax.scatter([engine["rps"]], [depth["auc"]], marker="*", s=160, facecolors="none", edgecolors="black",
-                   zorder=5, label="full depth, early-exit engine never exiting (measured)")
+        ax.scatter(
+            [engine["rps"]],
+            [depth["auc"]],
+            marker="*",
+            s=160,
+            facecolors="none",
+            edgecolors="black",
+            zorder=5,
+            label="full depth, early-exit engine never exiting (measured)",
+        )
     for _, timed in main_variant(exits)[main_variant(exits)["method"] == "exit"].iterrows():
         point = rows[(rows["form"] == timed["form"]) & (rows["tau"] == timed["tau"])]
         if not len(point):
             continue
         is_chosen = chosen is not None and (timed["form"], timed["tau"]) == (chosen["form"], chosen["tau"])
-        ax.errorbar([timed["rps"]], point["auc"], yerr=_yerr(point), marker="o", capsize=3, ls="",
-                    label=f"{timed['form']} τ = {timed['tau']:g}" + (" (chosen)" if is_chosen else "") + ", measured")
+        ax.errorbar(
+            [timed["rps"]],
+            point["auc"],
+            yerr=_yerr(point),
+            marker="o",
+            capsize=3,
+            ls="",
+            label=f"{timed['form']} τ = {timed['tau']:g}" + (" (chosen)" if is_chosen else "") + ", measured",
+        )
         if is_chosen:
             ax.scatter([timed["rps"]], point["auc"], **CHOSEN_STYLE)
-    ax.set(xlabel="requests per second (measured, same machine and threads)", ylabel="test AUC (95% CI)", title=title)
+    ax.set(
+        xlabel="requests per second (measured, same machine and threads)",
+        ylabel="test AUC (95% CI)",
+        title=title,
+    )
     ax.legend(fontsize=8)
     return fig
 
@@ -183,7 +241,11 @@ def headline(sweep: pd.DataFrame | None, exits: pd.DataFrame | None, *, title: s
 def training_curve(training: pd.DataFrame, *, window: int = 10, title: str = "multi-head training") -> Figure:
     """Training loss (rolling mean over ``window`` steps) of each run (its variant and β)."""
     fig, ax = _figure(3.0)
-    runs = training.groupby(["variant", "beta"], sort=False) if "variant" in training.columns else training.groupby("beta")
+    runs = (
+        training.groupby(["variant", "beta"], sort=False)
+        if "variant" in training.columns
+        else training.groupby("beta")
+    )
     for key, rows in runs:
         label = f"{key[0]} (β = {key[1]:g})" if isinstance(key, tuple) else f"β = {key:g}"
         ax.plot(rows["step"], rows["loss"].rolling(window, min_periods=1).mean(), label=label)

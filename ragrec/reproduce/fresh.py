@@ -35,10 +35,18 @@ from ragrec.reproduce.tasks import (
 from ragrec.results import result_dir, results_base
 
 
-def run_fresh(profile: str, datasets: Sequence[str] | None = None, *, seed: int | None = None,
-              results_root: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None,
-              log_output: bool = False, progress_bar: bool = True, specs: Sequence[NotebookSpec] = NOTEBOOKS,
-              notebook_dir: Path = NOTEBOOK_DIR) -> RunReport:
+def run_fresh(
+    profile: str,
+    datasets: Sequence[str] | None = None,
+    *,
+    seed: int | None = None,
+    results_root: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None,
+    log_output: bool = False,
+    progress_bar: bool = True,
+    specs: Sequence[NotebookSpec] = NOTEBOOKS,
+    notebook_dir: Path = NOTEBOOK_DIR,
+) -> RunReport:
     """Run every notebook of ``profile`` from empty, then swap the results in (module docstring).
 
     Args:
@@ -55,14 +63,28 @@ def run_fresh(profile: str, datasets: Sequence[str] | None = None, *, seed: int 
     base.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     fresh = Path(tempfile.mkdtemp(prefix=f".fresh-{profile}-{stamp}-", dir=base))
-    _say(f"fresh run: every notebook of profile {profile!r} from empty into {fresh}/; "
-         f"{base / profile}/ stays as it is until all of them succeed")
+    _say(
+        f"fresh run: every notebook of profile {profile!r} from empty into {fresh}/; "
+        f"{base / profile}/ stays as it is until all of them succeed"
+    )
     try:
-        report = run(profile, datasets, force=True, seed=seed, results_root=fresh, data_root=data_root,
-                     log_output=log_output, progress_bar=progress_bar, specs=specs, notebook_dir=notebook_dir)
+        report = run(
+            profile,
+            datasets,
+            force=True,
+            seed=seed,
+            results_root=fresh,
+            data_root=data_root,
+            log_output=log_output,
+            progress_bar=progress_bar,
+            specs=specs,
+            notebook_dir=notebook_dir,
+        )
     except NotebookFailed as exc:
-        raise NotebookFailed(f"{exc}\nThe fresh run stopped: {base / profile}/ is untouched; its partial run "
-                             f"is in {fresh}/ (delete it when done; `make clean` does).") from None
+        raise NotebookFailed(
+            f"{exc}\nThe fresh run stopped: {base / profile}/ is untouched; its partial run "
+            f"is in {fresh}/ (delete it when done; `make clean` does)."
+        ) from None
     except BaseException:
         if not any(fresh.iterdir()):  # stopped before any notebook ran (e.g. no model set)
             fresh.rmdir()
@@ -93,7 +115,9 @@ def swap_in(fresh: Path, target: Path) -> None:
 # when every notebook was up to date
 
 
-def up_to_date_summary(report: RunReport, profile: str, results_root: str | os.PathLike | None = None) -> list[str]:
+def up_to_date_summary(
+    report: RunReport, profile: str, results_root: str | os.PathLike | None = None
+) -> list[str]:
     """What to tell a reproducer whose run re-executed nothing: whose results they are looking
     at, and the command that re-executes everything, with the time it took last (the notebooks'
     recorded wall times). Empty when something ran or nothing was there."""
@@ -101,15 +125,21 @@ def up_to_date_summary(report: RunReport, profile: str, results_root: str | os.P
         return []
     folders = [result_dir(profile, d, results_root) for d in dict.fromkeys(d for _, d in report.skipped)]
     entries = [e for folder in folders for e in _manifest_entries(folder)]
-    finished = max((str(e.get("finished"))[:10] for e in entries if e.get("finished")), default="an earlier run")
+    finished = max(
+        (str(e.get("finished"))[:10] for e in entries if e.get("finished")), default="an earlier run"
+    )
     measured = sum(float(e.get("wall_s") or 0) for e in entries if e.get("status") == "ok")
     took = f", {_fmt_s(measured)} of notebooks last time" if measured else ""
     where = ", ".join(f"{f}/" for f in folders)
     return [
-        (f"All {len(report.skipped)} notebooks are up to date, so none was re-executed: {where} holds the "
-         f"results of the run finished {finished}."),
-        (f"To re-execute every notebook from empty{took}: make reproduce PROFILE={profile} FRESH=1 "
-         f"(python -m ragrec.reproduce run --profile {profile} --fresh)"),
+        (
+            f"All {len(report.skipped)} notebooks are up to date, so none was re-executed: {where} holds the "
+            f"results of the run finished {finished}."
+        ),
+        (
+            f"To re-execute every notebook from empty{took}: make reproduce PROFILE={profile} FRESH=1 "
+            f"(python -m ragrec.reproduce run --profile {profile} --fresh)"
+        ),
     ]
 
 

@@ -112,7 +112,9 @@ class NotebookContext:
             return None
         return select_cell(frame, column, where, table=table)
 
-    def glue(self, key: str, table: str, column: str, where: dict[str, Any] | None = None, fmt: str = ".3f") -> None:
+    def glue(
+        self, key: str, table: str, column: str, where: dict[str, Any] | None = None, fmt: str = ".3f"
+    ) -> None:
         """Glue ``table[column]`` at the row matching ``where`` under ``key`` (for
         ``{glue:text}`key``` in the notebook's prose), formatted with ``fmt`` ("" for strings);
         ``"not run"`` when absent. The text glued is recorded in ``glue_<step>.csv`` (and
@@ -122,14 +124,24 @@ class NotebookContext:
 
         myst_glue(key, text, display=False)
         self.glued = [g for g in self.glued if g["key"] != key]
-        self.glued.append({
-            "key": key, "table": table, "column": column,
-            "where": json.dumps(where or {}, sort_keys=True), "fmt": fmt, "text": text,
-        })
-        write_csv(pd.DataFrame(self.glued, columns=list(GLUE_COLUMNS)), self.path(glue_record_name(self.step)))
+        self.glued.append(
+            {
+                "key": key,
+                "table": table,
+                "column": column,
+                "where": json.dumps(where or {}, sort_keys=True),
+                "fmt": fmt,
+                "text": text,
+            }
+        )
+        write_csv(
+            pd.DataFrame(self.glued, columns=list(GLUE_COLUMNS)), self.path(glue_record_name(self.step))
+        )
 
 
-def select_cell(frame: pd.DataFrame, column: str, where: dict[str, Any] | None, *, table: str = "table") -> Any:
+def select_cell(
+    frame: pd.DataFrame, column: str, where: dict[str, Any] | None, *, table: str = "table"
+) -> Any:
     """The value in ``column`` of the single row of ``frame`` whose columns equal ``where``
     (compared as strings, so ``6`` matches ``"6"`` and ``0.1`` matches ``0.1``); None when no
     row matches or the value is missing."""
@@ -181,7 +193,9 @@ def _canonical(value: Any) -> str:
     return repr(number)
 
 
-def setup_notebook(step: str, profile: str, dataset: str, seed: int | None, out_dir: str | os.PathLike) -> NotebookContext:
+def setup_notebook(
+    step: str, profile: str, dataset: str, seed: int | None, out_dir: str | os.PathLike
+) -> NotebookContext:
     """Validate a notebook's parameters and prepare its results directory.
 
     Args:
@@ -211,19 +225,38 @@ def setup_notebook(step: str, profile: str, dataset: str, seed: int | None, out_
 # the run record: what ran, how long, where
 
 
-def run_times(out_dir: str | os.PathLike, *, exclude: tuple[str, ...] = (), manifest_name: str = "reproduce.json") -> pd.DataFrame:
+def run_times(
+    out_dir: str | os.PathLike, *, exclude: tuple[str, ...] = (), manifest_name: str = "reproduce.json"
+) -> pd.DataFrame:
     """One row per notebook recorded in the run manifest (status, wall seconds, start, finish) in
     the order they started, ``exclude`` left out, plus a ``total`` row summing the wall seconds of
     those that finished."""
     path = Path(out_dir) / manifest_name
     entries = json.loads(path.read_text()).get("notebooks", {}) if path.exists() else {}
-    entries = dict(sorted(((k, v) for k, v in entries.items() if k not in exclude), key=lambda kv: str(kv[1].get("started"))))
-    rows = [{"notebook": name, "status": e.get("status"), "wall_s": e.get("wall_s"), "started": e.get("started"),
-             "finished": e.get("finished")} for name, e in entries.items()]
+    entries = dict(
+        sorted(
+            ((k, v) for k, v in entries.items() if k not in exclude), key=lambda kv: str(kv[1].get("started"))
+        )
+    )
+    rows = [
+        {
+            "notebook": name,
+            "status": e.get("status"),
+            "wall_s": e.get("wall_s"),
+            "started": e.get("started"),
+            "finished": e.get("finished"),
+        }
+        for name, e in entries.items()
+    ]
     frame = pd.DataFrame(rows, columns=["notebook", "status", "wall_s", "started", "finished"])
     ok = frame[frame["status"] == "ok"]
-    total = {"notebook": "total", "status": f"{len(ok)} ok", "wall_s": float(pd.to_numeric(ok["wall_s"]).sum()) if len(ok) else None,
-             "started": ok["started"].min() if len(ok) else None, "finished": ok["finished"].max() if len(ok) else None}
+    total = {
+        "notebook": "total",
+        "status": f"{len(ok)} ok",
+        "wall_s": float(pd.to_numeric(ok["wall_s"]).sum()) if len(ok) else None,
+        "started": ok["started"].min() if len(ok) else None,
+        "finished": ok["finished"].max() if len(ok) else None,
+    }
     return pd.concat([frame, pd.DataFrame([total])], ignore_index=True)
 
 
@@ -232,14 +265,41 @@ def provenance_table(out_dir: str | os.PathLike) -> pd.DataFrame:
     rows = []
     for step, e in read_provenance(out_dir).items():
         packages = e.get("packages") or {}
-        rows.append({
-            "step": step, "seed": e.get("seed"), "git_commit": (e.get("git_commit") or "")[:12], "git_dirty": e.get("git_dirty"),
-            "python": e.get("python"), "torch": packages.get("torch"), "transformers": packages.get("transformers"),
-            "cpu": e.get("cpu"), "cpu_count": e.get("cpu_count"), "torch_threads": e.get("torch_threads"), "gpu": e.get("gpu"),
-            "started": e.get("started"), "finished": e.get("finished"),
-        })
-    return pd.DataFrame(rows, columns=["step", "seed", "git_commit", "git_dirty", "python", "torch", "transformers", "cpu",
-                                       "cpu_count", "torch_threads", "gpu", "started", "finished"])
+        rows.append(
+            {
+                "step": step,
+                "seed": e.get("seed"),
+                "git_commit": (e.get("git_commit") or "")[:12],
+                "git_dirty": e.get("git_dirty"),
+                "python": e.get("python"),
+                "torch": packages.get("torch"),
+                "transformers": packages.get("transformers"),
+                "cpu": e.get("cpu"),
+                "cpu_count": e.get("cpu_count"),
+                "torch_threads": e.get("torch_threads"),
+                "gpu": e.get("gpu"),
+                "started": e.get("started"),
+                "finished": e.get("finished"),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "step",
+            "seed",
+            "git_commit",
+            "git_dirty",
+            "python",
+            "torch",
+            "transformers",
+            "cpu",
+            "cpu_count",
+            "torch_threads",
+            "gpu",
+            "started",
+            "finished",
+        ],
+    )
 
 
 def run_summary(results_root: str | os.PathLike, manifest_name: str = "reproduce.json") -> pd.DataFrame:
@@ -250,6 +310,13 @@ def run_summary(results_root: str | os.PathLike, manifest_name: str = "reproduce
     for path in sorted(Path(results_root).glob(f"*/*/{manifest_name}")):
         times = run_times(path.parent, manifest_name=manifest_name)
         total = times[times["notebook"] == "total"].iloc[0]
-        rows.append({"profile": path.parent.parent.name, "dataset": path.parent.name, "notebooks_ok": total["status"],
-                     "wall_s": total["wall_s"], "last_finished": total["finished"]})
+        rows.append(
+            {
+                "profile": path.parent.parent.name,
+                "dataset": path.parent.name,
+                "notebooks_ok": total["status"],
+                "wall_s": total["wall_s"],
+                "last_finished": total["finished"],
+            }
+        )
     return pd.DataFrame(rows, columns=["profile", "dataset", "notebooks_ok", "wall_s", "last_finished"])

@@ -39,7 +39,9 @@ def relative_paths(text: str, paths: dict[str, str] | None = None) -> str:
     repository becomes relative to it (``<repo>/data/raw`` → ``data/raw``)."""
     for path, label in (paths or machine_paths()).items():
         text = text.replace(f"{path}/", "" if label == "." else f"{label}/")  # a path below the root
-        text = re.sub(re.escape(path) + r"(?![\w-]|\.\w)", lambda _, label=label: label, text)  # the root itself
+        text = re.sub(
+            re.escape(path) + r"(?![\w-]|\.\w)", lambda _, label=label: label, text
+        )  # the root itself
     return text
 
 
@@ -117,7 +119,9 @@ def scrub_results(folder: str | os.PathLike) -> list[Path]:
     for path in sorted(Path(folder).rglob("*.ipynb")):
         before = path.read_text()
         nb = nbformat.reads(before, as_version=4)
-        recorded = Path(nb.metadata.get("papermill", {}).get("input_path") or REPO_DIR / "notebooks" / path.name)
+        recorded = Path(
+            nb.metadata.get("papermill", {}).get("input_path") or REPO_DIR / "notebooks" / path.name
+        )
         root = recorded.parent.parent if recorded.is_absolute() else REPO_DIR
         scrub_notebook(nb, root=root, output_path=root / path.resolve().relative_to(REPO_DIR))
         after = nbformat.writes(nb) + "\n"

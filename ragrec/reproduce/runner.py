@@ -79,7 +79,9 @@ def _say(message: str) -> None:
 def _say_model(profile: Profile) -> None:
     m = profile.model
     if m.source not in ("bundled", "tiny"):  # a local folder: say which, and where it runs
-        _say(f"model {m.source} on {m.device or 'the default device'}, exit heads at layers {list(m.head_layers)}")
+        _say(
+            f"model {m.source} on {m.device or 'the default device'}, exit heads at layers {list(m.head_layers)}"
+        )
 
 
 @dataclass
@@ -92,10 +94,17 @@ class RunReport:
     wall_s: float = 0.0
 
 
-def plan(profile: str, datasets: Sequence[str] | None = None, notebooks: Sequence[str] | None = None,
-         *, seed: int | None = None, results_root: str | os.PathLike | None = None,
-         data_root: str | os.PathLike | None = None, specs: Sequence[NotebookSpec] = NOTEBOOKS,
-         notebook_dir: Path = NOTEBOOK_DIR) -> tuple[list[Task], dict[str, str]]:
+def plan(
+    profile: str,
+    datasets: Sequence[str] | None = None,
+    notebooks: Sequence[str] | None = None,
+    *,
+    seed: int | None = None,
+    results_root: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None,
+    specs: Sequence[NotebookSpec] = NOTEBOOKS,
+    notebook_dir: Path = NOTEBOOK_DIR,
+) -> tuple[list[Task], dict[str, str]]:
     """The tasks to consider, in run order, and the datasets left out with the reason.
 
     ``specs`` and ``notebook_dir`` default to the project's notebooks (tests pass their own)."""
@@ -113,17 +122,36 @@ def plan(profile: str, datasets: Sequence[str] | None = None, notebooks: Sequenc
             continue
         out_dir = result_dir(profile, dataset, results_root)
         for spec in chosen_specs:
-            tasks.append(Task(spec, profile, dataset, prof.seed if seed is None else seed, out_dir,
-                              Path(notebook_dir) / f"{spec.name}.ipynb", tuple(by_name[a] for a in spec.after),
-                              data_root=None if data_root is None else Path(data_root)))
+            tasks.append(
+                Task(
+                    spec,
+                    profile,
+                    dataset,
+                    prof.seed if seed is None else seed,
+                    out_dir,
+                    Path(notebook_dir) / f"{spec.name}.ipynb",
+                    tuple(by_name[a] for a in spec.after),
+                    data_root=None if data_root is None else Path(data_root),
+                )
+            )
     require_present(datasets, missing)
     return tasks, missing
 
 
-def run(profile: str = "cpu", datasets: Sequence[str] | None = None, notebooks: Sequence[str] | None = None, *,
-        force: bool = False, seed: int | None = None, results_root: str | os.PathLike | None = None,
-        data_root: str | os.PathLike | None = None, log_output: bool = False, progress_bar: bool = True,
-        specs: Sequence[NotebookSpec] = NOTEBOOKS, notebook_dir: Path = NOTEBOOK_DIR) -> RunReport:
+def run(
+    profile: str = "cpu",
+    datasets: Sequence[str] | None = None,
+    notebooks: Sequence[str] | None = None,
+    *,
+    force: bool = False,
+    seed: int | None = None,
+    results_root: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None,
+    log_output: bool = False,
+    progress_bar: bool = True,
+    specs: Sequence[NotebookSpec] = NOTEBOOKS,
+    notebook_dir: Path = NOTEBOOK_DIR,
+) -> RunReport:
     """Run the notebooks (see the module docstring); raises :class:`NotebookFailed` at the first
     failing one.
 
@@ -133,8 +161,16 @@ def run(profile: str = "cpu", datasets: Sequence[str] | None = None, notebooks: 
     """
     started = time.perf_counter()
     _say_model(run_profile(profile))  # the gpu profile fails here without a usable model
-    tasks, missing = plan(profile, datasets, notebooks, seed=seed, results_root=results_root, data_root=data_root,
-                          specs=specs, notebook_dir=notebook_dir)
+    tasks, missing = plan(
+        profile,
+        datasets,
+        notebooks,
+        seed=seed,
+        results_root=results_root,
+        data_root=data_root,
+        specs=specs,
+        notebook_dir=notebook_dir,
+    )
     if log_output:
         stream_papermill_log()
     report = RunReport(missing=missing)
@@ -151,7 +187,9 @@ def run(profile: str = "cpu", datasets: Sequence[str] | None = None, notebooks: 
         manifest = read_manifest(task.out_dir)
         if not force and up_to_date(task, manifest, library):
             entry = manifest["notebooks"][task.spec.name]
-            _say(f"{label}  up to date: kept from its run of {str(entry.get('finished'))[:10]} ({_fmt_s(entry.get('wall_s') or 0)})")
+            _say(
+                f"{label}  up to date: kept from its run of {str(entry.get('finished'))[:10]} ({_fmt_s(entry.get('wall_s') or 0)})"
+            )
             report.skipped.append((task.spec.name, task.dataset))
             continue
         digest = task.inputs_digest(manifest, library)
@@ -160,14 +198,31 @@ def run(profile: str = "cpu", datasets: Sequence[str] | None = None, notebooks: 
         try:
             seconds = execute(task, kernel=kernel, log_output=log_output, progress_bar=progress_bar)
         except NotebookFailed as exc:
-            record(task.out_dir, task.spec.name, {"status": "failed", "started": when, "error": str(exc),
-                                                    "inputs": digest, "parameters": task.parameters})
+            record(
+                task.out_dir,
+                task.spec.name,
+                {
+                    "status": "failed",
+                    "started": when,
+                    "error": str(exc),
+                    "inputs": digest,
+                    "parameters": task.parameters,
+                },
+            )
             raise
-        record(task.out_dir, task.spec.name, {
-            "status": "ok", "inputs": digest, "parameters": task.parameters, "started": when,
-            "finished": datetime.now(timezone.utc).isoformat(), "wall_s": round(seconds, 2),
-            **({"artifacts": task.artifact_digests()} if task.spec.artifacts else {}),
-        })
+        record(
+            task.out_dir,
+            task.spec.name,
+            {
+                "status": "ok",
+                "inputs": digest,
+                "parameters": task.parameters,
+                "started": when,
+                "finished": datetime.now(timezone.utc).isoformat(),
+                "wall_s": round(seconds, 2),
+                **({"artifacts": task.artifact_digests()} if task.spec.artifacts else {}),
+            },
+        )
         report.ran.append((task.spec.name, task.dataset, seconds))
         _say(f"{label}  done in {_fmt_s(seconds)}")
     report.wall_s = time.perf_counter() - started
@@ -177,11 +232,19 @@ def run(profile: str = "cpu", datasets: Sequence[str] | None = None, notebooks: 
     return report
 
 
-def status(profile: str, *, results_root=None, data_root=None, specs: Sequence[NotebookSpec] = NOTEBOOKS,
-           notebook_dir: Path = NOTEBOOK_DIR) -> list[tuple[str, str, str]]:
+def status(
+    profile: str,
+    *,
+    results_root=None,
+    data_root=None,
+    specs: Sequence[NotebookSpec] = NOTEBOOKS,
+    notebook_dir: Path = NOTEBOOK_DIR,
+) -> list[tuple[str, str, str]]:
     """(notebook, dataset, state) for every task of the profile: ``up to date``, ``stale``,
     ``failed``, ``not run`` or ``data absent``."""
-    tasks, missing = plan(profile, results_root=results_root, data_root=data_root, specs=specs, notebook_dir=notebook_dir)
+    tasks, missing = plan(
+        profile, results_root=results_root, data_root=data_root, specs=specs, notebook_dir=notebook_dir
+    )
     library = library_digest()
     rows = [("*", d, "data absent") for d in missing]
     for task in tasks:

@@ -67,13 +67,18 @@ def differences_table(profile: Profile, data: pd.DataFrame | None) -> PeopleTabl
         "data": _data_description(row),
         "split and samples": _samples_description(row),
         "prompt": f"the same with k = {profile.k} similar users, plus the like shares of the item's earlier raters, "
-                  "of similar users and of the user's own history (beyond the paper)",
+        "of similar users and of the user's own history (beyond the paper)",
         "hardware": "CPU threads: see the run record" if profile.name != "gpu" else "GPU: see the run record",
     }
     rows = [{"aspect": aspect, "paper": PAPER[aspect], "ours": ours[aspect]} for aspect in PAPER]
     if profile.name != "gpu":
-        rows.append({"aspect": "a gpu run", "paper": "the paper's scale",
-                     "ours": f"the gpu profile: full splits, k = {gpu.k}, histories of {gpu.data.history_len} items, "
-                             "and any local Llama-family folder (e.g. Vicuna-7B) as the backbone"})
+        rows.append(
+            {
+                "aspect": "a gpu run",
+                "paper": "the paper's scale",
+                "ours": f"the gpu profile: full splits, k = {gpu.k}, histories of {gpu.data.history_len} items, "
+                "and any local Llama-family folder (e.g. Vicuna-7B) as the backbone",
+            }
+        )
     columns = [Column("aspect", ""), Column("paper", "paper"), Column("ours", "this build")]
     return people_table(pd.DataFrame(rows), columns)

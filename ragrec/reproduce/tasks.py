@@ -70,18 +70,49 @@ class NotebookSpec:
 
 NOTEBOOKS: tuple[NotebookSpec, ...] = (
     NotebookSpec("data", "Data", outputs=("data.csv",)),
-    NotebookSpec("recommender", "The LLM recommender: per-head AUC", outputs=("heads.csv", "training.csv", "predictions_gcn.csv"),
-                 # the main model and the cf variant; the β pair's runs are not reloaded later
-                 artifacts=("checkpoints/model_beta*/final/*",), artifacts_skip=("checkpoints/*_pair*",)),
-    NotebookSpec("retrieval", "GCN-Retriever vs LLM retriever", outputs=("retrieval.csv",), after=("recommender",)),
-    NotebookSpec("ablations", "Ablations: prompt context and depth-wise LR decay", outputs=("ablations.csv",), after=("recommender",)),
-    NotebookSpec("early_exit", "Early exit: accuracy vs requests per second",
-                 outputs=("early_exit.csv", "threshold_sweep.csv", "early_exit_predictions.csv"), after=("recommender",)),
-    NotebookSpec("baselines", "Baselines: where the LLM stands", outputs=("baselines.csv", "predictions_baselines.csv"),
-                 after=("recommender",)),
-    NotebookSpec("claims", "Claims check", outputs=("claims.csv",),
-                 after=("recommender", "retrieval", "ablations", "early_exit", "baselines"), reads_dataset=False),
-    NotebookSpec("run", "Run record", outputs=("run_times.csv",), reads=(MANIFEST, "provenance.json"), reads_dataset=False),
+    NotebookSpec(
+        "recommender",
+        "The LLM recommender: per-head AUC",
+        outputs=("heads.csv", "training.csv", "predictions_gcn.csv"),
+        # the main model and the cf variant; the β pair's runs are not reloaded later
+        artifacts=("checkpoints/model_beta*/final/*",),
+        artifacts_skip=("checkpoints/*_pair*",),
+    ),
+    NotebookSpec(
+        "retrieval", "GCN-Retriever vs LLM retriever", outputs=("retrieval.csv",), after=("recommender",)
+    ),
+    NotebookSpec(
+        "ablations",
+        "Ablations: prompt context and depth-wise LR decay",
+        outputs=("ablations.csv",),
+        after=("recommender",),
+    ),
+    NotebookSpec(
+        "early_exit",
+        "Early exit: accuracy vs requests per second",
+        outputs=("early_exit.csv", "threshold_sweep.csv", "early_exit_predictions.csv"),
+        after=("recommender",),
+    ),
+    NotebookSpec(
+        "baselines",
+        "Baselines: where the LLM stands",
+        outputs=("baselines.csv", "predictions_baselines.csv"),
+        after=("recommender",),
+    ),
+    NotebookSpec(
+        "claims",
+        "Claims check",
+        outputs=("claims.csv",),
+        after=("recommender", "retrieval", "ablations", "early_exit", "baselines"),
+        reads_dataset=False,
+    ),
+    NotebookSpec(
+        "run",
+        "Run record",
+        outputs=("run_times.csv",),
+        reads=(MANIFEST, "provenance.json"),
+        reads_dataset=False,
+    ),
 )
 SPECS: dict[str, NotebookSpec] = {s.name: s for s in NOTEBOOKS}
 
@@ -105,7 +136,9 @@ def check_profile(name: str) -> str:
     return name
 
 
-def check_notebooks(names: Sequence[str] | None, specs: Sequence[NotebookSpec] = NOTEBOOKS) -> list[NotebookSpec]:
+def check_notebooks(
+    names: Sequence[str] | None, specs: Sequence[NotebookSpec] = NOTEBOOKS
+) -> list[NotebookSpec]:
     """The specs for ``names`` in run order (all notebooks when None)."""
     if not names:
         return list(specs)
@@ -130,7 +163,9 @@ def require_present(requested: Sequence[str] | None, missing: dict[str, str]) ->
     """A dataset asked for by name must be present; the profile's default list may lack some."""
     absent = [d for d in requested or () if d in missing]
     if absent:
-        raise DataError("\n".join(f"{d!r} was requested by name but cannot run: {missing[d]}" for d in absent))
+        raise DataError(
+            "\n".join(f"{d!r} was requested by name but cannot run: {missing[d]}" for d in absent)
+        )
 
 
 def check_writable(folders: Sequence[Path]) -> None:
@@ -143,7 +178,9 @@ def check_writable(folders: Sequence[Path]) -> None:
             os.unlink(probe)
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
-            raise ConfigError(f"results folder {folder} is not writable ({reason}); fix its permissions or pass --results DIR") from None
+            raise ConfigError(
+                f"results folder {folder} is not writable ({reason}); fix its permissions or pass --results DIR"
+            ) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,21 +208,34 @@ class Task:
 
     @property
     def parameters(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "profile": self.profile, "seed": self.seed, "out_dir": str(self.out_dir)}
+        return {
+            "dataset": self.dataset,
+            "profile": self.profile,
+            "seed": self.seed,
+            "out_dir": str(self.out_dir),
+        }
 
     def artifact_digests(self) -> dict[str, str]:
         """``{path in the results directory: content hash}`` of the trained weights the notebook
         leaves (:attr:`NotebookSpec.artifacts`)."""
-        files = {f.relative_to(self.out_dir).as_posix(): f
-                 for pattern in self.spec.artifacts for f in self.out_dir.glob(pattern) if f.is_file()}
-        kept = sorted(name for name in files if not any(fnmatch(name, skip) for skip in self.spec.artifacts_skip))
+        files = {
+            f.relative_to(self.out_dir).as_posix(): f
+            for pattern in self.spec.artifacts
+            for f in self.out_dir.glob(pattern)
+            if f.is_file()
+        }
+        kept = sorted(
+            name for name in files if not any(fnmatch(name, skip) for skip in self.spec.artifacts_skip)
+        )
         return {name: file_digest(files[name]) for name in kept}
 
     def inputs_digest(self, manifest: dict[str, Any], library: str) -> str:
         """Digest of everything the notebook's results depend on (see the module docstring)."""
         h = hashlib.sha256()
         h.update(file_digest(self.source).encode())
-        h.update(json.dumps({k: v for k, v in self.parameters.items() if k != "out_dir"}, sort_keys=True).encode())
+        h.update(
+            json.dumps({k: v for k, v in self.parameters.items() if k != "out_dir"}, sort_keys=True).encode()
+        )
         h.update(library.encode())
         if self.spec.reads_dataset:
             h.update(raw_data_digest(self.dataset, self.data_root).encode())

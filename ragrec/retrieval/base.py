@@ -120,7 +120,9 @@ class Retriever(ABC):
             raise DataError("cannot fit a retriever on zero training interactions")
         users = train["user"].to_numpy(np.int64)
         if users.min() < 0 or users.max() >= self.n_users:
-            raise DataError(f"training user ids must lie in [0, {self.n_users}), got [{users.min()}, {users.max()}]")
+            raise DataError(
+                f"training user ids must lie in [0, {self.n_users}), got [{users.min()}, {users.max()}]"
+            )
         self.sequences = UserSequences(train, self.n_users)
         counts = np.diff(self.sequences.offsets)
         self._first_time[:] = _NEVER
@@ -167,14 +169,17 @@ class Retriever(ABC):
         if before is not None:
             before = np.asarray(before, dtype=np.int64)
             if before.shape != users.shape:
-                raise ConfigError(f"before must give one time per query user: {before.shape} vs {users.shape}")
+                raise ConfigError(
+                    f"before must give one time per query user: {before.shape} vs {users.shape}"
+                )
         out = np.empty((len(users), k), dtype=np.int64)
         # Blocks of queries bound the [block, U] score and mask matrices (e.g. one call for
         # every CTR sample of a dataset).
         for start in range(0, len(users), self.block_size):
             rows = slice(start, start + self.block_size)
             out[rows] = self._retrieve(
-                users[rows], k,
+                users[rows],
+                k,
                 self._allowed(users[rows], None if before is None else before[rows]),
                 None if histories is None else histories[rows],
                 precomputed,
@@ -187,7 +192,9 @@ class Retriever(ABC):
         """:func:`neighbour_events` on this retriever's training interactions and time rule."""
         if self.sequences is None:
             raise ConfigError(f"the {self.name!r} retriever is not fitted; call fit(train) first")
-        return neighbour_events(self.sequences, neighbour, before_time, limit, has_timestamps=self.has_timestamps)
+        return neighbour_events(
+            self.sequences, neighbour, before_time, limit, has_timestamps=self.has_timestamps
+        )
 
     # -- for subclasses
 
@@ -195,7 +202,9 @@ class Retriever(ABC):
     def _fit(self, train: pd.DataFrame, valid: pd.DataFrame | None) -> None: ...
 
     @abstractmethod
-    def _retrieve(self, users: np.ndarray, k: int, allowed: np.ndarray, histories, precomputed: bool) -> np.ndarray: ...
+    def _retrieve(
+        self, users: np.ndarray, k: int, allowed: np.ndarray, histories, precomputed: bool
+    ) -> np.ndarray: ...
 
     def _extra_fit_s(self) -> float:
         return 0.0
@@ -205,7 +214,9 @@ class Retriever(ABC):
     def _check_users(self, users) -> np.ndarray:
         arr = np.asarray(users)
         if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
-            raise ConfigError(f"users must be a 1-D sequence of integer ids, got shape {arr.shape} dtype {arr.dtype}")
+            raise ConfigError(
+                f"users must be a 1-D sequence of integer ids, got shape {arr.shape} dtype {arr.dtype}"
+            )
         arr = arr.astype(np.int64)
         if arr.size and (arr.min() < 0 or arr.max() >= self.n_users):
             raise DataError(f"query user ids must lie in [0, {self.n_users}), got [{arr.min()}, {arr.max()}]")
@@ -241,5 +252,3 @@ def check_k(k: int, n_users: int) -> int:
             f"k must satisfy 1 ≤ k < n_users = {n_users} (the user itself is never retrieved), got k={k}"
         )
     return int(k)
-
-

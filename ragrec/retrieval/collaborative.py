@@ -47,7 +47,9 @@ class LikeMFConfig:
 
     def __post_init__(self) -> None:
         if self.dim < 1 or self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.l2 < 0:
-            raise ConfigError(f"invalid LikeMFConfig {self}: need dim, epochs, batch_size ≥ 1, lr > 0, l2 ≥ 0")
+            raise ConfigError(
+                f"invalid LikeMFConfig {self}: need dim, epochs, batch_size ≥ 1, lr > 0, l2 ≥ 0"
+            )
 
 
 @dataclass
@@ -93,7 +95,9 @@ class LikeMF(nn.Module):
         return dot + self.b_user(users)[:, 0] + self.b_item(items)[:, 0] + self.b
 
 
-def fit_like_mf(train: pd.DataFrame, n_users: int, n_items: int, config: LikeMFConfig = LikeMFConfig()) -> CFEmbeddings:
+def fit_like_mf(
+    train: pd.DataFrame, n_users: int, n_items: int, config: LikeMFConfig = LikeMFConfig()
+) -> CFEmbeddings:
     """Fit :class:`LikeMF` on the training interactions' like labels and return its vectors.
 
     Args:
@@ -122,8 +126,12 @@ def fit_like_mf(train: pd.DataFrame, n_users: int, n_items: int, config: LikeMFC
             u, i = users[rows], items[rows]
             loss = nn.functional.binary_cross_entropy_with_logits(model(u, i), labels[rows])
             # L2 on the rows in the batch only, as MF recommenders usually regularise
-            penalty = (model.p(u).pow(2).sum(-1) + model.q(i).pow(2).sum(-1)
-                       + model.b_user(u)[:, 0].pow(2) + model.b_item(i)[:, 0].pow(2)).mean()
+            penalty = (
+                model.p(u).pow(2).sum(-1)
+                + model.q(i).pow(2).sum(-1)
+                + model.b_user(u)[:, 0].pow(2)
+                + model.b_item(i)[:, 0].pow(2)
+            ).mean()
             optimizer.zero_grad()
             (loss + config.l2 * penalty).backward()
             optimizer.step()

@@ -51,8 +51,12 @@ def make_retriever(
     """
     if name == "gcn":
         return GCNRetriever(
-            dataset.n_users, dataset.n_items, lightgcn,
-            positives_only=positives_only, has_timestamps=dataset.has_timestamps, backend=backend,
+            dataset.n_users,
+            dataset.n_items,
+            lightgcn,
+            positives_only=positives_only,
+            has_timestamps=dataset.has_timestamps,
+            backend=backend,
         )
     if name == "llm":
         if backbone is None or isinstance(backbone, str):
@@ -60,16 +64,19 @@ def make_retriever(
 
             backbone = load_backbone(backbone or "bundled")
         return LLMRetriever(
-            dataset, backbone, history_items=history_items, batch_size=llm_batch_size, max_tokens=max_tokens,
-            backend=backend, progress=progress,
+            dataset,
+            backbone,
+            history_items=history_items,
+            batch_size=llm_batch_size,
+            max_tokens=max_tokens,
+            backend=backend,
+            progress=progress,
         )
     if name == "random":
         return RandomRetriever(dataset.n_users, seed=seed, has_timestamps=dataset.has_timestamps)
     if name == "none":
         return NoRetriever(dataset.n_users, has_timestamps=dataset.has_timestamps)
     raise ConfigError(f"unknown retriever {name!r}; choose one of {RETRIEVERS}")
-
-
 
 
 def use_cache(retriever: Retriever, train: pd.DataFrame, directory: str | os.PathLike) -> Retriever:

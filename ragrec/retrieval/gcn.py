@@ -109,7 +109,8 @@ class GCNRetriever(VectorRetriever):
         if items.size == 0 or k == 0:
             raise DataError(
                 "cannot fold in a cold user: none of their earlier items is in the training graph"
-                if k else "cannot fold in a cold user with a 0-layer LightGCN (no propagation)"
+                if k
+                else "cannot fold in a cold user with a 0-layer LightGCN (no propagation)"
             )
         weight = 1.0 / np.sqrt(items.size * self.graph.item_degree[items].astype(np.float64))
         # layer k+1 of the user from layer k of its items: [K, d]
@@ -131,5 +132,3 @@ class GCNRetriever(VectorRetriever):
 
     def _represented(self, users: np.ndarray) -> np.ndarray:
         return self.graph.user_degree[users] > 0
-
-

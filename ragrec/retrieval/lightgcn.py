@@ -238,7 +238,9 @@ def build_model(n_nodes: int, config: LightGCNConfig) -> LightGCN:
     """PyG's LightGCN with ``LGConv(normalize=False)`` (the adjacency comes pre-normalised), its
     ``alpha`` set to match the layer combination, and a seeded Xavier initialisation."""
     k = config.num_layers
-    alpha = torch.full((k + 1,), 1.0 / (k + 1)) if config.layer_combination == "mean" else torch.eye(k + 1)[-1]
+    alpha = (
+        torch.full((k + 1,), 1.0 / (k + 1)) if config.layer_combination == "mean" else torch.eye(k + 1)[-1]
+    )
     model = LightGCN(n_nodes, config.dim, k, alpha=alpha, normalize=False)
     generator = torch.Generator().manual_seed(config.seed)
     torch.nn.init.xavier_uniform_(model.embedding.weight, generator=generator)
@@ -249,7 +251,9 @@ def build_model(n_nodes: int, config: LightGCNConfig) -> LightGCN:
 # training
 
 
-def sample_negatives(graph: BipartiteGraph, users: np.ndarray, rng: np.random.Generator, tries: int = 20) -> np.ndarray:
+def sample_negatives(
+    graph: BipartiteGraph, users: np.ndarray, rng: np.random.Generator, tries: int = 20
+) -> np.ndarray:
     """One uniformly drawn item per user that is not among the user's training items
     (rejection sampling; after ``tries`` rounds a rare leftover positive is kept)."""
     negatives = rng.integers(graph.n_items, size=len(users))
@@ -262,7 +266,12 @@ def sample_negatives(graph: BipartiteGraph, users: np.ndarray, rng: np.random.Ge
 
 
 def bpr_loss(
-    out: torch.Tensor, ego: torch.Tensor, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, weight_decay: float
+    out: torch.Tensor,
+    ego: torch.Tensor,
+    users: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    weight_decay: float,
 ) -> torch.Tensor:
     """BPR + LightGCN's L2 on the batch's ego embeddings (see the module docstring).
 
@@ -279,8 +288,14 @@ def bpr_loss(
     return bpr + weight_decay * l2
 
 
-def _epoch(model: LightGCN, adjacency: torch.Tensor, optimizer: torch.optim.Optimizer, graph: BipartiteGraph,
-           config: LightGCNConfig, rng: np.random.Generator) -> float:
+def _epoch(
+    model: LightGCN,
+    adjacency: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    graph: BipartiteGraph,
+    config: LightGCNConfig,
+    rng: np.random.Generator,
+) -> float:
     """One pass over the training edges in shuffled mini-batches; the mean loss per edge."""
     model.train()
     order = rng.permutation(graph.n_edges)
@@ -307,13 +322,20 @@ def _epoch(model: LightGCN, adjacency: torch.Tensor, optimizer: torch.optim.Opti
     return total / graph.n_edges
 
 
-def _evaluate(model: LightGCN, adjacency: torch.Tensor, graph: BipartiteGraph, targets: RankingTargets,
-              config: LightGCNConfig) -> tuple[torch.Tensor, RankingMetrics]:
+def _evaluate(
+    model: LightGCN,
+    adjacency: torch.Tensor,
+    graph: BipartiteGraph,
+    targets: RankingTargets,
+    config: LightGCNConfig,
+) -> tuple[torch.Tensor, RankingMetrics]:
     """Every layer's output ``[K+1, U+I, d]`` and the validation metrics of its read-out."""
     model.eval()
     with torch.no_grad():
         layers = propagate(model, adjacency)
-        metrics = embedding_metrics(combine_layers(layers, config.layer_combination), graph, targets, config.top_k)
+        metrics = embedding_metrics(
+            combine_layers(layers, config.layer_combination), graph, targets, config.top_k
+        )
     return layers, metrics
 
 
@@ -343,7 +365,9 @@ def _validation_targets(valid: pd.DataFrame | None, graph: BipartiteGraph) -> Ra
         return None
     targets = RankingTargets.from_frame(valid, graph)
     if len(targets) == 0:
-        raise DataError("validation interactions give no ranking targets (all cold, or all already training edges)")
+        raise DataError(
+            "validation interactions give no ranking targets (all cold, or all already training edges)"
+        )
     return targets
 
 
@@ -374,7 +398,13 @@ def train_lightgcn(
 
     history: list[EpochRecord] = []
     best = _Best()
-    bar = tqdm(range(1, config.max_epochs + 1), desc="LightGCN", unit="epoch", disable=not config.progress, leave=False)
+    bar = tqdm(
+        range(1, config.max_epochs + 1),
+        desc="LightGCN",
+        unit="epoch",
+        disable=not config.progress,
+        leave=False,
+    )
     for epoch in bar:
         t0 = time.perf_counter()
         loss = _epoch(model, adjacency, optimizer, graph, config, rng)
@@ -384,7 +414,9 @@ def train_lightgcn(
             layers, metrics = _evaluate(model, adjacency, graph, targets, config)
             record = replace(record, recall=metrics.recall, ndcg=metrics.ndcg)
             best.update(epoch, layers, metrics)
-            bar.set_postfix(loss=f"{record.loss:.4f}", recall=f"{metrics.recall:.4f}", best=f"{best.recall:.4f}")
+            bar.set_postfix(
+                loss=f"{record.loss:.4f}", recall=f"{metrics.recall:.4f}", best=f"{best.recall:.4f}"
+            )
         else:
             bar.set_postfix(loss=f"{record.loss:.4f}")
         history.append(record)

@@ -51,7 +51,9 @@ def embed_texts(
         for rows in tqdm(batches, desc="LLM embeddings", unit="batch", disable=not progress, leave=False):
             input_ids, mask = pad_prompts([ids[r] for r in rows], pad, "right")
             input_ids, mask = input_ids.to(device), mask.to(device)
-            hidden = decoder(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state  # [B, T, H]
+            hidden = decoder(
+                input_ids=input_ids, attention_mask=mask, use_cache=False
+            ).last_hidden_state  # [B, T, H]
             m = mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
             pooled = (hidden * m).sum(1) / m.sum(1)  # [B, H]: the mean over real tokens
             out[rows] = pooled.float().cpu().numpy()
@@ -121,14 +123,19 @@ class LLMRetriever(VectorRetriever):
                     "delete the file"
                 )
             seconds = self._cache.with_suffix(".json")
-            self._cached_embed_s = float(json.loads(seconds.read_text())["embed_s"]) if seconds.is_file() else 0.0
+            self._cached_embed_s = (
+                float(json.loads(seconds.read_text())["embed_s"]) if seconds.is_file() else 0.0
+            )
         else:
             started = time.perf_counter()
             known = np.flatnonzero(counts > 0)
             vectors = np.zeros(shape, dtype=np.float32)
             vectors[known] = embed_texts(
-                self.backbone, [self.user_text(u) for u in known],
-                batch_size=self.batch_size, max_tokens=self.max_tokens, progress=self.progress,
+                self.backbone,
+                [self.user_text(u) for u in known],
+                batch_size=self.batch_size,
+                max_tokens=self.max_tokens,
+                progress=self.progress,
             )
             if self._cache is not None:
                 from ragrec.results import atomic_path, write_json
@@ -159,11 +166,11 @@ class LLMRetriever(VectorRetriever):
                 items, ratings = items[-self.history_items :], ratings[-self.history_items :]
                 texts.append(history_text(self.dataset, items, ratings))
         if texts:
-            vectors = embed_texts(self.backbone, texts, batch_size=self.batch_size, max_tokens=self.max_tokens)
+            vectors = embed_texts(
+                self.backbone, texts, batch_size=self.batch_size, max_tokens=self.max_tokens
+            )
             out[rows] = l2_normalize(vectors)
         return out
 
     def _has_training(self, user: int) -> bool:
         return bool(self.sequences.offsets[user + 1] > self.sequences.offsets[user])
-
-

@@ -38,10 +38,10 @@ class NoRetriever(Retriever):
     def _fit(self, train, valid) -> None:
         pass
 
-    def retrieve(self, users, k: int = 0, before=None, histories=None, *, precomputed: bool = False) -> np.ndarray:
+    def retrieve(
+        self, users, k: int = 0, before=None, histories=None, *, precomputed: bool = False
+    ) -> np.ndarray:
         return np.zeros((len(self._check_users(users)), 0), dtype=np.int64)
 
     def _retrieve(self, users, k, allowed, histories, precomputed) -> np.ndarray:  # pragma: no cover - unused
         return np.zeros((len(users), 0), dtype=np.int64)
-
-

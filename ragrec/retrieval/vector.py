@@ -35,7 +35,9 @@ def top_k_exact(queries: np.ndarray, index: np.ndarray, k: int, allowed: np.ndar
         # O(U) selection of the k best, then sort only those (ties inside: lower id first;
         # an exact tie at the k-th place is cut deterministically by argpartition).
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        order = np.take_along_axis(top, np.lexsort((top, -np.take_along_axis(scores, top, axis=1)), axis=-1), axis=1)
+        order = np.take_along_axis(
+            top, np.lexsort((top, -np.take_along_axis(scores, top, axis=1)), axis=-1), axis=1
+        )
     else:
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return np.where(np.take_along_axis(allowed, order, axis=1), order, -1).astype(np.int64)
@@ -112,5 +114,3 @@ class VectorRetriever(Retriever):
         if self._faiss is not None:
             return self._faiss.search(queries, k, allowed)
         return top_k_exact(queries, self.vectors, k, allowed)
-
-

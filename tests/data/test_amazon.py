@@ -28,8 +28,22 @@ def test_amazon_2018_ratings_csv_and_json_meta(tmp_path):
 
 
 def test_amazon_2014_reviews_and_python_literal_meta(tmp_path):
-    reviews = [json.dumps({"reviewerID": f"U{u}", "asin": f"B{i}", "overall": float(1 + (u * i) % 5), "unixReviewTime": 1_300_000_000 + i}) for u in range(4) for i in range(5)]
-    meta = [repr({"asin": f"B{i}", "title": f"Cream {i}", "categories": [["Beauty", "Skin Care"]]}) for i in range(5)]
+    reviews = [
+        json.dumps(
+            {
+                "reviewerID": f"U{u}",
+                "asin": f"B{i}",
+                "overall": float(1 + (u * i) % 5),
+                "unixReviewTime": 1_300_000_000 + i,
+            }
+        )
+        for u in range(4)
+        for i in range(5)
+    ]
+    meta = [
+        repr({"asin": f"B{i}", "title": f"Cream {i}", "categories": [["Beauty", "Skin Care"]]})
+        for i in range(5)
+    ]
     write_amazon_2014(tmp_path / "amazon-beauty", reviews, [*meta, "this is not a record"])
     ds = load_dataset("amazon-beauty", data_root=tmp_path)
     assert len(ds.interactions) == 20 and ds.n_users == 4
@@ -67,8 +81,11 @@ def test_the_latest_review_wins_in_the_2014_layout_too(tmp_path):
     later = {"reviewerID": "U1", "asin": "B1", "overall": 5.0, "unixReviewTime": 1_500_000_000}
     earlier = {"reviewerID": "U1", "asin": "B1", "overall": 1.0, "unixReviewTime": 1_300_000_000}
     other = {"reviewerID": "U2", "asin": "B2", "overall": 4.0, "unixReviewTime": 1_400_000_000}
-    write_amazon_2014(tmp_path / "amazon-beauty", [json.dumps(r) for r in (later, earlier, other)],
-                      [json.dumps({"asin": "B1", "title": "Cream"})])
+    write_amazon_2014(
+        tmp_path / "amazon-beauty",
+        [json.dumps(r) for r in (later, earlier, other)],
+        [json.dumps({"asin": "B1", "title": "Cream"})],
+    )
     ds = load_dataset("amazon-beauty", data_root=tmp_path)
     assert _kept_rating(ds, "U1", "B1") == [5.0] and ds.dropped["duplicate"] == 1
 
@@ -104,7 +121,14 @@ def test_amazon_k_core_filter_removes_sparse_users_and_items(tmp_path):
 
 def test_the_k_core_counts_distinct_pairs_not_duplicates(tmp_path):
     # UA rated X twice: one distinct item, so a 2-core drops UA even though UA has two rows.
-    rows = [("X", "UA", 4, 1), ("X", "UA", 5, 2), ("X", "UB", 4, 3), ("Y", "UB", 2, 4), ("X", "UC", 5, 5), ("Y", "UC", 1, 6)]
+    rows = [
+        ("X", "UA", 4, 1),
+        ("X", "UA", 5, 2),
+        ("X", "UB", 4, 3),
+        ("Y", "UB", 2, 4),
+        ("X", "UC", 5, 5),
+        ("Y", "UC", 1, 6),
+    ]
     write_amazon_2018(tmp_path / "amazon-video-games", ratings=amazon_csv(rows))
     ds = load_dataset("amazon-video-games", data_root=tmp_path, k_core_min=2)
     assert sorted(ds.user_raw_ids) == ["UB", "UC"]
@@ -130,7 +154,9 @@ def test_a_bad_k_core_is_a_config_error(tmp_path):
 )
 def test_metadata_that_is_not_json_lines_names_the_file_and_line(tmp_path, meta, line, kind):
     write_amazon_2018(tmp_path / "amazon-video-games", meta_lines=meta)
-    with pytest.raises(DataError, match=rf"meta_Video_Games\.json\.gz, line {line}: {kind}, not an object.*JSON lines"):
+    with pytest.raises(
+        DataError, match=rf"meta_Video_Games\.json\.gz, line {line}: {kind}, not an object.*JSON lines"
+    ):
         load_dataset("amazon-video-games", data_root=tmp_path)
 
 

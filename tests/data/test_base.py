@@ -34,21 +34,47 @@ def test_the_duplicate_policy_keeps_the_latest_then_the_later_row_in_file_order(
 def test_canonicalize_counts_duplicates_and_checks_every_row_is_accounted_for():
     raw = _raw([(1, "a", 4, 1), (1, "a", 5, 2), (2, "b", 1, 3)])
     items = pd.DataFrame({"title": ["A"]}, index=["a"])
-    ds = canonicalize("t", raw, items, None, label=lambda r: r > 3, label_rule="rating > 3", has_timestamps=True,
-                      counts=RowCounts(source="t.csv", rows_read=3))
+    ds = canonicalize(
+        "t",
+        raw,
+        items,
+        None,
+        label=lambda r: r > 3,
+        label_rule="rating > 3",
+        has_timestamps=True,
+        counts=RowCounts(source="t.csv", rows_read=3),
+    )
     assert ds.dropped["duplicate"] == 1 and len(ds.interactions) == 2
     assert ds.metadata_issues["items_titled_by_id"] == 1 and ds.items["title"].tolist() == ["A", "item b"]
     with pytest.raises(AssertionError, match="uncounted rows in t.csv"):
-        canonicalize("t", raw, items, None, label=lambda r: r > 3, label_rule="rating > 3", has_timestamps=True,
-                     counts=RowCounts(source="t.csv", rows_read=4))
+        canonicalize(
+            "t",
+            raw,
+            items,
+            None,
+            label=lambda r: r > 3,
+            label_rule="rating > 3",
+            has_timestamps=True,
+            counts=RowCounts(source="t.csv", rows_read=4),
+        )
 
 
 def test_nothing_usable_names_the_source_and_the_reasons():
     counts = RowCounts(source="/data/x.csv", rows_read=2)
     counts.drop("rating_out_of_range", 2)
-    with pytest.raises(DataError, match=r"none of the 2 rows of /data/x.csv is usable.*rating_out_of_range': 2"):
-        canonicalize("t", _raw([]), pd.DataFrame({"title": []}), None, label=lambda r: r > 3, label_rule="",
-                     has_timestamps=True, counts=counts)
+    with pytest.raises(
+        DataError, match=r"none of the 2 rows of /data/x.csv is usable.*rating_out_of_range': 2"
+    ):
+        canonicalize(
+            "t",
+            _raw([]),
+            pd.DataFrame({"title": []}),
+            None,
+            label=lambda r: r > 3,
+            label_rule="",
+            has_timestamps=True,
+            counts=counts,
+        )
 
 
 def test_an_undocumented_reason_is_refused():

@@ -76,7 +76,10 @@ def test_every_row_duplicated_gives_the_same_dataset_with_the_copies_counted(tmp
 
 def test_too_few_distinct_books_is_inactive_even_with_duplicates(tmp_path):
     rows = [(11, f"000{i}", 8) for i in range(1, 6)] + [(11, "0001", 8)]  # six rows, five books
-    write_bx(tmp_path / "bookcrossing", ratings=bx_rows(rows) + bx_rows([(12, f"000{i}", 5) for i in range(1, 7)], header=False))
+    write_bx(
+        tmp_path / "bookcrossing",
+        ratings=bx_rows(rows) + bx_rows([(12, f"000{i}", 5) for i in range(1, 7)], header=False),
+    )
     ds = load_dataset("bookcrossing", data_root=tmp_path)
     assert ds.n_users == 1 and ds.dropped["duplicate"] == 1 and ds.dropped["inactive"] == 5
 
@@ -87,12 +90,18 @@ def test_a_wrong_delimiter_is_named_with_the_expected_one(tmp_path, file, found)
     write_bx(tmp_path / "bookcrossing")
     path = tmp_path / "bookcrossing" / file
     path.write_text(path.read_text(encoding="latin-1").replace(";", found), encoding="latin-1")
-    with pytest.raises(DataError, match=re.escape(file) + ".*separated by " + re.escape(repr(found)) + ".*expects ';'"):
+    with pytest.raises(
+        DataError, match=re.escape(file) + ".*separated by " + re.escape(repr(found)) + ".*expects ';'"
+    ):
         load_dataset("bookcrossing", data_root=tmp_path)
 
 
 def test_metadata_problems_are_counted_not_silent(tmp_path):
-    books = BX_BOOKS + '"0001";"Book 1 again";"A";"1990";"P";"s";"m";"l"\n' + '"";"No ISBN";"A";"1990";"P";"s";"m";"l"\n'
+    books = (
+        BX_BOOKS
+        + '"0001";"Book 1 again";"A";"1990";"P";"s";"m";"l"\n'
+        + '"";"No ISBN";"A";"1990";"P";"s";"m";"l"\n'
+    )
     users = '"User-ID";"Location";"Age"\n"11";"paris";"30"\n"eleven";"x";"1"\n"11";"again";"31"\n'
     write_bx(tmp_path / "bookcrossing", books=books, users=users)
     ds = load_dataset("bookcrossing", data_root=tmp_path)

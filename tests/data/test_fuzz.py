@@ -27,7 +27,13 @@ from tests.data.writers import ATOMIC_HEADERS
 
 pytestmark = pytest.mark.filterwarnings("error")  # a pandas warning would be a silent repair
 
-FUZZ = settings(max_examples=50, derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=50,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 # Quotes, escapes and line breaks would merge or split rows, so "rows in" could no longer be
 # read off the line count; every other byte is fair game.
@@ -70,12 +76,22 @@ def corrupted_bytes(draw, data: bytes) -> bytes:
         return data[: draw(st.integers(0, len(data)))]
     for _ in range(draw(st.integers(1, 4))):
         at = draw(st.integers(0, len(data)))
-        data = data[:at] + draw(st.binary(min_size=1, max_size=3).map(lambda b: bytes(BAD_BYTES[x % len(BAD_BYTES)] for x in b))) + data[at:]
+        data = (
+            data[:at]
+            + draw(
+                st.binary(min_size=1, max_size=3).map(
+                    lambda b: bytes(BAD_BYTES[x % len(BAD_BYTES)] for x in b)
+                )
+            )
+            + data[at:]
+        )
     return data
 
 
 @st.composite
-def delimited_file(draw, header: list[str] | None, rows: list[list[str]], *, sep: str, quote: bool, encoding: str) -> bytes:
+def delimited_file(
+    draw, header: list[str] | None, rows: list[list[str]], *, sep: str, quote: bool, encoding: str
+) -> bytes:
     """A delimited file (header optional) after row-level and then file-level corruptions."""
     rows = draw(corrupted_rows(rows))
     kind = draw(st.sampled_from(FILE_CORRUPTIONS))
@@ -109,7 +125,9 @@ def check_loads_or_names_a_file(load: Callable, files: list[Path], rows_in: int 
     except DataError as exc:
         assert any(f.name in str(exc) for f in files), f"DataError names no file: {exc}"
         return
-    assert ds.rows_read == len(ds.interactions) + sum(ds.dropped.values()), "a row was dropped without a count"
+    assert ds.rows_read == len(ds.interactions) + sum(ds.dropped.values()), (
+        "a row was dropped without a count"
+    )
     if rows_in is not None:
         assert ds.rows_read == rows_in, "rows_read is not the number of rows in the file"
 
@@ -125,7 +143,9 @@ isbns = st.integers(1, 8).map(lambda i: f"{i:04d}")
 @FUZZ
 @given(data=st.data())
 def test_bookcrossing_csvs(data):
-    ratings = data.draw(st.lists(st.tuples(ids, isbns, st.integers(0, 10).map(str)).map(list), min_size=1, max_size=30))
+    ratings = data.draw(
+        st.lists(st.tuples(ids, isbns, st.integers(0, 10).map(str)).map(list), min_size=1, max_size=30)
+    )
     books = [[f"{i:04d}", f"Book {i}", "Author", "1999", "Pub"] for i in range(1, 8)]
     users = [[u, "paris, france", "30"] for u in map(str, range(1, 5))]
     headers = {
@@ -137,18 +157,36 @@ def test_bookcrossing_csvs(data):
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for name, (header, rows) in headers.items():
-            text = ";".join(f'"{v}"' for v in header) + "\n" + "".join(";".join(f'"{v}"' for v in r) + "\n" for r in rows)
-            raw = data.draw(delimited_file(header, rows, sep=";", quote=True, encoding="latin-1")) if name == target else text.encode("latin-1")
+            text = (
+                ";".join(f'"{v}"' for v in header)
+                + "\n"
+                + "".join(";".join(f'"{v}"' for v in r) + "\n" for r in rows)
+            )
+            raw = (
+                data.draw(delimited_file(header, rows, sep=";", quote=True, encoding="latin-1"))
+                if name == target
+                else text.encode("latin-1")
+            )
             (folder / name).write_bytes(raw)
         rows_in = count_rows((folder / "BX-Book-Ratings.csv").read_bytes(), encoding="latin-1", header=True)
         min_ratings = data.draw(st.sampled_from([1, 1, 6]))
-        check_loads_or_names_a_file(lambda: load_bookcrossing(folder, min_user_ratings=min_ratings), list(folder.iterdir()), rows_in)
+        check_loads_or_names_a_file(
+            lambda: load_bookcrossing(folder, min_user_ratings=min_ratings), list(folder.iterdir()), rows_in
+        )
 
 
 @FUZZ
 @given(data=st.data())
 def test_movielens_atomic_files(data):
-    inter = data.draw(st.lists(st.tuples(ids, st.integers(1, 6).map(str), st.integers(1, 5).map(str), st.integers(0, 10**9).map(str)).map(list), min_size=1, max_size=30))
+    inter = data.draw(
+        st.lists(
+            st.tuples(
+                ids, st.integers(1, 6).map(str), st.integers(1, 5).map(str), st.integers(0, 10**9).map(str)
+            ).map(list),
+            min_size=1,
+            max_size=30,
+        )
+    )
     tables = {
         "ml-100k.inter": inter,
         "ml-100k.item": [[str(i), f"Movie {i}", "1995", "Comedy Drama"] for i in range(1, 6)],
@@ -160,7 +198,11 @@ def test_movielens_atomic_files(data):
         for name, rows in tables.items():
             header = list(ATOMIC_HEADERS[name.split(".")[1]])
             text = "\t".join(header) + "\n" + "".join("\t".join(r) + "\n" for r in rows)
-            raw = data.draw(delimited_file(header, rows, sep="\t", quote=False, encoding="utf-8")) if name == target else text.encode()
+            raw = (
+                data.draw(delimited_file(header, rows, sep="\t", quote=False, encoding="utf-8"))
+                if name == target
+                else text.encode()
+            )
             (folder / name).write_bytes(raw)
         rows_in = count_rows((folder / "ml-100k.inter").read_bytes(), encoding="utf-8", header=True)
         check_loads_or_names_a_file(lambda: load_ml100k(folder), list(folder.iterdir()), rows_in)
@@ -185,7 +227,9 @@ def corrupted_records(draw, records: list[dict], fields: list[str]) -> list[dict
         elif kind == "drop":
             records[i].pop(field, None)
         else:
-            records[i][field] = draw(st.sampled_from([None, "", "x", [1], {"a": 1}, -3, 7, 1e300, True, "5.0"]))
+            records[i][field] = draw(
+                st.sampled_from([None, "", "x", [1], {"a": 1}, -3, 7, 1e300, True, "5.0"])
+            )
     return records
 
 
@@ -206,37 +250,77 @@ def _gzip(data: bytes, broken: bool) -> bytes:
 @FUZZ
 @given(data=st.data())
 def test_amazon_2018_ratings_csv_and_json_metadata(data):
-    ratings = data.draw(st.lists(st.tuples(st.integers(0, 5).map("I{}".format), st.integers(0, 4).map("U{}".format),
-                                           st.integers(1, 5).map(lambda r: f"{r}.0"), st.integers(0, 10**9).map(str)).map(list), min_size=1, max_size=30))
-    meta = [{"asin": f"I{i}", "title": f"Game {i}", "brand": "B", "category": ["Games", "PC"]} for i in range(5)]
+    ratings = data.draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, 5).map("I{}".format),
+                st.integers(0, 4).map("U{}".format),
+                st.integers(1, 5).map(lambda r: f"{r}.0"),
+                st.integers(0, 10**9).map(str),
+            ).map(list),
+            min_size=1,
+            max_size=30,
+        )
+    )
+    meta = [
+        {"asin": f"I{i}", "title": f"Game {i}", "brand": "B", "category": ["Games", "PC"]} for i in range(5)
+    ]
     target = data.draw(st.sampled_from(["ratings", "meta"]))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         plain = "".join(",".join(r) + "\n" for r in ratings).encode()
-        csv_bytes = data.draw(delimited_file(None, ratings, sep=",", quote=False, encoding="utf-8")) if target == "ratings" else plain
+        csv_bytes = (
+            data.draw(delimited_file(None, ratings, sep=",", quote=False, encoding="utf-8"))
+            if target == "ratings"
+            else plain
+        )
         (folder / "Video_Games.csv").write_bytes(csv_bytes)
-        meta_bytes = data.draw(json_lines_file(meta, ["asin", "title", "brand", "category"])) if target == "meta" else "".join(
-            json.dumps(r) + "\n" for r in meta).encode()
-        (folder / "meta_Video_Games.json.gz").write_bytes(_gzip(meta_bytes, broken=target == "meta" and data.draw(st.booleans())))
+        meta_bytes = (
+            data.draw(json_lines_file(meta, ["asin", "title", "brand", "category"]))
+            if target == "meta"
+            else "".join(json.dumps(r) + "\n" for r in meta).encode()
+        )
+        (folder / "meta_Video_Games.json.gz").write_bytes(
+            _gzip(meta_bytes, broken=target == "meta" and data.draw(st.booleans()))
+        )
         rows_in = count_rows(csv_bytes, encoding="utf-8", header=False)
-        check_loads_or_names_a_file(lambda: load_amazon("amazon-video-games", folder), list(folder.iterdir()), rows_in)
+        check_loads_or_names_a_file(
+            lambda: load_amazon("amazon-video-games", folder), list(folder.iterdir()), rows_in
+        )
 
 
 @FUZZ
 @given(data=st.data())
 def test_amazon_2014_json_lines_reviews_and_python_literal_metadata(data):
-    reviews = data.draw(st.lists(st.fixed_dictionaries({
-        "reviewerID": st.integers(0, 4).map("U{}".format), "asin": st.integers(0, 5).map("B{}".format),
-        "overall": st.integers(1, 5).map(float), "unixReviewTime": st.integers(0, 10**9),
-    }), min_size=1, max_size=30))
+    reviews = data.draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "reviewerID": st.integers(0, 4).map("U{}".format),
+                    "asin": st.integers(0, 5).map("B{}".format),
+                    "overall": st.integers(1, 5).map(float),
+                    "unixReviewTime": st.integers(0, 10**9),
+                }
+            ),
+            min_size=1,
+            max_size=30,
+        )
+    )
     meta = [{"asin": f"B{i}", "title": f"Cream {i}", "categories": [["Beauty", "Skin"]]} for i in range(5)]
     target = data.draw(st.sampled_from(["reviews", "meta"]))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         fields = ["reviewerID", "asin", "overall", "unixReviewTime"]
-        review_bytes = data.draw(json_lines_file(reviews, fields)) if target == "reviews" else "".join(json.dumps(r) + "\n" for r in reviews).encode()
-        meta_bytes = data.draw(json_lines_file(meta, ["asin", "title", "categories"], python_literals=True)) if target == "meta" else "".join(
-            repr(r) + "\n" for r in meta).encode()
+        review_bytes = (
+            data.draw(json_lines_file(reviews, fields))
+            if target == "reviews"
+            else "".join(json.dumps(r) + "\n" for r in reviews).encode()
+        )
+        meta_bytes = (
+            data.draw(json_lines_file(meta, ["asin", "title", "categories"], python_literals=True))
+            if target == "meta"
+            else "".join(repr(r) + "\n" for r in meta).encode()
+        )
         broken = data.draw(st.booleans()) and data.draw(st.booleans())
         (folder / "reviews_Beauty_5.json.gz").write_bytes(_gzip(review_bytes, broken and target == "reviews"))
         (folder / "meta_Beauty.json.gz").write_bytes(_gzip(meta_bytes, broken and target == "meta"))
@@ -244,7 +328,9 @@ def test_amazon_2014_json_lines_reviews_and_python_literal_metadata(data):
             rows_in = sum(1 for line in review_bytes.decode().split("\n") if line.strip())
         except UnicodeDecodeError:
             rows_in = None
-        check_loads_or_names_a_file(lambda: load_amazon("amazon-beauty", folder), list(folder.iterdir()), None if broken else rows_in)
+        check_loads_or_names_a_file(
+            lambda: load_amazon("amazon-beauty", folder), list(folder.iterdir()), None if broken else rows_in
+        )
 
 
 def test_the_fuzz_reaches_both_outcomes():
@@ -254,13 +340,19 @@ def test_the_fuzz_reaches_both_outcomes():
     @settings(max_examples=40, derandomize=True, database=None, deadline=None)
     @given(data=st.data())
     def probe(data):
-        rows = data.draw(st.lists(st.tuples(ids, isbns, st.integers(0, 10).map(str)).map(list), min_size=1, max_size=10))
+        rows = data.draw(
+            st.lists(st.tuples(ids, isbns, st.integers(0, 10).map(str)).map(list), min_size=1, max_size=10)
+        )
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             header = ["User-ID", "ISBN", "Book-Rating"]
-            (folder / "BX-Book-Ratings.csv").write_bytes(data.draw(delimited_file(header, rows, sep=";", quote=True, encoding="latin-1")))
-            (folder / "BX-Books.csv").write_text('"ISBN";"Book-Title";"Book-Author";"Year-Of-Publication";"Publisher"\n'
-                                                 + "".join(f'"{i:04d}";"B";"A";"1999";"P"\n' for i in range(1, 9)))
+            (folder / "BX-Book-Ratings.csv").write_bytes(
+                data.draw(delimited_file(header, rows, sep=";", quote=True, encoding="latin-1"))
+            )
+            (folder / "BX-Books.csv").write_text(
+                '"ISBN";"Book-Title";"Book-Author";"Year-Of-Publication";"Publisher"\n'
+                + "".join(f'"{i:04d}";"B";"A";"1999";"P"\n' for i in range(1, 9))
+            )
             (folder / "BX-Users.csv").write_text('"User-ID";"Location";"Age"\n')
             try:
                 load_bookcrossing(folder, min_user_ratings=1)
@@ -270,4 +362,3 @@ def test_the_fuzz_reaches_both_outcomes():
 
     probe()
     assert outcomes == {"loaded", "DataError"}
-

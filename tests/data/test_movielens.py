@@ -13,7 +13,9 @@ USERS = atomic("user", [(u, 20 + u, "F", "writer", "00000") for u in range(1, 3)
 
 @pytest.mark.bundled
 def test_ml100k_from_the_installed_wheel_has_its_real_counts():
-    pytest.importorskip("recbole", reason="recbole wheel (bundled MovieLens-100K) not installed; run make install")
+    pytest.importorskip(
+        "recbole", reason="recbole wheel (bundled MovieLens-100K) not installed; run make install"
+    )
     ds = load_dataset("ml-100k")
     assert len(ds.interactions) == 100_000 == ds.rows_read
     assert ds.n_users == 943 and ds.n_items == 1682
@@ -26,7 +28,9 @@ def test_ml100k_from_the_installed_wheel_has_its_real_counts():
 @pytest.mark.bundled
 def test_the_bundled_file_has_no_duplicate_pairs_and_drops_nothing():
     """The cpu reference results rest on this: the duplicate policy changes nothing on ML-100K."""
-    pytest.importorskip("recbole", reason="recbole wheel (bundled MovieLens-100K) not installed; run make install")
+    pytest.importorskip(
+        "recbole", reason="recbole wheel (bundled MovieLens-100K) not installed; run make install"
+    )
     ds = load_dataset("ml-100k")
     assert not any(ds.dropped.values()) and not any(ds.metadata_issues.values())
     assert [p.name for p in raw_files("ml-100k")] == ["ml-100k.inter", "ml-100k.item", "ml-100k.user"]
@@ -41,8 +45,13 @@ def test_atomic_files_load_with_genres_and_user_attributes(tmp_path):
 
 @pytest.mark.parametrize(
     "row, reason",
-    [((1, 1, "x", 100), "non_numeric_rating"), ((1, 1, 9, 100), "rating_out_of_range"),
-     (("u", 1, 5, 100), "missing_id"), ((1, 1, 5, "never"), "bad_timestamp"), ((1, 1, 5), "malformed")],
+    [
+        ((1, 1, "x", 100), "non_numeric_rating"),
+        ((1, 1, 9, 100), "rating_out_of_range"),
+        (("u", 1, 5, 100), "missing_id"),
+        ((1, 1, 5, "never"), "bad_timestamp"),
+        ((1, 1, 5), "malformed"),
+    ],
     ids=["word-rating", "rating-9", "word-user", "word-time", "short-row"],
 )
 def test_unusable_rows_are_counted_by_reason(tmp_path, row, reason):

@@ -17,7 +17,7 @@ def test_every_history_event_precedes_its_sample(synthetic, scope):
         items, ratings, times = samples.history(sid)
         assert len(items) <= 6
         assert (times < row["timestamp"]).all()
-        assert (seq.users[row["hist_start"]:row["hist_end"]] == row["user"]).all()
+        assert (seq.users[row["hist_start"] : row["hist_end"]] == row["user"]).all()
         if scope == "train":
             assert all((row["user"], it) in train_pairs for it in items)
 
@@ -44,7 +44,9 @@ def test_history_is_the_most_recent_earlier_events(synthetic):
     samples = build_samples(split, synthetic.n_users, history_len=4, history_scope="prior")
     sid = samples.frame.index[-1]
     row = samples.frame.loc[sid]
-    user_events = split.interactions[(split.interactions["user"] == row["user"]) & (split.interactions["timestamp"] < row["timestamp"])]
+    user_events = split.interactions[
+        (split.interactions["user"] == row["user"]) & (split.interactions["timestamp"] < row["timestamp"])
+    ]
     expected = user_events.sort_values("timestamp")["item"].to_numpy()[-4:]
     assert list(samples.history(sid)[0]) == list(expected)
 

@@ -12,7 +12,9 @@ from tests.data.writers import write_bx
 def test_no_validation_or_test_interaction_is_a_training_interaction(synthetic, method):
     split = split_interactions(synthetic, method)
     train = set(map(tuple, split.train[["user", "item"]].to_numpy()))
-    held_out = set(map(tuple, split.interactions[split.interactions["split"] != "train"][["user", "item"]].to_numpy()))
+    held_out = set(
+        map(tuple, split.interactions[split.interactions["split"] != "train"][["user", "item"]].to_numpy())
+    )
     assert train and held_out and not (train & held_out)
     if method == "global_time":
         assert split.train["timestamp"].max() < split.valid["timestamp"].min()

@@ -36,7 +36,12 @@ def _bx_with_bad_ratings(tmp_path, n_bad):
     """Two users rating ten books, plus ``n_bad`` non-numeric ratings, one rating of 99, a
     duplicate and two ratings of an unknown book."""
     good = [(u, f"{i:04d}", (u * i) % 11) for u in (11, 12) for i in range(1, 11)]
-    bad = [(11, "0001", "n/a")] * n_bad + [(12, "0002", 99), (12, "0002", 4), (11, "9999", 5), (12, "9999", 5)]
+    bad = [(11, "0001", "n/a")] * n_bad + [
+        (12, "0002", 99),
+        (12, "0002", 4),
+        (11, "9999", 5),
+        (12, "9999", 5),
+    ]
     write_bx(tmp_path / "bookcrossing", ratings=bx_rows(good + bad), books=BOOKS)
     ds = load_dataset("bookcrossing", data_root=tmp_path)
     split = split_interactions(ds, "per_user")
@@ -49,7 +54,9 @@ def test_data_csv_carries_every_dropped_row_by_reason(tmp_path):
     assert stats["dropped_non_numeric_rating"] == 3 and stats["dropped_rating_out_of_range"] == 1
     assert stats["dropped_unknown_item"] == 2 and stats["dropped_duplicate"] == 1
     assert stats["rows_read"] == stats["interactions"] + stats["dropped_rows"] == 20 + 7
-    assert {f"dropped_{r}" for r in DROP_REASONS} | {f"metadata_{r}" for r in METADATA_REASONS} <= set(stats.index)
+    assert {f"dropped_{r}" for r in DROP_REASONS} | {f"metadata_{r}" for r in METADATA_REASONS} <= set(
+        stats.index
+    )
 
 
 def test_the_loading_report_lists_every_reason_with_its_count_and_meaning(tmp_path):

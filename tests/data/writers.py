@@ -8,13 +8,18 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-BX_RATINGS = '"User-ID";"ISBN";"Book-Rating"\n' + "".join(
-    f'"{u}";"{isbn}";"{r}"\n'
-    for u in (11, 12)
-    for isbn, r in zip(["0001", "0002", "0003", "0004", "0005", "0006", "0007"], [0, 8, 5, 3, 10, 0, 7])
-) + '"13";"0001";"9"\n'  # user 13 has one rating: dropped (≤ 5 ratings)
-BX_BOOKS = '"ISBN";"Book-Title";"Book-Author";"Year-Of-Publication";"Publisher";"Image-URL-S";"Image-URL-M";"Image-URL-L"\n' + "".join(
-    f'"000{i}";"Book {i}";"Author {i}";"199{i}";"Pub";"s";"m";"l"\n' for i in range(1, 7)
+BX_RATINGS = (
+    '"User-ID";"ISBN";"Book-Rating"\n'
+    + "".join(
+        f'"{u}";"{isbn}";"{r}"\n'
+        for u in (11, 12)
+        for isbn, r in zip(["0001", "0002", "0003", "0004", "0005", "0006", "0007"], [0, 8, 5, 3, 10, 0, 7])
+    )
+    + '"13";"0001";"9"\n'
+)  # user 13 has one rating: dropped (≤ 5 ratings)
+BX_BOOKS = (
+    '"ISBN";"Book-Title";"Book-Author";"Year-Of-Publication";"Publisher";"Image-URL-S";"Image-URL-M";"Image-URL-L"\n'
+    + "".join(f'"000{i}";"Book {i}";"Author {i}";"199{i}";"Pub";"s";"m";"l"\n' for i in range(1, 7))
 )  # 0007 has no metadata: its ratings are dropped
 BX_USERS = '"User-ID";"Location";"Age"\n"11";"paris, france";"30"\n"12";"oslo, norway";NULL\n'
 
@@ -25,7 +30,13 @@ def bx_rows(rows: Iterable[Sequence[object]], *, header: bool = True) -> str:
     return head + "".join(f'"{u}";"{isbn}";"{r}"\n' for u, isbn, r in rows)
 
 
-def write_bx(folder: Path, ratings: str = BX_RATINGS, books: str = BX_BOOKS, users: str = BX_USERS, encoding: str = "latin-1") -> Path:
+def write_bx(
+    folder: Path,
+    ratings: str = BX_RATINGS,
+    books: str = BX_BOOKS,
+    users: str = BX_USERS,
+    encoding: str = "latin-1",
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "BX-Book-Ratings.csv").write_text(ratings, encoding=encoding)
     (folder / "BX-Books.csv").write_text(books, encoding=encoding)
@@ -33,7 +44,9 @@ def write_bx(folder: Path, ratings: str = BX_RATINGS, books: str = BX_BOOKS, use
     return folder
 
 
-AMAZON_ROWS = [(f"I{i % 4}", f"U{u}", 1 + (u + i) % 5, 1_400_000_000 + 1000 * i + u) for u in range(3) for i in range(6)]
+AMAZON_ROWS = [
+    (f"I{i % 4}", f"U{u}", 1 + (u + i) % 5, 1_400_000_000 + 1000 * i + u) for u in range(3) for i in range(6)
+]
 """(item, user, rating, timestamp); several (user, item) pairs repeat: see :func:`amazon_csv`."""
 
 
@@ -43,10 +56,15 @@ def amazon_csv(rows: Iterable[Sequence[object]]) -> str:
 
 
 def amazon_meta(n_items: int = 3) -> list[str]:
-    return [json.dumps({"asin": f"I{i}", "title": f"Game {i}", "brand": "B", "category": ["Video Games", "PC"]}) for i in range(n_items)]
+    return [
+        json.dumps({"asin": f"I{i}", "title": f"Game {i}", "brand": "B", "category": ["Video Games", "PC"]})
+        for i in range(n_items)
+    ]
 
 
-def write_amazon_2018(folder: Path, meta_lines: Sequence[str] | None = None, ratings: str | None = None) -> int:
+def write_amazon_2018(
+    folder: Path, meta_lines: Sequence[str] | None = None, ratings: str | None = None
+) -> int:
     """Video Games in the 2018 layout; returns the number of rating rows. By default the first
     copy of each (user, item) pair of :data:`AMAZON_ROWS`, so the file has no duplicates."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -57,7 +57,9 @@ def small_profile() -> Profile:
     p = get_profile("smoke")
     return dataclasses.replace(
         p,
-        data=dataclasses.replace(p.data, train_cap=48, valid_cap=16, test_cap=40, synthetic_users=60, synthetic_items=80),
+        data=dataclasses.replace(
+            p.data, train_cap=48, valid_cap=16, test_cap=40, synthetic_users=60, synthetic_items=80
+        ),
         train=dataclasses.replace(p.train, epochs=1),
         lightgcn=dataclasses.replace(p.lightgcn, max_epochs=5),
         contexts=("none", "gcn", "llm"),
@@ -82,12 +84,22 @@ def step(tmp_path_factory, small_profile: Profile) -> Step:
 
     root = tmp_path_factory.mktemp("results")
     config = dataclasses.replace(
-        default_exit_config(small_profile), n_boot=20, n_requests=24, batch_size=8, repeats=1, warmup=1,
-        check_requests=8, e2e_requests=12, e2e_batch_size=4, e2e_repeats=1,
+        default_exit_config(small_profile),
+        n_boot=20,
+        n_requests=24,
+        batch_size=8,
+        repeats=1,
+        warmup=1,
+        check_requests=8,
+        e2e_requests=12,
+        e2e_batch_size=4,
+        e2e_repeats=1,
         extra_points=(("difference", 1e9),),
     )
     with torch_threads(1), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*", FutureWarning)  # raised inside peft
+        warnings.filterwarnings(
+            "ignore", ".*is_gradient_checkpointing.*", FutureWarning
+        )  # raised inside peft
         run_recommender(small_profile, results_root=root, beta_ablation=False, progress=False)
         out = run_exit_benchmark(small_profile, results_root=root, config=config)
     return Step(small_profile, root / small_profile.name / small_profile.data.dataset, out)

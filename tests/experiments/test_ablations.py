@@ -50,12 +50,17 @@ def test_context_ablation_gives_every_head_and_the_paired_difference_to_gcn(pred
 
 def test_beta_ablation_compares_the_two_members_of_the_pair(predictions):
     directory, labels, good = predictions
-    assert beta_pair_files(directory) == ("predictions_gcn_pair_beta0.1.csv", "predictions_gcn_pair_beta0.csv")
+    assert beta_pair_files(directory) == (
+        "predictions_gcn_pair_beta0.1.csv",
+        "predictions_gcn_pair_beta0.csv",
+    )
     table = beta_ablation(directory, 0.1, n_boot=100)
     assert set(table["variant"]) == {"beta=0.1", "beta=0"}
     head2 = table[(table["variant"] == "beta=0") & (table["head_layer"] == 2)].iloc[0]
     assert head2["reference_minus_variant"] > 0  # the decayed member's head 2 is the good one
-    assert table[(table["variant"] == "beta=0") & (table["head_layer"] == 10)]["reference_minus_variant"].iloc[0] == pytest.approx(0)
+    assert table[(table["variant"] == "beta=0") & (table["head_layer"] == 10)][
+        "reference_minus_variant"
+    ].iloc[0] == pytest.approx(0)
 
 
 def test_without_a_pair_there_is_no_beta_ablation(predictions):
@@ -66,7 +71,12 @@ def test_without_a_pair_there_is_no_beta_ablation(predictions):
 
 def test_a_context_scored_on_a_subset_is_paired_on_that_subset(predictions):
     directory, labels, good = predictions
-    _write(directory / "predictions_none.csv", labels[::2], {2: good[::2], 10: good[::2]}, ids=np.arange(0, 300, 2))
+    _write(
+        directory / "predictions_none.csv",
+        labels[::2],
+        {2: good[::2], 10: good[::2]},
+        ids=np.arange(0, 300, 2),
+    )
     table = context_ablation(directory, ("none", "gcn"), n_boot=100)
     none10 = table[(table["variant"] == "none") & (table["head_layer"] == 10)].iloc[0]
     assert none10["n"] == 150 and none10["reference_minus_variant"] == pytest.approx(0.0)
@@ -90,7 +100,12 @@ def test_predictions_of_other_samples_are_refused(predictions):
 def test_cf_and_dtype_ablations_pair_each_variant_with_the_main_models_samples(predictions):
     directory, labels, good = predictions
     _write(directory / "predictions_gcn_cf.csv", labels, {2: good, 10: good})
-    _write(directory / "predictions_gcn_fp32.csv", labels[:100], {2: good[:100], 10: good[:100]}, ids=np.arange(100))
+    _write(
+        directory / "predictions_gcn_fp32.csv",
+        labels[:100],
+        {2: good[:100], 10: good[:100]},
+        ids=np.arange(100),
+    )
     table = run_ablations(directory, ("gcn", "none"), 0.1, n_boot=50, dtype="bfloat16")
     cf = table[(table["ablation"] == "cf_tokens") & (table["variant"] == "gcn+cf")].set_index("head_layer")
     assert cf.loc[2, "reference_minus_variant"] < 0  # the cf file's head 2 is the good one

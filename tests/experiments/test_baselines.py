@@ -33,22 +33,43 @@ def _samples(rows: list[dict], events: pd.DataFrame, n_users: int) -> Samples:
 
 
 def _events(users, items, ratings, times) -> pd.DataFrame:
-    return pd.DataFrame({"user": users, "item": items, "rating": np.asarray(ratings, np.float32), "timestamp": times,
-                         "label": (np.asarray(ratings) > 3).astype(np.int8)})
+    return pd.DataFrame(
+        {
+            "user": users,
+            "item": items,
+            "rating": np.asarray(ratings, np.float32),
+            "timestamp": times,
+            "label": (np.asarray(ratings) > 3).astype(np.int8),
+        }
+    )
 
 
 def test_popularity_counts_only_training_interactions_strictly_before_the_sample():
     train = _events([0, 1, 2, 3], [7, 7, 7, 5], [5, 5, 5, 5], [10, 20, 30, 5])
-    samples = _samples([{"user": 0, "item": 7, "timestamp": 20}, {"user": 0, "item": 5, "timestamp": 100},
-                        {"user": 0, "item": 9, "timestamp": 100}], train, 4)
+    samples = _samples(
+        [
+            {"user": 0, "item": 7, "timestamp": 20},
+            {"user": 0, "item": 5, "timestamp": 100},
+            {"user": 0, "item": 9, "timestamp": 100},
+        ],
+        train,
+        4,
+    )
     assert popularity_scores(train, samples, 10).tolist() == [1.0, 1.0, 0.0]
     assert popularity_scores(train, samples, 10, has_timestamps=False).tolist() == [3.0, 1.0, 0.0]
 
 
 def test_item_likes_before_counts_the_earlier_likes_the_prompt_states():
     train = _events([0, 1, 2, 3], [7, 7, 7, 5], [5, 2, 4, 1], [10, 20, 30, 5])
-    samples = _samples([{"user": 0, "item": 7, "timestamp": 25}, {"user": 0, "item": 5, "timestamp": 100},
-                        {"user": 0, "item": 9, "timestamp": 100}], train, 4)
+    samples = _samples(
+        [
+            {"user": 0, "item": 7, "timestamp": 25},
+            {"user": 0, "item": 5, "timestamp": 100},
+            {"user": 0, "item": 9, "timestamp": 100},
+        ],
+        train,
+        4,
+    )
     n, likes = item_likes_before(train, samples, 10)
     assert n.tolist() == [2, 1, 0] and likes.tolist() == [1, 0, 0]
 
@@ -58,10 +79,22 @@ def test_prompt_shares_rank_items_by_their_earlier_likes():
     users = np.arange(40)
     train = _events(users, users % 2 + 1, np.where(users % 2 == 0, 5, 1), users)
     empty = {"hist_start": 0, "hist_end": 0}  # no history: the user's share is the fallback
-    train_samples = _samples([{"user": int(u), "item": int(u % 2 + 1), "timestamp": 50, "label": int(u % 2 == 0), **empty}
-                              for u in users], train, 40)
-    test = _samples([{"user": 0, "item": 1, "timestamp": 60, "label": 1, **empty},
-                     {"user": 1, "item": 2, "timestamp": 60, "label": 0, **empty}], train, 40)
+    train_samples = _samples(
+        [
+            {"user": int(u), "item": int(u % 2 + 1), "timestamp": 50, "label": int(u % 2 == 0), **empty}
+            for u in users
+        ],
+        train,
+        40,
+    )
+    test = _samples(
+        [
+            {"user": 0, "item": 1, "timestamp": 60, "label": 1, **empty},
+            {"user": 1, "item": 2, "timestamp": 60, "label": 0, **empty},
+        ],
+        train,
+        40,
+    )
     p = prompt_share_scores(train, train_samples, test, 3)
     assert p[0] > 0.5 > p[1]
 
@@ -69,7 +102,9 @@ def test_prompt_shares_rank_items_by_their_earlier_likes():
 def test_recent_mean_rating_is_the_mean_of_the_samples_history_or_the_fallback():
     events = _events([0, 0, 0], [1, 2, 3], [1, 3, 5], [1, 2, 3])
     sequences = UserSequences(events, 1)
-    frame = pd.DataFrame({"user": [0, 0], "item": [4, 5], "timestamp": [9, 9], "hist_start": [0, 0], "hist_end": [3, 0]})
+    frame = pd.DataFrame(
+        {"user": [0, 0], "item": [4, 5], "timestamp": [9, 9], "hist_start": [0, 0], "hist_end": [3, 0]}
+    )
     samples = Samples(frame, sequences, history_len=10, history_scope="train")
     assert recent_mean_rating(samples, fallback=2.5).tolist() == [3.0, 2.5]
 
@@ -84,12 +119,25 @@ def test_item_attributes_become_one_token_per_value():
 def test_logistic_regression_learns_a_label_carried_by_an_item_attribute():
     rng = np.random.default_rng(0)
     n_items = 40
-    items = pd.DataFrame({"title": [f"t{i}" for i in range(n_items)], "genres": ["Good" if i % 2 else "Bad" for i in range(n_items)]})
+    items = pd.DataFrame(
+        {
+            "title": [f"t{i}" for i in range(n_items)],
+            "genres": ["Good" if i % 2 else "Bad" for i in range(n_items)],
+        }
+    )
 
     def draw(n, start_item):
         it = rng.integers(start_item, start_item + 20, n)  # test items are unseen in training
-        frame = pd.DataFrame({"user": rng.integers(0, 30, n), "item": it, "label": (it % 2).astype(int), "timestamp": 0,
-                              "hist_start": 0, "hist_end": 0})
+        frame = pd.DataFrame(
+            {
+                "user": rng.integers(0, 30, n),
+                "item": it,
+                "label": (it % 2).astype(int),
+                "timestamp": 0,
+                "hist_start": 0,
+                "hist_end": 0,
+            }
+        )
         return Samples(frame, UserSequences(_events([0], [0], [5], [0]), 30), 10, "train")
 
     train, test = draw(400, 0), draw(200, 20)
@@ -99,8 +147,16 @@ def test_logistic_regression_learns_a_label_carried_by_an_item_attribute():
 
 
 def _timed_samples(times, items, labels, n_users=30) -> Samples:
-    frame = pd.DataFrame({"user": np.arange(len(times)) % n_users, "item": items, "label": labels, "timestamp": times,
-                          "hist_start": 0, "hist_end": 0})
+    frame = pd.DataFrame(
+        {
+            "user": np.arange(len(times)) % n_users,
+            "item": items,
+            "label": labels,
+            "timestamp": times,
+            "hist_start": 0,
+            "hist_end": 0,
+        }
+    )
     return Samples(frame, UserSequences(_events([0], [0], [5], [0]), n_users), 10, "train")
 
 
@@ -113,11 +169,15 @@ def test_time_respecting_regression_ignores_training_samples_after_each_test_buc
     labels = (train_items % 2).astype(int)
     test = _timed_samples(np.array([100, 150, 900, 950]), np.array([1, 2, 1, 2]), np.array([1, 0, 1, 0]))
     config = BaselineConfig(time_buckets=2)
-    before = logistic_regression_before_scores(_timed_samples(train_times, train_items, labels), test, items, config)
+    before = logistic_regression_before_scores(
+        _timed_samples(train_times, train_items, labels), test, items, config
+    )
     # Flip every label after t = 100: the first bucket (t = 100, 150) was fitted before it, so it
     # cannot change; the second bucket (t = 900, 950) sees the flipped labels and must.
     flipped = np.where(train_times >= 100, 1 - labels, labels)
-    after = logistic_regression_before_scores(_timed_samples(train_times, train_items, flipped), test, items, config)
+    after = logistic_regression_before_scores(
+        _timed_samples(train_times, train_items, flipped), test, items, config
+    )
     np.testing.assert_array_equal(after[:2], before[:2])
     assert before[2] > before[3] and after[2] < after[3]
 
@@ -132,7 +192,11 @@ def test_time_respecting_regression_falls_back_to_the_earlier_like_rate_without_
 
 def test_lightgcn_score_is_the_dot_product_of_user_and_item_embeddings():
     users, items = np.arange(6.0).reshape(3, 2), np.array([[1.0, 0.0], [0.0, 1.0]])
-    samples = _samples([{"user": 2, "item": 1, "timestamp": 0}, {"user": 1, "item": 0, "timestamp": 0}], _events([0], [0], [5], [0]), 3)
+    samples = _samples(
+        [{"user": 2, "item": 1, "timestamp": 0}, {"user": 1, "item": 0, "timestamp": 0}],
+        _events([0], [0], [5], [0]),
+        3,
+    )
     assert lightgcn_scores(users, items, samples).tolist() == [5.0, 2.0]
 
 
@@ -141,8 +205,13 @@ def test_score_table_gives_logloss_only_for_probabilities_and_paired_differences
     labels = rng.integers(0, 2, 300)
     good = labels * 0.6 + rng.random(300) * 0.4
     counts = rng.integers(0, 50, 300).astype(float)
-    table = score_table(labels, {"llm_gcn_head6": good, "popularity": counts}, {"llm_gcn_head6": "llm", "popularity": "baseline"},
-                        reference="llm_gcn_head6", n_boot=100)
+    table = score_table(
+        labels,
+        {"llm_gcn_head6": good, "popularity": counts},
+        {"llm_gcn_head6": "llm", "popularity": "baseline"},
+        reference="llm_gcn_head6",
+        n_boot=100,
+    )
     rows = table.set_index("method")
     assert np.isfinite(rows.loc["llm_gcn_head6", "logloss"]) and np.isnan(rows.loc["popularity", "logloss"])
     assert rows.loc["popularity", "llm_minus_baseline"] > 0 and rows.loc["popularity", "diff_ci_low"] > 0
@@ -151,8 +220,9 @@ def test_score_table_gives_logloss_only_for_probabilities_and_paired_differences
 
 
 def test_llm_predictions_refuse_a_file_scoring_other_samples(tmp_path):
-    pd.DataFrame({"sample_id": [1, 2], "label": [0, 1], "p_head_2": [0.1, 0.9], "p_head_10": [0.2, 0.8]}).to_csv(
-        tmp_path / "predictions_gcn.csv", index=False)
+    pd.DataFrame(
+        {"sample_id": [1, 2], "label": [0, 1], "p_head_2": [0.1, 0.9], "p_head_10": [0.2, 0.8]}
+    ).to_csv(tmp_path / "predictions_gcn.csv", index=False)
     got = llm_predictions(tmp_path, ("gcn", "llm"), np.array([2, 1]))
     assert list(got) == ["llm_gcn_head10"] and got["llm_gcn_head10"].tolist() == [0.8, 0.2]
     with pytest.raises(DataError, match="other samples"):
@@ -179,5 +249,7 @@ def test_run_baselines_scores_the_recommenders_test_samples_and_writes_its_table
 def test_llm_predictions_leave_out_a_context_scored_on_a_subset(tmp_path):
     ids = np.arange(10)
     for name, rows in (("gcn", ids), ("none", ids[:5])):
-        pd.DataFrame({"sample_id": rows, "label": rows % 2, "p_head_2": 0.5}).to_csv(tmp_path / f"predictions_{name}.csv", index=False)
+        pd.DataFrame({"sample_id": rows, "label": rows % 2, "p_head_2": 0.5}).to_csv(
+            tmp_path / f"predictions_{name}.csv", index=False
+        )
     assert set(llm_predictions(tmp_path, ("gcn", "none"), ids)) == {"llm_gcn_head2"}

@@ -24,8 +24,18 @@ from ragrec.model.criteria import StabilityExit, simulate_exits
 
 ATOL = 1e-5
 REQUIRED = [
-    "method", "tau", "auc", "auc_ci_low", "auc_ci_high", "logloss", "rps", "p50_ms", "p99_ms",
-    "mean_exit_layer", "speedup_vs_full", "compute_bound_speedup",
+    "method",
+    "tau",
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "logloss",
+    "rps",
+    "p50_ms",
+    "p99_ms",
+    "mean_exit_layer",
+    "speedup_vs_full",
+    "compute_bound_speedup",
 ]  # speedup_vs_engine_full is NaN on the whole-request rows, which time no engine of their own
 
 
@@ -58,13 +68,18 @@ def test_every_auc_is_recomputable_from_the_saved_predictions(step):
     saved = pd.read_csv(step.directory / "predictions_gcn.csv")
     layers = step.profile.model.head_layers
     for row in table[table["method"].isin(["full", "engine_full", "exit"])].itertuples():
-        mine = per_request[(per_request["variant"] == "main") & (per_request["method"] == row.method)
-                           & (per_request["form"] == row.form)
-                           & ((per_request["tau"] == row.tau) | (per_request["tau"].isna() & math.isnan(row.tau)))]
+        mine = per_request[
+            (per_request["variant"] == "main")
+            & (per_request["method"] == row.method)
+            & (per_request["form"] == row.form)
+            & ((per_request["tau"] == row.tau) | (per_request["tau"].isna() & math.isnan(row.tau)))
+        ]
         assert len(mine) == row.n
         assert mine["exit_layer"].mean() == pytest.approx(row.mean_exit_layer)
         full_depth = row.form == "none"
-        criterion = StabilityExit(1e-12 if full_depth else row.tau, form="difference" if full_depth else row.form)
+        criterion = StabilityExit(
+            1e-12 if full_depth else row.tau, form="difference" if full_depth else row.form
+        )
         p, _ = simulate_exits(saved_per_head(saved, layers), criterion, layers)
         expected = saved[f"p_head_{layers[-1]}"] if full_depth else p
         assert auc(saved["label"], expected) == pytest.approx(row.auc, abs=1e-12)
@@ -78,15 +93,21 @@ def test_the_operating_tau_is_chosen_on_validation_and_reported_on_test(step):
     saved = pd.read_csv(step.directory / "predictions_valid_gcn.csv")
     layers = step.profile.model.head_layers
     config = default_exit_config(step.profile)
-    again = choose_operating_point(threshold_sweep(saved["label"], saved_per_head(saved, layers), layers, config.taus,
-                                                   n_boot=20, seed=config.seed), config.auc_tolerance)
+    again = choose_operating_point(
+        threshold_sweep(
+            saved["label"], saved_per_head(saved, layers), layers, config.taus, n_boot=20, seed=config.seed
+        ),
+        config.auc_tolerance,
+    )
     chosen = valid[valid["operating_point"]].iloc[0]
     assert (again["form"], again["tau"]) == (chosen["form"], chosen["tau"])
     reported = test[test["operating_point"]].iloc[0]
     assert (reported["form"], reported["tau"]) == (chosen["form"], chosen["tau"])
     assert reported["drop_ci_low"] <= reported["auc_drop"] <= reported["drop_ci_high"]
     op = _main(pd.read_csv(step.directory / "early_exit.csv"))
-    assert op.loc[(op["role"] == "operating_point") & (op["method"] == "exit"), "chosen_on"].tolist() == ["valid"]
+    assert op.loc[(op["role"] == "operating_point") & (op["method"] == "exit"), "chosen_on"].tolist() == [
+        "valid"
+    ]
 
 
 def test_the_cf_variant_gets_its_own_operating_point_timed_against_its_plain_forward(step):

@@ -38,7 +38,9 @@ def test_every_row_is_the_criterion_replayed_on_the_saved_heads(exit_data):
 
 
 def test_sweep_table_contents(exit_data):
-    sweep = threshold_sweep(exit_data.labels, exit_data.per_head, HEADS, [0.0, 0.05, 1e9], num_layers=8, n_boot=20)
+    sweep = threshold_sweep(
+        exit_data.labels, exit_data.per_head, HEADS, [0.0, 0.05, 1e9], num_layers=8, n_boot=20
+    )
     assert list(sweep.columns[: len(SWEEP_COLUMNS)]) == list(SWEEP_COLUMNS)
     assert set(sweep["form"]) == {"difference", "ratio"} and len(sweep) == 6
     shares = sweep[[f"exit_share_{L}" for L in HEADS]].to_numpy()
@@ -55,16 +57,19 @@ def test_sweep_table_contents(exit_data):
 
 @pytest.fixture
 def hand_made() -> pd.DataFrame:
-    table = pd.DataFrame([
-        # form, tau, auc, logloss, mean_exit_layer
-        ("difference", 0.00, 0.700, 0.60, 30.0),   # full depth
-        ("difference", 0.01, 0.6990, 0.61, 22.0),
-        ("difference", 0.05, 0.6951, 0.62, 15.0),  # within 0.005 (drop 0.0049), least compute → chosen
-        ("difference", 0.10, 0.6940, 0.63, 10.0),  # drop 0.006: outside
-        ("ratio", 0.00, 0.700, 0.60, 30.0),
-        ("ratio", 0.20, 0.6980, 0.60, 15.0),       # as little compute, higher AUC → chosen overall
-        ("ratio", 0.50, 0.6900, 0.65, 8.0),        # outside
-    ], columns=["form", "tau", "auc", "logloss", "mean_exit_layer"])
+    table = pd.DataFrame(
+        [
+            # form, tau, auc, logloss, mean_exit_layer
+            ("difference", 0.00, 0.700, 0.60, 30.0),  # full depth
+            ("difference", 0.01, 0.6990, 0.61, 22.0),
+            ("difference", 0.05, 0.6951, 0.62, 15.0),  # within 0.005 (drop 0.0049), least compute → chosen
+            ("difference", 0.10, 0.6940, 0.63, 10.0),  # drop 0.006: outside
+            ("ratio", 0.00, 0.700, 0.60, 30.0),
+            ("ratio", 0.20, 0.6980, 0.60, 15.0),  # as little compute, higher AUC → chosen overall
+            ("ratio", 0.50, 0.6900, 0.65, 8.0),  # outside
+        ],
+        columns=["form", "tau", "auc", "logloss", "mean_exit_layer"],
+    )
     table["auc_full"] = 0.700
     return table
 
@@ -90,7 +95,9 @@ def test_operating_point_rule_on_a_hand_made_table(hand_made, tolerance, form, c
 def test_engine_points_are_the_operating_point_then_each_forms_best(hand_made):
     points = engine_points(hand_made, 0.005, extra=[("ratio", 0.2), ("ratio", 0.5)])
     assert [(p.form, p.tau, p.role) for p in points] == [
-        ("ratio", 0.2, "operating_point"), ("difference", 0.05, "best_difference"), ("ratio", 0.5, "extra"),
+        ("ratio", 0.2, "operating_point"),
+        ("difference", 0.05, "best_difference"),
+        ("ratio", 0.5, "extra"),
     ]  # ratio's own best is the operating point, and a repeated extra point is dropped
 
 
@@ -111,10 +118,14 @@ def test_operating_point_needs_a_qualifying_row_and_the_columns(hand_made):
     [
         pytest.param(24, HEADS, [0.1, -0.01], {}, ConfigError, "τ", id="negative-tau"),
         pytest.param(24, HEADS, [0.1, True], {}, ConfigError, "τ", id="bool-tau"),
-        pytest.param(24, HEADS, [0.1], {"forms": ("difference", "bogus")}, ConfigError, "form", id="unknown-form"),
+        pytest.param(
+            24, HEADS, [0.1], {"forms": ("difference", "bogus")}, ConfigError, "form", id="unknown-form"
+        ),
         pytest.param(24, HEADS, {"bogus": [0.1]}, {}, ConfigError, "form", id="unknown-form-in-mapping"),
         pytest.param(24, HEADS, {"difference": []}, {}, ConfigError, "empty", id="empty-grid"),
-        pytest.param(24, (2, 4, 9), [0.1], {"num_layers": 6}, ConfigError, "within the model", id="head-past-the-model"),
+        pytest.param(
+            24, (2, 4, 9), [0.1], {"num_layers": 6}, ConfigError, "within the model", id="head-past-the-model"
+        ),
         pytest.param(24, (4, 2, 6), [0.1], {}, ConfigError, "increasing", id="heads-out-of-order"),
         pytest.param(24, (2, 4), [0.1], {}, ConfigError, "expected", id="fewer-heads-than-columns"),
         pytest.param(23, HEADS, [0.1], {}, DataError, "labels", id="labels-and-rows-differ"),
@@ -133,7 +144,9 @@ def test_bad_sweep_input_is_a_clear_error(exit_data, n_labels, layers, taus, kwa
     ],
 )
 def test_bad_saved_predictions_are_a_clear_error(layers, sample_ids, match):
-    frame = pd.DataFrame({"sample_id": [0, 1], "label": [0, 1], "p_head_2": [0.1, 0.2], "p_head_4": [0.3, 0.4]})
+    frame = pd.DataFrame(
+        {"sample_id": [0, 1], "label": [0, 1], "p_head_2": [0.1, 0.2], "p_head_4": [0.3, 0.4]}
+    )
     with pytest.raises(DataError, match=match):
         saved_per_head(frame, layers, sample_ids)
 

@@ -30,11 +30,28 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 ATOL = 1e-5
 REQUIRED = [
-    "method", "tau", "auc", "auc_ci_low", "auc_ci_high", "logloss", "rps", "p50_ms", "p99_ms",
-    "mean_exit_layer", "speedup_vs_full", "compute_bound_speedup",
+    "method",
+    "tau",
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "logloss",
+    "rps",
+    "p50_ms",
+    "p99_ms",
+    "mean_exit_layer",
+    "speedup_vs_full",
+    "compute_bound_speedup",
 ]
-POINTS = [("difference", 0.0), ("difference", 0.02), ("difference", 0.05), ("difference", 0.2),
-          ("ratio", 0.05), ("ratio", 0.2), ("ratio", 1.0)]
+POINTS = [
+    ("difference", 0.0),
+    ("difference", 0.02),
+    ("difference", 0.05),
+    ("difference", 0.2),
+    ("ratio", 0.05),
+    ("ratio", 0.2),
+    ("ratio", 1.0),
+]
 
 
 # -- against references ------------------------------------------------------------------------
@@ -42,11 +59,22 @@ POINTS = [("difference", 0.0), ("difference", 0.02), ("difference", 0.05), ("dif
 
 def test_sweep_and_real_engine_agree_row_by_row(tiny_backbone, exit_data):
     prompts, labels, per_head = exit_data.prompts, exit_data.labels, exit_data.per_head
-    taus = {"difference": [t for f, t in POINTS if f == "difference"], "ratio": [t for f, t in POINTS if f == "ratio"]}
+    taus = {
+        "difference": [t for f, t in POINTS if f == "difference"],
+        "ratio": [t for f, t in POINTS if f == "ratio"],
+    }
     sweep = threshold_sweep(labels, per_head, HEADS, taus, n_boot=20)
     bench = benchmark_engine(
-        tiny_backbone, exit_data.heads, prompts, labels, [ExitPoint(f, t) for f, t in POINTS],
-        batch_size=5, repeats=1, warmup=0, saved=per_head, n_boot=20,
+        tiny_backbone,
+        exit_data.heads,
+        prompts,
+        labels,
+        [ExitPoint(f, t) for f, t in POINTS],
+        batch_size=5,
+        repeats=1,
+        warmup=0,
+        saved=per_head,
+        n_boot=20,
     )
     exits = bench.table[bench.table["method"] == "exit"]
     assert (exits["exit_agreement"] == 1.0).all()
@@ -71,8 +99,16 @@ def test_sweep_and_real_engine_agree_row_by_row(tiny_backbone, exit_data):
 
 def test_the_engine_never_exiting_is_timed_as_early_exits_own_reference(tiny_backbone, exit_data):
     bench = benchmark_engine(
-        tiny_backbone, exit_data.heads, exit_data.prompts, exit_data.labels, [ExitPoint("difference", 0.05)],
-        batch_size=5, repeats=1, warmup=0, saved=exit_data.per_head, n_boot=20,
+        tiny_backbone,
+        exit_data.heads,
+        exit_data.prompts,
+        exit_data.labels,
+        [ExitPoint("difference", 0.05)],
+        batch_size=5,
+        repeats=1,
+        warmup=0,
+        saved=exit_data.per_head,
+        n_boot=20,
     )
     rows = bench.table.set_index("method")
     engine = rows.loc["engine_full"]
@@ -85,8 +121,12 @@ def test_the_engine_never_exiting_is_timed_as_early_exits_own_reference(tiny_bac
 
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_plain_predict_batches_like_the_engine_and_matches_it(tiny_backbone, exit_data, side):
-    never = EarlyExitEngine(tiny_backbone, exit_data.heads, NeverExit()).predict(exit_data.prompts, batch_size=7)
-    np.testing.assert_allclose(plain_predict(tiny_backbone, exit_data.prompts, 7, side), never.p_yes, atol=ATOL, rtol=0)
+    never = EarlyExitEngine(tiny_backbone, exit_data.heads, NeverExit()).predict(
+        exit_data.prompts, batch_size=7
+    )
+    np.testing.assert_allclose(
+        plain_predict(tiny_backbone, exit_data.prompts, 7, side), never.p_yes, atol=ATOL, rtol=0
+    )
 
 
 # -- the benchmark table ----------------------------------------------------------------------
@@ -94,8 +134,15 @@ def test_plain_predict_batches_like_the_engine_and_matches_it(tiny_backbone, exi
 
 def test_benchmark_engine_writes_required_columns(tiny_backbone, exit_data):
     bench = benchmark_engine(
-        tiny_backbone, exit_data.heads, exit_data.prompts, exit_data.labels,
-        [ExitPoint("difference", 0.05, role="operating_point")], batch_size=8, repeats=2, warmup=1, n_boot=20,
+        tiny_backbone,
+        exit_data.heads,
+        exit_data.prompts,
+        exit_data.labels,
+        [ExitPoint("difference", 0.05, role="operating_point")],
+        batch_size=8,
+        repeats=2,
+        warmup=1,
+        n_boot=20,
     )
     table = bench.table
     assert list(table.columns) == list(EARLY_EXIT_COLUMNS)
@@ -109,7 +156,9 @@ def test_benchmark_engine_writes_required_columns(tiny_backbone, exit_data):
     assert exit_row["compute_bound_speedup"] >= 1.0
     assert (table["rps"] > 0).all() and (table["p50_ms"] <= table["p99_ms"]).all()
     np.testing.assert_allclose(table["speedup_vs_full"], table["rps"] / full["rps"])  # arithmetic, not timing
-    np.testing.assert_allclose(table["speedup_efficiency"], table["speedup_vs_full"] / table["compute_bound_speedup"])
+    np.testing.assert_allclose(
+        table["speedup_efficiency"], table["speedup_vs_full"] / table["compute_bound_speedup"]
+    )
     assert (table["n"] == len(exit_data.prompts)).all() and (table["repeats"] == 2).all()
     assert table["exit_agreement"].isna().all()  # nothing saved to compare with
 
@@ -130,9 +179,27 @@ def test_interleaved_rotates_the_methods_and_warms_up_once():
     calls = {name: (lambda b, name=name: order.append((name, b))) for name in ("a", "b", "c")}
     seconds = interleaved(calls, n_batches=2, repeats=3, warmup=1)
     assert order == [
-        ("a", 0), ("a", 0), ("a", 1), ("b", 0), ("b", 0), ("b", 1), ("c", 0), ("c", 0), ("c", 1),  # warm-up + pass
-        ("b", 0), ("b", 1), ("c", 0), ("c", 1), ("a", 0), ("a", 1),  # the order rotates
-        ("c", 0), ("c", 1), ("a", 0), ("a", 1), ("b", 0), ("b", 1),
+        ("a", 0),
+        ("a", 0),
+        ("a", 1),
+        ("b", 0),
+        ("b", 0),
+        ("b", 1),
+        ("c", 0),
+        ("c", 0),
+        ("c", 1),  # warm-up + pass
+        ("b", 0),
+        ("b", 1),
+        ("c", 0),
+        ("c", 1),
+        ("a", 0),
+        ("a", 1),  # the order rotates
+        ("c", 0),
+        ("c", 1),
+        ("a", 0),
+        ("a", 1),
+        ("b", 0),
+        ("b", 1),
     ]
     assert {name: [len(r) for r in per] for name, per in seconds.items()} == {n: [2, 2, 2] for n in "abc"}
 
@@ -153,12 +220,27 @@ def test_interleaved_rotates_the_methods_and_warms_up_once():
     ],
 )
 def test_bad_engine_input_is_a_clear_error(tiny_backbone, exit_data, case, error, match):
-    args = {"heads": exit_data.heads, "prompts": exit_data.prompts, "labels": exit_data.labels,
-            "points": [ExitPoint("difference", 0.1)], "saved": None, **case}
+    args = {
+        "heads": exit_data.heads,
+        "prompts": exit_data.prompts,
+        "labels": exit_data.labels,
+        "points": [ExitPoint("difference", 0.1)],
+        "saved": None,
+        **case,
+    }
     heads = ExitHeads(make_tiny_backbone(seed=1), HEADS) if isinstance(args["heads"], str) else args["heads"]
     with pytest.raises(error, match=match):
-        benchmark_engine(tiny_backbone, heads, args["prompts"], args["labels"], args["points"], saved=args["saved"],
-                         repeats=1, warmup=0, n_boot=20)
+        benchmark_engine(
+            tiny_backbone,
+            heads,
+            args["prompts"],
+            args["labels"],
+            args["points"],
+            saved=args["saved"],
+            repeats=1,
+            warmup=0,
+            n_boot=20,
+        )
 
 
 def test_plain_predict_refuses_prompts_longer_than_the_model(tiny_backbone):

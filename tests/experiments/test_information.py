@@ -14,7 +14,9 @@ from ragrec.experiments.information import (
 
 
 def _events(users, items, times) -> pd.DataFrame:
-    return pd.DataFrame({"user": users, "item": items, "rating": np.float32(4), "timestamp": times, "label": np.int8(1)})
+    return pd.DataFrame(
+        {"user": users, "item": items, "rating": np.float32(4), "timestamp": times, "label": np.int8(1)}
+    )
 
 
 def test_later_interaction_share_counts_neighbour_events_after_each_sample():
@@ -27,8 +29,16 @@ def test_later_interaction_share_counts_neighbour_events_after_each_sample():
 
 def test_vote_coverage_needs_a_polled_neighbour_who_rated_the_target_before_the_sample():
     train = UserSequences(_events([1, 2], [7, 7], [10, 50]), 3)
-    frame = pd.DataFrame({"user": [0, 0, 0], "item": [7, 7, 8], "label": 1, "timestamp": [20, 5, 100],
-                          "hist_start": 0, "hist_end": 0})
+    frame = pd.DataFrame(
+        {
+            "user": [0, 0, 0],
+            "item": [7, 7, 8],
+            "label": 1,
+            "timestamp": [20, 5, 100],
+            "hist_start": 0,
+            "hist_end": 0,
+        }
+    )
     samples = Samples(frame, train, 5, "train")
     neighbours = np.array([[2, 1], [1, 2], [1, 2]])
     # row 0: user 1 rated 7 at 10 < 20 (polled only with vote_k=2); row 1: both too late; row 2: other item

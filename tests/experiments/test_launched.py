@@ -16,8 +16,10 @@ from ragrec.experiments.launched import LAUNCH_ENV, LAUNCHED_ENV, launcher, run_
 from ragrec.experiments.recommender import run_recommender
 from tests.experiments.test_recommender import small_smoke
 
-TWO_GLOO = (f"{sys.executable} -m accelerate.commands.launch --multi_gpu --num_processes 2 --num_machines 1 "
-            "--mixed_precision no --dynamo_backend no --main_process_port 0")
+TWO_GLOO = (
+    f"{sys.executable} -m accelerate.commands.launch --multi_gpu --num_processes 2 --num_machines 1 "
+    "--mixed_precision no --dynamo_backend no --main_process_port 0"
+)
 
 
 def test_the_launcher_comes_from_the_environment_and_never_relaunches(monkeypatch):
@@ -56,7 +58,9 @@ def test_two_processes_run_the_recommender_as_one_does(tmp_path, monkeypatch):
     # The same optimizer steps on the same global batches (gradients summed in another order:
     # 9e-8 apart when measured) and the same test samples; the AUCs were identical when
     # measured, the tolerance allows a bf16 rounding flip from another thread count.
-    losses = [pd.read_csv(tmp_path / run / "smoke" / "synthetic" / "training.csv")["loss"] for run in ("one", "two")]
+    losses = [
+        pd.read_csv(tmp_path / run / "smoke" / "synthetic" / "training.csv")["loss"] for run in ("one", "two")
+    ]
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
     np.testing.assert_allclose(merged["auc_two"], merged["auc_one"], atol=0.005)
     assert (merged["n_one"] == merged["n_two"]).all()

@@ -16,18 +16,37 @@ from ragrec.experiments.retrieval_benchmark import (
 from ragrec.llm.backbone import load_backbone
 from ragrec.retrieval.lightgcn import LightGCNConfig
 
-FAST = LightGCNConfig(dim=32, batch_size=256, lr=5e-3, max_epochs=6, eval_every=3, patience=10, progress=False)
+FAST = LightGCNConfig(
+    dim=32, batch_size=256, lr=5e-3, max_epochs=6, eval_every=3, patience=10, progress=False
+)
 
 
 def test_benchmark_writes_tables_and_provenance(synthetic, tmp_path):
     ds, split = synthetic
     config = RetrievalBenchmarkConfig(
-        profile="test", dataset="synthetic", ks=(2, 4), n_queries=12,
-        retrievers=("gcn", "llm", "random", "none"), lightgcn=FAST, llm_history_items=3, warmup=1,
+        profile="test",
+        dataset="synthetic",
+        ks=(2, 4),
+        n_queries=12,
+        retrievers=("gcn", "llm", "random", "none"),
+        lightgcn=FAST,
+        llm_history_items=3,
+        warmup=1,
     )
-    bench = run_retrieval_benchmark(config, dataset=ds, split=split, backbone=load_backbone("tiny"), results_root=tmp_path)
+    bench = run_retrieval_benchmark(
+        config, dataset=ds, split=split, backbone=load_backbone("tiny"), results_root=tmp_path
+    )
     table = pd.read_csv(bench.directory / "retrieval.csv")
-    for col in ("retriever", "layer_combination", "k", "p50_ms", "p95_ms", "queries_per_s", "fit_s", "neighbour_hit_rate"):
+    for col in (
+        "retriever",
+        "layer_combination",
+        "k",
+        "p50_ms",
+        "p95_ms",
+        "queries_per_s",
+        "fit_s",
+        "neighbour_hit_rate",
+    ):
         assert col in table.columns
     assert len(table) == (2 + 1 + 1 + 1) * 2  # gcn mean/last, llm, random, none × 2 ks
     assert set(table["retriever"]) == {"gcn", "llm", "random", "none"}
@@ -69,7 +88,9 @@ def test_default_config_measures_the_retrievers_the_prompts_use(name):
         pytest.param({"retrievers": ()}, "unknown retriever", id="no-retrievers"),
         pytest.param({"ks": (0,)}, "ks", id="k-0"),
         pytest.param({"ks": ()}, "ks", id="no-ks"),
-        pytest.param({"layer_combinations": ("mean", "sum")}, "layer_combination", id="unknown-layer-combination"),
+        pytest.param(
+            {"layer_combinations": ("mean", "sum")}, "layer_combination", id="unknown-layer-combination"
+        ),
         pytest.param({"layer_combinations": ()}, "layer_combinations", id="no-layer-combinations"),
         pytest.param({"hit_items": 0}, "hit_items", id="hit-items-0"),
         pytest.param({"threads": 0}, "threads", id="threads-0"),
@@ -83,6 +104,8 @@ def test_bad_config_is_a_clear_error(changes, match):
 
 def test_k_must_be_below_the_user_count(synthetic):
     ds, split = synthetic
-    config = RetrievalBenchmarkConfig(profile="test", dataset="synthetic", ks=(ds.n_users,), retrievers=("random",))
+    config = RetrievalBenchmarkConfig(
+        profile="test", dataset="synthetic", ks=(ds.n_users,), retrievers=("random",)
+    )
     with pytest.raises(ConfigError, match="smaller than"):
         run_retrieval_benchmark(config, dataset=ds, split=split, write=False)

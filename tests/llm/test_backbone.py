@@ -28,7 +28,10 @@ def test_local_folder_round_trip(tmp_path, tiny_backbone):
     tiny_backbone.tokenizer.save_pretrained(tmp_path)
     loaded = load_backbone(str(tmp_path), device="cpu", dtype=torch.float32)
     assert loaded.name == str(tmp_path)
-    assert (loaded.yes_token_id, loaded.no_token_id) == (tiny_backbone.yes_token_id, tiny_backbone.no_token_id)
+    assert (loaded.yes_token_id, loaded.no_token_id) == (
+        tiny_backbone.yes_token_id,
+        tiny_backbone.no_token_id,
+    )
     ids = torch.tensor([encode_chat(loaded, "Will the user like it?")])
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(ids).logits, tiny_backbone.model(ids).logits)

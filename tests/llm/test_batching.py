@@ -36,4 +36,7 @@ def test_bucketed_batches_cover_every_prompt_once_pad_little_and_follow_the_seed
     assert padded_tokens(batches) < 0.97 * padded_tokens(random_batches)
     again = bucketed_batches(lengths, 4, np.random.default_rng(0), window=10)
     assert all((a == b).all() for a, b in zip(batches, again))
-    assert not all((a == b).all() for a, b in zip(batches, bucketed_batches(lengths, 4, np.random.default_rng(1), window=10)))
+    assert not all(
+        (a == b).all()
+        for a, b in zip(batches, bucketed_batches(lengths, 4, np.random.default_rng(1), window=10))
+    )

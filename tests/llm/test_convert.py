@@ -61,7 +61,10 @@ def test_bundled_smollm2_converts_once_then_loads_from_safetensors(bundled_cache
     from ragrec.model.forward import plain_full_forward_p_yes
     from ragrec.model.heads import ExitHeads, default_head_layers
 
-    prompts = [encode_chat(b, "Does the user like science fiction movies? Answer Yes or No."), encode_chat(b, "Is 2+2 four?")]
+    prompts = [
+        encode_chat(b, "Does the user like science fiction movies? Answer Yes or No."),
+        encode_chat(b, "Is 2+2 four?"),
+    ]
     heads = ExitHeads(b, default_head_layers(b.num_layers))
     assert heads.head_layers == (5, 10, 15, 20, 25, 30)
     result = EarlyExitEngine(b, heads, NeverExit()).predict(prompts, batch_size=2)

@@ -64,7 +64,23 @@ def test_tiny_tokenizer_splits_words_digits_and_punctuation():
     tok = tiny_tokenizer(vocab_words=["Toy", "Story"])
     ids = tok("Will user 12 like Toy Story (1995)? Zyzzyva", add_special_tokens=False)["input_ids"]
     tokens = tok.convert_ids_to_tokens(ids)
-    assert tokens == ["Will", "user", "1", "2", "like", "Toy", "Story", "(", "1", "9", "9", "5", ")", "?", "[UNK]"]
+    assert tokens == [
+        "Will",
+        "user",
+        "1",
+        "2",
+        "like",
+        "Toy",
+        "Story",
+        "(",
+        "1",
+        "9",
+        "9",
+        "5",
+        ")",
+        "?",
+        "[UNK]",
+    ]
 
 
 @pytest.mark.parametrize(

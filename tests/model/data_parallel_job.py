@@ -18,7 +18,9 @@ from ragrec.model.train import TrainConfig, predict_heads, train_multihead
 from tests.model.test_train import fresh, learnable_task
 
 # global batch 8 with 2 batches per step; 36 prompts: the last batch of an epoch has 4 rows
-CONFIG = TrainConfig(lr=1e-2, epochs=2, batch_size=8, grad_accum=2, warmup_steps=1, eval_every=2, checkpoint_every=3)
+CONFIG = TrainConfig(
+    lr=1e-2, epochs=2, batch_size=8, grad_accum=2, warmup_steps=1, eval_every=2, checkpoint_every=3
+)
 
 
 def main(out: Path) -> None:
@@ -28,14 +30,29 @@ def main(out: Path) -> None:
     prompts, labels = learnable_task(bb, n=36, seed=0)
     valid = learnable_task(bb, n=20, seed=1)
     test_prompts, test_labels = learnable_task(bb, n=30, seed=2)
-    result = train_multihead(bb, heads, prompts, labels, CONFIG, out.parent / f"{out.stem}-checkpoints",
-                             valid=valid, progress=False)
+    result = train_multihead(
+        bb,
+        heads,
+        prompts,
+        labels,
+        CONFIG,
+        out.parent / f"{out.stem}-checkpoints",
+        valid=valid,
+        progress=False,
+    )
     p = predict_heads(bb, heads, test_prompts)
     if shard.is_main:
-        out.write_text(json.dumps({
-            "world": shard.world, "loss": result.loss, "valid_auc": result.valid_auc, "predictions": p.tolist(),
-            "test_auc": [auc(np.asarray(test_labels), p[:, h]) for h in range(p.shape[1])],
-        }))
+        out.write_text(
+            json.dumps(
+                {
+                    "world": shard.world,
+                    "loss": result.loss,
+                    "valid_auc": result.valid_auc,
+                    "predictions": p.tolist(),
+                    "test_auc": [auc(np.asarray(test_labels), p[:, h]) for h in range(p.shape[1])],
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,13 @@ MARKER = 9
 
 def _cf(known_items=(True, True, False), hidden=8) -> CFTokens:
     rng = np.random.default_rng(0)
-    emb = CFEmbeddings(rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=(3, 3)).astype(np.float32),
-                       np.ones(4, bool), np.array(known_items), source="like_mf")
+    emb = CFEmbeddings(
+        rng.normal(size=(4, 3)).astype(np.float32),
+        rng.normal(size=(3, 3)).astype(np.float32),
+        np.ones(4, bool),
+        np.array(known_items),
+        source="like_mf",
+    )
     return CFTokens(emb, hidden, MARKER, expansion=2)
 
 
@@ -54,7 +59,9 @@ def test_gradients_reach_the_projection_and_unknown_vectors_not_the_frozen_vecto
     assert not cf.users.requires_grad and not cf.items.requires_grad
 
 
-@pytest.mark.parametrize("ids", [[[1, MARKER, 2]], [[MARKER, MARKER, MARKER]]], ids=["one slot", "three slots"])
+@pytest.mark.parametrize(
+    "ids", [[[1, MARKER, 2]], [[MARKER, MARKER, MARKER]]], ids=["one slot", "three slots"]
+)
 def test_a_prompt_without_exactly_two_slots_is_a_model_error(ids):
     with pytest.raises(ModelError, match="exactly two"):
         _cf().embed(nn.Embedding(12, 8), torch.tensor(ids), torch.tensor([0]), torch.tensor([0]))
@@ -81,7 +88,10 @@ def test_a_tokenizer_that_maps_unknown_words_to_unk_cannot_mark_slots():
 def test_the_tiny_tokenizer_marks_slots_with_its_dedicated_token():
     tokenizer = tiny_backbone(num_layers=2, hidden_size=16).tokenizer
     text, marker_id = cf_marker(tokenizer)
-    assert text == "<cf>" and tokenizer("User <cf> rated", add_special_tokens=False)["input_ids"].count(marker_id) == 1
+    assert (
+        text == "<cf>"
+        and tokenizer("User <cf> rated", add_special_tokens=False)["input_ids"].count(marker_id) == 1
+    )
 
 
 # -- every scoring path fills the slots the same way ---------------------------------------------
@@ -96,8 +106,13 @@ def _cf_model(seed=0, lora=False):
         backbone = attach_lora(backbone, LoraSettings(r=2, alpha=4, dropout=0.0))
     heads = ExitHeads(backbone, [2, 4])
     rng = np.random.default_rng(seed)
-    emb = CFEmbeddings(rng.normal(size=(5, 3)).astype(np.float32), rng.normal(size=(6, 3)).astype(np.float32),
-                       np.ones(5, bool), np.r_[np.ones(5, bool), False], source="like_mf")
+    emb = CFEmbeddings(
+        rng.normal(size=(5, 3)).astype(np.float32),
+        rng.normal(size=(6, 3)).astype(np.float32),
+        np.ones(5, bool),
+        np.r_[np.ones(5, bool), False],
+        source="like_mf",
+    )
     marker = cf_marker(backbone.tokenizer)[1]
     heads.attach_cf(CFTokens(emb, 32, marker, expansion=2, seed=seed))
     g = torch.Generator().manual_seed(seed)
@@ -118,14 +133,18 @@ def test_never_exit_reproduces_the_plain_forward_with_the_same_filled_slots(side
     from ragrec.model.train import predict_heads
 
     backbone, heads, prompts, cf_ids = _cf_model()
-    result = EarlyExitEngine(backbone, heads, NeverExit()).predict(prompts, batch_size=3, padding_side=side, cf_ids=cf_ids)
+    result = EarlyExitEngine(backbone, heads, NeverExit()).predict(
+        prompts, batch_size=3, padding_side=side, cf_ids=cf_ids
+    )
     ids, mask = pad_prompts(prompts, backbone.pad_id, side)
     with torch.no_grad():
         embeds = heads.input_embeddings(ids, torch.as_tensor(cf_ids))
         plain = plain_full_forward_p_yes(backbone, ids, mask, inputs_embeds=embeds).numpy()
         without = plain_full_forward_p_yes(backbone, ids, mask).numpy()
     np.testing.assert_allclose(result.p_yes, plain, atol=1e-5, rtol=0)
-    np.testing.assert_allclose(predict_heads(backbone, heads, prompts, cf_ids=cf_ids)[:, -1], plain, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        predict_heads(backbone, heads, prompts, cf_ids=cf_ids)[:, -1], plain, atol=1e-5, rtol=0
+    )
     assert np.abs(plain - without).max() > 1e-4, "the slots must change the prediction"
 
 
@@ -146,8 +165,16 @@ def test_training_with_frozen_lora_and_heads_moves_only_the_projection(tmp_path)
     norms = {k: v.clone() for k, v in heads.norms.state_dict().items()}
     lora = {n: p.detach().clone() for n, p in backbone.model.named_parameters() if "lora_" in n}
     projection = heads.cf.project[0].weight.detach().clone()
-    train_multihead(backbone, heads, prompts, np.array([1, 0, 1, 0]), TrainConfig(lr=1e-2, epochs=2, batch_size=2),
-                    tmp_path / "run", progress=False, cf_ids=cf_ids)
+    train_multihead(
+        backbone,
+        heads,
+        prompts,
+        np.array([1, 0, 1, 0]),
+        TrainConfig(lr=1e-2, epochs=2, batch_size=2),
+        tmp_path / "run",
+        progress=False,
+        cf_ids=cf_ids,
+    )
     assert all(torch.equal(v, heads.norms.state_dict()[k]) for k, v in norms.items())
     assert all(torch.equal(p, dict(backbone.model.named_parameters())[n]) for n, p in lora.items())
     assert not torch.equal(projection, heads.cf.project[0].weight)
@@ -178,6 +205,8 @@ def test_for_inference_refuses_a_model_whose_adapters_it_cannot_merge():
     from ragrec.model.inference import for_inference
 
     backbone, heads, _, _ = _cf_model(lora=True)
-    unwrapped = dataclasses.replace(backbone, model=backbone.model.get_base_model())  # LoRA layers, no wrapper
+    unwrapped = dataclasses.replace(
+        backbone, model=backbone.model.get_base_model()
+    )  # LoRA layers, no wrapper
     with pytest.raises(ModelError, match="peft wrapper"):
         for_inference(unwrapped, heads)

@@ -15,6 +15,7 @@ from ragrec.model.criteria import FixedHead, NeverExit, StabilityExit, simulate_
 def reference_exit_heads(p: np.ndarray, tau: float, form: str) -> list[int]:
     """The paper's rule, row by row: stop at the first head h ≥ 1 whose change from head h − 1
     is below τ (in P(Yes), or in log odds for the ratio form); the last head always stops."""
+
     def change(a: float, b: float) -> float:
         if form == "difference":
             return abs(a - b)
@@ -77,7 +78,15 @@ def test_nan_after_a_rows_exit_is_allowed():
         (lambda: StabilityExit(0.1, form="ratio", first_head="confident"), "form='difference'"),
         (lambda: FixedHead(0), "layer number ≥ 1"),
     ],
-    ids=["negative-tau", "nan-tau", "string-tau", "unknown-form", "unknown-first-head", "confident-ratio", "layer-0"],
+    ids=[
+        "negative-tau",
+        "nan-tau",
+        "string-tau",
+        "unknown-form",
+        "unknown-first-head",
+        "confident-ratio",
+        "layer-0",
+    ],
 )
 def test_bad_criteria(make, message):
     with pytest.raises(ConfigError, match=message):
@@ -95,7 +104,15 @@ def test_bad_criteria(make, message):
         ([0.5, 0.5], r"\[N, n_heads\]"),
         (np.zeros((3, 0)), r"n_heads ≥ 1"),
     ],
-    ids=["above-one", "negative", "infinite", "nan-before-exit", "nan-at-first-head", "one-dimensional", "no-heads"],
+    ids=[
+        "above-one",
+        "negative",
+        "infinite",
+        "nan-before-exit",
+        "nan-at-first-head",
+        "one-dimensional",
+        "no-heads",
+    ],
 )
 def test_simulate_exits_refuses_what_is_not_a_probability(per_head_p, message):
     with pytest.raises(ConfigError, match=message):

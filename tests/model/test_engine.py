@@ -24,7 +24,9 @@ ATOL = 1e-5
 
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_never_exit_reproduces_the_plain_forward(tiny_backbone, tiny_heads, prompts, all_heads, side):
-    result = EarlyExitEngine(tiny_backbone, tiny_heads, NeverExit()).predict(prompts, batch_size=5, padding_side=side)
+    result = EarlyExitEngine(tiny_backbone, tiny_heads, NeverExit()).predict(
+        prompts, batch_size=5, padding_side=side
+    )
     ids, mask = pad(prompts, side)
     with torch.no_grad():
         plain = plain_full_forward_p_yes(tiny_backbone, ids, mask).numpy()
@@ -67,7 +69,9 @@ def test_peft_wrapped_model(prompts):
     peft = pytest.importorskip("peft")
     b = build_tiny()
     heads = ExitHeads(b, [2, 4, 6])
-    wrapped = peft.get_peft_model(b.model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    wrapped = peft.get_peft_model(
+        b.model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     b.model = wrapped
     ids, mask = pad(prompts[:6], "left")
     with torch.no_grad():
@@ -96,7 +100,9 @@ def test_rows_do_not_depend_on_batch_mates_or_padding(tiny_backbone, tiny_heads,
 
 def test_predict_works_inside_inference_mode(tiny_backbone, tiny_heads, prompts):
     with torch.inference_mode():
-        result = EarlyExitEngine(tiny_backbone, tiny_heads, StabilityExit(0.1)).predict(prompts[:3], batch_size=2)
+        result = EarlyExitEngine(tiny_backbone, tiny_heads, StabilityExit(0.1)).predict(
+            prompts[:3], batch_size=2
+        )
     assert result.p_yes.shape == (3,)
 
 
@@ -155,8 +161,6 @@ def test_huge_tau_exits_every_row_at_the_second_head(tiny_backbone, tiny_heads, 
         result = EarlyExitEngine(tiny_backbone, tiny_heads, criterion).predict(prompts, batch_size=4)
         assert (result.exit_layer == tiny_heads.head_layers[1]).all()
         assert result.layers_run == tiny_heads.head_layers[1] * len(prompts)
-
-
 
 
 # -- bad input --------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.mark.parametrize("frozen", [False, True], ids=["trainable", "frozen"])
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_the_plain_forward_is_llama_for_causal_lm_at_the_last_real_token(tiny_backbone, prompts, side, frozen):
+def test_the_plain_forward_is_llama_for_causal_lm_at_the_last_real_token(
+    tiny_backbone, prompts, side, frozen
+):
     ids, mask = pad(prompts, side)
     model = tiny_backbone.model
     grads = [p.requires_grad for p in model.parameters()]
@@ -26,7 +28,9 @@ def test_the_plain_forward_is_llama_for_causal_lm_at_the_last_real_token(tiny_ba
         for p in model.parameters():
             p.requires_grad_(not frozen)  # a merged model is frozen: the case the baseline is timed in
         with torch.inference_mode():
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask)).logits  # [B, T, V]
+            logits = model(
+                input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask)
+            ).logits  # [B, T, V]
             at_last = logits[torch.arange(len(ids)), last_token_index(mask)]
             expected = p_yes_from_logits(at_last[:, [tiny_backbone.no_token_id, tiny_backbone.yes_token_id]])
             got = plain_full_forward_p_yes(tiny_backbone, ids, mask)

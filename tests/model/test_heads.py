@@ -36,7 +36,9 @@ def test_an_untrained_readout_leaves_the_logit_lens(tiny_backbone):
     hidden = torch.randn(3, tiny_backbone.hidden_size, generator=torch.Generator().manual_seed(2))
     core = tiny_backbone.model
     with torch.no_grad():
-        lens = core.lm_head(core.model.norm(hidden))[:, [tiny_backbone.no_token_id, tiny_backbone.yes_token_id]]
+        lens = core.lm_head(core.model.norm(hidden))[
+            :, [tiny_backbone.no_token_id, tiny_backbone.yes_token_id]
+        ]
         torch.testing.assert_close(heads.logits(hidden, 0), lens)
         # A trained readout moves only its own head.
         heads.readouts["2"].bias.copy_(torch.tensor([0.0, 1.0]))

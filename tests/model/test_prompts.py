@@ -21,7 +21,9 @@ def setup():
 
 def test_prompt_never_shows_interactions_after_the_sample_or_outside_training(setup):
     ds, split, samples, train, bb = setup
-    builder = PromptBuilder(ds, bb, train, PromptConfig(history_len=8, k=3, neighbour_items=50, max_tokens=4000))
+    builder = PromptBuilder(
+        ds, bb, train, PromptConfig(history_len=8, k=3, neighbour_items=50, max_tokens=4000)
+    )
     inter = split.interactions
     rng = np.random.default_rng(0)
     for sid in rng.choice(samples.part("test").frame.index, 15, replace=False):
@@ -34,10 +36,16 @@ def test_prompt_never_shows_interactions_after_the_sample_or_outside_training(se
             shown = set(line.split("): ", 1)[1].split("; "))
             theirs = inter[inter["user"] == n]
             allowed = theirs[(theirs["timestamp"] < row["timestamp"]) & (theirs["split"] == "train")]
-            assert shown <= {f"{ds.items.at[i, 'title']} ({r:g})" for i, r in zip(allowed["item"], allowed["rating"])} | {"none"}
+            assert shown <= {
+                f"{ds.items.at[i, 'title']} ({r:g})" for i, r in zip(allowed["item"], allowed["rating"])
+            } | {"none"}
             assert len(shown) == min(len(allowed), 50) or shown == {"none"}
         own = set(lines[0].split(": ", 1)[1].split("; "))
-        mine = inter[(inter["user"] == row["user"]) & (inter["timestamp"] < row["timestamp"]) & (inter["split"] == "train")]
+        mine = inter[
+            (inter["user"] == row["user"])
+            & (inter["timestamp"] < row["timestamp"])
+            & (inter["split"] == "train")
+        ]
         assert own <= {f"{ds.items.at[i, 'title']} ({r:g})" for i, r in zip(mine["item"], mine["rating"])}
 
 
@@ -49,7 +57,10 @@ def test_neighbour_rating_of_the_target_is_shown_only_when_earlier(setup):
     # A test sample whose target some other user rated in training, earlier in time.
     for sid, row in test.iterrows():
         raters = tr[(tr["item"] == row["item"]) & (tr["user"] != row["user"])]
-        before, after = raters[raters["timestamp"] < row["timestamp"]], raters[raters["timestamp"] >= row["timestamp"]]
+        before, after = (
+            raters[raters["timestamp"] < row["timestamp"]],
+            raters[raters["timestamp"] >= row["timestamp"]],
+        )
         if len(before) and len(after):
             break
     else:
@@ -98,7 +109,12 @@ def test_like_shares_sit_last_before_the_question_and_count_only_earlier_trainin
     sid = samples.part("test").frame.index[0]
     row = samples.frame.loc[sid]
     _, ratings, _ = samples.history(sid)
-    lines = PromptBuilder(ds, bb, train, PromptConfig(max_tokens=4000)).parts(samples, sid, np.array([1, 2])).render().splitlines()
+    lines = (
+        PromptBuilder(ds, bb, train, PromptConfig(max_tokens=4000))
+        .parts(samples, sid, np.array([1, 2]))
+        .render()
+        .splitlines()
+    )
     # Synthetic labels are "rating > 3", so the shares count ratings of 4 and 5.
     raters = tr[(tr["timestamp"] < row["timestamp"]) & (tr["item"] == row["item"])]
     said = f"{round(100 * np.mean(raters['rating'] > 3))}%" if len(raters) else "none"

@@ -24,8 +24,12 @@ def test_fitted_heads_answer_what_the_logistic_regression_answers():
     states = head_states(bb, heads, prompts)
     for j in range(2):
         scaler = StandardScaler().fit(states[:, j])
-        reference = LogisticRegression(C=fit.c, max_iter=fit.max_iter).fit(scaler.transform(states[:, j]), labels)
-        np.testing.assert_allclose(after[:, j], reference.predict_proba(scaler.transform(states[:, j]))[:, 1], atol=1e-4)
+        reference = LogisticRegression(C=fit.c, max_iter=fit.max_iter).fit(
+            scaler.transform(states[:, j]), labels
+        )
+        np.testing.assert_allclose(
+            after[:, j], reference.predict_proba(scaler.transform(states[:, j]))[:, 1], atol=1e-4
+        )
     np.testing.assert_array_equal(after[:, -1], before[:, -1])  # the last head is the model's own
     assert auc(labels, after[:, 1]) > 0.9  # the word "good"/"bad" is linearly readable by layer 4
 

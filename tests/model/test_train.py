@@ -24,7 +24,11 @@ LAYERS = (2, 4, 6)
 
 
 def fresh(seed: int = 0, readout: bool = False):
-    bb = attach_lora(tiny_backbone(num_layers=6, hidden_size=32, seed=seed), LoraSettings(r=4, alpha=8, dropout=0.0), seed=seed)
+    bb = attach_lora(
+        tiny_backbone(num_layers=6, hidden_size=32, seed=seed),
+        LoraSettings(r=4, alpha=8, dropout=0.0),
+        seed=seed,
+    )
     return bb, ExitHeads(bb, LAYERS, readout=readout)
 
 
@@ -94,35 +98,68 @@ def test_a_stopped_run_keeps_the_full_schedule_and_equals_the_full_runs_snapshot
     config = TrainConfig(lr=1e-2, epochs=3, batch_size=8, warmup_steps=1)
     bb, heads = fresh()
     prompts, labels = learnable_task(bb, n=24)
-    full = train_multihead(bb, heads, prompts, labels, config, tmp_path / "full", snapshot_at=(4,), progress=False)
+    full = train_multihead(
+        bb, heads, prompts, labels, config, tmp_path / "full", snapshot_at=(4,), progress=False
+    )
     assert full.steps == 9 and (tmp_path / "full" / snapshot_name(4)).is_dir()
 
     bb2, heads2 = fresh()
-    stopped = train_multihead(bb2, heads2, prompts, labels, dataclasses.replace(config, stop_at=4), tmp_path / "stop", progress=False)
+    stopped = train_multihead(
+        bb2,
+        heads2,
+        prompts,
+        labels,
+        dataclasses.replace(config, stop_at=4),
+        tmp_path / "stop",
+        progress=False,
+    )
     assert stopped.steps == 4 and stopped.loss == pytest.approx(full.loss[:4], abs=1e-6)
     # Shortening the schedule instead (max_steps) decays the rate sooner: a different model.
     bb3, heads3 = fresh()
-    train_multihead(bb3, heads3, prompts, labels, dataclasses.replace(config, max_steps=4), tmp_path / "max", progress=False)
-    assert not np.allclose(predict_heads(bb3, heads3, prompts), predict_heads(bb2, heads2, prompts), atol=1e-4)
+    train_multihead(
+        bb3,
+        heads3,
+        prompts,
+        labels,
+        dataclasses.replace(config, max_steps=4),
+        tmp_path / "max",
+        progress=False,
+    )
+    assert not np.allclose(
+        predict_heads(bb3, heads3, prompts), predict_heads(bb2, heads2, prompts), atol=1e-4
+    )
 
     bb4, heads4 = fresh()
     kept = load_trained(tmp_path / "full", bb4, heads4, snapshot_name(4))
     assert kept.steps == 4
-    np.testing.assert_allclose(predict_heads(bb4, heads4, prompts), predict_heads(bb2, heads2, prompts), atol=1e-5)
+    np.testing.assert_allclose(
+        predict_heads(bb4, heads4, prompts), predict_heads(bb2, heads2, prompts), atol=1e-5
+    )
     with pytest.raises(ModelError, match="kept no snapshot-000002.*delete"):
         load_trained(tmp_path / "full", *fresh(), snapshot_name(2))
     with pytest.raises(ConfigError, match="snapshot"):
-        train_multihead(*fresh(), prompts, labels, dataclasses.replace(config, stop_at=4), tmp_path / "bad", snapshot_at=(4,))
+        train_multihead(
+            *fresh(),
+            prompts,
+            labels,
+            dataclasses.replace(config, stop_at=4),
+            tmp_path / "bad",
+            snapshot_at=(4,),
+        )
 
 
 def test_save_then_load_gives_identical_predictions(tmp_path):
     bb, heads = fresh()
     prompts, labels = learnable_task(bb, n=16)
-    train_multihead(bb, heads, prompts, labels, TrainConfig(lr=1e-2, epochs=2, batch_size=8), tmp_path, progress=False)
+    train_multihead(
+        bb, heads, prompts, labels, TrainConfig(lr=1e-2, epochs=2, batch_size=8), tmp_path, progress=False
+    )
     expected = predict_heads(bb, heads, prompts)
     bb2, heads2 = fresh()
     assert not np.allclose(predict_heads(bb2, heads2, prompts), expected)
-    result = train_multihead(bb2, heads2, prompts, labels, TrainConfig(lr=1e-2, epochs=2, batch_size=8), tmp_path, progress=False)
+    result = train_multihead(
+        bb2, heads2, prompts, labels, TrainConfig(lr=1e-2, epochs=2, batch_size=8), tmp_path, progress=False
+    )
     assert result.resumed_from == result.steps  # loaded, not retrained
     np.testing.assert_allclose(predict_heads(bb2, heads2, prompts), expected, atol=1e-6)
 
@@ -161,7 +198,9 @@ def test_bf16_autocast_computes_in_bf16_but_keeps_fp32_weights(tmp_path):
         bb, heads = fresh()
         prompts, labels = learnable_task(bb, n=16)
         config = TrainConfig(lr=1e-2, epochs=1, batch_size=8, bf16_autocast=bf16)
-        losses[bf16] = train_multihead(bb, heads, prompts, labels, config, tmp_path / str(bf16), progress=False).loss
+        losses[bf16] = train_multihead(
+            bb, heads, prompts, labels, config, tmp_path / str(bf16), progress=False
+        ).loss
         trainable = [p for p in [*bb.model.parameters(), *heads.parameters()] if p.requires_grad]
         assert {p.dtype for p in trainable} == {torch.float32}
     # Same seed, same batches: only the matmul precision differs, and it shows in the loss.
@@ -175,7 +214,15 @@ def test_checkpoint_from_another_head_layout_is_refused(tmp_path):
     train_multihead(bb, heads, prompts, labels, TrainConfig(epochs=1, batch_size=8), tmp_path, progress=False)
     bb2 = attach_lora(tiny_backbone(num_layers=6, hidden_size=32), LoraSettings(r=4, alpha=8))
     with pytest.raises(ModelError, match="head_layers"):
-        train_multihead(bb2, ExitHeads(bb2, (3, 6)), prompts, labels, TrainConfig(epochs=1, batch_size=8), tmp_path, progress=False)
+        train_multihead(
+            bb2,
+            ExitHeads(bb2, (3, 6)),
+            prompts,
+            labels,
+            TrainConfig(epochs=1, batch_size=8),
+            tmp_path,
+            progress=False,
+        )
 
 
 @pytest.mark.parametrize(
@@ -188,7 +235,14 @@ def test_checkpoint_from_another_head_layout_is_refused(tmp_path):
         (dict(head_weights=(1.0, -1.0, 1.0)), "head_weights must be non-negative"),
         (dict(distill=1.5), "distill"),
     ],
-    ids=["negative-beta", "zero-lr", "no-batches-per-step", "stop-at-0", "negative-head-weight", "distill-above-1"],
+    ids=[
+        "negative-beta",
+        "zero-lr",
+        "no-batches-per-step",
+        "stop-at-0",
+        "negative-head-weight",
+        "distill-above-1",
+    ],
 )
 def test_bad_training_configuration(settings, message):
     with pytest.raises(ConfigError, match=message):

@@ -11,4 +11,6 @@ from ragrec.reproduce.digest import PACKAGE_DIR
 @pytest.fixture
 def package_copy(tmp_path):
     """``tmp_path/ragrec``: the package's modules, copied."""
-    return Path(shutil.copytree(PACKAGE_DIR, tmp_path / "ragrec", ignore=shutil.ignore_patterns("__pycache__")))
+    return Path(
+        shutil.copytree(PACKAGE_DIR, tmp_path / "ragrec", ignore=shutil.ignore_patterns("__pycache__"))
+    )

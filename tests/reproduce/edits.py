@@ -17,8 +17,14 @@ TEXT_EDITS = {
     "comment": ("MAX_ID = 2**53  #", "MAX_ID = 2**53  # fixed a typo in this comment;"),
     "module-docstring": ('"""Reading raw files:', '"""Reading the raw files:'),
     "function-docstring": ("the argument, else", "the given argument, else"),
-    "attribute-docstring": ('"""The delimiters a wrong-format file', '"""The delimiters that a wrong-format file'),
-    "reformatting": ('DELIMITERS = (";", ",", "\\t", "|")', 'DELIMITERS = (\n    ";",\n    ",",\n    "\\t",\n    "|",\n)'),
+    "attribute-docstring": (
+        '"""The delimiters a wrong-format file',
+        '"""The delimiters that a wrong-format file',
+    ),
+    "reformatting": (
+        'DELIMITERS = (";", ",", "\\t", "|")',
+        'DELIMITERS = (\n    ";",\n    ",",\n    "\\t",\n    "|",\n)',
+    ),
 }
 CODE_EDITS = {
     "constant": ("MAX_ID = 2**53", "MAX_ID = 2**52"),

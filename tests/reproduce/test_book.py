@@ -43,7 +43,9 @@ def test_staging_adds_each_executed_notebook_under_its_chapter_and_lists_dataset
     results = tmp_path / "results"
     executed = results / "cpu" / "ml-100k"
     executed.mkdir(parents=True)
-    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Data")]), executed / "data.ipynb")
+    nbformat.write(
+        nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Data")]), executed / "data.ipynb"
+    )
     staged = stage("cpu", results_root=results, data_root=tmp_path / "no-data", staging=tmp_path / "stage")
     toc = yaml.safe_load((tmp_path / "stage" / "_toc.yml").read_text())
     chapters = {c["file"]: c for part in toc["parts"] for c in part["chapters"]}
@@ -56,7 +58,12 @@ def test_staging_adds_each_executed_notebook_under_its_chapter_and_lists_dataset
     assert str(tmp_path) not in data_page, "the data-absent message names no machine path"
     retrieval_page = (tmp_path / "stage" / "chapters" / "retrieval.md").read_text()
     assert "make notebook NB=retrieval DATASET=ml-100k" in retrieval_page
-    assert [d for d, _ in staged.not_run["chapters/retrieval"]] == ["ml-100k", "bookcrossing", "amazon-beauty", "amazon-video-games"]
+    assert [d for d, _ in staged.not_run["chapters/retrieval"]] == [
+        "ml-100k",
+        "bookcrossing",
+        "amazon-beauty",
+        "amazon-video-games",
+    ]
     config = yaml.safe_load((tmp_path / "stage" / "_config.yml").read_text())
     assert config["parse"]["myst_substitutions"]["profile"] == "cpu"
     assert config["execute"]["execute_notebooks"] == "off"
@@ -64,10 +71,15 @@ def test_staging_adds_each_executed_notebook_under_its_chapter_and_lists_dataset
 
 def _executed(folder: Path, name: str, glued: tuple[str, ...] = ()) -> Path:
     """An executed notebook that glued ``glued`` (myst-nb's output metadata) into ``folder``."""
-    outputs = [nbformat.v4.new_output("display_data", data={"text/plain": key}, metadata={"scrapbook": {"name": key}})
-               for key in glued]
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {name}"),
-                                         nbformat.v4.new_code_cell("x", outputs=outputs)])
+    outputs = [
+        nbformat.v4.new_output(
+            "display_data", data={"text/plain": key}, metadata={"scrapbook": {"name": key}}
+        )
+        for key in glued
+    ]
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_markdown_cell(f"# {name}"), nbformat.v4.new_code_cell("x", outputs=outputs)]
+    )
     folder.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, folder / f"{name}.ipynb")
     return folder / f"{name}.ipynb"
@@ -78,7 +90,9 @@ def test_each_chapter_links_its_result_files_as_downloads(tmp_path):
     _executed(executed, "early_exit")
     for name in ("early_exit.csv", "threshold_sweep.csv", "heads.csv"):
         (executed / name).write_text("a,b\n1,2\n")
-    staged = stage("cpu", results_root=tmp_path / "results", data_root=tmp_path / "no-data", staging=tmp_path / "stage")
+    staged = stage(
+        "cpu", results_root=tmp_path / "results", data_root=tmp_path / "no-data", staging=tmp_path / "stage"
+    )
     assert staged.downloads["results/ml-100k/early_exit"] == ["early_exit.csv", "threshold_sweep.csv"]
     assert (tmp_path / "stage" / "results" / "ml-100k" / "threshold_sweep.csv").exists()
     page = (tmp_path / "stage" / "chapters" / "early_exit.md").read_text()
@@ -90,7 +104,9 @@ def test_staged_notebooks_name_the_results_root_not_its_machine_path(tmp_path):
     executed = tmp_path / "results" / "smoke" / "synthetic"
     path = _executed(executed, "data")
     nb = nbformat.read(path, as_version=4)
-    nb.cells.insert(0, nbformat.v4.new_code_cell(f'out_dir = "{executed}"', metadata={"tags": ["injected-parameters"]}))
+    nb.cells.insert(
+        0, nbformat.v4.new_code_cell(f'out_dir = "{executed}"', metadata={"tags": ["injected-parameters"]})
+    )
     nbformat.write(nb, path)
     stage("smoke", results_root=tmp_path / "results", staging=tmp_path / "stage")
     staged = nbformat.read(tmp_path / "stage" / "results" / "synthetic" / "data.ipynb", as_version=4)
@@ -104,17 +120,23 @@ def test_the_landing_page_summarises_the_first_dataset_whose_claims_notebook_glu
     _executed(results / "amazon-beauty", "claims", glued=SUMMARY_KEYS)  # its figure is missing
     _executed(results / "bookcrossing", "claims", glued=SUMMARY_KEYS)
     (results / "bookcrossing" / SUMMARY_FIGURE).write_bytes(b"\x89PNG")
-    staged = stage("cpu", results_root=tmp_path / "results", data_root=tmp_path / "no-data", staging=tmp_path / "stage")
+    staged = stage(
+        "cpu", results_root=tmp_path / "results", data_root=tmp_path / "no-data", staging=tmp_path / "stage"
+    )
     intro = (tmp_path / "stage" / "intro.md").read_text()
     assert staged.summary == "bookcrossing"
     assert "results/bookcrossing/claims.ipynb::summary_auc" in intro and "SUMMARY" not in intro
-    assert (tmp_path / "stage" / "results" / "bookcrossing" / SUMMARY_FIGURE).exists(), "the figure the page shows"
+    assert (tmp_path / "stage" / "results" / "bookcrossing" / SUMMARY_FIGURE).exists(), (
+        "the figure the page shows"
+    )
     assert "cpu** profile" in intro
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu"])
 def test_without_a_claims_check_the_landing_page_says_there_is_no_summary_yet(tmp_path, profile):
-    staged = stage(profile, results_root=tmp_path / "results", data_root=tmp_path / "no-data", staging=tmp_path / "stage")
+    staged = stage(
+        profile, results_root=tmp_path / "results", data_root=tmp_path / "no-data", staging=tmp_path / "stage"
+    )
     intro = (tmp_path / "stage" / "intro.md").read_text()
     assert staged.summary is None
     assert "has a claims check yet" in intro and f"make reproduce PROFILE={profile}" in intro
@@ -129,24 +151,35 @@ def test_a_smoke_landing_page_says_its_numbers_check_plumbing_only(tmp_path):
 def test_the_reproduce_page_shows_the_locked_versions_beside_what_each_run_had_installed(tmp_path):
     executed = tmp_path / "results" / "cpu" / "ml-100k"
     _executed(executed, "run")
-    steps = {"data": {"step": "data", "packages": {"torch": "2.13.0+cpu"}, "lock": "match"},
-             "recommender": {"step": "recommender", "packages": {"torch": "2.13.0+cpu"}, "lock": "match"}}
+    steps = {
+        "data": {"step": "data", "packages": {"torch": "2.13.0+cpu"}, "lock": "match"},
+        "recommender": {"step": "recommender", "packages": {"torch": "2.13.0+cpu"}, "lock": "match"},
+    }
     (executed / "provenance.json").write_text(json.dumps({"steps": steps}))
-    stage("cpu", results_root=tmp_path / "results", data_root=tmp_path / "no-data", staging=tmp_path / "stage")
+    stage(
+        "cpu", results_root=tmp_path / "results", data_root=tmp_path / "no-data", staging=tmp_path / "stage"
+    )
     page = (tmp_path / "stage" / "reproduce.md").read_text()
     torch_pin = book.read_lock(book.LOCK_FILE)["torch"]
     assert f"| torch | {torch_pin} | 2.13.0+cpu |" in page
-    assert ":::{note} ml-100k: matches the lock" in page and "all 2 steps ran with exactly the locked versions" in page
+    assert (
+        ":::{note} ml-100k: matches the lock" in page
+        and "all 2 steps ran with exactly the locked versions" in page
+    )
     assert ":::{dropdown} Every locked package" in page
 
 
 def test_a_run_that_drifted_from_the_lock_is_flagged_with_each_steps_difference():
-    steps = {"data": {"lock": "match"},
-             "recommender": {"lock": ["peft: pinned 0.21.2, installed 0.22.0"]},
-             "baselines": {}}
+    steps = {
+        "data": {"lock": "match"},
+        "recommender": {"lock": ["peft: pinned 0.21.2, installed 0.22.0"]},
+        "baselines": {},
+    }
     ok, verdict = book.lock_verdict(steps)
     assert not ok
-    assert "2 of 3 steps differ" in verdict and "recommender: peft: pinned 0.21.2, installed 0.22.0" in verdict
+    assert (
+        "2 of 3 steps differ" in verdict and "recommender: peft: pinned 0.21.2, installed 0.22.0" in verdict
+    )
     assert "baselines: not recorded" in verdict
     section = book.environment_section({"peft": "0.21.2"}, {"ml-100k": steps})
     assert ":::{warning} ml-100k: differs from the lock" in section
@@ -182,17 +215,33 @@ def _pages(html: Path) -> list[str]:
 def test_a_build_replaces_the_previous_one_whole(tmp_path, fake_jupyter_book):
     _executed(tmp_path / "results" / "cpu" / "ml-100k", "data")
     _executed(tmp_path / "results" / "smoke" / "synthetic", "data")
-    html = build_book("cpu", results_root=tmp_path / "results", data_root=tmp_path / "no-data", output=tmp_path / "book", quiet=True)
+    html = build_book(
+        "cpu",
+        results_root=tmp_path / "results",
+        data_root=tmp_path / "no-data",
+        output=tmp_path / "book",
+        quiet=True,
+    )
     assert _pages(html) == ["index.html", "results/ml-100k/data.html"]
     again = build_book("smoke", results_root=tmp_path / "results", output=tmp_path / "book", quiet=True)
-    assert again == html and _pages(html) == ["index.html", "results/synthetic/data.html"], "no page of the cpu build is left"
-    assert sorted(p.name for p in (tmp_path / "book" / "_build").iterdir()) == ["html"], "no staging folder is left"
+    assert again == html and _pages(html) == ["index.html", "results/synthetic/data.html"], (
+        "no page of the cpu build is left"
+    )
+    assert sorted(p.name for p in (tmp_path / "book" / "_build").iterdir()) == ["html"], (
+        "no staging folder is left"
+    )
 
 
 def test_a_failed_build_keeps_the_previous_book_and_the_failed_one_apart(tmp_path, fake_jupyter_book):
     _executed(tmp_path / "results" / "cpu" / "ml-100k", "data")
     _executed(tmp_path / "results" / "smoke" / "synthetic", "data")
-    html = build_book("cpu", results_root=tmp_path / "results", data_root=tmp_path / "no-data", output=tmp_path / "book", quiet=True)
+    html = build_book(
+        "cpu",
+        results_root=tmp_path / "results",
+        data_root=tmp_path / "no-data",
+        output=tmp_path / "book",
+        quiet=True,
+    )
     fake_jupyter_book["fail"] = True
     with pytest.raises(BookBuildFailed, match="previous book is untouched"):
         build_book("smoke", results_root=tmp_path / "results", output=tmp_path / "book", quiet=True)
@@ -260,7 +309,11 @@ def _expected_text(out_dir: Path, record: pd.Series) -> str:
     frame = pd.read_csv(path)
     rows = frame
     for column, wanted in json.loads(record["where"]).items():
-        rows = rows[rows[column].astype(str).isin({str(wanted), f"{wanted}.0" if isinstance(wanted, int) else str(wanted)})]
+        rows = rows[
+            rows[column]
+            .astype(str)
+            .isin({str(wanted), f"{wanted}.0" if isinstance(wanted, int) else str(wanted)})
+        ]
     if rows.empty or pd.isna(rows[record["column"]].iloc[0]):
         return NOT_RUN
     assert len(rows) == 1, f"{record['key']}: {record['where']} selects {len(rows)} rows of {record['table']}"
@@ -311,10 +364,14 @@ def test_glued_numbers_in_the_built_pages_equal_the_csv_values(built):
         assert len(shown) == len(keys), f"{spec.name}: {len(keys)} glue references, {len(shown)} pasted texts"
         if not keys:
             continue
-        records = pd.read_csv(out_dir / glue_record_name(spec.name), dtype=str, keep_default_na=False).set_index("key")
+        records = pd.read_csv(
+            out_dir / glue_record_name(spec.name), dtype=str, keep_default_na=False
+        ).set_index("key")
         for key, text in zip(keys, shown):
             assert text == records.loc[key, "text"], f"{spec.name}::{key}"
-            assert text == _expected_text(out_dir, records.loc[key]), f"{spec.name}::{key} differs from its CSV cell"
+            assert text == _expected_text(out_dir, records.loc[key]), (
+                f"{spec.name}::{key} differs from its CSV cell"
+            )
             checked += 1
     assert checked > 50
 
@@ -338,9 +395,13 @@ INTRO_GLUE = re.compile(r"\{glue:text\}`results/SUMMARY/claims\.ipynb::(\w+):s`"
 def test_the_landing_pages_glued_numbers_equal_the_claims_notebooks_csv_values(built):
     _, out_dir, html = built
     keys = INTRO_GLUE.findall((BOOK_SOURCE / "intro.md").read_text())
-    records = pd.read_csv(out_dir / glue_record_name("claims"), dtype=str, keep_default_na=False).set_index("key")
+    records = pd.read_csv(out_dir / glue_record_name("claims"), dtype=str, keep_default_na=False).set_index(
+        "key"
+    )
     shown = _pasted(html / "intro.html")
-    assert len(keys) > 5 and len(shown) == len(keys), f"{len(keys)} glue references, {len(shown)} pasted texts"
+    assert len(keys) > 5 and len(shown) == len(keys), (
+        f"{len(keys)} glue references, {len(shown)} pasted texts"
+    )
     for key, text in zip(keys, shown):
         assert text == _expected_text(out_dir, records.loc[key]), f"intro::{key} differs from its CSV cell"
 

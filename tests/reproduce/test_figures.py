@@ -13,20 +13,58 @@ def _sweep(chosen_tau: float | None = 0.1, **extra) -> pd.DataFrame:
     rows = []
     for form in ("difference", "ratio"):
         for tau, share in ((0.0, 1.0), (0.1, 0.5), (0.2, 0.35)):
-            rows.append({"form": form, "first_head": "wait", "tau": tau, "auc": 0.74 - 0.01 * tau, "auc_ci_low": 0.69,
-                         "auc_ci_high": 0.79, "auc_full": 0.74, "layer_share": share, "compute_bound_speedup": 1 / share,
-                         "exit_share_5": 0.0, "exit_share_10": 0.4, "exit_share_30": 0.6,
-                         "operating_point": form == "difference" and tau == chosen_tau, **extra})
+            rows.append(
+                {
+                    "form": form,
+                    "first_head": "wait",
+                    "tau": tau,
+                    "auc": 0.74 - 0.01 * tau,
+                    "auc_ci_low": 0.69,
+                    "auc_ci_high": 0.79,
+                    "auc_full": 0.74,
+                    "layer_share": share,
+                    "compute_bound_speedup": 1 / share,
+                    "exit_share_5": 0.0,
+                    "exit_share_10": 0.4,
+                    "exit_share_30": 0.6,
+                    "operating_point": form == "difference" and tau == chosen_tau,
+                    **extra,
+                }
+            )
     return pd.DataFrame(rows)
 
 
-EXITS = pd.DataFrame([
-    {"method": "full", "form": "none", "tau": None, "role": "full_depth", "rps": 3.7, "speedup_vs_full": 1.0, "compute_bound_speedup": 1.0},
-    {"method": "engine_full", "form": "none", "tau": None, "role": "engine_full_depth", "rps": 4.4, "speedup_vs_full": 1.19,
-     "compute_bound_speedup": 1.0},
-    {"method": "exit", "form": "ratio", "tau": 0.2, "role": "operating_point", "rps": 6.8, "speedup_vs_full": 1.86,
-     "compute_bound_speedup": 2.05},
-])
+EXITS = pd.DataFrame(
+    [
+        {
+            "method": "full",
+            "form": "none",
+            "tau": None,
+            "role": "full_depth",
+            "rps": 3.7,
+            "speedup_vs_full": 1.0,
+            "compute_bound_speedup": 1.0,
+        },
+        {
+            "method": "engine_full",
+            "form": "none",
+            "tau": None,
+            "role": "engine_full_depth",
+            "rps": 4.4,
+            "speedup_vs_full": 1.19,
+            "compute_bound_speedup": 1.0,
+        },
+        {
+            "method": "exit",
+            "form": "ratio",
+            "tau": 0.2,
+            "role": "operating_point",
+            "rps": 6.8,
+            "speedup_vs_full": 1.86,
+            "compute_bound_speedup": 2.05,
+        },
+    ]
+)
 
 
 def test_the_chosen_point_is_the_row_the_sweep_flags():
@@ -51,13 +89,25 @@ def test_a_sweep_with_a_split_column_is_read_on_its_test_rows():
     sweep = pd.concat([_sweep(0.2, split="valid"), _sweep(0.1, split="test")], ignore_index=True)
     chosen = figures.chosen_point(sweep)
     assert (chosen["tau"], chosen["split"]) == (0.1, "test")
-    assert figures.chosen_where(sweep) == {"form": "difference", "tau": 0.1, "first_head": "wait", "split": "test"}
+    assert figures.chosen_where(sweep) == {
+        "form": "difference",
+        "tau": 0.1,
+        "first_head": "wait",
+        "split": "test",
+    }
 
 
 def _texts(fig) -> list[str]:
     ax = fig.axes[0]
-    return [ax.get_title(), *(t.get_text() for t in ax.texts), *(t.get_text() for t in ax.get_legend().get_texts())] \
-        if ax.get_legend() else [ax.get_title(), *(t.get_text() for t in ax.texts)]
+    return (
+        [
+            ax.get_title(),
+            *(t.get_text() for t in ax.texts),
+            *(t.get_text() for t in ax.get_legend().get_texts()),
+        ]
+        if ax.get_legend()
+        else [ax.get_title(), *(t.get_text() for t in ax.texts)]
+    )
 
 
 def test_the_sweep_curve_marks_the_chosen_tau_and_full_depth():
@@ -90,8 +140,24 @@ def test_the_headline_says_what_is_missing(sweep, exits):
 
 
 def test_the_per_head_figure_draws_every_context_of_the_main_variant():
-    heads = pd.DataFrame([{"context": c, "variant": v, "head_layer": layer, "auc": 0.7, "auc_ci_low": 0.6, "auc_ci_high": 0.8}
-                          for c in ("gcn", "none", "llm") for v in ("main", "beta0") for layer in (5, 10)])
+    heads = pd.DataFrame(
+        [
+            {
+                "context": c,
+                "variant": v,
+                "head_layer": layer,
+                "auc": 0.7,
+                "auc_ci_low": 0.6,
+                "auc_ci_high": 0.8,
+            }
+            for c in ("gcn", "none", "llm")
+            for v in ("main", "beta0")
+            for layer in (5, 10)
+        ]
+    )
     labels = _texts(figures.per_head_auc(heads))
-    assert [x for x in labels if x in ("no similar users", "GCN-retrieved", "LLM-retrieved")] == \
-        ["no similar users", "GCN-retrieved", "LLM-retrieved"]
+    assert [x for x in labels if x in ("no similar users", "GCN-retrieved", "LLM-retrieved")] == [
+        "no similar users",
+        "GCN-retrieved",
+        "LLM-retrieved",
+    ]

@@ -31,14 +31,20 @@ def project(tmp_path):
     shows); ``second`` copies first.csv and raises while a file ``boom`` lies beside them."""
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
-    write_notebook(nbs / "first.ipynb", (
-        '(out / "first.csv").write_text("a\\n1\\n")\n'
-        'with open(out / "runs.txt", "a") as f:\n    f.write("run\\n")'
-    ))
-    write_notebook(nbs / "second.ipynb", (
-        f'if Path({str(nbs / "boom")!r}).exists():\n    raise RuntimeError("planted failure")\n'
-        '(out / "second.csv").write_text((out / "first.csv").read_text())'
-    ))
+    write_notebook(
+        nbs / "first.ipynb",
+        (
+            '(out / "first.csv").write_text("a\\n1\\n")\n'
+            'with open(out / "runs.txt", "a") as f:\n    f.write("run\\n")'
+        ),
+    )
+    write_notebook(
+        nbs / "second.ipynb",
+        (
+            f'if Path({str(nbs / "boom")!r}).exists():\n    raise RuntimeError("planted failure")\n'
+            '(out / "second.csv").write_text((out / "first.csv").read_text())'
+        ),
+    )
     return nbs, tmp_path / "results"
 
 
@@ -48,7 +54,9 @@ def _kwargs(project):
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,7 +75,9 @@ def test_a_fresh_run_replaces_the_old_results_whole_once_every_notebook_succeede
     assert not (out / "left-by-the-old-run.txt").exists(), "the old folder is replaced, not merged into"
     assert (out / "runs.txt").read_text() == "run\n", "executed from empty, once"
     assert (out / "second.csv").read_text() == "a\n1\n"
-    assert sorted(p.name for p in results.iterdir()) == ["smoke"], "no fresh or replaced folder is left behind"
+    assert sorted(p.name for p in results.iterdir()) == ["smoke"], (
+        "no fresh or replaced folder is left behind"
+    )
     states = {n: s for n, _, s in status("smoke", results_root=results, specs=SPECS, notebook_dir=project[0])}
     assert states == {"first": "up to date", "second": "up to date"}
 
@@ -120,7 +130,10 @@ def test_swap_in_without_fresh_results_keeps_the_target(tmp_path):
 
 def _manifest(folder: Path, **wall_s: float) -> None:
     folder.mkdir(parents=True)
-    entries = {name: {"status": "ok", "wall_s": s, "finished": "2026-11-29T08:20:42+00:00"} for name, s in wall_s.items()}
+    entries = {
+        name: {"status": "ok", "wall_s": s, "finished": "2026-11-29T08:20:42+00:00"}
+        for name, s in wall_s.items()
+    }
     (folder / MANIFEST).write_text(json.dumps({"notebooks": entries}))
 
 
@@ -145,7 +158,9 @@ def test_no_up_to_date_summary_when_something_ran_or_nothing_was_there(tmp_path,
 def test_the_command_line_prints_the_summary_when_every_notebook_was_skipped(project, capsys, monkeypatch):
     nbs, results = project
     run("smoke", **_kwargs(project))
-    monkeypatch.setattr("ragrec.reproduce.__main__.run", lambda *a, **k: run(*a, **k, specs=SPECS, notebook_dir=nbs))
+    monkeypatch.setattr(
+        "ragrec.reproduce.__main__.run", lambda *a, **k: run(*a, **k, specs=SPECS, notebook_dir=nbs)
+    )
     capsys.readouterr()
     assert main(["run", "--profile", "smoke", "--results", str(results), "--quiet"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -155,13 +170,20 @@ def test_the_command_line_prints_the_summary_when_every_notebook_was_skipped(pro
 
 
 def test_fresh_with_a_notebook_subset_is_refused(tmp_path, capsys):
-    assert main(["run", "--profile", "smoke", "--fresh", "--notebook", "data", "--results", str(tmp_path)]) == 2
+    assert (
+        main(["run", "--profile", "smoke", "--fresh", "--notebook", "data", "--results", str(tmp_path)]) == 2
+    )
     assert "drop --notebook" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 
-def test_the_model_flag_reaches_the_gpu_profile_and_a_bad_folder_stops_the_run_at_once(tmp_path, capsys, monkeypatch):
+def test_the_model_flag_reaches_the_gpu_profile_and_a_bad_folder_stops_the_run_at_once(
+    tmp_path, capsys, monkeypatch
+):
     monkeypatch.setenv(MODEL_ENV, "")  # recorded, so the value main() sets is undone after the test
-    assert main(["run", "--profile", "gpu", "--model", str(tmp_path / "nowhere"), "--results", str(tmp_path)]) == 2
+    assert (
+        main(["run", "--profile", "gpu", "--model", str(tmp_path / "nowhere"), "--results", str(tmp_path)])
+        == 2
+    )
     assert "is not a folder" in capsys.readouterr().err
     assert not any(tmp_path.iterdir()), "nothing ran"

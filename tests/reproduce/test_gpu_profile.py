@@ -23,7 +23,9 @@ from ragrec.config import (
 from ragrec.errors import ConfigError
 
 
-def _model_folder(root: Path, *, layers: int | None = 32, model_type: str = "llama", weights: bool = True) -> Path:
+def _model_folder(
+    root: Path, *, layers: int | None = 32, model_type: str = "llama", weights: bool = True
+) -> Path:
     """A folder that looks like a Hugging Face checkpoint to the profile (config.json and a
     weights file; the profile never loads the weights)."""
     folder = root / f"{model_type}-{layers}"

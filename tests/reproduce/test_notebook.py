@@ -65,29 +65,60 @@ def test_glue_reads_the_csv_cell_and_records_where_it_came_from(tmp_path):
 
 
 def test_run_times_sums_finished_notebooks_and_provenance_lists_steps(tmp_path):
-    (tmp_path / "reproduce.json").write_text(json.dumps({"notebooks": {
-        "data": {"status": "ok", "wall_s": 2.0, "started": "t0", "finished": "t1"},
-        "ablations": {"status": "ok", "wall_s": 1.0, "started": "t5", "finished": "t6"},
-        "recommender": {"status": "ok", "wall_s": 5.5, "started": "t1", "finished": "t2"},
-        "claims": {"status": "failed", "started": "t2"},
-        "run": {"status": "ok", "wall_s": 1.0, "started": "t3", "finished": "t4"},
-    }}))
+    (tmp_path / "reproduce.json").write_text(
+        json.dumps(
+            {
+                "notebooks": {
+                    "data": {"status": "ok", "wall_s": 2.0, "started": "t0", "finished": "t1"},
+                    "ablations": {"status": "ok", "wall_s": 1.0, "started": "t5", "finished": "t6"},
+                    "recommender": {"status": "ok", "wall_s": 5.5, "started": "t1", "finished": "t2"},
+                    "claims": {"status": "failed", "started": "t2"},
+                    "run": {"status": "ok", "wall_s": 1.0, "started": "t3", "finished": "t4"},
+                }
+            }
+        )
+    )
     times = run_times(tmp_path, exclude=("run",)).set_index("notebook")
-    assert list(times.index) == ["data", "recommender", "claims", "ablations", "total"], "in the order they started"
+    assert list(times.index) == ["data", "recommender", "claims", "ablations", "total"], (
+        "in the order they started"
+    )
     assert times.loc["total", "wall_s"] == 8.5 and times.loc["total", "status"] == "3 ok"
     assert "run" not in times.index
-    (tmp_path / "provenance.json").write_text(json.dumps({"steps": {"data": {"seed": 0, "git_commit": "abcdef1234567890",
-                                                                             "packages": {"torch": "2.13.0"}, "cpu": "x"}}}))
+    (tmp_path / "provenance.json").write_text(
+        json.dumps(
+            {
+                "steps": {
+                    "data": {
+                        "seed": 0,
+                        "git_commit": "abcdef1234567890",
+                        "packages": {"torch": "2.13.0"},
+                        "cpu": "x",
+                    }
+                }
+            }
+        )
+    )
     prov = provenance_table(tmp_path)
-    assert prov.loc[0, "step"] == "data" and prov.loc[0, "git_commit"] == "abcdef123456" and prov.loc[0, "torch"] == "2.13.0"
+    assert (
+        prov.loc[0, "step"] == "data"
+        and prov.loc[0, "git_commit"] == "abcdef123456"
+        and prov.loc[0, "torch"] == "2.13.0"
+    )
 
 
 def test_run_summary_gives_one_row_per_profile_and_dataset_with_a_manifest(tmp_path):
     for profile, seconds in (("smoke", 3.0), ("cpu", 1200.0)):
         folder = tmp_path / profile / "ds"
         folder.mkdir(parents=True)
-        (folder / "reproduce.json").write_text(json.dumps({"notebooks": {
-            "data": {"status": "ok", "wall_s": seconds, "started": "t0", "finished": "t1"}}}))
+        (folder / "reproduce.json").write_text(
+            json.dumps(
+                {
+                    "notebooks": {
+                        "data": {"status": "ok", "wall_s": seconds, "started": "t0", "finished": "t1"}
+                    }
+                }
+            )
+        )
     (tmp_path / "gpu" / "ds").mkdir(parents=True)
     summary = run_summary(tmp_path).set_index("profile")
     assert sorted(summary.index) == ["cpu", "smoke"]

@@ -91,7 +91,12 @@ def test_the_smoke_profile_plans_every_notebook_on_synthetic_data(tmp_path):
     assert missing == {}
     assert [t.spec.name for t in tasks] == [s.name for s in NOTEBOOKS]
     assert {t.out_dir for t in tasks} == {tmp_path / "smoke" / "synthetic"}
-    assert tasks[0].parameters == {"dataset": "synthetic", "profile": "smoke", "seed": 0, "out_dir": str(tmp_path / "smoke" / "synthetic")}
+    assert tasks[0].parameters == {
+        "dataset": "synthetic",
+        "profile": "smoke",
+        "seed": 0,
+        "out_dir": str(tmp_path / "smoke" / "synthetic"),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,10 +116,13 @@ def project(tmp_path):
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
     write_notebook(nbs / "first.ipynb", '(out / "first.csv").write_text("a\\n1\\n")')
-    write_notebook(nbs / "second.ipynb", (
-        f'if Path({str(nbs / "boom")!r}).exists():\n    raise RuntimeError("planted failure")\n'
-        '(out / "second.csv").write_text((out / "first.csv").read_text())'
-    ))
+    write_notebook(
+        nbs / "second.ipynb",
+        (
+            f'if Path({str(nbs / "boom")!r}).exists():\n    raise RuntimeError("planted failure")\n'
+            '(out / "second.csv").write_text((out / "first.csv").read_text())'
+        ),
+    )
     return nbs, tmp_path / "results"
 
 
@@ -144,7 +152,9 @@ def test_a_changed_notebook_reruns_itself_and_what_reads_it(project):
 def test_a_deleted_output_makes_its_notebook_stale(project):
     _run(project)
     (project[1] / "smoke" / "synthetic" / "second.csv").unlink()
-    states = dict((n, s) for n, _, s in status("smoke", results_root=project[1], specs=SPECS, notebook_dir=project[0]))
+    states = dict(
+        (n, s) for n, _, s in status("smoke", results_root=project[1], specs=SPECS, notebook_dir=project[0])
+    )
     assert states == {"first": "up to date", "second": "stale"}
 
 
@@ -153,11 +163,14 @@ def test_trained_weights_are_recorded_and_a_changed_one_makes_its_trainer_and_re
     specs = (dataclasses.replace(SPECS[0], artifacts=("checkpoints/*/final/*.safetensors",)), SPECS[1])
     trained = nbs / "trained"  # what "training" produces this time
     trained.write_bytes(b"weights 1")
-    write_notebook(nbs / "first.ipynb", (
-        '(out / "first.csv").write_text("a\\n1\\n")\n'
-        'w = out / "checkpoints" / "model" / "final"\nw.mkdir(parents=True, exist_ok=True)\n'
-        f'(w / "heads.safetensors").write_bytes(Path({str(trained)!r}).read_bytes())'
-    ))
+    write_notebook(
+        nbs / "first.ipynb",
+        (
+            '(out / "first.csv").write_text("a\\n1\\n")\n'
+            'w = out / "checkpoints" / "model" / "final"\nw.mkdir(parents=True, exist_ok=True)\n'
+            f'(w / "heads.safetensors").write_bytes(Path({str(trained)!r}).read_bytes())'
+        ),
+    )
     run("smoke", specs=specs, notebook_dir=nbs, results_root=results, progress_bar=False)
     out = results / "smoke" / "synthetic"
     entry = json.loads((out / MANIFEST).read_text())["notebooks"]["first"]
@@ -211,10 +224,15 @@ def test_force_reruns_an_up_to_datewrite_notebook(project):
 
 def _states(project, **kwargs):
     nbs, results = project
-    return {(n, d): s for n, d, s in status("smoke", results_root=results, specs=SPECS, notebook_dir=nbs, **kwargs)}
+    return {
+        (n, d): s
+        for n, d, s in status("smoke", results_root=results, specs=SPECS, notebook_dir=nbs, **kwargs)
+    }
 
 
-def test_status_stays_up_to_date_after_a_comment_edit_and_goes_stale_after_a_code_edit(project, package_copy, monkeypatch):
+def test_status_stays_up_to_date_after_a_comment_edit_and_goes_stale_after_a_code_edit(
+    project, package_copy, monkeypatch
+):
     monkeypatch.setattr(digest, "PACKAGE_DIR", package_copy)
     _run(project, notebooks=["first"])
     edit_module(package_copy, MODULE, *TEXT_EDITS["comment"])
@@ -232,7 +250,16 @@ def test_swapping_a_raw_file_makes_status_report_the_notebook_stale(project, tmp
     nbs, results = project
     data_root = tmp_path / "data"
     write_bx(data_root / "bookcrossing")
-    run("cpu", ["bookcrossing"], ["first"], specs=SPECS, notebook_dir=nbs, results_root=results, data_root=data_root, progress_bar=False)
+    run(
+        "cpu",
+        ["bookcrossing"],
+        ["first"],
+        specs=SPECS,
+        notebook_dir=nbs,
+        results_root=results,
+        data_root=data_root,
+        progress_bar=False,
+    )
 
     def state():
         rows = status("cpu", results_root=results, data_root=data_root, specs=SPECS, notebook_dir=nbs)
@@ -248,10 +275,16 @@ def test_only_notebooks_that_load_the_dataset_hash_its_raw_files(tmp_path):
     write_bx(tmp_path / "bookcrossing")
     tasks, _ = plan("cpu", ["bookcrossing"], results_root=tmp_path / "results", data_root=tmp_path)
     before = {t.spec.name: t.inputs_digest({}, "lib") for t in tasks}
-    (tmp_path / "bookcrossing" / "BX-Users.csv").write_text('"User-ID";"Location";"Age"\n', encoding="latin-1")
+    (tmp_path / "bookcrossing" / "BX-Users.csv").write_text(
+        '"User-ID";"Location";"Age"\n', encoding="latin-1"
+    )
     after = {t.spec.name: t.inputs_digest({}, "lib") for t in tasks}
     changed = {name for name in before if before[name] != after[name]}
-    assert changed == {s.name for s in NOTEBOOKS if s.reads_dataset} and "data" in changed and "claims" not in changed
+    assert (
+        changed == {s.name for s in NOTEBOOKS if s.reads_dataset}
+        and "data" in changed
+        and "claims" not in changed
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,13 +292,28 @@ def test_only_notebooks_that_load_the_dataset_hash_its_raw_files(tmp_path):
 
 
 def test_a_requested_dataset_whose_files_are_absent_is_an_error(tmp_path):
-    with pytest.raises(DataError, match="(?s)'bookcrossing' was requested by name but cannot run.*BX-Book-Ratings.csv"):
+    with pytest.raises(
+        DataError, match="(?s)'bookcrossing' was requested by name but cannot run.*BX-Book-Ratings.csv"
+    ):
         plan("cpu", ["ml-100k", "bookcrossing"], results_root=tmp_path, data_root=tmp_path / "no-data")
 
 
-def test_make_notebook_for_an_absent_dataset_exits_non_zero_saying_what_is_missing(tmp_path, monkeypatch, capsys):
+def test_make_notebook_for_an_absent_dataset_exits_non_zero_saying_what_is_missing(
+    tmp_path, monkeypatch, capsys
+):
     monkeypatch.setenv("RAGREC_DATA", str(tmp_path / "no-data"))
-    argv = ["run", "--profile", "cpu", "--notebook", "data", "--dataset", "bookcrossing", "--force", "--results", str(tmp_path)]
+    argv = [
+        "run",
+        "--profile",
+        "cpu",
+        "--notebook",
+        "data",
+        "--dataset",
+        "bookcrossing",
+        "--force",
+        "--results",
+        str(tmp_path),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "BX-Book-Ratings.csv" in err and str(tmp_path / "no-data") in err
@@ -290,7 +338,9 @@ def _unwritable_under_a_file(tmp_path):
     return tmp_path / "results"
 
 
-@pytest.mark.parametrize("make", [_unwritable_by_permissions, _unwritable_under_a_file], ids=["read-only", "under-a-file"])
+@pytest.mark.parametrize(
+    "make", [_unwritable_by_permissions, _unwritable_under_a_file], ids=["read-only", "under-a-file"]
+)
 def test_an_unwritable_results_folder_fails_first_with_one_line(tmp_path, capsys, make):
     results = make(tmp_path)
     assert main(["run", "--profile", "smoke", "--results", str(results)]) == 2
@@ -301,6 +351,7 @@ def test_an_unwritable_results_folder_fails_first_with_one_line(tmp_path, capsys
 
 def test_a_read_only_folder_is_caught_before_any_work(tmp_path, monkeypatch, capsys):
     """As root (no permission check) the same path is exercised by a refused temporary file."""
+
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
@@ -318,5 +369,8 @@ def test_the_recommender_records_the_main_and_cf_weights_but_not_the_beta_pairs(
         for name in ("adapter.safetensors", "heads.safetensors", "state.json"):
             (folder / name).write_text(run_dir)
     task = Task(SPECS_BY_NAME["recommender"], "smoke", "synthetic", 0, out, tmp_path / "recommender.ipynb")
-    assert sorted({name.split("/")[1] for name in task.artifact_digests()}) == ["model_beta0.1", "model_beta0.1_cf"]
+    assert sorted({name.split("/")[1] for name in task.artifact_digests()}) == [
+        "model_beta0.1",
+        "model_beta0.1_cf",
+    ]
     assert len(task.artifact_digests()) == 6

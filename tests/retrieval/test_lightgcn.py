@@ -21,7 +21,9 @@ from ragrec.retrieval.lightgcn import (
 )
 from ragrec.retrieval.ranking import RankingTargets, embedding_metrics
 
-FAST = LightGCNConfig(dim=32, batch_size=256, lr=5e-3, max_epochs=12, eval_every=3, patience=10, progress=False)
+FAST = LightGCNConfig(
+    dim=32, batch_size=256, lr=5e-3, max_epochs=12, eval_every=3, patience=10, progress=False
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,10 @@ def data(synthetic):
 @pytest.fixture(scope="module")
 def trained(data):
     _, split, graph = data
-    return {lc: train_lightgcn(graph, replace(FAST, layer_combination=lc), valid=split.valid) for lc in ("mean", "last")}
+    return {
+        lc: train_lightgcn(graph, replace(FAST, layer_combination=lc), valid=split.valid)
+        for lc in ("mean", "last")
+    }
 
 
 # -- against references ------------------------------------------------------------------------
@@ -60,7 +65,9 @@ def test_bpr_loss_matches_the_formula_term_by_term():
     expected = 0.0
     for u, i, j in zip(users.tolist(), pos.tolist(), neg.tolist()):
         margin = out[u] @ out[i] - out[u] @ out[j]
-        expected += -F.logsigmoid(margin) / 3 + 0.1 * 0.5 * (ego[u] @ ego[u] + ego[i] @ ego[i] + ego[j] @ ego[j]) / 3
+        expected += (
+            -F.logsigmoid(margin) / 3 + 0.1 * 0.5 * (ego[u] @ ego[u] + ego[i] @ ego[i] + ego[j] @ ego[j]) / 3
+        )
     torch.testing.assert_close(bpr_loss(out, ego, users, pos, neg, weight_decay=0.1), expected)
 
 
@@ -90,7 +97,9 @@ def test_early_stopping_keeps_the_best_evaluation(data):
     assert len(result.history) < config.max_epochs  # it did stop early
     assert result.history[-1].epoch == result.best_epoch + config.patience * config.eval_every
     targets = RankingTargets.from_frame(split.valid, graph)
-    embeddings = combine_layers(torch.from_numpy(result.layers), config.layer_combination)  # as training reads out
+    embeddings = combine_layers(
+        torch.from_numpy(result.layers), config.layer_combination
+    )  # as training reads out
     again = embedding_metrics(embeddings, graph, targets, config.top_k)
     assert again == result.valid
 

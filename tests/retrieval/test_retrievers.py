@@ -18,7 +18,9 @@ from ragrec.retrieval.llm import LLMRetriever, embed_texts
 from ragrec.retrieval.simple import RandomRetriever
 from ragrec.retrieval.vector import l2_normalize, top_k_exact
 
-FAST = LightGCNConfig(dim=32, batch_size=256, lr=5e-3, max_epochs=12, eval_every=3, patience=10, progress=False)
+FAST = LightGCNConfig(
+    dim=32, batch_size=256, lr=5e-3, max_epochs=12, eval_every=3, patience=10, progress=False
+)
 N_USERS = 120
 
 
@@ -98,7 +100,9 @@ def test_gcn_neighbours_share_the_planted_community(gcn, data):
 
 def test_mean_and_last_both_work_and_differ(data, gcn):
     ds, split = data
-    last = make_retriever("gcn", ds, lightgcn=replace(FAST, layer_combination="last")).fit(split.train, split.valid)
+    last = make_retriever("gcn", ds, lightgcn=replace(FAST, layer_combination="last")).fit(
+        split.train, split.valid
+    )
     assert last.result.config.layer_combination == "last"
     a, b = gcn.retrieve(np.arange(N_USERS), 5), last.retrieve(np.arange(N_USERS), 5)
     assert (a != b).any()
@@ -157,7 +161,9 @@ def test_random_is_deterministic_per_seed_and_order_free(data):
     b = make_retriever("random", ds, seed=7).fit(split.train)
     users = np.arange(20)
     np.testing.assert_array_equal(a.retrieve(users, 5), b.retrieve(users[::-1], 5)[::-1])
-    assert (a.retrieve(users, 5) != make_retriever("random", ds, seed=8).fit(split.train).retrieve(users, 5)).any()
+    assert (
+        a.retrieve(users, 5) != make_retriever("random", ds, seed=8).fit(split.train).retrieve(users, 5)
+    ).any()
 
 
 def test_gcn_deterministic_under_seed(data, gcn):
@@ -177,28 +183,64 @@ def _fit_on(ds, train, **kwargs):
 
 
 BAD_INPUT = [
-    pytest.param(lambda ds, split, gcn: make_retriever("bm25", ds), ConfigError, "unknown retriever",
-                 id="unknown-retriever"),
-    pytest.param(lambda ds, split, gcn: make_retriever("gcn", ds, lightgcn=LightGCNConfig(layer_combination="first")),
-                 ConfigError, "layer_combination", id="unknown-layer-combination"),
-    pytest.param(lambda ds, split, gcn: make_retriever("gcn", ds, backend="annoy"), ConfigError, "backend",
-                 id="unknown-backend"),
+    pytest.param(
+        lambda ds, split, gcn: make_retriever("bm25", ds),
+        ConfigError,
+        "unknown retriever",
+        id="unknown-retriever",
+    ),
+    pytest.param(
+        lambda ds, split, gcn: make_retriever("gcn", ds, lightgcn=LightGCNConfig(layer_combination="first")),
+        ConfigError,
+        "layer_combination",
+        id="unknown-layer-combination",
+    ),
+    pytest.param(
+        lambda ds, split, gcn: make_retriever("gcn", ds, backend="annoy"),
+        ConfigError,
+        "backend",
+        id="unknown-backend",
+    ),
     *[
         pytest.param(lambda ds, split, gcn, k=k: gcn.retrieve([0], k), ConfigError, "k", id=f"k={k!r}")
         for k in (0, -1, N_USERS, N_USERS + 5, 2.5, True)
     ],
-    pytest.param(lambda ds, split, gcn: gcn.retrieve([N_USERS], 3), DataError, "query user ids",
-                 id="unknown-query-user"),
-    pytest.param(lambda ds, split, gcn: make_retriever("random", ds).retrieve([0], 3), ConfigError, "not fitted",
-                 id="not-fitted"),
-    pytest.param(lambda ds, split, gcn: gcn.retrieve([0, 1], 3, before=[5]), ConfigError, "one time per query",
-                 id="one-time-for-two-users"),
-    pytest.param(lambda ds, split, gcn: gcn.retrieve([0, 1], 3, histories=[None]), ConfigError, "histories",
-                 id="one-history-for-two-users"),
-    pytest.param(lambda ds, split, gcn: _fit_on(ds, split.train[split.train["label"] == 0], positives_only=True),
-                 DataError, "empty", id="no-positive-edges"),
-    pytest.param(lambda ds, split, gcn: _fit_on(ds, split.train.iloc[:0]), DataError, "zero training",
-                 id="no-training-interactions"),
+    pytest.param(
+        lambda ds, split, gcn: gcn.retrieve([N_USERS], 3),
+        DataError,
+        "query user ids",
+        id="unknown-query-user",
+    ),
+    pytest.param(
+        lambda ds, split, gcn: make_retriever("random", ds).retrieve([0], 3),
+        ConfigError,
+        "not fitted",
+        id="not-fitted",
+    ),
+    pytest.param(
+        lambda ds, split, gcn: gcn.retrieve([0, 1], 3, before=[5]),
+        ConfigError,
+        "one time per query",
+        id="one-time-for-two-users",
+    ),
+    pytest.param(
+        lambda ds, split, gcn: gcn.retrieve([0, 1], 3, histories=[None]),
+        ConfigError,
+        "histories",
+        id="one-history-for-two-users",
+    ),
+    pytest.param(
+        lambda ds, split, gcn: _fit_on(ds, split.train[split.train["label"] == 0], positives_only=True),
+        DataError,
+        "empty",
+        id="no-positive-edges",
+    ),
+    pytest.param(
+        lambda ds, split, gcn: _fit_on(ds, split.train.iloc[:0]),
+        DataError,
+        "zero training",
+        id="no-training-interactions",
+    ),
 ]
 
 
@@ -250,7 +292,9 @@ def test_fold_in_reproduces_a_trained_user(data, lc):
 def test_pretrained_embeddings_are_reused(data, gcn, tmp_path):
     ds, split = data
     path = gcn.result.save(tmp_path / "g.safetensors")
-    again = GCNRetriever(ds.n_users, ds.n_items, FAST).use_pretrained(LightGCNResult.load(path)).fit(split.train)
+    again = (
+        GCNRetriever(ds.n_users, ds.n_items, FAST).use_pretrained(LightGCNResult.load(path)).fit(split.train)
+    )
     np.testing.assert_array_equal(again.retrieve(np.arange(20), 5), gcn.retrieve(np.arange(20), 5))
     assert again.fit_s >= gcn.result.fit_s
     with pytest.raises(ConfigError, match="trained with"):  # a stale cache is refused
@@ -293,7 +337,11 @@ def test_llm_cold_user_uses_given_history(data, tiny):
 def test_faiss_backend_matches_exact(data, gcn):
     pytest.importorskip("faiss")
     ds, split = data
-    f = GCNRetriever(ds.n_users, ds.n_items, FAST, backend="faiss").use_pretrained(gcn.result).fit(split.train)
+    f = (
+        GCNRetriever(ds.n_users, ds.n_items, FAST, backend="faiss")
+        .use_pretrained(gcn.result)
+        .fit(split.train)
+    )
     users = np.arange(N_USERS)
     np.testing.assert_array_equal(f.retrieve(users, 6), gcn.retrieve(users, 6))
     times = np.full(N_USERS, int(np.median(split.train["timestamp"])))
@@ -347,16 +395,31 @@ def test_llm_precomputed_skips_the_llm_and_gives_the_same_neighbours(llm, monkey
 
 def test_fit_caches_are_reused_with_the_fit_time_they_cost(data, tiny, tmp_path, monkeypatch):
     ds, split = data
-    first_gcn = use_cache(make_retriever("gcn", ds, lightgcn=FAST), split.train, tmp_path).fit(split.train, split.valid)
-    first_llm = use_cache(make_retriever("llm", ds, backbone=tiny, history_items=3), split.train, tmp_path).fit(split.train)
+    first_gcn = use_cache(make_retriever("gcn", ds, lightgcn=FAST), split.train, tmp_path).fit(
+        split.train, split.valid
+    )
+    first_llm = use_cache(
+        make_retriever("llm", ds, backbone=tiny, history_items=3), split.train, tmp_path
+    ).fit(split.train)
     # A second fit must load both instead of training LightGCN or running the LLM again.
-    monkeypatch.setattr("ragrec.retrieval.gcn.train_lightgcn", lambda *a, **k: pytest.fail("LightGCN retrained"))
+    monkeypatch.setattr(
+        "ragrec.retrieval.gcn.train_lightgcn", lambda *a, **k: pytest.fail("LightGCN retrained")
+    )
     monkeypatch.setattr("ragrec.retrieval.llm.embed_texts", lambda *a, **k: pytest.fail("users re-embedded"))
-    again_gcn = use_cache(make_retriever("gcn", ds, lightgcn=FAST), split.train, tmp_path).fit(split.train, split.valid)
-    again_llm = use_cache(make_retriever("llm", ds, backbone=tiny, history_items=3), split.train, tmp_path).fit(split.train)
-    assert np.array_equal(again_gcn.vectors, first_gcn.vectors) and np.array_equal(again_llm.vectors, first_llm.vectors)
+    again_gcn = use_cache(make_retriever("gcn", ds, lightgcn=FAST), split.train, tmp_path).fit(
+        split.train, split.valid
+    )
+    again_llm = use_cache(
+        make_retriever("llm", ds, backbone=tiny, history_items=3), split.train, tmp_path
+    ).fit(split.train)
+    assert np.array_equal(again_gcn.vectors, first_gcn.vectors) and np.array_equal(
+        again_llm.vectors, first_llm.vectors
+    )
     # The reported fit time still includes the measured one-off cost of what was loaded.
-    assert again_gcn.fit_s >= first_gcn.result.fit_s and again_llm.fit_s >= json.loads(next(tmp_path.glob("llm_*.json")).read_text())["embed_s"] > 0
+    assert (
+        again_gcn.fit_s >= first_gcn.result.fit_s
+        and again_llm.fit_s >= json.loads(next(tmp_path.glob("llm_*.json")).read_text())["embed_s"] > 0
+    )
 
 
 def test_fit_cache_is_keyed_by_the_training_interactions_and_settings(data, tiny, tmp_path):
@@ -365,8 +428,14 @@ def test_fit_cache_is_keyed_by_the_training_interactions_and_settings(data, tiny
     names = {
         use_cache(make_retriever("gcn", ds, lightgcn=FAST), split.train, tmp_path)._cache.name,
         use_cache(make_retriever("gcn", ds, lightgcn=FAST), fewer, tmp_path)._cache.name,
-        use_cache(make_retriever("gcn", ds, lightgcn=replace(FAST, dim=16)), split.train, tmp_path)._cache.name,
-        use_cache(make_retriever("llm", ds, backbone=tiny, history_items=3), split.train, tmp_path)._cache.name,
-        use_cache(make_retriever("llm", ds, backbone=tiny, history_items=4), split.train, tmp_path)._cache.name,
+        use_cache(
+            make_retriever("gcn", ds, lightgcn=replace(FAST, dim=16)), split.train, tmp_path
+        )._cache.name,
+        use_cache(
+            make_retriever("llm", ds, backbone=tiny, history_items=3), split.train, tmp_path
+        )._cache.name,
+        use_cache(
+            make_retriever("llm", ds, backbone=tiny, history_items=4), split.train, tmp_path
+        )._cache.name,
     }
     assert len(names) == 5
