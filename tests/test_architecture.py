@@ -1,7 +1,7 @@
 """The package's shape: imports point down the data flow, and no module imports itself back.
 
-data → llm → retrieval → model → config → experiments → reproduce, with ``errors``, ``results``
-and ``metrics`` as the foundation every stage may use. A module that imports a later stage (or
+data → llm → retrieval → model → config → experiments → reproduce, with ``errors``, ``results``,
+``result_files`` and ``metrics`` as the foundation every stage may use. A module that imports a later stage (or
 a cycle of modules) fails here with the offending import named.
 """
 
@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ragrec"
 STAGES = {
     "errors": 0,
     "results": 0,
+    "result_files": 0,
     "metrics": 0,
     "data": 1,
     "llm": 2,

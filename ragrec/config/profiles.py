@@ -13,8 +13,9 @@ from ragrec.config.settings import (
     Profile,
 )
 from ragrec.model.heads import default_head_layers
+from ragrec.model.lora import LoraSettings
 from ragrec.model.prompts import PromptConfig
-from ragrec.model.train import LoraSettings, TrainConfig
+from ragrec.model.train import TrainConfig
 from ragrec.retrieval.lightgcn import LightGCNConfig
 
 SMOKE = Profile(

@@ -2,9 +2,9 @@
 
 Users and items belong to planted communities ("genres"). Each user draws items with
 probability ∝ exp(sharpness · affinity) where ``affinity = u·v`` of latent vectors that cluster by
-community, and rates them ``clip(round(2.5 + 1.5·affinity + noise), 1, 5)`` (about 60% positives). So the graph has
-community structure a GCN can find, the label ``rating > 3`` is learnable from who liked what,
-and a user's history predicts the next label.
+community, and rates them ``clip(round(2.5 + 1.5·affinity + noise), 1, 5)`` (about 60% positives).
+So the graph has community structure a GCN can find, the label ``rating > 3`` is learnable from
+who liked what, and a user's history predicts the next label.
 """
 
 from __future__ import annotations
@@ -18,6 +18,19 @@ from ragrec.errors import ConfigError
 _GENRES = ("Mystery", "Comedy", "Space", "Romance", "History", "Horror", "Cooking", "Sports")
 _ADJECTIVES = ("Silent", "Golden", "Last", "Hidden", "Broken", "Little", "Endless", "Wild", "Lost", "Bright")
 _NOUNS = ("River", "Garden", "Empire", "Letter", "Island", "Machine", "Winter", "Voyage", "Secret", "City")
+
+
+def _check_sizes(
+    n_users: int, n_items: int, n_communities: int, min_per_user: int, max_per_user: int
+) -> None:
+    if n_communities < 1 or n_communities > len(_GENRES):
+        raise ConfigError(f"n_communities must be in 1..{len(_GENRES)}, got {n_communities}")
+    if not 1 <= min_per_user <= max_per_user <= n_items:
+        raise ConfigError(
+            f"need 1 ≤ min_per_user ≤ max_per_user ≤ n_items, got {min_per_user}, {max_per_user}, {n_items}"
+        )
+    if n_users < 2:
+        raise ConfigError(f"n_users must be ≥ 2, got {n_users}")
 
 
 def make_synthetic(
@@ -35,14 +48,7 @@ def make_synthetic(
 
     Each user has between ``min_per_user`` and ``max_per_user`` distinct interactions.
     """
-    if n_communities < 1 or n_communities > len(_GENRES):
-        raise ConfigError(f"n_communities must be in 1..{len(_GENRES)}, got {n_communities}")
-    if not 1 <= min_per_user <= max_per_user <= n_items:
-        raise ConfigError(
-            f"need 1 ≤ min_per_user ≤ max_per_user ≤ n_items, got {min_per_user}, {max_per_user}, {n_items}"
-        )
-    if n_users < 2:
-        raise ConfigError(f"n_users must be ≥ 2, got {n_users}")
+    _check_sizes(n_users, n_items, n_communities, min_per_user, max_per_user)
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(n_communities, dim))
     centers /= np.linalg.norm(centers, axis=1, keepdims=True)

@@ -5,13 +5,13 @@
   difference AUC(reference) − AUC(context) on the same test samples (reference: ``gcn``).
 * **β** — depth-wise learning-rate decay (β > 0) against uniform learning rates (β = 0): two
   runs that differ only in β, each completed on the same schedule
-  (``predictions_gcn_pair_beta<β>.csv``, :func:`beta_pair_files`), GCN context: per head, AUC of
+  (variants ``pair_beta<β>``, :func:`beta_pair_files`), GCN context: per head, AUC of
   each and the paired difference AUC(β > 0) − AUC(β = 0).
 
 A variant may score a subset of the reference's test samples (the profile scores some contexts
 on a reduced subset): its difference is then paired on that subset.
 
-Both read ``predictions_<context>[_<variant>].csv`` (columns ``sample_id``, ``label``,
+Both read the recommender's predictions files (:class:`ragrec.result_files.Predictions`: columns ``sample_id``, ``label``,
 ``p_head_<layer>``) written by :func:`ragrec.experiments.recommender.run_recommender`, so every number here
 can be recomputed from those files. The result is one long table, ``ablations.csv``.
 """
@@ -24,9 +24,10 @@ import pandas as pd
 
 from ragrec.errors import DataError
 from ragrec.metrics import auc, auc_ci, paired_auc_difference
+from ragrec.result_files import PAIR_VARIANT, find_predictions, pair_variant, predictions
 from ragrec.results import read_csv
 
-PAIR_UNIFORM = "predictions_gcn_pair_beta0.csv"
+PAIR_UNIFORM = predictions("gcn", pair_variant(0))
 ABLATION_COLUMNS = (
     "ablation",
     "variant",
@@ -106,23 +107,24 @@ def context_ablation(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """The context ablation from ``predictions_<context>.csv`` (contexts without a file are
+    """The context ablation from each context's test predictions (contexts without a file are
     skipped; empty table when the reference's file is absent)."""
     d = Path(directory)
-    ref = _load(d, f"predictions_{reference}.csv")
+    ref = _load(d, predictions(reference))
     if ref is None:
         return pd.DataFrame(columns=list(ABLATION_COLUMNS))
-    variants = {
-        c: f for c in contexts if c != reference and (f := _load(d, f"predictions_{c}.csv")) is not None
-    }
+    variants = {c: f for c in contexts if c != reference and (f := _load(d, predictions(c))) is not None}
     return compare("context", reference, ref, variants, n_boot=n_boot, seed=seed)
 
 
 def beta_pair_files(directory: str | Path) -> tuple[str, str] | None:
     """The prediction files of the β pair, (β > 0, β = 0), or None when the recommender wrote none."""
-    decayed = sorted(
-        p.name for p in Path(directory).glob("predictions_gcn_pair_beta*.csv") if p.name != PAIR_UNIFORM
-    )
+    decayed = [
+        f.name
+        for f in find_predictions(directory)
+        if f.split == "test" and f.context == "gcn" and f.variant.startswith(PAIR_VARIANT)
+        if f.name != PAIR_UNIFORM
+    ]
     if not decayed or not (Path(directory) / PAIR_UNIFORM).exists():
         return None
     return decayed[0], PAIR_UNIFORM
@@ -143,11 +145,11 @@ def cf_ablation(
     directory: str | Path, contexts: tuple[str, ...], *, n_boot: int = 1000, seed: int = 0
 ) -> pd.DataFrame:
     """Beyond the paper: the main model against its ``cf`` variant (collaborative tokens) under each
-    context both were scored in, on the same samples (``predictions_<context>[_cf].csv``)."""
+    context both were scored in, on the same samples (variants ``main`` and ``cf``)."""
     d = Path(directory)
     parts = []
     for ctx in contexts:
-        main, cf = _load(d, f"predictions_{ctx}.csv"), _load(d, f"predictions_{ctx}_cf.csv")
+        main, cf = _load(d, predictions(ctx)), _load(d, predictions(ctx, "cf"))
         if main is not None and cf is not None:
             parts.append(compare("cf_tokens", ctx, main, {f"{ctx}+cf": cf}, n_boot=n_boot, seed=seed))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(ABLATION_COLUMNS))
@@ -155,9 +157,9 @@ def cf_ablation(
 
 def dtype_ablation(directory: str | Path, dtype: str, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """What scoring in ``dtype`` costs: the GCN-context predictions against the fp32 check on its
-    subset of the same samples (``predictions_gcn_fp32.csv``)."""
+    subset of the same samples (variant ``fp32``)."""
     d = Path(directory)
-    main, fp32 = _load(d, "predictions_gcn.csv"), _load(d, "predictions_gcn_fp32.csv")
+    main, fp32 = _load(d, predictions("gcn")), _load(d, predictions("gcn", "fp32"))
     if main is None or fp32 is None:
         return pd.DataFrame(columns=list(ABLATION_COLUMNS))
     return compare("dtype", dtype, main, {"float32": fp32}, n_boot=n_boot, seed=seed)

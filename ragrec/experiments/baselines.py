@@ -32,7 +32,7 @@ same AUC and bootstrap interval (:mod:`ragrec.metrics`):
   training-split sample. It shows how far the prompt's numbers alone carry, read off linearly: the
   reference the fine-tuned LLM is learning to reach. A probability: AUC and LogLoss.
 
-``run_baselines`` also reads the recommender's ``predictions_<context>.csv`` (final head) when
+``run_baselines`` also reads the recommender's test predictions (final head) when
 present, so the table places the LLM among them, with paired-bootstrap AUC differences
 (LLM − baseline) on the same samples.
 """
@@ -47,10 +47,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ragrec import result_files
 from ragrec.config import Profile
 from ragrec.data import Dataset, Samples, UserSequences
 from ragrec.errors import ConfigError, DataError
 from ragrec.metrics import auc, auc_ci, logloss, paired_auc_difference
+from ragrec.result_files import predictions
 from ragrec.results import Provenance, read_csv, result_dir, write_csv
 
 BASELINES = (
@@ -365,7 +367,7 @@ def score_baselines(
 def llm_predictions(
     out_dir: os.PathLike, contexts: tuple[str, ...], sample_ids: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """The recommender's final-head P(Yes) per context from ``predictions_<context>.csv``,
+    """The recommender's final-head P(Yes) per context from its test predictions,
     aligned to ``sample_ids``; contexts without a file, or scored on a subset of the samples only,
     are left out.
 
@@ -374,7 +376,7 @@ def llm_predictions(
     """
     out = {}
     for ctx in contexts:
-        path = os.path.join(out_dir, f"predictions_{ctx}.csv")
+        path = os.path.join(out_dir, predictions(ctx))
         if not os.path.exists(path):
             continue
         frame = read_csv(path)
@@ -399,7 +401,7 @@ def run_baselines(
     profile: Profile, *, config: BaselineConfig | None = None, data_root=None, results_root=None
 ) -> pd.DataFrame:
     """Score the baselines (and the LLM, when its predictions exist) on the recommender's test
-    samples; write ``baselines.csv``, ``predictions_baselines.csv`` and provenance."""
+    samples; write the table, the per-sample scores and provenance."""
     from ragrec.experiments.prepare import fit_retrievers, prepare_data
 
     started = time.perf_counter()
@@ -435,7 +437,7 @@ def run_baselines(
         n_boot=config.n_boot,
         seed=config.seed,
     )
-    predictions = pd.DataFrame(
+    per_sample = pd.DataFrame(
         {
             "sample_id": sample_ids,
             "user": test.frame["user"].to_numpy(),
@@ -444,8 +446,8 @@ def run_baselines(
             **scores,
         }
     )
-    write_csv(table, out_dir / "baselines.csv")
-    write_csv(predictions, out_dir / "predictions_baselines.csv")
+    write_csv(table, out_dir / result_files.BASELINES)
+    write_csv(per_sample, out_dir / result_files.BASELINE_PREDICTIONS)
     provenance.parameters = {
         "config": config,
         "reference": reference,
@@ -453,5 +455,5 @@ def run_baselines(
         "n_train": len(all_train),
         "seconds": time.perf_counter() - started,
     }
-    provenance.write(out_dir, ["baselines.csv", "predictions_baselines.csv"])
+    provenance.write(out_dir, [result_files.BASELINES, result_files.BASELINE_PREDICTIONS])
     return table

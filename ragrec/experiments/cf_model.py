@@ -26,6 +26,7 @@ from ragrec.data import Samples
 from ragrec.errors import ModelError
 from ragrec.experiments.contexts import encode_contexts, mixed_contexts
 from ragrec.experiments.prepare import Prepared, checkpoint_dir
+from ragrec.experiments.run import Run
 from ragrec.experiments.scoring import (
     TrainedModel,
     capped_rows,
@@ -37,10 +38,12 @@ from ragrec.experiments.scoring import (
 from ragrec.llm.backbone import Backbone
 from ragrec.metrics import auc
 from ragrec.model.cf_tokens import CFTokens, cf_marker
+from ragrec.model.checkpoints import load_trained
 from ragrec.model.heads import ExitHeads
 from ragrec.model.prompts import PromptBuilder
-from ragrec.model.train import load_trained, train_multihead
-from ragrec.results import result_dir, write_csv
+from ragrec.model.train import train_multihead
+from ragrec.result_files import CF_CHOICE, predictions
+from ragrec.results import write_csv
 from ragrec.retrieval.base import Retriever
 from ragrec.retrieval.collaborative import CFEmbeddings, LikeMFConfig, fit_like_mf
 from ragrec.retrieval.gcn import GCNRetriever
@@ -90,10 +93,11 @@ def choose_cf_embeddings(
     train: Samples,
     valid: Samples,
     *,
-    config: LikeMFConfig = LikeMFConfig(),
+    config: LikeMFConfig | None = None,
 ) -> tuple[CFEmbeddings, pd.DataFrame]:
     """Fit the like-MF, probe both candidates on validation, return the better one and the
     ``cf_choice.csv`` table (``source, valid_probe_auc, chosen``)."""
+    config = config or LikeMFConfig()
     candidates = {
         "lightgcn": lightgcn_embeddings(gcn),
         "like_mf": fit_like_mf(train_interactions, gcn.n_users, n_items, config),
@@ -137,30 +141,22 @@ def cf_heads(main: TrainedModel, embeddings: CFEmbeddings, expansion: int, seed:
     return heads
 
 
-def train_cf_model(
-    prepared: Prepared,
-    main: TrainedModel,
-    embeddings: CFEmbeddings,
-    retrievers: dict[str, Retriever],
-    train_retrievers: dict,
-    *,
-    results_root=None,
-    progress: bool = True,
-) -> TrainedModel:
+def train_cf_model(run: Run, main: TrainedModel, embeddings: CFEmbeddings) -> TrainedModel:
     """CoLLM's second step on the main model: LoRA and the heads frozen, only the projection
     trains, on the main run's training prompts (or the profile's subset) rebuilt with the slots."""
-    p, s = prepared.profile, prepared.profile.cf
+    prepared, p, s = run.prepared, run.profile, run.profile.cf
     heads = cf_heads(main, embeddings, s.expansion, p.seed)
     for param in [*main.backbone.model.parameters(), *heads.norms.parameters(), *heads.readouts.parameters()]:
         param.requires_grad_(False)
-    builder = cf_builder(prepared, main.backbone, retrievers)
+    builder = cf_builder(prepared, main.backbone, run.retrievers)
     contexts = mixed_contexts(len(prepared.train), p.contexts, p.seed)
     rows = capped_rows(prepared, s.train_cap)
     train = prepared.train.subset(prepared.train.frame.index[rows])
-    prompts = encode_contexts(builder, train_retrievers, train, [contexts[r] for r in rows])
+    prompts = encode_contexts(builder, run.training_retrievers, train, [contexts[r] for r in rows])
     valid = None
     if p.evaluation.validate_while_training:
-        valid_prompts = encode_contexts(builder, retrievers, prepared.valid, ["gcn"] * len(prepared.valid))
+        gcn_context = ["gcn"] * len(prepared.valid)
+        valid_prompts = encode_contexts(builder, run.retrievers, prepared.valid, gcn_context)
         valid = (valid_prompts, prepared.valid.frame["label"].to_numpy())
     config = replace(p.train, lr=s.lr, epochs=s.epochs)
     result = train_multihead(
@@ -169,9 +165,9 @@ def train_cf_model(
         prompts,
         train.frame["label"].to_numpy(),
         config,
-        cf_model_dir(p, results_root),
+        cf_model_dir(p, run.results_root),
         valid=valid,
-        progress=progress,
+        progress=run.progress,
         cf_ids=cf_ids_of(train),
         valid_cf_ids=cf_ids_of(prepared.valid),
     )
@@ -202,55 +198,27 @@ def load_cf_model(prepared: Prepared, backbone: Backbone, *, results_root=None) 
     return TrainedModel(main.backbone, heads, result, main.beta)
 
 
-def fit_cf_variant(
-    prepared: Prepared,
-    main: TrainedModel,
-    retrievers: dict[str, Retriever],
-    train_retrievers: dict,
-    *,
-    results_root=None,
-    progress: bool = True,
-) -> TrainedModel:
+def fit_cf_variant(run: Run, main: TrainedModel) -> TrainedModel:
     """Choose the vectors on validation (``cf_choice.csv``) and train the projection on the main
     model (:func:`train_cf_model`), before the main model is merged for scoring."""
-    p = prepared.profile
+    prepared, p = run.prepared, run.profile
     embeddings, choice = choose_cf_embeddings(
         prepared.split.train,
-        retrievers["gcn"],
+        run.retrievers["gcn"],
         prepared.dataset.n_items,
         prepared.samples.part("train"),
         prepared.valid,
         config=LikeMFConfig(seed=p.seed),
     )
-    write_csv(choice, result_dir(p.name, p.data.dataset, results_root) / "cf_choice.csv")
-    return train_cf_model(
-        prepared, main, embeddings, retrievers, train_retrievers, results_root=results_root, progress=progress
-    )
+    write_csv(choice, run.out_dir / CF_CHOICE)
+    return train_cf_model(run, main, embeddings)
 
 
-def score_cf_variant(
-    prepared: Prepared,
-    model: TrainedModel,
-    retrievers: dict[str, Retriever],
-    *,
-    results_root=None,
-    progress: bool = True,
-) -> tuple[list[pd.DataFrame], list[str]]:
+def score_cf_variant(run: Run, model: TrainedModel) -> tuple[list[pd.DataFrame], list[str]]:
     """Save the variant's validation predictions and score it under ``profile.cf.contexts`` on
     the main model's test samples (variant ``cf``). Returns its ``heads.csv`` rows and files."""
-    p = prepared.profile
-    builder = cf_builder(prepared, model.backbone, retrievers)
-    names = save_validation_predictions(
-        prepared, model, retrievers, builder, results_root=results_root, variant="cf", progress=progress
-    )
-    table = evaluate_contexts(
-        prepared,
-        model,
-        retrievers,
-        builder,
-        p.cf.contexts,
-        results_root=results_root,
-        variant="cf",
-        progress=progress,
-    )
-    return [table], ["cf_choice.csv", *names] + [f"predictions_{c}_cf.csv" for c in p.cf.contexts]
+    p = run.profile
+    builder = cf_builder(run.prepared, model.backbone, run.retrievers)
+    names = save_validation_predictions(run, model, builder, variant="cf")
+    table = evaluate_contexts(run, model, builder, p.cf.contexts, variant="cf")
+    return [table], [CF_CHOICE, *names] + [predictions(c, "cf") for c in p.cf.contexts]

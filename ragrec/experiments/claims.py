@@ -15,7 +15,7 @@ Claims and measures:
 1. ``faster_retrieval`` — p50 per-query latency ratio LLM retriever / GCN-Retriever (mean read-out)
    from ``retrieval.csv``; latency percentiles come without an interval.
 2. ``gcn_auc_vs_llm`` — AUC(GCN context) − AUC(LLM context), final head, paired bootstrap on the
-   same test samples (``predictions_gcn.csv``, ``predictions_llm.csv``).
+   same test samples (the ``gcn`` and ``llm`` contexts' predictions).
 3. ``early_exit_rps`` — measured requests/s of the early-exit engine over the same engine never
    exiting (``speedup_vs_engine_full``: the forward path fixed, the exits alone changed; tables
    without that row fall back to the plain full-depth forward, and the evidence says which), at
@@ -35,7 +35,7 @@ Claims and measures:
    early exit over LLM retrieval + full depth (``early_exit.csv`` rows ``e2e_gcn_exit`` and
    ``e2e_llm_full``), the comparison behind the paper's throughput headline.
 7. ``cf_tokens_help`` — beyond the paper: AUC with collaborative soft tokens minus without, final
-   head, GCN context, paired bootstrap (``predictions_gcn_cf.csv`` against ``predictions_gcn.csv``).
+   head, GCN context, paired bootstrap (variant ``cf`` against ``main``).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ import pandas as pd
 from ragrec.errors import DataError
 from ragrec.experiments.ablations import beta_pair_files
 from ragrec.metrics import paired_auc_difference
+from ragrec.result_files import EARLY_EXIT, RETRIEVAL, THRESHOLD_SWEEP, predictions
 from ragrec.results import read_csv
 
 NOT_RUN = "not run"
@@ -142,7 +143,7 @@ def paired_final_head(
 def _retrieval_rows(d: Path, k: int | None) -> pd.DataFrame | None:
     """``retrieval.csv``'s rows for ``k`` (the smallest k measured when k was not), or None when
     the retrieval benchmark has not run."""
-    frame = _read(d, "retrieval.csv")
+    frame = _read(d, RETRIEVAL)
     if frame is None:
         return None
     ks = sorted(frame["k"].unique())
@@ -166,7 +167,7 @@ def check_faster_retrieval(d: Path, s: ClaimSettings) -> ClaimCheck:
         return base
     ratio = float(llm["p50_ms"].iloc[0] / gcn["p50_ms"].iloc[0])
     return _with(
-        base, ratio, verdict=point_verdict(ratio, 1.0), evidence=f"retrieval.csv, k={int(rows['k'].iloc[0])}"
+        base, ratio, verdict=point_verdict(ratio, 1.0), evidence=f"{RETRIEVAL}, k={int(rows['k'].iloc[0])}"
     )
 
 
@@ -177,7 +178,7 @@ def check_gcn_auc_vs_llm(d: Path, s: ClaimSettings) -> ClaimCheck:
         "AUC 72.51 vs 69.05 (BookCrossing)",
         "AUC(GCN context) − AUC(LLM context), final head",
     )
-    return _paired_check(base, d, s, "predictions_gcn.csv", "predictions_llm.csv", at_least=True)
+    return _paired_check(base, d, s, predictions("gcn"), predictions("llm"), at_least=True)
 
 
 def _paired_check(
@@ -211,14 +212,14 @@ def check_early_exit_rps(d: Path, s: ClaimSettings) -> ClaimCheck:
         "higher RPS at kept AUC (main table)",
         "RPS ratio early exit / the same engine at full depth, at the operating point",
     )
-    frame = _main_variant(_read(d, "early_exit.csv"))
+    frame = _main_variant(_read(d, EARLY_EXIT))
     if frame is None:
         return base
     point = early_exit_operating_point(frame)
     if point is None:
         return _with(base, math.nan, evidence="early_exit.csv names no operating point chosen on validation")
     speedup, against = _early_exit_speedup(point)
-    sweep = _main_variant(_read(d, "threshold_sweep.csv"))
+    sweep = _main_variant(_read(d, THRESHOLD_SWEEP))
     if sweep is not None and "split" in sweep.columns:
         sweep = sweep[sweep["split"] == "test"]
     auc, full_auc, source = operating_point_auc(frame, point, sweep)
@@ -232,7 +233,7 @@ def check_early_exit_rps(d: Path, s: ClaimSettings) -> ClaimCheck:
         base,
         speedup,
         verdict=verdict,
-        evidence=f"early_exit.csv,{form} τ={point['tau']:g}{chosen}; {against}; "
+        evidence=f"{EARLY_EXIT},{form} τ={point['tau']:g}{chosen}; {against}; "
         f"AUC {auc:.4f} vs full {full_auc:.4f} ({source})",
     )
 
@@ -288,7 +289,7 @@ def check_pipeline_rps(d: Path, s: ClaimSettings) -> ClaimCheck:
         "RPS 3.83 → 4.57 (Video Games)",
         "requests/s ratio e2e GCN + exit / e2e LLM + full",
     )
-    frame = _main_variant(_read(d, "early_exit.csv"))
+    frame = _main_variant(_read(d, EARLY_EXIT))
     if frame is None:
         return base
     rows = frame.set_index("method")
@@ -328,7 +329,7 @@ def check_cf_tokens(d: Path, s: ClaimSettings) -> ClaimCheck:
         "beyond the paper (CoLLM, Vicuna-7B on ML-1M: 0.7097 → 0.7295)",
         "AUC(with CF tokens) − AUC(without), final head, GCN context",
     )
-    return _paired_check(base, d, s, "predictions_gcn_cf.csv", "predictions_gcn.csv", at_least=True)
+    return _paired_check(base, d, s, predictions("gcn", "cf"), predictions("gcn"), at_least=True)
 
 
 def check_layer_mean(d: Path, s: ClaimSettings) -> ClaimCheck:
@@ -345,9 +346,7 @@ def check_layer_mean(d: Path, s: ClaimSettings) -> ClaimCheck:
     if not {"mean", "last"} <= set(gcn.index):
         return base
     diff = float(gcn.loc["mean", "neighbour_hit_rate"] - gcn.loc["last", "neighbour_hit_rate"])
-    return _with(
-        base, diff, verdict=point_verdict(diff), evidence=f"retrieval.csv, k={int(rows['k'].iloc[0])}"
-    )
+    return _with(base, diff, verdict=point_verdict(diff), evidence=f"{RETRIEVAL}, k={int(rows['k'].iloc[0])}")
 
 
 def _with(

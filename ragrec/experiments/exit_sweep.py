@@ -1,6 +1,6 @@
 """Threshold sweep: the exit rule replayed on saved per-head predictions over a grid of τ.
 
-On saved per-head predictions (``predictions_<context>.csv``) the exit rule is replayed with
+On saved per-head test predictions (:class:`ragrec.result_files.Predictions`) the exit rule is replayed with
 :func:`ragrec.model.criteria.simulate_exits` (the engine's own decision code) over a grid of τ
 for both forms (difference ``|P_h − P_{h−1}| < τ``; ratio ``|Δ log-odds| < τ``, τ in nats). Per
 point: AUC with a 95% bootstrap interval, LogLoss, mean exit layer, share of layer compute used
@@ -78,7 +78,7 @@ def saved_per_head(
     """``[N, n_heads]`` P(Yes) columns ``p_head_<L>`` of a saved predictions table.
 
     Args:
-        predictions: a ``predictions_<context>.csv`` table (``sample_id``, ``p_head_<L>``, ...).
+        predictions: a recommender predictions table (``sample_id``, ``p_head_<L>``, ...).
         head_layers: the model's head layers, in order.
         sample_ids: the rows to return, in this order (default: the table's order).
 

@@ -20,8 +20,8 @@ import shlex
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ragrec.config import Profile

@@ -18,18 +18,20 @@ from ragrec.data import (
     Samples,
     cap_samples,
 )
-from ragrec.experiments.contexts import FoldedRetriever, encode_contexts, mixed_contexts
+from ragrec.experiments.contexts import encode_contexts, mixed_contexts
 from ragrec.experiments.prepare import Prepared, checkpoint_dir
+from ragrec.experiments.run import Run
 from ragrec.llm.backbone import Backbone
 from ragrec.metrics import head_table
 from ragrec.model.checkpoints import TrainResult, load_trained
 from ragrec.model.heads import ExitHeads
 from ragrec.model.inference import for_inference
 from ragrec.model.lora import attach_lora
+from ragrec.model.predict import predict_heads
 from ragrec.model.prompts import PromptBuilder
-from ragrec.model.train import predict_heads, train_multihead
-from ragrec.results import result_dir, write_csv
-from ragrec.retrieval.base import Retriever
+from ragrec.model.train import train_multihead
+from ragrec.result_files import predictions
+from ragrec.results import write_csv
 
 
 @dataclass
@@ -50,34 +52,27 @@ def capped_rows(prepared: Prepared, cap: int | None) -> np.ndarray:
 
 
 def train_model(
-    prepared: Prepared,
+    run: Run,
     backbone: Backbone,
-    retrievers: dict[str, Retriever],
     builder: PromptBuilder,
     *,
-    train_retrievers: dict[str, Retriever | FoldedRetriever] | None = None,
     beta: float | None = None,
     pair: BetaPair | None = None,
     validate: bool = True,
-    results_root=None,
-    progress: bool = True,
 ) -> TrainedModel:
-    """LoRA + all heads on mixed-context training prompts. Reloads a finished run, resumes a
-    killed one.
+    """LoRA + all heads on mixed-context training prompts (built with ``run.training_retrievers``;
+    validation prompts with ``run.retrievers``). Reloads a finished run, resumes a killed one.
 
     Args:
-        retrievers: the plain retrievers (validation prompts).
-        train_retrievers: those the training prompts are built with (:func:`training_retrievers`;
-            default: ``retrievers``).
         beta: the heads' depth-wise learning-rate decay (default: the profile's).
         pair: train on the β pair's shorter schedule instead (its first ``train_cap`` prompts of
             the main run's, for ``epochs``).
         validate: per-head validation AUC on GCN-context prompts every ``eval_every`` steps.
     """
-    p = prepared.profile
+    prepared, p, retrievers = run.prepared, run.profile, run.retrievers
     config = dataclasses.replace(p.train, beta=p.train.beta if beta is None else beta)
     contexts = mixed_contexts(len(prepared.train), p.contexts, p.seed)
-    prompts = encode_contexts(builder, train_retrievers or retrievers, prepared.train, contexts)
+    prompts = encode_contexts(builder, run.training_retrievers, prepared.train, contexts)
     labels = prepared.train.frame["label"].to_numpy()
     if pair is not None and not pair.is_main_schedule:
         # a seeded, label-stratified subset of the main run's prompts, in the same order: the
@@ -94,8 +89,10 @@ def train_model(
         valid = (valid_prompts, prepared.valid.frame["label"].to_numpy())
     tuned = attach_lora(backbone, config.lora, seed=p.seed)
     heads = ExitHeads(tuned, p.model.head_layers, readout=p.train.readout_fit is not None)
-    directory = model_dir(p, config.beta, results_root, pair=pair)
-    result = train_multihead(tuned, heads, prompts, labels, config, directory, valid=valid, progress=progress)
+    directory = model_dir(p, config.beta, run.results_root, pair=pair)
+    result = train_multihead(
+        tuned, heads, prompts, labels, config, directory, valid=valid, progress=run.progress
+    )
     return TrainedModel(tuned, heads, result, config.beta)
 
 
@@ -125,7 +122,7 @@ def load_trained_model(
     return TrainedModel(tuned, heads, result, beta)
 
 
-def predictions_frame(samples: Samples, per_head_p: np.ndarray, head_layers) -> pd.DataFrame:
+def per_sample_frame(samples: Samples, per_head_p: np.ndarray, head_layers) -> pd.DataFrame:
     """Per-sample predictions: user, item, label, timestamp and P(Yes) of every head."""
     frame = samples.frame
     out = pd.DataFrame(
@@ -157,55 +154,38 @@ def cf_ids_of(samples: Samples) -> np.ndarray:
 
 
 def score_context(
-    prepared: Prepared,
-    model: TrainedModel,
-    retrievers: dict[str, Retriever],
-    builder: PromptBuilder,
-    samples: Samples,
-    context: str,
-    *,
-    progress: bool = True,
+    run: Run, model: TrainedModel, builder: PromptBuilder, samples: Samples, context: str
 ) -> tuple[np.ndarray, float]:
     """Per-head P(Yes) ``[len(samples), n_heads]`` of ``samples`` under one context, and the
     prompts' mean length in tokens."""
-    prompts = encode_contexts(builder, retrievers, samples, [context] * len(samples))
+    prompts = encode_contexts(builder, run.retrievers, samples, [context] * len(samples))
     per_head = predict_heads(
         model.backbone,
         model.heads,
         prompts,
-        prepared.profile.eval_batch_size,
-        progress=progress,
+        run.profile.eval_batch_size,
+        progress=run.progress,
         cf_ids=cf_ids_of(samples) if model.heads.cf is not None else None,
     )
     return per_head, float(np.mean([len(x) for x in prompts]))
 
 
 def evaluate_contexts(
-    prepared: Prepared,
+    run: Run,
     model: TrainedModel,
-    retrievers: dict[str, Retriever],
     builder: PromptBuilder,
     contexts: tuple[str, ...],
     *,
-    results_root=None,
     variant: str = "main",
     reduced: bool = False,
-    progress: bool = True,
 ) -> pd.DataFrame:
     """Per-head AUC/LogLoss of ``model`` on the test samples under each context (all of them or
     the reduced subset, :func:`test_samples`; always the reduced one when ``reduced``); writes
-    ``predictions_<context>[_<variant>].csv`` and returns the ``heads.csv`` rows."""
+    its predictions file (:class:`~ragrec.result_files.Predictions`) per context and returns the
+    ``heads.csv`` rows."""
     tables = [
         evaluate_samples(
-            prepared,
-            model,
-            retrievers,
-            builder,
-            test_samples(prepared, None if reduced else ctx),
-            ctx,
-            results_root=results_root,
-            variant=variant,
-            progress=progress,
+            run, model, builder, test_samples(run.prepared, None if reduced else ctx), ctx, variant=variant
         )
         for ctx in contexts
     ]
@@ -213,27 +193,21 @@ def evaluate_contexts(
 
 
 def evaluate_samples(
-    prepared: Prepared,
+    run: Run,
     model: TrainedModel,
-    retrievers: dict[str, Retriever],
     builder: PromptBuilder,
     samples: Samples,
     context: str,
     *,
-    results_root=None,
     variant: str = "main",
-    progress: bool = True,
 ) -> pd.DataFrame:
-    """Score ``samples`` under one context, write ``predictions_<context>[_<variant>].csv`` and
-    return its ``heads.csv`` rows."""
-    p = prepared.profile
-    per_head, mean_tokens = score_context(
-        prepared, model, retrievers, builder, samples, context, progress=progress
-    )
-    name = f"predictions_{context}.csv" if variant == "main" else f"predictions_{context}_{variant}.csv"
+    """Score ``samples`` under one context, write its predictions file
+    (:class:`~ragrec.result_files.Predictions`) and return its ``heads.csv`` rows."""
+    p = run.profile
+    per_head, mean_tokens = score_context(run, model, builder, samples, context)
     write_csv(
-        predictions_frame(samples, per_head, model.heads.head_layers),
-        result_dir(p.name, p.data.dataset, results_root) / name,
+        per_sample_frame(samples, per_head, model.heads.head_layers),
+        run.out_dir / predictions(context, variant),
     )
     table = head_table(
         samples.frame["label"].to_numpy(), per_head, model.heads.head_layers, context=context, seed=p.seed
@@ -259,56 +233,25 @@ def fp32_reference(model: TrainedModel) -> TrainedModel:
     )
 
 
-def dtype_check(
-    prepared: Prepared,
-    fp32: TrainedModel,
-    retrievers: dict[str, Retriever],
-    builder: PromptBuilder,
-    *,
-    results_root=None,
-    progress: bool = True,
-) -> pd.DataFrame:
+def dtype_check(run: Run, fp32: TrainedModel, builder: PromptBuilder) -> pd.DataFrame:
     """The fp32 model on ``evaluation.dtype_check`` of the reduced test samples, GCN context
-    (``predictions_gcn_fp32.csv``, variant ``fp32``): what scoring in the profile's dtype costs."""
-    p = prepared.profile
-    reduced = test_samples(prepared)
+    (variant ``fp32``): what scoring in the profile's dtype costs."""
+    p = run.profile
+    reduced = test_samples(run.prepared)
     samples = cap_samples(reduced, min(p.evaluation.dtype_check, len(reduced)), seed=p.seed)
-    return evaluate_samples(
-        prepared,
-        fp32,
-        retrievers,
-        builder,
-        samples,
-        "gcn",
-        results_root=results_root,
-        variant="fp32",
-        progress=progress,
-    )
+    return evaluate_samples(run, fp32, builder, samples, "gcn", variant="fp32")
 
 
 def save_validation_predictions(
-    prepared: Prepared,
-    model: TrainedModel,
-    retrievers: dict[str, Retriever],
-    builder: PromptBuilder,
-    *,
-    results_root=None,
-    variant: str = "main",
-    progress: bool = True,
+    run: Run, model: TrainedModel, builder: PromptBuilder, *, variant: str = "main"
 ) -> list[str]:
-    """``predictions_valid_<context>.csv`` (every head) for the profile's validation contexts: what
+    """Validation predictions (every head, split ``valid``) for the profile's validation contexts: what
     the operating τ and any other accuracy-dependent choice are made on. Returns the file names."""
-    p = prepared.profile
-    out_dir = result_dir(p.name, p.data.dataset, results_root)
-    names = []
-    for ctx in p.evaluation.valid_contexts:
-        per_head, _ = score_context(
-            prepared, model, retrievers, builder, prepared.valid, ctx, progress=progress
-        )
-        names.append(
-            f"predictions_valid_{ctx}.csv" if variant == "main" else f"predictions_valid_{ctx}_{variant}.csv"
-        )
-        write_csv(predictions_frame(prepared.valid, per_head, model.heads.head_layers), out_dir / names[-1])
+    valid, names = run.prepared.valid, []
+    for ctx in run.profile.evaluation.valid_contexts:
+        per_head, _ = score_context(run, model, builder, valid, ctx)
+        names.append(predictions(ctx, variant, split="valid"))
+        write_csv(per_sample_frame(valid, per_head, model.heads.head_layers), run.out_dir / names[-1])
     return names
 
 

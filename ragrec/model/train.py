@@ -56,24 +56,9 @@ from ragrec.model.checkpoints import (
 )
 from ragrec.model.distributed import Shard, current_shard
 from ragrec.model.heads import ExitHeads
-from ragrec.model.lora import LoraSettings, attach_lora, depth_lr, parameter_groups
+from ragrec.model.lora import LoraSettings, parameter_groups
 from ragrec.model.predict import predict_heads, rows_of
 from ragrec.model.readout import ReadoutFit, fit_readouts
-
-# Callers import the whole training API from here; lora and checkpoints hold its parts.
-__all__ = [
-    "LoraSettings",
-    "TrainConfig",
-    "TrainResult",
-    "attach_lora",
-    "depth_lr",
-    "load_trained",
-    "multihead_losses",
-    "parameter_groups",
-    "predict_heads",
-    "snapshot_name",
-    "train_multihead",
-]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from ragrec.experiments.exit_benchmark import default_exit_config, run_exit_benc
 from ragrec.experiments.timing import torch_threads
 from ragrec.llm.backbone import Backbone
 from ragrec.model.heads import ExitHeads
-from ragrec.model.train import predict_heads
+from ragrec.model.predict import predict_heads
 
 from . import HEADS
 

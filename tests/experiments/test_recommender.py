@@ -139,20 +139,15 @@ def test_the_cf_variant_scores_the_main_models_samples_and_reloads_with_its_vect
     reloaded = load_cf_model(prepared, load_model(profile, prepared.dataset), results_root=tmp_path)
     from ragrec.experiments.cf_model import cf_builder
     from ragrec.experiments.prepare import fit_retrievers
+    from ragrec.experiments.run import Run
     from ragrec.experiments.scoring import score_context, to_scoring
     from ragrec.model.inference import scoring_dtype
 
     reloaded = to_scoring(reloaded, scoring_dtype(profile.evaluation.dtype))  # as the recommender scored it
     retrievers = fit_retrievers(prepared, reloaded.backbone, ("gcn",), results_root=tmp_path)
-    per_head, _ = score_context(
-        prepared,
-        reloaded,
-        retrievers,
-        cf_builder(prepared, reloaded.backbone, retrievers),
-        prepared.test,
-        "gcn",
-        progress=False,
-    )
+    run = Run(prepared, tmp_path, progress=False, retrievers=retrievers)
+    builder = cf_builder(prepared, reloaded.backbone, retrievers)
+    per_head, _ = score_context(run, reloaded, builder, prepared.test, "gcn")
     np.testing.assert_array_equal(per_head[:, -1], cf["p_head_6"])
 
 

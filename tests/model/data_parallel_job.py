@@ -14,7 +14,8 @@ import torch
 
 from ragrec.metrics import auc
 from ragrec.model.distributed import current_shard
-from ragrec.model.train import TrainConfig, predict_heads, train_multihead
+from ragrec.model.predict import predict_heads
+from ragrec.model.train import TrainConfig, train_multihead
 from tests.model.test_train import fresh, learnable_task
 
 # global batch 8 with 2 batches per step; 36 prompts: the last batch of an epoch has 4 rows

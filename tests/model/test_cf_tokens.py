@@ -130,7 +130,7 @@ def test_never_exit_reproduces_the_plain_forward_with_the_same_filled_slots(side
     from ragrec.model.criteria import NeverExit
     from ragrec.model.engine import EarlyExitEngine
     from ragrec.model.forward import plain_full_forward_p_yes
-    from ragrec.model.train import predict_heads
+    from ragrec.model.predict import predict_heads
 
     backbone, heads, prompts, cf_ids = _cf_model()
     result = EarlyExitEngine(backbone, heads, NeverExit()).predict(
@@ -149,7 +149,7 @@ def test_never_exit_reproduces_the_plain_forward_with_the_same_filled_slots(side
 
 
 def test_heads_with_cf_tokens_refuse_prompts_without_ids():
-    from ragrec.model.train import predict_heads
+    from ragrec.model.predict import predict_heads
 
     backbone, heads, prompts, _ = _cf_model()
     with pytest.raises(ConfigError, match="cf_ids"):
@@ -182,7 +182,7 @@ def test_training_with_frozen_lora_and_heads_moves_only_the_projection(tmp_path)
 
 def test_for_inference_merges_lora_and_keeps_the_collaborative_slots():
     from ragrec.model.inference import for_inference
-    from ragrec.model.train import predict_heads
+    from ragrec.model.predict import predict_heads
 
     backbone, heads, prompts, cf_ids = _cf_model(lora=True)
     with torch.no_grad():  # a non-zero adapter, so merging has something to fold in

@@ -7,8 +7,8 @@ from ragrec.errors import ConfigError
 from ragrec.llm.backbone import tiny_backbone
 from ragrec.metrics import auc
 from ragrec.model.heads import ExitHeads
+from ragrec.model.predict import predict_heads
 from ragrec.model.readout import ReadoutFit, fit_readouts, head_states
-from ragrec.model.train import predict_heads
 from tests.model.test_train import learnable_task
 
 

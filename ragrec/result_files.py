@@ -1,0 +1,115 @@
+"""Every results-file name, and how a predictions file's name is built and parsed.
+
+A notebook writes its tables into ``results/<profile>/<dataset>/``; the book, the claims check,
+the status report and other notebooks read them back. This module is the one place that spells
+those names: everything else imports the constant, or builds a :class:`Predictions` name.
+
+The recommender's per-sample predictions are one file per (split, context, variant)::
+
+    predictions_[valid_]<context>[_<variant>].csv
+
+``split`` is ``test`` (no infix) or ``valid``; ``context`` is a prompt context (``none``,
+``random``, ``gcn``, ``llm``, …: no underscore, so the name parses back); ``variant`` is the
+model variant, ``main`` left out of the name (``cf``, ``fp32``, ``pair_beta0.1``, …).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+DATA = "data.csv"
+HEADS = "heads.csv"
+TRAINING = "training.csv"
+INFORMATION = "information.csv"
+CF_CHOICE = "cf_choice.csv"
+RETRIEVAL = "retrieval.csv"
+LIGHTGCN = "lightgcn.csv"
+LIGHTGCN_HISTORY = "lightgcn_history.csv"
+ABLATIONS = "ablations.csv"
+EARLY_EXIT = "early_exit.csv"
+THRESHOLD_SWEEP = "threshold_sweep.csv"
+EARLY_EXIT_PREDICTIONS = "early_exit_predictions.csv"
+BASELINES = "baselines.csv"
+BASELINE_PREDICTIONS = "predictions_baselines.csv"
+"""The classical baselines' per-sample scores: not a recommender predictions file."""
+CLAIMS = "claims.csv"
+RUN_TIMES = "run_times.csv"
+PROVENANCE = "provenance.json"
+MANIFEST = "reproduce.json"
+
+Split = Literal["test", "valid"]
+SPLITS: tuple[str, ...] = get_args(Split)
+
+_PREFIX, _SUFFIX, _VALID = "predictions_", ".csv", "valid_"
+_RESERVED_CONTEXTS = ("valid", "baselines")  # would read back as a split or the baselines file
+
+
+@dataclass(frozen=True, order=True)
+class Predictions:
+    """One recommender predictions file: columns ``sample_id``, ``user``, ``item``, ``label``,
+    ``p_head_<L>`` per exit head (P(Yes) in [0, 1]), written by the recommender notebook.
+
+    Args:
+        context (str): the prompt context the samples were scored under (no underscore).
+        variant (str, optional): the model variant. (default: ``"main"``)
+        split (str, optional): ``"test"`` or ``"valid"``. (default: ``"test"``)
+    """
+
+    context: str
+    variant: str = "main"
+    split: Split = "test"
+
+    def __post_init__(self) -> None:
+        if not self.context or "_" in self.context or self.context in _RESERVED_CONTEXTS:
+            raise ValueError(
+                f"context {self.context!r} cannot name a predictions file: it must be non-empty, "
+                f"without '_', and not one of {_RESERVED_CONTEXTS}"
+            )
+        if not self.variant:
+            raise ValueError("variant must be non-empty ('main' for the main model)")
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+
+    @property
+    def name(self) -> str:
+        """The file name, e.g. ``predictions_valid_gcn_cf.csv``."""
+        split = _VALID if self.split == "valid" else ""
+        variant = "" if self.variant == "main" else f"_{self.variant}"
+        return f"{_PREFIX}{split}{self.context}{variant}{_SUFFIX}"
+
+    @classmethod
+    def parse(cls, name: str) -> Predictions | None:
+        """The file ``name`` stands for, or None when it is no recommender predictions file."""
+        if not (name.startswith(_PREFIX) and name.endswith(_SUFFIX)) or name == BASELINE_PREDICTIONS:
+            return None
+        stem = name[len(_PREFIX) : -len(_SUFFIX)]
+        split: Split = "test"
+        if stem.startswith(_VALID):
+            split, stem = "valid", stem[len(_VALID) :]
+        context, _, variant = stem.partition("_")
+        try:
+            return cls(context, variant or "main", split)
+        except ValueError:
+            return None
+
+
+PAIR_VARIANT = "pair_beta"
+"""Variant prefix of the β pair's two runs: ``pair_beta<β>`` (:func:`pair_variant`)."""
+
+
+def pair_variant(beta: float) -> str:
+    """The β pair run's variant name, e.g. ``pair_beta0.1`` (β printed with ``:g``)."""
+    return f"{PAIR_VARIANT}{beta:g}"
+
+
+def predictions(context: str, variant: str = "main", split: Split = "test") -> str:
+    """The predictions file name for (context, variant, split): see :class:`Predictions`."""
+    return Predictions(context, variant, split).name
+
+
+def find_predictions(directory: str | Path) -> list[Predictions]:
+    """Every recommender predictions file in ``directory``, sorted (the baselines' file is not one)."""
+    found = (Predictions.parse(path.name) for path in Path(directory).glob(f"{_PREFIX}*{_SUFFIX}"))
+    return sorted(p for p in found if p is not None)
