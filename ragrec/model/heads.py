@@ -1,4 +1,4 @@
-"""Multi-head early exit: exit heads on intermediate layers, exit criteria, and the engine.
+"""Exit heads on intermediate layers: what each head reads and how it scores Yes/No.
 
 The paper (Zhou et al., ACL 2025, "multi-head early exit") puts heads on intermediate layers
 (5, 10, …, 30 of Vicuna-7B's 32); each head gives ``P_h(Yes)``. At inference the model stops at
@@ -6,17 +6,11 @@ head ``h`` as soon as the prediction is stable::
 
     D_h = |P_h(Yes) − P_{h−1}(Yes)| < τ                                          (paper, early exit)
 
-Pieces, each usable alone:
-
-- :class:`ExitHeads`: one trainable RMSNorm per intermediate head, followed by the model's own
-  (frozen, shared) LM-head rows for [No, Yes]. The head at the last decoder layer *is* the model's
-  final norm + LM head, so it reproduces the plain model. ``forward_all`` (one full forward, all
-  heads; what training calls) and the engine share :meth:`ExitHeads.logits`.
-- Exit criteria (:class:`StabilityExit`, :class:`NeverExit`, :class:`FixedHead`) with one
-  vectorised ``decide`` used by both the engine and :func:`simulate_exits` (threshold sweeps on
-  saved predictions), so the two agree exactly.
-- :class:`EarlyExitEngine`: runs the Llama decoder layer by layer, evaluates the heads on the rows
-  still running, and drops exited rows from the batch so they cost nothing afterwards.
+:class:`ExitHeads` holds one trainable RMSNorm per intermediate head, followed by the model's own
+(frozen, shared) LM-head rows for [No, Yes]. The head at the last decoder layer *is* the model's
+final norm + LM head, so it reproduces the plain model. ``forward_all`` (one full forward, all
+heads; what training calls) and the engine (:mod:`ragrec.model.engine`) share
+:meth:`ExitHeads.logits`; when to stop is the exit criteria's job (:mod:`ragrec.model.criteria`).
 
 Shapes: ``B`` batch rows, ``T`` padded sequence length, ``H`` hidden size, ``n`` heads, ``N``
 prompts. Layers are counted 1-based: the head "at layer L" reads the hidden state after decoder
@@ -29,10 +23,7 @@ depend on left vs right padding or on its batch mates.
 from __future__ import annotations
 
 import numbers
-import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -48,8 +39,6 @@ from ragrec.model.forward import (
     positions_from_mask,
     unwrap_llama,
 )
-
-CHECKPOINT_FORMAT = "ragrec.exit_heads/2"
 
 
 def default_head_layers(num_layers: int, every: int = 5) -> tuple[int, ...]:
@@ -283,69 +272,3 @@ class ExitHeads(nn.Module):
             for k, (layer, h) in enumerate(zip(self.head_layers, states))
         ]
         return torch.stack(logits, dim=1)
-
-    # -- checkpoints ------------------------------------------------------------------------
-
-    def checkpoint(self) -> dict[str, object]:
-        """The trainable norms and readouts (CPU tensors) plus the layout they belong to."""
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "head_layers": list(self.head_layers),
-            "num_layers": self.num_layers,
-            "hidden_size": self.hidden_size,
-            "yes_token_id": self.yes_token_id,
-            "no_token_id": self.no_token_id,
-            "model_name": self.model_name,
-            "readout": self.has_readouts,
-            "norms": {k: v.detach().cpu() for k, v in self.norms.state_dict().items()},
-            "readouts": {k: v.detach().cpu() for k, v in self.readouts.state_dict().items()},
-        }
-
-    def load_checkpoint(self, ckpt: dict[str, object]) -> None:
-        """Load norms and readouts saved by :meth:`checkpoint`; ModelError if the layout or model differs."""
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ModelError(f"not an exit-head checkpoint (expected format {CHECKPOINT_FORMAT!r})")
-        expected = {
-            "head_layers": list(self.head_layers),
-            "num_layers": self.num_layers,
-            "hidden_size": self.hidden_size,
-            "yes_token_id": self.yes_token_id,
-            "no_token_id": self.no_token_id,
-            "readout": self.has_readouts,
-        }
-        diffs = [
-            f"{k}: checkpoint {ckpt.get(k)!r} vs heads {v!r}" for k, v in expected.items() if ckpt.get(k) != v
-        ]
-        if diffs:
-            raise ModelError(
-                "exit-head checkpoint does not fit these heads (" + "; ".join(diffs) + "); build the heads "
-                f"with the checkpoint's layout on the model it was trained on ({ckpt.get('model_name')!r})"
-            )
-        self.norms.load_state_dict(ckpt["norms"])
-        self.readouts.load_state_dict(ckpt["readouts"])
-
-    def save(self, path: Path) -> None:
-        """Write :meth:`checkpoint` atomically (temp file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            torch.save(self.checkpoint(), tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-    @classmethod
-    def load(cls, path: Path, backbone: Backbone) -> ExitHeads:
-        """Heads with the layout saved at ``path``, built on ``backbone`` and loaded."""
-        path = Path(path)
-        if not path.is_file():
-            raise ModelError(f"no exit-head checkpoint at {path}")
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(ckpt, dict) or "head_layers" not in ckpt:
-            raise ModelError(f"{path} is not an exit-head checkpoint (expected format {CHECKPOINT_FORMAT!r})")
-        heads = cls(backbone, ckpt["head_layers"], readout=bool(ckpt.get("readout")))
-        heads.load_checkpoint(ckpt)
-        return heads

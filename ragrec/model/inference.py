@@ -4,8 +4,8 @@ Every path that scores prompts after training (per-head test and validation pred
 early-exit engine and the plain forward it is timed against) goes through
 :func:`for_inference`, so they all read the same weights in the same dtype and the engine can
 reproduce the saved predictions exactly. Training keeps fp32 weights (with optional bf16
-autocast); scoring in bf16 on a CPU with AVX512-BF16 runs the plain forward about twice as fast
-(the measured ratio and the fp32–bf16 AUC difference are in the book's method chapter).
+autocast); scoring may run in bf16, which is faster on a CPU with native bf16 (the measured ratio
+and the fp32–bf16 AUC difference are in the book's method chapter).
 """
 
 from __future__ import annotations

@@ -18,19 +18,11 @@ collaborative signal a small LLM can learn to read, each by the dataset's own la
 How far the item's and the user's shares carry when read off linearly is the ``prompt_shares``
 baseline (:mod:`ragrec.experiments.baselines`): the reference the tuned LLM is learning to reach.
 
-The shares are whole percentages and sit last, right before the question. Measured on the cpu
-profile (100 LoRA steps, 400 test samples, last head): the item's share as "Share of earlier
-raters who liked this movie: 35%" reached AUC 0.69, the same line as "Users who rated this movie
-before: 20; share who liked it: 35%" 0.61, and counts before "61% liked it" on every line 0.58
-(200 steps) — where the deciding digit sits matters more to a 135M model than how much the line
-says; without the item's line it was 0.64. Earlier, with the user's *mean rating* ("3.2") placed
-there, SmolLM2-135M did not even learn the deterministic label "mean ≥ median" (validation AUC
-0.63), while with a lone number in a short prompt it learns a threshold in 25 steps — among the
-many digits of a history prompt it must find one token whose value decides, and a percentage's
-first digit is that token. Caveat: these wordings were compared in earlier sessions on *test*
-AUCs of 400 samples, against the project's rule that validation chooses; the wording has not
-been re-chosen on validation predictions since, so treat it as fixed before this protocol, not
-as tuned by it.
+The shares are whole percentages and sit last, right before the question: among the many
+digits of a history prompt a small model must find the one token whose value decides, and a
+percentage's first digit is that token. The wording was fixed in earlier sessions, before the
+rule that validation chooses; the method chapter's "Prompt" section says how, and the wordings
+compared are in this module's git history.
 
 Under a token budget the prompt is shortened in this order, never touching the instruction, the
 target item or the question: the oldest items of the furthest neighbour first, then whole

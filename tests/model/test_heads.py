@@ -8,8 +8,6 @@ import torch
 
 from ragrec.errors import ConfigError, ModelError
 from ragrec.llm.backbone import tiny_backbone as build_tiny
-from ragrec.model.criteria import NeverExit
-from ragrec.model.engine import EarlyExitEngine
 from ragrec.model.forward import plain_full_forward_p_yes
 from ragrec.model.heads import ExitHeads, default_head_layers
 from tests.model.inputs import pad
@@ -129,36 +127,3 @@ def test_heads_refuse_another_models_states(tiny_heads):
     other = build_tiny()
     with pytest.raises(ModelError, match="another model"):
         tiny_heads.forward_all(other.model, *pad([[10, 11]]))
-
-
-# -- checkpoints ------------------------------------------------------------------------------
-
-
-def test_checkpoint_round_trip_and_layout_checks(tmp_path, tiny_backbone, prompts):
-    heads = ExitHeads(tiny_backbone, [2, 4, 6], readout=True)
-    with torch.no_grad():
-        for p in heads.parameters():
-            p.add_(torch.linspace(0.5, 1.5, p.numel()).view_as(p))  # readouts start at zero
-    path = tmp_path / "heads.pt"
-    heads.save(path)
-    assert [p.name for p in tmp_path.iterdir()] == ["heads.pt"]
-    loaded = ExitHeads.load(path, tiny_backbone)
-    assert loaded.head_layers == (2, 4, 6)
-    for a, b in zip(heads.parameters(), loaded.parameters()):
-        assert torch.equal(a, b)
-    engine_a = EarlyExitEngine(tiny_backbone, heads, NeverExit()).predict(prompts[:4], batch_size=4)
-    engine_b = EarlyExitEngine(tiny_backbone, loaded, NeverExit()).predict(prompts[:4], batch_size=4)
-    np.testing.assert_array_equal(engine_a.per_head_p, engine_b.per_head_p)
-
-    with pytest.raises(ModelError, match="head_layers"):
-        ExitHeads(tiny_backbone, [3, 6], readout=True).load_checkpoint(heads.checkpoint())
-    with pytest.raises(ModelError, match="readout"):
-        ExitHeads(tiny_backbone, [2, 4, 6]).load_checkpoint(heads.checkpoint())
-    with pytest.raises(ModelError, match="num_layers"):
-        ExitHeads(build_tiny(num_layers=8), [2, 4, 6]).load_checkpoint(heads.checkpoint())
-    with pytest.raises(ModelError, match="hidden_size"):
-        ExitHeads(build_tiny(hidden_size=32), [2, 4, 6]).load_checkpoint(heads.checkpoint())
-    with pytest.raises(ModelError, match="not an exit-head checkpoint"):
-        heads.load_checkpoint({"norms": {}})
-    with pytest.raises(ModelError, match="no exit-head checkpoint"):
-        ExitHeads.load(tmp_path / "missing.pt", tiny_backbone)
