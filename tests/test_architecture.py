@@ -1,8 +1,8 @@
 """The package's shape: imports point down the data flow, and no module imports itself back.
 
 data → llm → retrieval → model → config → experiments → reproduce, with ``errors``, ``results``,
-``result_files`` and ``metrics`` as the foundation every stage may use. A module that imports a later stage (or
-a cycle of modules) fails here with the offending import named.
+``result_files`` and ``metrics`` as the foundation every stage may use. A module that imports a
+later stage (or a cycle of modules) fails here with the offending import named.
 """
 
 from __future__ import annotations

@@ -145,7 +145,8 @@ class Browser:
         )
         self.evaluate("document.fonts.ready.then(() => true)")
         self.evaluate(
-            "window.MathJax && MathJax.startup && MathJax.startup.promise ? MathJax.startup.promise.then(() => true) : true"
+            "window.MathJax && MathJax.startup && MathJax.startup.promise ? MathJax.startup.promise.then(() "
+            "=> true) : true"
         )
         self.call("Runtime.evaluate", {"expression": "1"})  # flush events logged meanwhile
         return [_describe(e) for e in self.events if _is_error(e)]
@@ -207,12 +208,16 @@ LAYOUT = """(() => {
   const wide = [...main.querySelectorAll('table, img, pre, .ragrec-table-wrap, div.output, div.cell_output')]
     .filter(el => el.getBoundingClientRect().width > 0)
     .filter(el => el.getBoundingClientRect().right > box.right + 1 || !fits(el))
-    .map(el => `${el.tagName.toLowerCase()}.${el.className}: right ${Math.round(el.getBoundingClientRect().right)} ` +
+    .map(el => `${el.tagName.toLowerCase()}.${el.className}: ` +
+               `right ${Math.round(el.getBoundingClientRect().right)} ` +
                `> ${Math.round(box.right)} or scrolls ${el.scrollWidth} > ${el.clientWidth}`);
-  const images = [...document.images].map(img => ({src: img.getAttribute('src'), ok: img.complete && img.naturalWidth > 0}));
+  const images = [...document.images]
+    .map(img => ({src: img.getAttribute('src'), ok: img.complete && img.naturalWidth > 0}));
   return {main: {width: box.width, scroll: main.scrollWidth, client: main.clientWidth}, wide,
-          images, tables: main.querySelectorAll('table.ragrec-table').length, math: document.querySelectorAll('mjx-container').length,
-          rawMath: [...main.querySelectorAll('.math')].filter(el => !el.querySelector('mjx-container')).length};
+          images, tables: main.querySelectorAll('table.ragrec-table').length,
+          math: document.querySelectorAll('mjx-container').length,
+          rawMath: [...main.querySelectorAll('.math')]
+            .filter(el => !el.querySelector('mjx-container')).length};
 })()"""
 
 

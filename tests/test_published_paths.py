@@ -29,7 +29,7 @@ from tests.reproduce.smoke_book import smoke_book
 RESULTS = REPO_DIR / "results"
 ROOTS = {str(REPO_DIR), str(Path.home()), tempfile.gettempdir(), sys.prefix, sysconfig.get_paths()["purelib"]}
 ROOTS = sorted({root.rstrip("/") for root in ROOTS if len(root.rstrip("/")) > 1}, key=len, reverse=True)
-# a root as a path of its own: not inside a longer name, nor inside base64 data (whose alphabet has "/" and "+")
+# a root as a path of its own: not inside a longer name, nor inside base64 data (its alphabet has "/", "+")
 ROOT_PATTERN = re.compile("|".join(rf"(?<![\w.~+/-]){re.escape(root)}(?![\w.-])" for root in ROOTS))
 SITE_PACKAGES = re.compile(r"(?<![\w.~+/-])/[\w./-]*site-packages/")
 TEXT_SUFFIXES = {".ipynb", ".csv", ".json", ".html", ".txt", ".js", ".css", ".md", ".yml", ".yaml", ".py"}

@@ -130,5 +130,6 @@ GPU = Profile(
         e2e_repeats=3,
     ),
     eval_batch_size=64,
-    notes="Paper scale: full splits, longer prompts, a local Llama-family model (e.g. Vicuna-7B) in bf16 on CUDA.",
+    notes="Paper scale: full splits, longer prompts, a local Llama-family model (e.g. Vicuna-7B) in bf16 on "
+    "CUDA.",
 )

@@ -52,7 +52,8 @@ def _model_folder(model: str | os.PathLike | None) -> Path:
     if not model:
         raise ConfigError(
             "the gpu profile needs a model: make reproduce PROFILE=gpu MODEL=/path/to/hf-llama-folder "
-            f"(or export {MODEL_ENV}=/path), a local Hugging Face folder of a Llama-family model such as Vicuna-7B"
+            f"(or export {MODEL_ENV}=/path), a local Hugging Face folder of a Llama-family model such as "
+            "Vicuna-7B"
         )
     folder = Path(model).expanduser()
     if not folder.is_dir():

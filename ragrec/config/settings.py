@@ -67,8 +67,8 @@ class EvalSettings:
         reduced_cap: the other contexts and the ablation variants score this many test samples, a
             label-stratified subset of the same samples (so every comparison stays paired); None:
             all of them.
-        valid_contexts: contexts whose validation predictions are saved
-            (split ``valid``, all heads: :class:`ragrec.result_files.Predictions`) for the choices made on them.
+        valid_contexts: contexts whose validation predictions are saved (split ``valid``, all
+            heads: :class:`ragrec.result_files.Predictions`) for the choices made on them.
         dtype: the dtype every trained model is scored in (LoRA merged, then cast); training
             keeps fp32 weights.
         dtype_check: this many of the reduced test samples are also scored in fp32 (variant

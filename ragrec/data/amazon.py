@@ -40,7 +40,10 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "amazon-beauty": ("Beauty", "All_Beauty", "Luxury_Beauty"),
     "amazon-video-games": ("Video_Games",),
 }
-SOURCE = "https://cseweb.ucsd.edu/~jmcauley/datasets/amazon_v2/ (2018) or https://jmcauley.ucsd.edu/data/amazon/ (2014)"
+SOURCE = (
+    "https://cseweb.ucsd.edu/~jmcauley/datasets/amazon_v2/ (2018) or "
+    "https://jmcauley.ucsd.edu/data/amazon/ (2014)"
+)
 LABEL_RULE = "rating > 3"
 
 

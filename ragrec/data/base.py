@@ -199,7 +199,8 @@ def canonicalize(
     if raw.empty:
         dropped = {k: v for k, v in counts.dropped.items() if v}
         raise DataError(
-            f"dataset {name!r}: none of the {counts.rows_read} rows of {counts.source} is usable (dropped: {dropped})"
+            f"dataset {name!r}: none of the {counts.rows_read} rows of {counts.source} is usable (dropped: "
+            f"{dropped})"
         )
     # 3. without timestamps a seeded per-user order stands in for time
     if not has_timestamps:

@@ -77,7 +77,8 @@ def split_interactions(
     else:
         if not dataset.has_timestamps:
             raise ConfigError(
-                f"dataset {dataset.name!r} has no timestamps, so a global time cut is meaningless; use method='per_user'"
+                f"dataset {dataset.name!r} has no timestamps, so a global time cut is meaningless; use "
+                "method='per_user'"
             )
         ts = np.sort(inter["timestamp"].to_numpy())
         cut1, cut2 = (ts[min(int(e * len(ts)), len(ts) - 1)] for e in edges)

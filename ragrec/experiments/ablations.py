@@ -11,9 +11,10 @@
 A variant may score a subset of the reference's test samples (the profile scores some contexts
 on a reduced subset): its difference is then paired on that subset.
 
-Both read the recommender's predictions files (:class:`ragrec.result_files.Predictions`: columns ``sample_id``, ``label``,
-``p_head_<layer>``) written by :func:`ragrec.experiments.recommender.run_recommender`, so every number here
-can be recomputed from those files. The result is one long table, ``ablations.csv``.
+Both read the recommender's predictions files (:class:`ragrec.result_files.Predictions`: columns
+``sample_id``, ``label``, ``p_head_<layer>``) written by
+:func:`ragrec.experiments.recommender.run_recommender`, so every number here can be recomputed
+from those files. The result is one long table, ``ablations.csv``.
 """
 
 from __future__ import annotations

@@ -276,7 +276,10 @@ def operating_point_auc(
             row = rows.iloc[0]
             source = f"threshold sweep, {int(row['n'])} test samples"
             if not math.isnan(float(row.get("drop_ci_low", math.nan))):
-                source += f"; paired 95% interval of the drop [{row['drop_ci_low']:+.4f}, {row['drop_ci_high']:+.4f}]"
+                source += (
+                    f"; paired 95% interval of the drop [{row['drop_ci_low']:+.4f}, "
+                    f"{row['drop_ci_high']:+.4f}]"
+                )
             return float(row["auc"]), float(row["auc_full"]), source
     full = float(frame.loc[frame["method"] == "full", "auc"].iloc[0])
     return float(point["auc"]), full, "timed requests"
@@ -285,7 +288,8 @@ def operating_point_auc(
 def check_pipeline_rps(d: Path, s: ClaimSettings) -> ClaimCheck:
     base = ClaimCheck(
         "pipeline_rps",
-        "GCN retrieval with early exit serves more whole requests per second than LLM retrieval at full depth.",
+        "GCN retrieval with early exit serves more whole requests per second than LLM retrieval at full "
+        "depth.",
         "RPS 3.83 → 4.57 (Video Games)",
         "requests/s ratio e2e GCN + exit / e2e LLM + full",
     )

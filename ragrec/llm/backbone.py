@@ -193,7 +193,8 @@ def _with_answer_tokens(model: torch.nn.Module, tokenizer, name: str) -> Backbon
     no = answer_token_id(tokenizer, "No")
     if yes == no:
         raise ModelError(
-            f"{name}: 'Yes' and 'No' map to the same token id {yes}; the tokenizer cannot tell the answers apart"
+            f"{name}: 'Yes' and 'No' map to the same token id {yes}; the tokenizer cannot tell the answers "
+            "apart"
         )
     vocab = int(model.config.vocab_size)
     for word, tid in (("Yes", yes), ("No", no)):
@@ -252,7 +253,8 @@ def answer_token_id(tokenizer, word: str) -> int:
     if list(b[: len(a)]) != list(a) or len(b) != len(a) + 1:
         tail = tokenizer.convert_ids_to_tokens(list(b)[-max(2, len(b) - len(a) + 1) :])
         raise ModelError(
-            f"{word!r} is not a single token after the answer prefix (prompt + answer ends in {tail}); the CTR score "
+            f"{word!r} is not a single token after the answer prefix (prompt + answer ends in {tail}); the "
+            "CTR score "
             "needs one Yes and one No token, so use a tokenizer where they are single tokens"
         )
     tid = int(b[-1])

@@ -31,7 +31,10 @@ def model_description(profile: Profile) -> str:
     if source == "bundled":
         return "SmolLM2-135M-Instruct (30 layers)"
     if source == "tiny":
-        return f"a tiny random Llama ({profile.model.tiny_layers} layers, hidden size {profile.model.tiny_hidden})"
+        return (
+            f"a tiny random Llama ({profile.model.tiny_layers} layers, hidden size "
+            f"{profile.model.tiny_hidden})"
+        )
     return Path(source).name
 
 
@@ -41,7 +44,10 @@ def _data_description(data: pd.Series) -> str:
         return "—" if is_missing(value) else f"{int(value):,}"
 
     rule = "" if is_missing(data.get("label_rule")) else f"; liked: {data['label_rule']}"
-    return f"{data.get('dataset', '—')}: {count('users')} users, {count('items')} items, {count('interactions')} ratings{rule}"
+    return (
+        f"{data.get('dataset', '—')}: {count('users')} users, {count('items')} items, "
+        f"{count('interactions')} ratings{rule}"
+    )
 
 
 def _samples_description(data: pd.Series) -> str:
@@ -66,8 +72,8 @@ def differences_table(profile: Profile, data: pd.DataFrame | None) -> PeopleTabl
         "exit heads": "layers " + ", ".join(str(h) for h in profile.model.head_layers),
         "data": _data_description(row),
         "split and samples": _samples_description(row),
-        "prompt": f"the same with k = {profile.k} similar users, plus the like shares of the item's earlier raters, "
-        "of similar users and of the user's own history (beyond the paper)",
+        "prompt": f"the same with k = {profile.k} similar users, plus the like shares of the item's "
+        "earlier raters, of similar users and of the user's own history (beyond the paper)",
         "hardware": "CPU threads: see the run record" if profile.name != "gpu" else "GPU: see the run record",
     }
     rows = [{"aspect": aspect, "paper": PAPER[aspect], "ours": ours[aspect]} for aspect in PAPER]
@@ -76,8 +82,9 @@ def differences_table(profile: Profile, data: pd.DataFrame | None) -> PeopleTabl
             {
                 "aspect": "a gpu run",
                 "paper": "the paper's scale",
-                "ours": f"the gpu profile: full splits, k = {gpu.k}, histories of {gpu.data.history_len} items, "
-                "and any local Llama-family folder (e.g. Vicuna-7B) as the backbone",
+                "ours": f"the gpu profile: full splits, k = {gpu.k}, histories of "
+                f"{gpu.data.history_len} items, and any local Llama-family folder (e.g. Vicuna-7B) "
+                "as the backbone",
             }
         )
     columns = [Column("aspect", ""), Column("paper", "paper"), Column("ours", "this build")]

@@ -55,7 +55,7 @@ def test_neighbour_rating_of_the_target_is_shown_only_when_earlier(setup):
     tr = split.train
     test = samples.part("test").frame
     # A test sample whose target some other user rated in training, earlier in time.
-    for sid, row in test.iterrows():
+    for sid, row in test.iterrows():  # noqa: B007 (sid names the failing sample)
         raters = tr[(tr["item"] == row["item"]) & (tr["user"] != row["user"])]
         before, after = (
             raters[raters["timestamp"] < row["timestamp"]],

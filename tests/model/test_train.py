@@ -12,8 +12,8 @@ from ragrec.metrics import auc
 from ragrec.model.checkpoints import load_trained, snapshot_name
 from ragrec.model.heads import ExitHeads
 from ragrec.model.lora import LoraSettings, attach_lora
-from ragrec.model.readout import ReadoutFit
 from ragrec.model.predict import predict_heads
+from ragrec.model.readout import ReadoutFit
 from ragrec.model.train import TrainConfig, multihead_losses, train_multihead
 
 LAYERS = (2, 4, 6)
