@@ -335,4 +335,5 @@ class StabilitySpec:
         return self.form
 
     def criterion(self, tau: float) -> StabilityExit:
+        check_tau(tau, f" for {self.form!r}")
         return StabilityExit(float(tau), form=self.form, first_head=self.first_head)
