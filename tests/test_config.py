@@ -2,7 +2,7 @@
 
 import pytest
 
-from ragrec.config import PROFILES, TAUS_DIFFERENCE, ExitBenchmarkConfig, get_profile
+from ragrec.config import DIFFERENCE, PROFILES, ExitBenchmarkConfig, get_profile
 from ragrec.errors import ConfigError
 
 
@@ -10,7 +10,8 @@ from ragrec.errors import ConfigError
 def test_every_profile_carries_exit_settings_whose_grids_start_at_full_depth(name):
     config = get_profile(name, resolve=False).exit
     assert isinstance(config, ExitBenchmarkConfig)
-    assert config.taus["difference"][0] == 0.0 and config.taus["ratio"][0] == 0.0
+    assert [family.label for family in config.criteria] == ["difference", "ratio"]
+    assert all(family.taus[0] == 0.0 for family in config.criteria)
 
 
 def test_unknown_profile_names_the_choices():
@@ -25,16 +26,15 @@ def test_unknown_profile_names_the_choices():
             {"e2e_methods": ("e2e_gcn_full", "nope")}, "unknown end-to-end method", id="unknown-e2e-method"
         ),
         pytest.param({"e2e_methods": ()}, "at least one end-to-end method", id="no-e2e-methods"),
-        pytest.param({"taus": {"difference": (0.0, -0.1)}}, "τ", id="negative-tau"),
-        pytest.param({"taus": {"difference": (0.0, float("nan"))}}, "τ", id="nan-tau"),
-        pytest.param({"taus": {"difference": ()}}, "empty", id="empty-grid"),
-        pytest.param({"taus": {"bogus": TAUS_DIFFERENCE}}, "form", id="unknown-form"),
-        pytest.param({"taus": {}}, "taus", id="no-forms"),
+        pytest.param({"criteria": ()}, "criteria must be a non-empty sequence", id="no-criteria"),
+        pytest.param({"criteria": (DIFFERENCE, DIFFERENCE)}, "distinct labels", id="one-label-twice"),
         pytest.param(
-            {"first_head": "confident"}, "form='ratio'", id="confident-first-head-with-the-ratio-form"
+            {"criteria": ("difference",)}, "not a criterion family", id="a-form-name-is-not-a-family"
         ),
-        pytest.param({"first_head": "eager"}, "first_head", id="unknown-first-head"),
-        pytest.param({"extra_points": (("difference", -1.0),)}, "tau", id="negative-extra-tau"),
+        pytest.param({"extra_points": ((DIFFERENCE, -1.0),)}, "tau", id="negative-extra-tau"),
+        pytest.param(
+            {"extra_points": (("difference", 0.1),)}, r"\(criterion family, τ\) pair", id="extra-by-name"
+        ),
         pytest.param({"auc_tolerance": 1.0}, "auc_tolerance", id="tolerance-1"),
         pytest.param({"padding_side": "middle"}, "padding_side", id="unknown-padding-side"),
         pytest.param({"repeats": 0}, "repeats", id="repeats-0"),

@@ -14,13 +14,13 @@ the choice because the notebooks run in kernels, which inherit the runner's envi
 """
 
 from ragrec.config.exit import (
+    DIFFERENCE,
     E2E_METHODS,
-    FORMS,
+    RATIO,
     TAUS_DIFFERENCE,
     TAUS_RATIO,
     ExitBenchmarkConfig,
     check_methods,
-    check_taus,
 )
 from ragrec.config.profiles import CPU, GPU, SMOKE
 from ragrec.config.resolve import (
@@ -54,13 +54,13 @@ __all__ = [
     "MODEL_ENV",
     "ModelSettings",
     "Profile",
+    "DIFFERENCE",
     "E2E_METHODS",
     "ExitBenchmarkConfig",
-    "FORMS",
+    "RATIO",
     "TAUS_DIFFERENCE",
     "TAUS_RATIO",
     "check_methods",
-    "check_taus",
     "CPU",
     "GPU",
     "SMOKE",

@@ -4,46 +4,37 @@ this package sits below ``ragrec.experiments`` in the import order."""
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from ragrec.errors import ConfigError
-from ragrec.model.criteria import StabilityExit
+from ragrec.model.criteria import CriterionFamily, StabilitySpec, check_families
 
 # --------------------------------------------------------------------------------------------
 # the early-exit benchmark
-
-FORMS = ("difference", "ratio")  # the exit rule's forms (ragrec.model.criteria.StabilityExit)
 
 # Probability grid for the difference form; log-odds (nats) grid for the ratio form. Near
 # P = 0.5 a change of Δp is a log-odds change of about 4·Δp, hence the larger ratio values.
 TAUS_DIFFERENCE = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2)
 TAUS_RATIO = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
 
+# The paper's rule in both forms, each over its grid: what every profile sweeps.
+DIFFERENCE = StabilitySpec("difference", TAUS_DIFFERENCE)
+RATIO = StabilitySpec("ratio", TAUS_RATIO)
+
 # Whole requests: the paper's pipeline (LLM retriever, full depth), the GCN retriever at full
 # depth, and ours (GCN retriever, early exit); see ragrec.experiments.end_to_end.
 E2E_METHODS = ("e2e_llm_full", "e2e_gcn_full", "e2e_gcn_exit")
 
 
-def check_taus(taus: Mapping[str, Sequence[float]]) -> None:
-    """ConfigError unless ``taus`` maps known forms to non-empty grids of numbers ≥ 0."""
-    if not isinstance(taus, Mapping) or not taus:
-        raise ConfigError(f"taus must map a form ({FORMS}) to a non-empty sequence of τ ≥ 0, got {taus!r}")
-    for form, grid in taus.items():
-        if form not in FORMS:
-            raise ConfigError(f"unknown exit form {form!r}; choose from {FORMS}")
-        if len(grid) == 0:
-            raise ConfigError(f"the τ grid of form {form!r} is empty")
-        for tau in grid:
-            number = isinstance(tau, (int, float, np.floating, np.integer)) and not isinstance(tau, bool)
-            if not number or math.isnan(tau) or tau < 0:
-                raise ConfigError(
-                    f"τ must be a number ≥ 0 (larger = earlier exit), got {tau!r} for form {form!r}"
-                )
+def check_extra_points(points: Sequence[tuple[CriterionFamily, float]]) -> None:
+    """ConfigError unless every extra point is a (criterion family, τ) its family takes."""
+    for point in points:
+        if not (isinstance(point, tuple) and len(point) == 2 and isinstance(point[0], CriterionFamily)):
+            raise ConfigError(
+                f"an extra point is a (criterion family, τ) pair, e.g. (DIFFERENCE, 0.05), got {point!r}"
+            )
+        point[0].criterion(point[1])
 
 
 def check_methods(methods: Sequence[str]) -> None:
@@ -67,10 +58,10 @@ class ExitBenchmarkConfig:
     carries one (:attr:`Profile.exit`).
 
     Attributes:
-        taus: τ grid per form (``{"difference": (...), "ratio": (...)}``); the difference form's τ
-            is a probability, the ratio form's a log-odds change in nats. Include 0 (= full depth).
-        first_head: ``"wait"`` (the first head has no predecessor and never exits; the paper's
-            rule) or ``"confident"`` (see :class:`~ragrec.model.criteria.StabilityExit`).
+        criteria: the exit rules swept and timed, each a
+            :class:`~ragrec.model.criteria.CriterionFamily` with its τ grid and table label
+            (default: the paper's rule in its difference and ratio forms, :data:`DIFFERENCE` and
+            :data:`RATIO`). Each grid should hold the τ that means full depth (0 for these).
         auc_tolerance: operating point = least compute with AUC ≥ full-depth AUC − this.
         n_boot: bootstrap resamples for the AUC intervals.
         context: which saved predictions / retriever the sweep and the engine benchmark use.
@@ -80,8 +71,8 @@ class ExitBenchmarkConfig:
             per method before the first.
         padding_side: how batches are padded (``"left"`` lets the plain forward compute the
             vocabulary logits at one position, as ``generate`` does).
-        extra_points: ``(form, τ)`` pairs the real engine runs besides the operating point and
-            each form's best point.
+        extra_points: ``(family, τ)`` pairs the real engine runs besides the operating point and
+            each family's best point.
         check_requests: prompts on which the engine with "never exit" is checked against the
             plain forward (DESIGN §5: within 1e-5 in fp32) before timing.
         e2e_requests, e2e_batch_size, e2e_repeats, e2e_methods: the end-to-end measurement (its
@@ -91,10 +82,7 @@ class ExitBenchmarkConfig:
         seed: the request draw and the bootstrap.
     """
 
-    taus: Mapping[str, tuple[float, ...]] = dataclasses.field(
-        default_factory=lambda: {"difference": TAUS_DIFFERENCE, "ratio": TAUS_RATIO}
-    )
-    first_head: str = "wait"
+    criteria: tuple[CriterionFamily, ...] = (DIFFERENCE, RATIO)
     auc_tolerance: float = 0.005
     n_boot: int = 1000
     context: str = "gcn"
@@ -103,7 +91,7 @@ class ExitBenchmarkConfig:
     repeats: int = 3
     warmup: int = 2
     padding_side: str = "left"
-    extra_points: tuple[tuple[str, float], ...] = ()
+    extra_points: tuple[tuple[CriterionFamily, float], ...] = ()
     check_requests: int = 16
     e2e_requests: int = 48
     e2e_batch_size: int = 8
@@ -113,11 +101,8 @@ class ExitBenchmarkConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_taus(self.taus)
-        for form, tau in self.extra_points:
-            StabilityExit(float(tau), form=form, first_head=self.first_head)  # type: ignore[arg-type]
-        for form in self.taus:  # e.g. first_head="confident" is defined for the difference form only
-            StabilityExit(0.0, form=form, first_head=self.first_head)  # type: ignore[arg-type]
+        check_families(self.criteria)
+        check_extra_points(self.extra_points)
         if not 0 <= self.auc_tolerance < 1:
             raise ConfigError(f"auc_tolerance must lie in [0, 1), got {self.auc_tolerance}")
         if self.padding_side not in ("left", "right"):

@@ -6,7 +6,7 @@ retriever embeds the user's text with the LLM at query time, the paper's cost) â
 (tokenisation included) â†’ score. Methods (:data:`~ragrec.config.E2E_METHODS`): ``e2e_llm_full``
 (LLM retriever, plain full forward), ``e2e_gcn_full`` (GCN retriever, plain full forward),
 ``e2e_gcn_exit`` (GCN retriever, engine at the operating point), over the same requests in the
-same batches. Latency is defined as in :mod:`ragrec.experiments.exit_timing`; each row adds the
+same batches. Latency is defined as in :mod:`ragrec.experiments.timed_runs`; each row adds the
 share of time (and mean ms per request) in retrieval, prompt building and the model.
 ``speedup_vs_full`` of these rows is relative to ``e2e_llm_full`` (the paper's baseline
 pipeline), named in the ``reference`` column.
@@ -26,12 +26,13 @@ import torch
 from ragrec.config import E2E_METHODS, ExitBenchmarkConfig
 from ragrec.data import Samples
 from ragrec.errors import ConfigError
-from ragrec.experiments.exit_sweep import ExitPoint, saved_per_head
-from ragrec.experiments.exit_timing import (
+from ragrec.experiments.exit_sweep import saved_per_head
+from ragrec.experiments.operating_point import ExitPoint
+from ragrec.experiments.plain_forward import plain_predict
+from ragrec.experiments.timed_runs import (
     TimedRun,
     interleaved,
     method_predictions,
-    plain_predict,
     results_table,
     run_columns,
     saved_agreement,
@@ -136,7 +137,7 @@ def _time_methods(
     batch: _Requests, pipeline: Pipeline, point: ExitPoint, k: int, config: ExitBenchmarkConfig
 ) -> tuple[dict[str, TimedRun], dict[str, list[list[float]]]]:
     """Answer every request with every method, the methods interleaved (see
-    :func:`~ragrec.experiments.exit_timing.interleaved`): each method's run (scores and per-pass
+    :func:`~ragrec.experiments.timed_runs.interleaved`): each method's run (scores and per-pass
     stage splits) and its per-batch seconds ``[repeat][batch]``."""
     n, num_layers = len(batch.labels), pipeline.heads.num_layers
     engine = EarlyExitEngine(pipeline.backbone, pipeline.heads, point.criterion())
@@ -225,7 +226,7 @@ def run_end_to_end(
             prompt needs, as when the recommender built its prompts)
 
     Returns:
-        ``table``: one row per method (:data:`~ragrec.experiments.exit_timing.EARLY_EXIT_COLUMNS`);
+        ``table``: one row per method (:data:`~ragrec.experiments.timed_runs.EARLY_EXIT_COLUMNS`);
         ``reference`` names the row that ``speedup_vs_full`` is relative to (``e2e_llm_full`` when
         run, else the first method). ``predictions``: per request and method.
     """
@@ -236,37 +237,46 @@ def run_end_to_end(
     batch = _Requests.of(requests, config.e2e_batch_size)
     runs, timings = _time_methods(batch, pipeline, point, k, config)
 
-    n, num_layers = len(batch.labels), pipeline.heads.num_layers
-    sizes = [len(b) for b in batch.batches]
     reference = "e2e_llm_full" if "e2e_llm_full" in methods else methods[0]
     rows, predictions = [], []
     for m in methods:
-        run = runs[m]
-        columns = run_columns(
-            batch.labels,
-            run,
-            timings[m],
-            timings[reference],
-            sizes,
-            num_layers,
-            n_boot=config.n_boot,
-            seed=config.seed,
-        )
-        row = _method_row(
-            m, point if m == "e2e_gcn_exit" else None, reference, columns, _stage_columns(run, n), config
-        )
-        context = E2E_RETRIEVER[m]
-        if saved is not None and context in saved:
-            per_head = saved_per_head(saved[context], pipeline.heads.head_layers, batch.sample_ids)
-            criterion = None if m != "e2e_gcn_exit" else point.criterion()
-            row.update(saved_agreement(run, per_head, criterion, pipeline.heads.head_layers))
+        row, answers = _method_results(m, runs[m], timings, reference, batch, pipeline, point, config, saved)
         rows.append(row)
-        predictions.append(
-            method_predictions(m, str(row["form"]), float(row["tau"]), run.p_yes, run.exit_layer).assign(
-                sample_id=batch.sample_ids,
-                user=batch.users,
-                item=requests.frame["item"].to_numpy(),
-                label=batch.labels,
-            )
-        )
+        predictions.append(answers)
     return EndToEndBenchmark(results_table(rows), pd.concat(predictions, ignore_index=True))
+
+
+def _method_results(
+    method: str,
+    run: TimedRun,
+    timings: Mapping[str, list[list[float]]],
+    reference: str,
+    batch: _Requests,
+    pipeline: Pipeline,
+    point: ExitPoint,
+    config: ExitBenchmarkConfig,
+    saved: Mapping[str, pd.DataFrame] | None,
+) -> tuple[dict[str, object], pd.DataFrame]:
+    """One method's table row (timing against ``reference``, agreement with its context's saved
+    predictions when given) and its per-request predictions."""
+    columns = run_columns(
+        batch.labels,
+        run,
+        timings[method],
+        timings[reference],
+        [len(b) for b in batch.batches],
+        pipeline.heads.num_layers,
+        n_boot=config.n_boot,
+        seed=config.seed,
+    )
+    exits = method == "e2e_gcn_exit"
+    stages = _stage_columns(run, len(batch.labels))
+    row = _method_row(method, point if exits else None, reference, columns, stages, config)
+    context = E2E_RETRIEVER[method]
+    if saved is not None and context in saved:
+        per_head = saved_per_head(saved[context], pipeline.heads.head_layers, batch.sample_ids)
+        criterion = point.criterion() if exits else None
+        row.update(saved_agreement(run, per_head, criterion, pipeline.heads.head_layers))
+    answers = method_predictions(method, str(row["form"]), float(row["tau"]), run.p_yes, run.exit_layer)
+    items = batch.samples.frame["item"].to_numpy()
+    return row, answers.assign(sample_id=batch.sample_ids, user=batch.users, item=items, label=batch.labels)

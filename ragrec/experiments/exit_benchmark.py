@@ -3,9 +3,11 @@
 Three measurements of the paper's second claim (stop at a stable head → more requests per second
 at the same AUC), all in one process run:
 
-1. **Threshold sweep** (:mod:`ragrec.experiments.exit_sweep`): the exit rule replayed on the
-   saved per-head test predictions over a grid of τ, and the operating point (least layer
-   compute within an AUC tolerance of full depth).
+1. **Threshold sweep** (:mod:`ragrec.experiments.exit_sweep`): the profile's exit criteria
+   (:attr:`~ragrec.config.ExitBenchmarkConfig.criteria`) replayed on the saved per-head
+   predictions over their τ grids, and the operating point chosen on validation
+   (:mod:`ragrec.experiments.operating_point`: least layer compute within an AUC tolerance of
+   full depth).
 2. **Real engine vs plain forward** (:mod:`ragrec.experiments.exit_timing`): the early-exit
    engine at the chosen points and the plain full-depth forward of the same merged model, timed
    side by side on a seeded draw of test requests.
@@ -21,10 +23,8 @@ and method, so every AUC can be recomputed) and the ``early_exit`` provenance st
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,19 +35,13 @@ import torch
 from ragrec.config import ExitBenchmarkConfig, Profile
 from ragrec.data import Samples
 from ragrec.errors import DataError
-from ragrec.experiments.ablations import head_columns
 from ragrec.experiments.cf_model import cf_builder, load_cf_model
 from ragrec.experiments.contexts import encode_contexts
-from ragrec.experiments.end_to_end import E2E_RETRIEVER, Pipeline, run_end_to_end
-from ragrec.experiments.exit_sweep import (
-    ExitPoint,
-    accuracy_with_ci,
-    choose_operating_point,
-    engine_points,
-    saved_per_head,
-    threshold_sweep,
-)
-from ragrec.experiments.exit_timing import benchmark_engine, plain_predict
+from ragrec.experiments.end_to_end import E2E_RETRIEVER, Pipeline
+from ragrec.experiments.exit_rows import cf_rows, main_rows
+from ragrec.experiments.exit_sweep import saved_per_head
+from ragrec.experiments.operating_point import ExitPoint, choose_on_validation
+from ragrec.experiments.plain_forward import full_depth_checks
 from ragrec.experiments.prepare import (
     Prepared,
     fit_retrievers,
@@ -62,8 +56,6 @@ from ragrec.experiments.scoring import (
 )
 from ragrec.experiments.timing import torch_threads
 from ragrec.llm.backbone import Backbone
-from ragrec.model.criteria import NeverExit, StabilityExit, simulate_exits
-from ragrec.model.engine import EarlyExitEngine
 from ragrec.model.heads import ExitHeads
 from ragrec.model.inference import for_inference, scoring_dtype
 from ragrec.model.prompts import PromptBuilder
@@ -166,111 +158,6 @@ def _load_pipeline(
     return prepared, Pipeline(retrievers, builder, backbone, heads)
 
 
-def _sweep(
-    test: pd.DataFrame, valid: pd.DataFrame, heads: ExitHeads, config: ExitBenchmarkConfig
-) -> tuple[pd.DataFrame, pd.Series, list[ExitPoint]]:
-    """Validation chooses, test reports: the sweep on the saved validation predictions picks the
-    operating point and the points the real engine runs (the operating point first); the sweep
-    on the saved test predictions reports them, each with a paired interval of its AUC drop
-    against full depth. Returns both sweeps (column ``split``, the chosen point flagged), the
-    chosen point's *test* row and the engine points."""
-    sweeps = {}
-    for split, frame in (("valid", valid), ("test", test)):
-        sweeps[split] = threshold_sweep(
-            frame["label"].to_numpy(),
-            saved_per_head(frame, heads.head_layers),
-            heads.head_layers,
-            config.taus,
-            num_layers=heads.num_layers,
-            first_head=config.first_head,
-            n_boot=config.n_boot,
-            seed=config.seed,
-            paired=split == "test",
-        )
-        sweeps[split].insert(0, "split", split)
-    chosen = choose_operating_point(sweeps["valid"], config.auc_tolerance)
-    points = engine_points(
-        sweeps["valid"], config.auc_tolerance, first_head=config.first_head, extra=config.extra_points
-    )
-    sweep = pd.concat([sweeps["valid"], sweeps["test"]], ignore_index=True)
-    sweep["operating_point"] = (sweep["form"] == chosen["form"]) & (sweep["tau"] == chosen["tau"])
-    best = sweep[sweep["operating_point"] & (sweep["split"] == "test")].iloc[0].copy()
-    best["chosen_on"] = "valid"
-    return sweep, best, points
-
-
-def _whole_test_accuracy(
-    table: pd.DataFrame, saved: dict[str, pd.DataFrame], config: ExitBenchmarkConfig
-) -> pd.DataFrame:
-    """The timed rows' AUC and LogLoss over *every* test sample, not the few hundred timed ones:
-    an exit row's exits replayed on its context's saved test predictions (the engine's exits equal
-    the replay's, see ``exit_agreement``), a full-depth row that context's last head."""
-    table = table.astype({"auc_over": object})  # a text column, empty until filled
-    accuracy = ["auc", "auc_ci_low", "auc_ci_high", "logloss"]
-    for i, row in table.iterrows():
-        frame = saved.get(E2E_RETRIEVER.get(str(row["method"]), config.context))
-        if frame is None:
-            continue
-        layers = [int(c.rsplit("_", 1)[1]) for c in head_columns(frame)]
-        per_head = saved_per_head(frame, layers)
-        p = per_head[:, -1]
-        if row["form"] != "none":
-            criterion = StabilityExit(float(row["tau"]), form=row["form"], first_head=config.first_head)
-            p, _ = simulate_exits(per_head, criterion, layers)
-        scores = accuracy_with_ci(frame["label"].to_numpy(), p, config.n_boot, config.seed)
-        table.loc[i, accuracy] = [scores[c] for c in accuracy]
-        table.loc[i, "auc_over"] = "every test sample"
-    return table
-
-
-def _mark_chosen(table: pd.DataFrame, point: ExitPoint) -> pd.DataFrame:
-    """``chosen_on = "valid"`` on the rows that run the operating point (engine and end to end)."""
-    table = table.astype({"chosen_on": object})
-    at = (table["form"] == point.form) & np.isclose(table["tau"].astype(float), point.tau)
-    table.loc[at & (table["role"] == "operating_point"), "chosen_on"] = "valid"
-    return table
-
-
-def _full_depth_checks(
-    pipeline: Pipeline, prompts, saved_requests: np.ndarray, config: ExitBenchmarkConfig
-) -> dict:
-    """Engine at "never exit" vs plain forward (merged model), and plain forward vs the saved
-    last head (unmerged model), on the first ``check_requests`` prompts; warns above 1e-5 in fp32."""
-    n_check = min(config.check_requests, len(prompts))
-    checks = {"engine_never_vs_plain": math.nan, "plain_vs_saved": math.nan, "n_check": n_check}
-    if not n_check:
-        return checks
-    subset = prompts[:n_check]
-    never = EarlyExitEngine(pipeline.backbone, pipeline.heads, NeverExit()).predict(
-        subset, config.batch_size, config.padding_side
-    )
-    plain = plain_predict(pipeline.backbone, subset, config.batch_size, config.padding_side)
-    checks["engine_never_vs_plain"] = float(np.max(np.abs(never.p_yes - plain)))
-    checks["plain_vs_saved"] = float(np.max(np.abs(plain - saved_requests[:n_check, -1])))
-    worst = max(checks["engine_never_vs_plain"], checks["plain_vs_saved"])
-    if pipeline.backbone.dtype == torch.float32 and worst > 1e-5:
-        warnings.warn(
-            f"full-depth agreement above 1e-5 in fp32: {checks}; the engine or the saved predictions do "
-            "not match the merged model",
-            RuntimeWarning,
-            stacklevel=4,  # the caller of run_exit_benchmark
-        )
-    return checks
-
-
-def _with_requests(predictions: pd.DataFrame, requests: Samples) -> pd.DataFrame:
-    """Per-request predictions (``row`` = position in ``requests``) with each request's sample id,
-    user, item and label."""
-    rows = predictions["row"]
-    frame = requests.frame
-    return predictions.assign(
-        sample_id=frame.index.to_numpy()[rows],
-        user=frame["user"].to_numpy()[rows],
-        item=frame["item"].to_numpy()[rows],
-        label=frame["label"].to_numpy()[rows],
-    )
-
-
 @dataclass(frozen=True)
 class _Measured:
     """What the timed part of the step produced, for the tables and the provenance."""
@@ -298,7 +185,7 @@ def _measure(
     frame = saved.test[config.context]
 
     # 1. sweep: τ chosen on the validation predictions, reported on the test predictions
-    sweep, best, points = _sweep(frame, saved.valid, pipeline.heads, config)
+    sweep, best, points = choose_on_validation(frame, saved.valid, pipeline.heads, config)
 
     # 2. real engine vs plain forward on a seeded draw of test requests
     requests = _request_samples(prepared.test, config.n_requests, config.seed)
@@ -306,35 +193,10 @@ def _measure(
         pipeline.builder, pipeline.retrievers, requests, [config.context] * len(requests)
     )
     saved_requests = saved_per_head(frame, pipeline.heads.head_layers, requests.frame.index)
-    checks = _full_depth_checks(pipeline, prompts, saved_requests, config)
-    bench = benchmark_engine(
-        pipeline.backbone,
-        pipeline.heads,
-        prompts,
-        requests.frame["label"].to_numpy(),
-        points,
-        batch_size=config.batch_size,
-        repeats=config.repeats,
-        warmup=config.warmup,
-        padding_side=config.padding_side,
-        saved=saved_requests,
-        n_boot=config.n_boot,
-        seed=config.seed,
-    )
-    tables = [bench.table]
-    predictions = [_with_requests(bench.predictions, requests)]
+    checks = full_depth_checks(pipeline.backbone, pipeline.heads, prompts, saved_requests, config)
 
-    # 3. end-to-end requests: the first e2e_requests of the same draw
-    if config.e2e_requests:
-        e2e_requests = requests.subset(requests.frame.index[: config.e2e_requests])
-        e2e = run_end_to_end(e2e_requests, pipeline, points[0], config, saved=saved.test)
-        tables.append(e2e.table)
-        predictions.append(e2e.predictions)
-    table = _whole_test_accuracy(pd.concat(tables, ignore_index=True), saved.test, config).assign(
-        variant="main"
-    )
-    table = _mark_chosen(table, points[0])
-    per_request = pd.concat(predictions, ignore_index=True).assign(variant="main")
+    # 3. the engine against the plain forward, then whole requests: the first e2e_requests of the draw
+    table, per_request = main_rows(pipeline, requests, prompts, saved_requests, points, config, saved.test)
 
     # 4. the cf variant (beyond the paper): its own validation-chosen point, timed on the same requests
     if saved.cf_test is not None:
@@ -375,31 +237,16 @@ def _measure_cf(
         scoring_dtype(profile.evaluation.dtype),
     )
     retrievers = fit_retrievers(prepared, model.backbone, (config.context,), results_root=results_root)
-    sweep, _, points = _sweep(saved.cf_test, saved.cf_valid, model.heads, config)
+    sweep, _, points = choose_on_validation(saved.cf_test, saved.cf_valid, model.heads, config)
     prompts = encode_contexts(
         cf_builder(prepared, model.backbone, retrievers),
         retrievers,
         requests,
         [config.context] * len(requests),
     )
-    bench = benchmark_engine(
-        model.backbone,
-        model.heads,
-        prompts,
-        requests.frame["label"].to_numpy(),
-        points[:1],
-        batch_size=config.batch_size,
-        repeats=config.repeats,
-        warmup=config.warmup,
-        padding_side=config.padding_side,
-        saved=saved_per_head(saved.cf_test, model.heads.head_layers, requests.frame.index),
-        n_boot=config.n_boot,
-        seed=config.seed,
-        cf_ids=cf_ids_of(requests),
+    table, predictions = cf_rows(
+        model.backbone, model.heads, prompts, requests, points[0], saved.cf_test, config, cf_ids_of(requests)
     )
-    table = _whole_test_accuracy(bench.table, {config.context: saved.cf_test}, config).assign(variant="cf")
-    table = _mark_chosen(table, points[0])
-    predictions = _with_requests(bench.predictions, requests).assign(variant="cf")
     return sweep.assign(variant="cf"), table, predictions
 
 
@@ -411,8 +258,8 @@ def _parameters(
         "config": config,
         "profile": profile,
         "context": config.context,
-        "operating_point": dataclasses.asdict(measured.points[0]),
-        "engine_points": [dataclasses.asdict(p) for p in measured.points],
+        "operating_point": measured.points[0].describe(),
+        "engine_points": [p.describe() for p in measured.points],
         "checks": measured.checks,
         "threads": measured.threads,
         "n_test": n_test,

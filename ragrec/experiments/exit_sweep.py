@@ -1,46 +1,26 @@
-"""Threshold sweep: the exit rule replayed on saved per-head predictions over a grid of τ.
+"""Threshold sweep: exit criteria replayed on saved per-head predictions over their τ grids.
 
-On saved per-head test predictions (:class:`ragrec.result_files.Predictions`) the exit rule is replayed with
-:func:`ragrec.model.criteria.simulate_exits` (the engine's own decision code) over a grid of τ
-for both forms (difference ``|P_h − P_{h−1}| < τ``; ratio ``|Δ log-odds| < τ``, τ in nats). Per
-point: AUC with a 95% bootstrap interval, LogLoss, mean exit layer, share of layer compute used
-(``mean exit layer / num_layers``) and the compute-bound speedup (its inverse). The **operating
-point** (:func:`choose_operating_point`) is the point that uses the least layer compute among
-those whose AUC is within ``tolerance`` (0.005 = 0.5 AUC points) of full depth.
+On saved per-head test predictions (:class:`ragrec.result_files.Predictions`) each criterion
+family the profile names (:class:`ragrec.model.criteria.CriterionFamily`; by default the paper's rule in its
+difference form ``|P_h − P_{h−1}| < τ`` and its ratio form ``|Δ log-odds| < τ``, τ in nats) is
+replayed with :func:`ragrec.model.criteria.simulate_exits` (the engine's own decision code)
+over its τ grid. Per point: AUC with a 95% bootstrap interval, LogLoss, mean exit layer, share
+of layer compute used (``mean exit layer / num_layers``) and the compute-bound speedup (its
+inverse). Which point runs is chosen in :mod:`ragrec.experiments.operating_point`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from itertools import pairwise
 
 import numpy as np
 import pandas as pd
 
-from ragrec.config import FORMS, check_taus
 from ragrec.errors import ConfigError, DataError
 from ragrec.metrics import auc, auc_ci, logloss, paired_auc_difference
-from ragrec.model.criteria import StabilityExit, simulate_exits
-
-
-@dataclass(frozen=True)
-class ExitPoint:
-    """One setting of the paper's exit rule, as run by the real engine.
-
-    ``role``: why it is run — ``"operating_point"`` (the chosen point), ``"best_<form>"`` (the
-    rule's choice within one form) or ``"extra"`` (asked for in the configuration).
-    """
-
-    form: str
-    tau: float
-    first_head: str = "wait"
-    role: str = "extra"
-
-    def criterion(self) -> StabilityExit:
-        return StabilityExit(float(self.tau), form=self.form, first_head=self.first_head)  # type: ignore[arg-type]
-
+from ragrec.model.criteria import CriterionFamily, check_families, simulate_exits
 
 SWEEP_COLUMNS = (
     "form",
@@ -109,17 +89,6 @@ def saved_per_head(
 # the sweep
 
 
-def _grids(taus: Sequence[float] | Mapping[str, Sequence[float]], forms: Sequence[str]) -> dict:
-    """``{form: grid}`` from one grid for every form or from a mapping, checked."""
-    grids = dict(taus) if isinstance(taus, Mapping) else {form: tuple(taus) for form in forms}
-    if not isinstance(taus, Mapping):
-        unknown = [f for f in forms if f not in FORMS]
-        if unknown or not forms:
-            raise ConfigError(f"unknown exit form(s) {unknown or forms!r}; choose from {FORMS}")
-    check_taus(grids)
-    return grids
-
-
 def _check_predictions(
     labels, per_head_p, head_layers, num_layers
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], int]:
@@ -154,135 +123,75 @@ def _pattern_accuracy(labels, p_full, p_final, n_boot: int, seed: int, paired: b
     return out
 
 
+class _Sweep:
+    """One sweep's checked inputs, and the accuracy of each distinct exit pattern (many small τ
+    give the same exits; each pattern is bootstrapped once)."""
+
+    def __init__(self, labels, p, layers, num_layers, *, n_boot: int, seed: int, paired: bool):
+        self.labels, self.p, self.layers, self.num_layers = labels, p, layers, num_layers
+        self.n_boot, self.seed, self.paired = n_boot, seed, paired
+        self.full = accuracy_with_ci(labels, p[:, -1], n_boot, seed)
+        self._accuracy: dict[bytes, dict[str, float]] = {}
+
+    def row(self, family: CriterionFamily, tau: float) -> dict[str, object]:
+        """The sweep row of ``family`` at ``tau`` (see :func:`threshold_sweep`)."""
+        p_final, head = simulate_exits(self.p, family.criterion(tau), self.layers)
+        key = p_final.tobytes()
+        if key not in self._accuracy:
+            self._accuracy[key] = _pattern_accuracy(
+                self.labels, self.p[:, -1], p_final, self.n_boot, self.seed, self.paired
+            )
+        accuracy = self._accuracy[key]
+        mean_layer = float(np.asarray(self.layers)[head].mean())
+        row = {
+            "form": family.label,
+            "first_head": family.first_head,
+            "tau": float(tau),
+            **accuracy,
+            "auc_full": self.full["auc"],
+            "auc_drop": self.full["auc"] - accuracy["auc"],
+            "mean_exit_layer": mean_layer,
+            "layer_share": mean_layer / self.num_layers,
+            "compute_bound_speedup": self.num_layers / mean_layer,
+            "n": len(self.labels),
+        }
+        row.update({f"exit_share_{layer}": float((head == k).mean()) for k, layer in enumerate(self.layers)})
+        return row
+
+
 def threshold_sweep(
     labels: Sequence[int] | np.ndarray,
     per_head_p: np.ndarray,
     head_layers: Sequence[int],
-    taus: Sequence[float] | Mapping[str, Sequence[float]],
-    forms: Sequence[str] = FORMS,
+    criteria: Sequence[CriterionFamily],
     *,
     num_layers: int | None = None,
-    first_head: str = "wait",
     n_boot: int = 1000,
     seed: int = 0,
     paired: bool = False,
 ) -> pd.DataFrame:
-    """Replay the exit rule on saved per-head P(Yes) over a τ grid, for each form.
+    """Replay every criterion family on saved per-head P(Yes) over its τ grid.
 
     Args:
         labels: ``[N]`` 0/1.
         per_head_p: ``[N, n_heads]`` P(Yes) of every head (full-depth predictions).
         head_layers: the heads' layers (1-based, increasing).
-        taus: one grid for every form, or ``{form: grid}`` (then ``forms`` is its keys).
-        forms: ``"difference"`` and/or ``"ratio"``. (default: both)
+        criteria: the families to sweep, e.g. :attr:`ragrec.config.ExitBenchmarkConfig.criteria`.
         num_layers: decoder layers of the model (a full pass). (default: the last head's layer)
-        first_head, n_boot, seed: see :class:`~ragrec.config.ExitBenchmarkConfig`. Every row's
-            interval uses the same resampled rows (same ``seed``), so rows are compared on
-            equal footing.
+        n_boot, seed: the bootstrap; every row's interval uses the same resampled rows (same
+            ``seed``), so rows are compared on equal footing.
         paired: also give ``auc_drop`` a paired-bootstrap 95% interval against full depth on the
             same samples (``drop_ci_low``, ``drop_ci_high``; NaN otherwise).
 
     Returns:
-        One row per (form, τ): :data:`SWEEP_COLUMNS` plus ``exit_share_<L>`` (share of samples
-        exiting at the head on layer L). ``auc_full`` is the last head's AUC (full depth),
-        ``auc_drop = auc_full − auc``, ``layer_share = mean_exit_layer / num_layers``,
-        ``compute_bound_speedup = num_layers / mean_exit_layer``.
+        One row per (family, τ), in the order given: :data:`SWEEP_COLUMNS` (``form`` is the
+        family's label) plus ``exit_share_<L>`` (share of samples exiting at the head on layer
+        L). ``auc_full`` is the last head's AUC (full depth), ``auc_drop = auc_full − auc``,
+        ``layer_share = mean_exit_layer / num_layers``, ``compute_bound_speedup = num_layers /
+        mean_exit_layer``.
     """
-    grids = _grids(taus, forms)
+    check_families(criteria)
     labels, p, layers, num_layers = _check_predictions(labels, per_head_p, head_layers, num_layers)
-    full = accuracy_with_ci(labels, p[:, -1], n_boot, seed)
-    cache: dict[bytes, dict[str, float]] = {}
-    rows = []
-    for form, grid in grids.items():
-        for tau in grid:
-            criterion = StabilityExit(float(tau), form=form, first_head=first_head)  # type: ignore[arg-type]
-            p_final, head = simulate_exits(p, criterion, layers)
-            key = p_final.tobytes()
-            if key not in cache:  # many small τ give the same exits; bootstrap each pattern once
-                cache[key] = _pattern_accuracy(labels, p[:, -1], p_final, n_boot, seed, paired)
-            mean_layer = float(np.asarray(layers)[head].mean())
-            row = {
-                "form": form,
-                "first_head": first_head,
-                "tau": float(tau),
-                **cache[key],
-                "auc_full": full["auc"],
-                "auc_drop": full["auc"] - cache[key]["auc"],
-                "mean_exit_layer": mean_layer,
-                "layer_share": mean_layer / num_layers,
-                "compute_bound_speedup": num_layers / mean_layer,
-                "n": len(labels),
-            }
-            for k, layer in enumerate(layers):
-                row[f"exit_share_{layer}"] = float((head == k).mean())
-            rows.append(row)
-    frame = pd.DataFrame(rows)
+    sweep = _Sweep(labels, p, layers, num_layers, n_boot=n_boot, seed=seed, paired=paired)
+    frame = pd.DataFrame([sweep.row(family, tau) for family in criteria for tau in family.taus])
     return frame[[*SWEEP_COLUMNS, *[c for c in frame.columns if c not in SWEEP_COLUMNS]]]
-
-
-# --------------------------------------------------------------------------------------------
-# the operating point and the points the real engine runs
-
-
-def choose_operating_point(
-    sweep: pd.DataFrame, tolerance: float = 0.005, *, form: str | None = None
-) -> pd.Series:
-    """The sweep row that uses the least layer compute (lowest ``mean_exit_layer``) among those
-    whose AUC is within ``tolerance`` of full depth (``auc >= auc_full − tolerance``).
-
-    Ties: higher AUC, then lower LogLoss, then the first row.
-
-    Args:
-        sweep: a :func:`threshold_sweep` table (needs ``auc``, ``auc_full``, ``mean_exit_layer``,
-            ``logloss``).
-        tolerance: the AUC a point may lose against full depth. (default: ``0.005``)
-        form: choose within this form only. (default: :obj:`None`, every form)
-
-    Raises:
-        DataError: no row qualifies (put τ = 0, i.e. full depth, in the grid).
-    """
-    needed = {"auc", "auc_full", "mean_exit_layer", "logloss"}
-    if not needed <= set(sweep.columns):
-        raise ConfigError(f"the sweep table needs columns {sorted(needed)}, got {list(sweep.columns)}")
-    if tolerance < 0:
-        raise ConfigError(f"tolerance must be >= 0, got {tolerance}")
-    rows = sweep if form is None else sweep[sweep["form"] == form]
-    ok = rows[rows["auc"] >= rows["auc_full"] - tolerance - 1e-12]
-    if ok.empty:
-        raise DataError(
-            f"no sweep point{'' if form is None else f' of form {form!r}'} has an AUC within {tolerance} of full "
-            "depth; include τ = 0 (full depth) in the grid"
-        )
-    order = np.lexsort(
-        (
-            np.arange(len(ok)),
-            ok["logloss"].to_numpy(),
-            -ok["auc"].to_numpy(),
-            ok["mean_exit_layer"].to_numpy(),
-        )
-    )  # lexsort sorts by the last key first: compute, then AUC, then LogLoss, then position
-    return ok.iloc[int(order[0])]
-
-
-def engine_points(
-    sweep: pd.DataFrame,
-    tolerance: float,
-    *,
-    first_head: str = "wait",
-    extra: Sequence[tuple[str, float]] = (),
-) -> list[ExitPoint]:
-    """The points the real engine runs: the operating point, each form's own best point (if it
-    differs) and ``extra`` ones; no duplicates, in that order."""
-    best = choose_operating_point(sweep, tolerance)
-    points = [ExitPoint(str(best["form"]), float(best["tau"]), first_head, "operating_point")]
-    for form in dict.fromkeys(sweep["form"]):
-        row = choose_operating_point(sweep, tolerance, form=form)
-        points.append(ExitPoint(str(form), float(row["tau"]), first_head, f"best_{form}"))
-    points += [ExitPoint(f, float(t), first_head, "extra") for f, t in extra]
-    seen = set()
-    out = []
-    for point in points:
-        if (point.form, point.tau) not in seen:
-            seen.add((point.form, point.tau))
-            out.append(point)
-    return out

@@ -1,42 +1,22 @@
 """Real engine vs plain forward, timed side by side on the same prompts in the same batches.
 
-:func:`benchmark_engine` runs the :class:`~ragrec.model.engine.EarlyExitEngine` at chosen τ values,
-the same engine told never to exit (``method="engine_full"``), and the plain Hugging Face
-full-depth forward of the same (LoRA-merged) model (``method="full"``), on the same prompts,
-cut into the same batches (:func:`ragrec.llm.batching.length_sorted_batches`: longest first,
-similar lengths), padded the same way, same batch size and threads. Each batch is one timed
-call (:func:`ragrec.experiments.timing.time_calls`). Methods are interleaved within every repeat
-(their order rotates between repeats) so machine drift hits all of them alike; the first repeat
-starts with ``warmup`` untimed batches per method. Reported per method, as the **median over
-repeats**:
-
-- ``rps``: requests answered / wall seconds of the pass (:func:`ragrec.experiments.timing.summarize`).
-- ``p50_ms``, ``p99_ms``: **per-request latency** under static batching: a request is answered
-  when the batch call that holds it returns, so its latency is that call's wall time; the
-  percentiles are over requests (each batch's time counted once per request in it).
-- ``speedup_vs_full``: ``rps(method) / rps(full)``, both medians over repeats (so the table's own
-  columns reproduce it): the paper's comparison, early exit against the model without it.
-- ``speedup_vs_engine_full``: ``rps(method) / rps(engine_full)``: early exit's own share. The
-  engine runs its own layer loop and reads every head on the way, so it need not run exactly as
-  fast as the plain forward; only this ratio holds the forward path fixed and changes the exits
-  alone.
-- ``compute_bound_speedup``: decoder layers a full pass runs (``N · num_layers``) / decoder layers
-  the engine actually ran (exited rows leave the batch). ``speedup_efficiency`` = measured /
-  compute-bound.
+:func:`benchmark_engine` runs the :class:`~ragrec.model.engine.EarlyExitEngine` at chosen exit
+points, the same engine told never to exit (``method="engine_full"``), and the plain Hugging
+Face full-depth forward of the same (LoRA-merged) model (``method="full"``,
+:func:`ragrec.experiments.plain_forward.plain_predict`), on the same prompts, cut into the same
+batches (:func:`ragrec.llm.batching.length_sorted_batches`: longest first, similar lengths),
+padded the same way, same batch size and threads. Each batch is one timed call, the methods
+interleaved (:func:`ragrec.experiments.timed_runs.interleaved`); the table's columns are
+defined in :mod:`ragrec.experiments.timed_runs`.
 
 Every timed call ends with its scores on the CPU (the engine reads each head's P(Yes) there; the
 plain forward returns its P(Yes)), so GPU timings include the device's work.
-
-Accuracy columns come from the scores of that very run (the engine's P(Yes) at exit; the plain
-forward's P(Yes)). ``exit_agreement`` (share of rows whose real exit layer equals the simulated
-one on the saved predictions) and ``max_abs_diff_vs_saved`` tie the real engine to the sweep.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,214 +24,23 @@ import pandas as pd
 import torch
 
 from ragrec.errors import ConfigError, DataError
-from ragrec.experiments.exit_sweep import ExitPoint, accuracy_with_ci
-from ragrec.experiments.timing import summarize, time_calls
-from ragrec.llm.backbone import Backbone
-from ragrec.llm.batching import length_sorted_batches, pad_prompts
-from ragrec.model.criteria import NeverExit, StabilityExit, simulate_exits
-from ragrec.model.engine import EarlyExitEngine, ExitResult
-from ragrec.model.forward import check_prompts, plain_full_forward_p_yes
-from ragrec.model.heads import ExitHeads
-
-EARLY_EXIT_COLUMNS = (
-    "variant",
-    "chosen_on",
-    "auc_over",
-    "method",
-    "form",
-    "tau",
-    "role",
-    "reference",
-    "n",
-    "auc",
-    "auc_ci_low",
-    "auc_ci_high",
-    "logloss",
-    "rps",
-    "p50_ms",
-    "p99_ms",
-    "mean_exit_layer",
-    "layer_share",
-    "speedup_vs_full",
-    "speedup_vs_engine_full",
-    "compute_bound_speedup",
-    "speedup_efficiency",
-    "exit_agreement",
-    "max_abs_diff_vs_saved",
-    "retrieval_share",
-    "prompt_share",
-    "model_share",
-    "retrieval_ms",
-    "prompt_ms",
-    "model_ms",
-    "batch_size",
-    "repeats",
-    "threads",
+from ragrec.experiments.operating_point import ExitPoint
+from ragrec.experiments.plain_forward import plain_predict
+from ragrec.experiments.timed_runs import (
+    TimedRun,
+    interleaved,
+    method_predictions,
+    results_table,
+    run_columns,
+    saved_agreement,
+    timing_columns,
 )
-
-
-def plain_predict(
-    backbone: Backbone,
-    prompts: Sequence[Sequence[int]],
-    batch_size: int,
-    padding_side: str = "left",
-    *,
-    heads: ExitHeads | None = None,
-    cf_ids: np.ndarray | None = None,
-) -> np.ndarray:
-    """P(Yes) ``[N]`` from the plain Hugging Face full-depth forward, batched exactly as the
-    engine batches (:func:`~ragrec.llm.batching.length_sorted_batches`,
-    :func:`~ragrec.llm.batching.pad_prompts`).
-
-    Args:
-        backbone: the model (a plain Llama; LoRA merged or not).
-        prompts: token-id prompts.
-        batch_size: prompts per forward.
-        padding_side: ``"left"`` or ``"right"``. (default: ``"left"``)
-        heads, cf_ids: for prompts with collaborative slots, the heads that fill them
-            (:meth:`~ragrec.model.heads.ExitHeads.input_embeddings`) and ``[N, 2]`` (user, item)
-            per prompt; the model then reads those input embeddings, as the engine does.
-    """
-    check_prompts(backbone, prompts)
-    if (heads is None) != (cf_ids is None):
-        raise ConfigError("pass heads and cf_ids together (prompts with collaborative slots) or neither")
-    if padding_side not in ("left", "right"):
-        raise ConfigError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    out = np.full(len(prompts), np.nan)
-    pad_id = backbone.tokenizer.pad_token_id or 0  # as the engine pads
-    device = backbone.device
-    with torch.inference_mode():
-        for idx in length_sorted_batches(prompts, batch_size):
-            ids, valid = pad_prompts([prompts[i] for i in idx], pad_id, padding_side)  # [B, T] each
-            embeds = (
-                None
-                if heads is None
-                else heads.input_embeddings(
-                    ids.to(device), torch.as_tensor(np.asarray(cf_ids)[idx], dtype=torch.long, device=device)
-                )
-            )
-            p = plain_full_forward_p_yes(
-                backbone, ids.to(device), valid.long().to(device), inputs_embeds=embeds
-            )  # [B]
-            out[idx] = p.to("cpu", torch.float64).numpy()
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# shared by the engine benchmark and the end-to-end requests
-
-
-@dataclass
-class TimedRun:
-    """One method's outputs (original prompt order) and, end to end, its per-repeat stage splits."""
-
-    p_yes: np.ndarray
-    exit_layer: np.ndarray
-    stages: list[np.ndarray] = dataclasses.field(default_factory=list)  # [repeat] → [batch, 3]
-
-
-def interleaved(
-    calls: Mapping[str, Callable[[int], None]],
-    n_batches: int,
-    repeats: int,
-    warmup: int,
-    after_pass: Callable[[str], None] | None = None,
-) -> dict[str, list[list[float]]]:
-    """Per-batch seconds ``[repeat][batch]`` of every method; methods alternate within each
-    repeat, in an order that rotates between repeats; ``warmup`` untimed batches before the first.
-    ``after_pass(name)`` runs (untimed) after each timed pass of a method."""
-    names = list(calls)
-    out: dict[str, list[list[float]]] = {name: [] for name in names}
-    for r in range(repeats):
-        for j in range(len(names)):
-            name = names[(j + r) % len(names)]
-            out[name].append(time_calls(calls[name], list(range(n_batches)), warmup=warmup if r == 0 else 0))
-            if after_pass is not None:
-                after_pass(name)
-    return out
-
-
-def method_predictions(
-    method: str, form: str, tau: float, p_yes: np.ndarray, exit_layer: np.ndarray
-) -> pd.DataFrame:
-    """Long per-request predictions of one method (``row`` = position in the input order)."""
-    return pd.DataFrame(
-        {
-            "method": method,
-            "form": form,
-            "tau": tau,
-            "row": np.arange(len(p_yes)),
-            "p_yes": p_yes,
-            "exit_layer": np.asarray(exit_layer, dtype=np.int64),
-        }
-    )
-
-
-def timing_columns(seconds: list[list[float]], sizes: list[int]) -> dict[str, float]:
-    """Median over repeats of RPS and per-request p50/p99 (see the module docstring)."""
-    rps, p50, p99 = [], [], []
-    for per_batch in seconds:
-        rps.append(summarize(per_batch, items_per_call=sizes).per_s)
-        per_request = summarize(np.repeat(per_batch, sizes))
-        p50.append(per_request.p50_ms)
-        p99.append(per_request.p99_ms)
-    return {"rps": float(np.median(rps)), "p50_ms": float(np.median(p50)), "p99_ms": float(np.median(p99))}
-
-
-def run_columns(
-    labels: np.ndarray,
-    run: TimedRun,
-    seconds: list[list[float]],
-    reference_seconds: list[list[float]],
-    sizes: list[int],
-    num_layers: int,
-    *,
-    n_boot: int,
-    seed: int,
-) -> dict[str, float]:
-    """One method's accuracy, timing and compute columns, its speedup relative to the method
-    timed as ``reference_seconds``; exited rows leave the batch (engine contract), so the layers
-    run are the sum of the exit layers."""
-    n = len(labels)
-    timing = timing_columns(seconds, sizes)
-    mean_layer = float(np.mean(run.exit_layer))
-    return {
-        "n": n,
-        **accuracy_with_ci(labels, run.p_yes, n_boot, seed),
-        **timing,
-        "mean_exit_layer": mean_layer,
-        "layer_share": mean_layer / num_layers,
-        "speedup_vs_full": timing["rps"] / timing_columns(reference_seconds, sizes)["rps"],
-        "compute_bound_speedup": n * num_layers / int(run.exit_layer.sum()),
-    }
-
-
-def saved_agreement(
-    run: TimedRun, saved: np.ndarray, criterion: StabilityExit | None, head_layers: Sequence[int]
-) -> dict[str, float]:
-    """How a real run matches saved per-head P(Yes) ``[N, n_heads]`` of the same prompts: at full
-    depth (``criterion`` None) the largest P(Yes) difference from the last head; with an exit
-    criterion also the share of rows whose exit layer equals the simulated one."""
-    if criterion is None:
-        return {
-            "exit_agreement": math.nan,
-            "max_abs_diff_vs_saved": float(np.max(np.abs(run.p_yes - saved[:, -1]))),
-        }
-    sim_p, sim_head = simulate_exits(saved, criterion, head_layers)
-    return {
-        "exit_agreement": float(np.mean(np.asarray(head_layers)[sim_head] == run.exit_layer)),
-        "max_abs_diff_vs_saved": float(np.max(np.abs(run.p_yes - sim_p))),
-    }
-
-
-def results_table(rows: list[dict]) -> pd.DataFrame:
-    """The rows under :data:`EARLY_EXIT_COLUMNS` (absent columns NaN)."""
-    frame = pd.DataFrame(rows)
-    for column in EARLY_EXIT_COLUMNS:
-        if column not in frame.columns:
-            frame[column] = math.nan
-    return frame[list(EARLY_EXIT_COLUMNS)]
-
+from ragrec.llm.backbone import Backbone
+from ragrec.llm.batching import length_sorted_batches
+from ragrec.model.criteria import NeverExit
+from ragrec.model.engine import EarlyExitEngine, ExitResult
+from ragrec.model.forward import check_prompts
+from ragrec.model.heads import ExitHeads
 
 # --------------------------------------------------------------------------------------------
 # the real engine against the plain forward
@@ -268,7 +57,7 @@ class EngineBenchmark:
     table: pd.DataFrame
     predictions: pd.DataFrame
     full_p_yes: np.ndarray
-    results: dict[str, ExitResult]  # keyed "<form>:<tau>", and "engine_full" for the engine never exiting
+    results: dict[str, ExitResult]  # keyed "<form>:<tau>" (form: the family's label), and "engine_full"
 
 
 def _check_engine_input(backbone, heads, prompts, labels, points, saved) -> np.ndarray:
@@ -283,6 +72,19 @@ def _check_engine_input(backbone, heads, prompts, labels, points, saved) -> np.n
     if saved is not None and np.shape(saved) != expected:
         raise DataError(f"saved per-head predictions have shape {np.shape(saved)}, expected {expected}")
     return labels
+
+
+def _engines(
+    backbone: Backbone, heads: ExitHeads, points: Sequence[ExitPoint]
+) -> dict[str, tuple[ExitPoint | None, EarlyExitEngine]]:
+    """The engines timed, keyed as :attr:`EngineBenchmark.results`: never exiting, then one per
+    point, each with the point it runs (None for the one never exiting)."""
+    engines: dict[str, tuple[ExitPoint | None, EarlyExitEngine]] = {
+        ENGINE_FULL: (None, EarlyExitEngine(backbone, heads, NeverExit()))
+    }
+    for point in points:
+        engines[f"{point.form}:{point.tau:g}"] = (point, EarlyExitEngine(backbone, heads, point.criterion()))
+    return engines
 
 
 def _engine_calls(
@@ -321,6 +123,32 @@ def _engine_calls(
     calls: dict[str, Callable[[int], None]] = {"full": full_call}
     calls.update({key: engine_call(key) for key in engines})
     return calls
+
+
+def _run_timed(
+    backbone, heads, engines, prompts, batches, padding_side, cf_ids, *, repeats: int, warmup: int
+) -> tuple[dict[str, TimedRun], dict[str, np.ndarray], dict[str, list[list[float]]]]:
+    """Every method on every batch, interleaved: each method's outputs (original prompt order),
+    each engine's per-head P(Yes) ``[N, n_heads]`` and each method's seconds ``[repeat][batch]``."""
+    n, num_layers = len(prompts), heads.num_layers
+    runs = {"full": TimedRun(np.full(n, np.nan), np.full(n, num_layers))}
+    runs.update({key: TimedRun(np.full(n, np.nan), np.zeros(n, dtype=np.int64)) for key in engines})
+    per_head = {key: np.full((n, heads.num_heads), np.nan) for key in engines}
+    calls = _engine_calls(backbone, engines, prompts, batches, runs, per_head, padding_side, heads, cf_ids)
+    return runs, per_head, interleaved(calls, len(batches), repeats, warmup)
+
+
+def _engine_results(
+    runs: dict[str, TimedRun], per_head: dict[str, np.ndarray], heads: ExitHeads
+) -> dict[str, ExitResult]:
+    """Each engine's outputs as the engine returns them (the plain forward has no heads)."""
+    return {
+        key: ExitResult(
+            run.p_yes, run.exit_layer, per_head[key], int(run.exit_layer.sum()), heads.head_layers
+        )
+        for key, run in runs.items()
+        if key != "full"
+    }
 
 
 ENGINE_FULL = "engine_full"  # the engine told never to exit: the forward path of early exit, at full depth
@@ -427,21 +255,12 @@ def benchmark_engine(
         cf_ids: ``[N, 2]`` (user, item) per prompt for heads with collaborative tokens.
     """
     labels = _check_engine_input(backbone, heads, prompts, labels, points, saved)
-    engines: dict[str, tuple[ExitPoint | None, EarlyExitEngine]] = {
-        ENGINE_FULL: (None, EarlyExitEngine(backbone, heads, NeverExit())),
-        **{f"{pt.form}:{pt.tau:g}": (pt, EarlyExitEngine(backbone, heads, pt.criterion())) for pt in points},
-    }
+    engines = _engines(backbone, heads, points)
     batches = length_sorted_batches(prompts, batch_size)
     sizes = [len(b) for b in batches]
-    n, num_layers = len(prompts), heads.num_layers
-
-    # outputs land here, in the original prompt order
-    runs = {"full": TimedRun(np.full(n, np.nan), np.full(n, num_layers))}
-    runs.update({key: TimedRun(np.full(n, np.nan), np.zeros(n, dtype=np.int64)) for key in engines})
-    per_head = {key: np.full((n, heads.num_heads), np.nan) for key in engines}
-    calls = _engine_calls(backbone, engines, prompts, batches, runs, per_head, padding_side, heads, cf_ids)
-    timings = interleaved(calls, len(batches), repeats, warmup)
-
+    runs, per_head, timings = _run_timed(
+        backbone, heads, engines, prompts, batches, padding_side, cf_ids, repeats=repeats, warmup=warmup
+    )
     rows, predictions = _rows_and_predictions(
         runs,
         engines,
@@ -455,13 +274,9 @@ def benchmark_engine(
         n_boot=n_boot,
         seed=seed,
     )
-    results = {
-        key: ExitResult(
-            run.p_yes, run.exit_layer, per_head[key], int(run.exit_layer.sum()), heads.head_layers
-        )
-        for key, run in runs.items()
-        if key != "full"
-    }
     return EngineBenchmark(
-        results_table(rows), pd.concat(predictions, ignore_index=True), runs["full"].p_yes, results
+        results_table(rows),
+        pd.concat(predictions, ignore_index=True),
+        runs["full"].p_yes,
+        _engine_results(runs, per_head, heads),
     )

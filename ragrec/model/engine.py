@@ -14,7 +14,7 @@ from torch import Tensor
 from ragrec.errors import ConfigError, ModelError
 from ragrec.llm.backbone import Backbone
 from ragrec.llm.batching import length_sorted_batches, pad_prompts
-from ragrec.model.criteria import ExitCriterion, as_numpy, check_criterion
+from ragrec.model.criteria import ExitCriterion, HeadState, as_numpy, check_criterion, exit_mask
 from ragrec.model.forward import (
     check_prompts,
     last_token_index,
@@ -81,7 +81,8 @@ class EarlyExitEngine:
         core = unwrap_llama(backbone.model)
         if heads._core is not core:
             raise ModelError(
-                "the exit heads were built on another model; build ExitHeads(backbone, layers) for this backbone"
+                "the exit heads were built on another model; build ExitHeads(backbone, layers) for this "
+                "backbone"
             )
         if heads.head_layers[-1] > len(core.model.layers):
             raise ConfigError(
@@ -208,7 +209,7 @@ class EarlyExitEngine:
             )  # float64, exactly what is stored
             per_head_p[run.rows, head] = p_cur
             is_last = head == n_heads - 1
-            done = np.asarray(self.criterion.decide(prev_p, p_cur, head, is_last, layer=i + 1))
+            done = exit_mask(self.criterion, HeadState(p_cur, prev_p, head, i + 1), is_last)
             p_yes[run.rows[done]] = p_cur[done]
             exit_layer[run.rows[done]] = i + 1
             if is_last or done.all():

@@ -20,7 +20,8 @@ import itertools
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ragrec.reproduce.tables import CONTEXT_LABELS, is_missing
+from ragrec.reproduce.formatting import is_missing
+from ragrec.reproduce.tables import CONTEXT_LABELS
 
 WIDTH = 6.8  # inches; at the 120 dpi the PNGs are saved with, narrower than the book's column
 CHOSEN_STYLE = {"s": 130, "facecolors": "none", "edgecolors": "black", "linewidths": 1.6, "zorder": 5}
@@ -173,7 +174,7 @@ def headline(sweep: pd.DataFrame | None, exits: pd.DataFrame | None, *, title: s
     rows = scored_on_test(sweep) if sweep is not None else pd.DataFrame()
     full = _engine_rate(exits, "full") if exits is not None else None
     fig, ax = _figure(3.8)
-    if full is None or not len(rows):
+    if exits is None or full is None or not len(rows):
         ax.text(
             0.5,
             0.5,
@@ -184,18 +185,38 @@ def headline(sweep: pd.DataFrame | None, exits: pd.DataFrame | None, *, title: s
         )
         return fig
     chosen = chosen_point(sweep, exits)
+    _projected_sweep(ax, rows, exits, full, chosen)
+    _full_depth_points(ax, rows, exits, full)
+    _timed_points(ax, rows, exits, chosen)
+    ax.set(
+        xlabel="requests per second (measured, same machine and threads)",
+        ylabel="test AUC (95% CI)",
+        title=title,
+    )
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _projected_sweep(ax, rows: pd.DataFrame, exits: pd.DataFrame, full: pd.Series, chosen) -> None:
+    """The chosen rule's sweep as a dashed line at the rate its layer compute projects, scaled by
+    the measured efficiency of the operating point."""
     op = _engine_rate(exits, "exit", "operating_point")
-    if chosen is not None and op is not None and not is_missing(op.get("speedup_vs_full")):
-        efficiency = op["speedup_vs_full"] / op["compute_bound_speedup"]
-        one = rows[rows["form"] == chosen["form"]].sort_values("layer_share")
-        ax.plot(
-            full["rps"] * one["compute_bound_speedup"] * efficiency,
-            one["auc"],
-            ls="--",
-            color="tab:grey",
-            lw=1,
-            label=f"{chosen['form']} sweep, projected rate",
-        )
+    if chosen is None or op is None or is_missing(op.get("speedup_vs_full")):
+        return
+    efficiency = op["speedup_vs_full"] / op["compute_bound_speedup"]
+    one = rows[rows["form"] == chosen["form"]].sort_values("layer_share")
+    ax.plot(
+        full["rps"] * one["compute_bound_speedup"] * efficiency,
+        one["auc"],
+        ls="--",
+        color="tab:grey",
+        lw=1,
+        label=f"{chosen['form']} sweep, projected rate",
+    )
+
+
+def _full_depth_points(ax, rows: pd.DataFrame, exits: pd.DataFrame, full: pd.Series) -> None:
+    """Full depth at the plain forward's measured rate, and at the engine's never exiting."""
     depth = rows.sort_values("layer_share").iloc[-1]
     ax.errorbar(
         [full["rps"]], [depth["auc"]], yerr=_yerr(rows.loc[[depth.name]]), ls="", capsize=3, color="black"
@@ -213,7 +234,12 @@ def headline(sweep: pd.DataFrame | None, exits: pd.DataFrame | None, *, title: s
             zorder=5,
             label="full depth, early-exit engine never exiting (measured)",
         )
-    for _, timed in main_variant(exits)[main_variant(exits)["method"] == "exit"].iterrows():
+
+
+def _timed_points(ax, rows: pd.DataFrame, exits: pd.DataFrame, chosen) -> None:
+    """Each timed exit setting at its measured rate with its sweep AUC; the chosen one circled."""
+    timed_rows = main_variant(exits)
+    for _, timed in timed_rows[timed_rows["method"] == "exit"].iterrows():
         point = rows[(rows["form"] == timed["form"]) & (rows["tau"] == timed["tau"])]
         if not len(point):
             continue
@@ -229,13 +255,6 @@ def headline(sweep: pd.DataFrame | None, exits: pd.DataFrame | None, *, title: s
         )
         if is_chosen:
             ax.scatter([timed["rps"]], point["auc"], **CHOSEN_STYLE)
-    ax.set(
-        xlabel="requests per second (measured, same machine and threads)",
-        ylabel="test AUC (95% CI)",
-        title=title,
-    )
-    ax.legend(fontsize=8)
-    return fig
 
 
 def training_curve(training: pd.DataFrame, *, window: int = 10, title: str = "multi-head training") -> Figure:

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ragrec.config import Profile, get_profile
+from ragrec.config import DIFFERENCE, Profile, get_profile
 from ragrec.experiments.exit_benchmark import default_exit_config, run_exit_benchmark
 from ragrec.experiments.timing import torch_threads
 from ragrec.llm.backbone import Backbone
@@ -94,7 +94,7 @@ def step(tmp_path_factory, small_profile: Profile) -> Step:
         e2e_requests=12,
         e2e_batch_size=4,
         e2e_repeats=1,
-        extra_points=(("difference", 1e9),),
+        extra_points=((DIFFERENCE, 1e9),),
     )
     with torch_threads(1), warnings.catch_warnings():
         warnings.filterwarnings(

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ragrec.config import E2E_METHODS
+from ragrec.config import DIFFERENCE, E2E_METHODS
 from ragrec.errors import ConfigError
 from ragrec.experiments.end_to_end import E2E_RETRIEVER, Pipeline, run_end_to_end
-from ragrec.experiments.exit_sweep import ExitPoint
+from ragrec.experiments.operating_point import ExitPoint
 
 ATOL = 1e-5
 
@@ -64,4 +64,4 @@ def test_every_method_has_a_retriever():
 def test_bad_input_is_a_clear_error(tiny_backbone, tiny_heads, requests, retrievers, match):
     pipeline = Pipeline(retrievers, builder=None, backbone=tiny_backbone, heads=tiny_heads)
     with pytest.raises(ConfigError, match=match):
-        run_end_to_end(requests, pipeline, ExitPoint("difference", 0.1))
+        run_end_to_end(requests, pipeline, ExitPoint(DIFFERENCE, 0.1))

@@ -14,11 +14,8 @@ import pytest
 from ragrec.config import E2E_METHODS, get_profile
 from ragrec.errors import DataError
 from ragrec.experiments.exit_benchmark import default_exit_config, run_exit_benchmark
-from ragrec.experiments.exit_sweep import (
-    choose_operating_point,
-    saved_per_head,
-    threshold_sweep,
-)
+from ragrec.experiments.exit_sweep import saved_per_head, threshold_sweep
+from ragrec.experiments.operating_point import choose_operating_point
 from ragrec.metrics import auc
 from ragrec.model.criteria import StabilityExit, simulate_exits
 
@@ -95,7 +92,12 @@ def test_the_operating_tau_is_chosen_on_validation_and_reported_on_test(step):
     config = default_exit_config(step.profile)
     again = choose_operating_point(
         threshold_sweep(
-            saved["label"], saved_per_head(saved, layers), layers, config.taus, n_boot=20, seed=config.seed
+            saved["label"],
+            saved_per_head(saved, layers),
+            layers,
+            config.criteria,
+            n_boot=20,
+            seed=config.seed,
         ),
         config.auc_tolerance,
     )

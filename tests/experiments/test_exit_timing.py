@@ -9,18 +9,14 @@ import numpy as np
 import pytest
 
 from ragrec.errors import ConfigError, DataError, ModelError
-from ragrec.experiments.exit_sweep import ExitPoint, threshold_sweep
-from ragrec.experiments.exit_timing import (
-    EARLY_EXIT_COLUMNS,
-    TimedRun,
-    benchmark_engine,
-    interleaved,
-    plain_predict,
-    saved_agreement,
-)
+from ragrec.experiments.exit_sweep import threshold_sweep
+from ragrec.experiments.exit_timing import benchmark_engine
+from ragrec.experiments.operating_point import ExitPoint
+from ragrec.experiments.plain_forward import plain_predict
+from ragrec.experiments.timed_runs import EARLY_EXIT_COLUMNS, TimedRun, interleaved, saved_agreement
 from ragrec.llm.backbone import tiny_backbone as make_tiny_backbone
 from ragrec.metrics import auc
-from ragrec.model.criteria import NeverExit, StabilityExit, simulate_exits
+from ragrec.model.criteria import FORMS, NeverExit, StabilityExit, StabilitySpec, simulate_exits
 from ragrec.model.engine import EarlyExitEngine
 from ragrec.model.heads import ExitHeads
 
@@ -52,6 +48,8 @@ POINTS = [
     ("ratio", 0.2),
     ("ratio", 1.0),
 ]
+FAMILIES = {form: StabilitySpec(form, tuple(t for f, t in POINTS if f == form)) for form in FORMS}
+DIFFERENCE = FAMILIES["difference"]
 
 
 # -- against references ------------------------------------------------------------------------
@@ -59,17 +57,13 @@ POINTS = [
 
 def test_sweep_and_real_engine_agree_row_by_row(tiny_backbone, exit_data):
     prompts, labels, per_head = exit_data.prompts, exit_data.labels, exit_data.per_head
-    taus = {
-        "difference": [t for f, t in POINTS if f == "difference"],
-        "ratio": [t for f, t in POINTS if f == "ratio"],
-    }
-    sweep = threshold_sweep(labels, per_head, HEADS, taus, n_boot=20)
+    sweep = threshold_sweep(labels, per_head, HEADS, list(FAMILIES.values()), n_boot=20)
     bench = benchmark_engine(
         tiny_backbone,
         exit_data.heads,
         prompts,
         labels,
-        [ExitPoint(f, t) for f, t in POINTS],
+        [ExitPoint(FAMILIES[f], t) for f, t in POINTS],
         batch_size=5,
         repeats=1,
         warmup=0,
@@ -79,7 +73,7 @@ def test_sweep_and_real_engine_agree_row_by_row(tiny_backbone, exit_data):
     exits = bench.table[bench.table["method"] == "exit"]
     assert (exits["exit_agreement"] == 1.0).all()
     assert (exits["max_abs_diff_vs_saved"] < ATOL).all()
-    for (form, tau), row in zip(POINTS, sweep.itertuples()):
+    for (form, tau), row in zip(POINTS, sweep.itertuples(), strict=True):
         assert (row.form, row.tau) == (form, tau)
         real = bench.results[f"{form}:{tau:g}"]
         sim_p, sim_head = simulate_exits(per_head, StabilityExit(tau, form=form), HEADS)
@@ -103,7 +97,7 @@ def test_the_engine_never_exiting_is_timed_as_early_exits_own_reference(tiny_bac
         exit_data.heads,
         exit_data.prompts,
         exit_data.labels,
-        [ExitPoint("difference", 0.05)],
+        [ExitPoint(DIFFERENCE, 0.05)],
         batch_size=5,
         repeats=1,
         warmup=0,
@@ -138,7 +132,7 @@ def test_benchmark_engine_writes_required_columns(tiny_backbone, exit_data):
         exit_data.heads,
         exit_data.prompts,
         exit_data.labels,
-        [ExitPoint("difference", 0.05, role="operating_point")],
+        [ExitPoint(DIFFERENCE, 0.05, role="operating_point")],
         batch_size=8,
         repeats=2,
         warmup=1,
@@ -214,7 +208,7 @@ def test_interleaved_rotates_the_methods_and_warms_up_once():
         pytest.param({"prompts": [[5, 6], []], "labels": [0, 1]}, ConfigError, "empty", id="empty-prompt"),
         pytest.param({"labels": [0, 1]}, DataError, "labels", id="labels-and-prompts-differ"),
         pytest.param({"points": []}, ConfigError, "ExitPoint", id="no-points"),
-        pytest.param({"points": [ExitPoint("difference", -1.0)]}, ConfigError, "τ|tau", id="negative-tau"),
+        pytest.param({"points": [ExitPoint(DIFFERENCE, -1.0)]}, ConfigError, "τ|tau", id="negative-tau"),
         pytest.param({"saved": np.zeros((3, 3))}, DataError, "shape", id="saved-of-other-prompts"),
         pytest.param({"heads": "of another model"}, ModelError, "another model", id="heads-of-another-model"),
     ],
@@ -224,7 +218,7 @@ def test_bad_engine_input_is_a_clear_error(tiny_backbone, exit_data, case, error
         "heads": exit_data.heads,
         "prompts": exit_data.prompts,
         "labels": exit_data.labels,
-        "points": [ExitPoint("difference", 0.1)],
+        "points": [ExitPoint(DIFFERENCE, 0.1)],
         "saved": None,
         **case,
     }

@@ -6,10 +6,19 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from ragrec.errors import ConfigError
-from ragrec.model.criteria import FixedHead, NeverExit, StabilityExit, simulate_exits
+from ragrec.model.criteria import (
+    ExitCriterion,
+    FixedHead,
+    HeadState,
+    NeverExit,
+    StabilityExit,
+    StabilitySpec,
+    check_families,
+    exit_mask,
+    simulate_exits,
+)
 
 
 def reference_exit_heads(p: np.ndarray, tau: float, form: str) -> list[int]:
@@ -38,23 +47,44 @@ def test_simulate_exits_follows_the_papers_rule(form, tau):
     np.testing.assert_array_equal(p_final, p[np.arange(len(p)), expected])
 
 
-def test_criteria_by_hand():
-    prev = np.array([0.50, 0.50, 0.90, 0.999999])
-    cur = np.array([0.52, 0.70, 0.91, 1.0])
-    diff = StabilityExit(0.05)
-    np.testing.assert_array_equal(diff.decide(prev, cur, 1, False), [True, False, True, True])
-    np.testing.assert_array_equal(diff.decide(None, cur, 0, False), [False] * 4)  # first head waits
-    np.testing.assert_array_equal(diff.decide(prev, cur, 3, True), [True] * 4)  # last head always exits
-    confident = StabilityExit(0.1, first_head="confident")  # exit if max(P, 1-P) > 0.9
-    np.testing.assert_array_equal(confident.decide(None, cur, 0, False), [False, False, True, True])
-    # Ratio form: log-odds change; 0.5 -> 0.52 is 0.080 nats, 0.9 -> 0.91 is 0.117 nats.
-    ratio = StabilityExit(0.1, form="ratio")
-    np.testing.assert_array_equal(ratio.decide(prev, cur, 1, False)[:3], [True, False, False])
-    # Torch in, torch out.
-    out = diff.decide(torch.tensor(prev), torch.tensor(cur), 1, False)
-    assert out.dtype == torch.bool and out.tolist() == [True, False, True, True]
-    assert NeverExit().decide(prev, cur, 2, False).tolist() == [False] * 4
-    assert FixedHead(10).decide(prev, cur, 1, False, layer=10).all()
+PREV = np.array([0.50, 0.50, 0.90, 0.999999])
+CUR = np.array([0.52, 0.70, 0.91, 1.0])
+
+
+@pytest.mark.parametrize(
+    ("criterion", "head", "expected"),
+    [
+        pytest.param(StabilityExit(0.05), HeadState(CUR, PREV, 1, 4), [1, 0, 1, 1], id="difference"),
+        pytest.param(StabilityExit(0.05), HeadState(CUR, None, 0, 2), [0, 0, 0, 0], id="first-head-waits"),
+        # exit at the first head if max(P, 1 − P) > 0.9
+        pytest.param(
+            StabilityExit(0.1, first_head="confident"),
+            HeadState(CUR, None, 0, 2),
+            [0, 0, 1, 1],
+            id="confident-first-head",
+        ),
+        # log-odds change: 0.5 → 0.52 is 0.080 nats, 0.5 → 0.7 0.847, 0.9 → 0.91 0.117
+        pytest.param(
+            StabilityExit(0.1, form="ratio"), HeadState(CUR[:3], PREV[:3], 1, 4), [1, 0, 0], id="ratio"
+        ),
+        pytest.param(NeverExit(), HeadState(CUR, PREV, 2, 6), [0, 0, 0, 0], id="never"),
+        pytest.param(FixedHead(10), HeadState(CUR, PREV, 1, 10), [1, 1, 1, 1], id="fixed-head-at-its-layer"),
+        pytest.param(FixedHead(10), HeadState(CUR, PREV, 2, 15), [0, 0, 0, 0], id="fixed-head-elsewhere"),
+    ],
+)
+def test_each_criterion_decides_by_hand(criterion, head, expected):
+    mask = criterion.decide(head)
+    assert mask.dtype == np.bool_ and mask.tolist() == [bool(x) for x in expected]
+
+
+@pytest.mark.parametrize("criterion", [StabilityExit(0.0), NeverExit(), FixedHead(2)], ids=repr)
+def test_the_last_head_exits_every_row_whatever_the_criterion_says(criterion):
+    assert exit_mask(criterion, HeadState(CUR, PREV, 3, 8), is_last=True).all()
+
+
+def test_every_criterion_implements_the_protocol():
+    for criterion in (StabilityExit(0.1), StabilityExit(0.1, form="ratio"), NeverExit(), FixedHead(2)):
+        assert isinstance(criterion, ExitCriterion)
 
 
 def test_nan_after_a_rows_exit_is_allowed():
@@ -62,6 +92,18 @@ def test_nan_after_a_rows_exit_is_allowed():
     p_final, exit_head = simulate_exits(p, StabilityExit(0.05))
     np.testing.assert_array_equal(exit_head, [1, 2])
     np.testing.assert_array_equal(p_final, [0.5, 0.8])
+
+
+SPEC = StabilitySpec("difference", (0.0, 0.05))
+
+
+def test_a_stability_spec_gives_the_rule_at_each_tau_under_its_form():
+    spec = StabilitySpec("ratio", [0.0, 0.3])
+    assert spec.taus == (0.0, 0.3) and spec.label == "ratio" and spec.first_head == "wait"
+    assert [spec.criterion(t) for t in spec.taus] == [
+        StabilityExit(0.0, "ratio"),
+        StabilityExit(0.3, "ratio"),
+    ]
 
 
 # -- bad input --------------------------------------------------------------------------------
@@ -77,6 +119,13 @@ def test_nan_after_a_rows_exit_is_allowed():
         (lambda: StabilityExit(0.1, first_head="never"), "first_head"),
         (lambda: StabilityExit(0.1, form="ratio", first_head="confident"), "form='difference'"),
         (lambda: FixedHead(0), "layer number ≥ 1"),
+        (lambda: StabilitySpec("difference", (0.0, -0.1)), "τ grid of 'difference'"),
+        (lambda: StabilitySpec("ratio", ()), "τ grid of 'ratio' is empty"),
+        (lambda: StabilitySpec("odds", (0.0,)), "form must be one of"),
+        (lambda: StabilitySpec("ratio", (0.0,), first_head="confident"), "form='difference'"),
+        (lambda: check_families([]), "non-empty sequence of criterion families"),
+        (lambda: check_families([StabilityExit(0.1)]), "is not a criterion family: it needs label"),
+        (lambda: check_families([SPEC, SPEC]), "distinct labels"),
     ],
     ids=[
         "negative-tau",
@@ -86,6 +135,13 @@ def test_nan_after_a_rows_exit_is_allowed():
         "unknown-first-head",
         "confident-ratio",
         "layer-0",
+        "spec-with-a-negative-tau",
+        "spec-with-an-empty-grid",
+        "spec-of-an-unknown-form",
+        "spec-confident-ratio",
+        "no-families",
+        "a-criterion-is-not-a-family",
+        "two-families-with-one-label",
     ],
 )
 def test_bad_criteria(make, message):
@@ -119,14 +175,22 @@ def test_simulate_exits_refuses_what_is_not_a_probability(per_head_p, message):
         simulate_exits(np.asarray(per_head_p, dtype=float), NeverExit())
 
 
+class ByProbability:
+    """Returns P itself instead of a mask: a mistake the replay must name."""
+
+    def decide(self, head: HeadState) -> np.ndarray:
+        return head.p
+
+
 @pytest.mark.parametrize(
     "criterion, head_layers, message",
     [
         (FixedHead(3), (2, 4), r"FixedHead\(layer=3\) has no exit head"),
         (NeverExit(), (2, 4, 6), "head_layers has 3 entries but per_head_p has 2 heads"),
-        ("stop early", None, "unknown exit criterion"),
+        ("stop early", None, r"'stop early' is not an exit criterion: it has no decide\(head\) method"),
+        (ByProbability(), None, r"ByProbability.decide returned float64 of shape \(2,\); .* bool mask"),
     ],
-    ids=["fixed-head-without-a-head", "layers-do-not-match", "not-a-criterion"],
+    ids=["fixed-head-without-a-head", "layers-do-not-match", "not-a-criterion", "mask-not-bool"],
 )
 def test_simulate_exits_refuses_a_criterion_that_does_not_fit(criterion, head_layers, message):
     with pytest.raises(ConfigError, match=message):
