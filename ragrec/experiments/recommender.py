@@ -137,7 +137,7 @@ def run_recommender(
     builder = PromptBuilder(
         prepared.dataset, backbone, retrievers[profile.contexts[0]].sequences, profile.prompt
     )
-    train_retrievers = training_retrievers(prepared, retrievers, results_root=results_root, progress=progress)
+    train_retrievers = training_retrievers(prepared, retrievers, results_root=results_root)
     trained = train_model(
         prepared,
         backbone,
