@@ -18,8 +18,10 @@ from ragrec.retrieval.base import Retriever, RetrieverConfig, TrainingFolds, reg
 @register_retriever
 @dataclass(frozen=True)
 class RandomRetrieverConfig(RetrieverConfig):
-    """Attributes:
-    seed: the draws' seed (each query user's draw depends only on (seed, user)).
+    """The random retriever's settings.
+
+    Attributes:
+        seed: the draws' seed (each query user's draw depends only on (seed, user)).
     """
 
     name: str = field(default="random", init=False)
