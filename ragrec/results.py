@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -235,7 +235,7 @@ class Provenance:
     dataset: str
     seed: int
     parameters: Any
-    started: str = dataclasses.field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    started: str = dataclasses.field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     def write(self, directory: str | os.PathLike, outputs: list[str] | None = None) -> Path:
         path = Path(directory) / "provenance.json"
@@ -246,7 +246,7 @@ class Provenance:
             "seed": self.seed,
             "parameters": _plain(self.parameters),
             "started": self.started,
-            "finished": datetime.now(timezone.utc).isoformat(),
+            "finished": datetime.now(UTC).isoformat(),
             "outputs": outputs or [],
             **environment(),
         }

@@ -10,7 +10,12 @@ from ragrec.config.exit import ExitBenchmarkConfig
 from ragrec.errors import ConfigError
 from ragrec.model.prompts import PromptConfig
 from ragrec.model.train import TrainConfig
+from ragrec.retrieval.base import RetrieverConfig
+from ragrec.retrieval.factory import retriever_class
+from ragrec.retrieval.gcn import GCNRetrieverConfig
 from ragrec.retrieval.lightgcn import LightGCNConfig
+from ragrec.retrieval.llm import LLMRetrieverConfig
+from ragrec.retrieval.simple import RandomRetrieverConfig
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,21 @@ class Profile:
     def k(self) -> int:
         """Similar users whose histories a prompt shows."""
         return self.prompt.k
+
+    def retriever_config(self, name: str) -> RetrieverConfig:
+        """The typed config of retriever ``name`` with the values this profile picks; every other
+        field keeps the retriever module's default."""
+        picks = {
+            GCNRetrieverConfig: {"lightgcn": self.lightgcn},
+            LLMRetrieverConfig: {
+                "history_items": self.data.history_len,
+                "batch_size": self.eval_batch_size,
+                "backbone": self.model.source,
+            },
+            RandomRetrieverConfig: {"seed": self.seed},
+        }
+        config_class = retriever_class(name)
+        return config_class(**picks.get(config_class, {}))
 
     def with_dataset(self, dataset: str) -> Profile:
         return dataclasses.replace(self, data=dataclasses.replace(self.data, dataset=dataset))

@@ -59,6 +59,7 @@ from ragrec.llm.backbone import Backbone
 from ragrec.model.heads import ExitHeads
 from ragrec.model.inference import for_inference, scoring_dtype
 from ragrec.model.prompts import PromptBuilder
+from ragrec.result_files import EARLY_EXIT, EARLY_EXIT_PREDICTIONS, THRESHOLD_SWEEP, predictions
 from ragrec.results import Provenance, read_csv, result_dir, write_csv
 
 PREDICTION_COLUMNS = ["method", "form", "tau", "sample_id", "user", "item", "label", "p_yes", "exit_layer"]
@@ -114,17 +115,17 @@ def _read_saved(out_dir: Path, config: ExitBenchmarkConfig) -> _Saved:
     ``cf`` variant's when present."""
     test = {}
     for ctx in dict.fromkeys([config.context, *sorted(_e2e_contexts(config))]):
-        path = out_dir / f"predictions_{ctx}.csv"
+        path = out_dir / predictions(ctx)
         if ctx == config.context or path.exists():
             test[ctx] = read_csv(path)
-    valid = out_dir / f"predictions_valid_{config.context}.csv"
+    valid = out_dir / predictions(config.context, split="valid")
     if not valid.exists():
         raise DataError(
             f"no validation predictions at {valid.name}: the operating τ is chosen on them; "
             "rerun the recommender step"
         )
-    cf_test = out_dir / f"predictions_{config.context}_cf.csv"
-    cf_valid = out_dir / f"predictions_valid_{config.context}_cf.csv"
+    cf_test = out_dir / predictions(config.context, "cf")
+    cf_valid = out_dir / predictions(config.context, "cf", "valid")
     if not (cf_test.exists() and cf_valid.exists()):
         return _Saved(test, read_csv(valid))
     return _Saved(test, read_csv(valid), read_csv(cf_test), read_csv(cf_valid))
@@ -281,13 +282,12 @@ def run_exit_benchmark(
     results_root: str | os.PathLike | None = None,
     data_root: str | os.PathLike | None = None,
     config: ExitBenchmarkConfig | None = None,
-    progress: bool = False,
 ) -> dict[str, pd.DataFrame]:
     """The early-exit step for ``profile``: sweep, real-engine benchmark, end-to-end requests.
 
     Needs the recommender step's outputs in ``results/<profile>/<dataset>/``
-    (``predictions_<context>.csv`` and the trained model checkpoint, which is reloaded, never
-    retrained here). Writes ``threshold_sweep.csv`` (with an ``operating_point`` flag),
+    (the benchmark context's test and validation predictions and the trained model checkpoint,
+    which is reloaded, never retrained here). Writes ``threshold_sweep.csv`` (with an ``operating_point`` flag),
     ``early_exit.csv``, ``early_exit_predictions.csv`` (per request and method: ``method, form,
     tau, sample_id, user, item, label, p_yes, exit_layer``) and the ``early_exit`` provenance step.
 
@@ -296,12 +296,11 @@ def run_exit_benchmark(
         results_root: results root. (default: ``$RAGREC_RESULTS`` or ``results``)
         data_root: where the dataset's raw files are. (default: the loader's default)
         config: what to run. (default: :func:`default_exit_config` of ``profile``)
-        progress: accepted for symmetry with the other steps; this step shows no bars.
 
     Returns:
         ``{"threshold_sweep", "early_exit", "predictions", "operating_point", "checks"}``
         DataFrames (``predictions``: per request and method, as in ``early_exit_predictions.csv``;
-        the sweep's rows are recomputable from ``predictions_<context>.csv``); ``checks``
+        the sweep's rows are recomputable from the saved predictions); ``checks``
         holds the full-depth agreement figures (engine "never exit" vs plain forward on the
         merged model; plain forward vs the saved predictions of the unmerged model).
     """
@@ -315,9 +314,9 @@ def run_exit_benchmark(
         measured = _measure(profile, config, saved, data_root=data_root, results_root=results_root)
 
     outputs = [
-        write_csv(measured.sweep, out_dir / "threshold_sweep.csv").name,
-        write_csv(measured.table, out_dir / "early_exit.csv").name,
-        write_csv(measured.per_request, out_dir / "early_exit_predictions.csv").name,
+        write_csv(measured.sweep, out_dir / THRESHOLD_SWEEP).name,
+        write_csv(measured.table, out_dir / EARLY_EXIT).name,
+        write_csv(measured.per_request, out_dir / EARLY_EXIT_PREDICTIONS).name,
     ]
     wall = time.perf_counter() - started
     provenance.parameters = _parameters(

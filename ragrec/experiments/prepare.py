@@ -1,14 +1,14 @@
 """The recommender's inputs: a profile's data and samples, its backbone, and the retrievers
-that choose each prompt's neighbours (folded for training prompts).
+that choose each prompt's neighbours (their training views for training prompts).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -22,13 +22,10 @@ from ragrec.data import (
     load_dataset,
     split_interactions,
 )
-from ragrec.errors import ConfigError
-from ragrec.experiments.contexts import FoldedRetriever, LeaveTargetOut
 from ragrec.llm.backbone import Backbone, load_backbone, tiny_backbone
 from ragrec.model.distributed import current_shard
 from ragrec.results import CHECKPOINTS, result_dir
-from ragrec.retrieval.base import RETRIEVERS, Retriever
-from ragrec.retrieval.factory import make_retriever, use_cache
+from ragrec.retrieval.base import PromptNeighbours, Retriever, TrainingFolds
 
 
 @dataclass
@@ -82,80 +79,49 @@ def checkpoint_dir(profile: Profile, results_root: str | os.PathLike | None = No
 
 def fit_retrievers(
     prepared: Prepared,
-    backbone: Backbone,
+    backbone: Backbone | None,
     names: tuple[str, ...],
     *,
     results_root=None,
     progress: bool = False,
 ) -> dict[str, Retriever]:
-    """Fit the named retrievers on the training interactions. LightGCN embeddings and LLM user
-    vectors are cached in the checkpoint folder (:func:`ragrec.retrieval.use_cache`), where the
-    retrieval benchmark finds them too. Call before LoRA is attached: the LLM retriever embeds
-    users with the *untuned* backbone, as in the paper's LLM-based retrieval baseline."""
-    unknown = [n for n in names if n not in RETRIEVERS]
-    if unknown:
-        raise ConfigError(f"unknown context(s) {unknown}; choose from {RETRIEVERS}")
-    p = prepared.profile
-    out: dict[str, Retriever] = {}
-    for name in names:
-        retriever = make_retriever(
-            name,
-            prepared.dataset,
-            lightgcn=p.lightgcn,
-            backbone=backbone,
-            history_items=p.data.history_len,
-            llm_batch_size=p.eval_batch_size,
-            seed=p.seed,
-            progress=progress,
-        )
-        use_cache(retriever, prepared.split.train, checkpoint_dir(p, results_root))
-        with current_shard().main_first():  # data-parallel: one fit, the others load its cache
-            out[name] = retriever.fit(prepared.split.train, prepared.split.valid)
-    return out
+    """Fit the named retrievers, with the profile's settings, on the training interactions.
 
-
-def fold_retrievers(
-    prepared: Prepared, backbone: Backbone | None, name: str, *, results_root=None, progress: bool = False
-) -> FoldedRetriever:
-    """A :class:`FoldedRetriever` over ``prepared.train`` with the profile's ``train_folds``."""
-    p = prepared.profile
-    rng = np.random.default_rng(p.seed)
-    fold_of = pd.Series(
-        rng.permutation(len(prepared.train)) % p.train_folds, index=prepared.train.frame.index
-    )
-    train = prepared.split.train
-    pairs = train["user"].to_numpy(np.int64) * prepared.dataset.n_items + train["item"].to_numpy(np.int64)
-    sample_pairs = prepared.train.frame["user"].to_numpy(
-        np.int64
-    ) * prepared.dataset.n_items + prepared.train.frame["item"].to_numpy(np.int64)
-    folds = []
-    for f in range(p.train_folds):
-        held_out = np.isin(pairs, sample_pairs[fold_of.to_numpy() == f])
-        retriever = make_retriever(
-            name,
-            prepared.dataset,
-            lightgcn=p.lightgcn,
-            backbone=backbone,
-            history_items=p.data.history_len,
-            llm_batch_size=p.eval_batch_size,
-            seed=p.seed,
-            progress=progress,
-        )
-        use_cache(retriever, train[~held_out], checkpoint_dir(p, results_root))
-        with current_shard().main_first():
-            folds.append(retriever.fit(train[~held_out], prepared.split.valid))
-    return FoldedRetriever(name, folds, fold_of)
+    Fits are cached in the checkpoint folder (:meth:`ragrec.retrieval.base.Retriever.use_cache`),
+    where the retrieval benchmark finds them too. Call before LoRA is attached: the LLM retriever
+    embeds users with the *untuned* backbone, as in the paper's LLM-based retrieval baseline.
+    """
+    configs = {name: prepared.profile.retriever_config(name) for name in names}
+    fit = _cached_fit(prepared, results_root)
+    return {
+        name: fit(config.build(prepared.dataset, backbone=backbone, progress=progress), prepared.split.train)
+        for name, config in configs.items()
+    }
 
 
 def training_retrievers(
-    prepared: Prepared, retrievers: dict[str, Retriever], *, results_root=None, progress: bool = False
-) -> dict[str, Retriever | FoldedRetriever]:
-    """The retrievers training prompts are built with: when the profile has ``train_folds > 1``,
-    the GCN folded (:class:`FoldedRetriever`) and the LLM retriever querying without the
-    sample's target (:class:`LeaveTargetOut`); the others as they are."""
-    out: dict[str, Retriever | FoldedRetriever | LeaveTargetOut] = dict(retrievers)
-    if "gcn" in retrievers and prepared.profile.train_folds > 1:
-        out["gcn"] = fold_retrievers(prepared, None, "gcn", results_root=results_root, progress=progress)
-    if "llm" in retrievers and prepared.profile.train_folds > 1:
-        out["llm"] = LeaveTargetOut("llm", retrievers["llm"])
-    return out
+    prepared: Prepared, retrievers: dict[str, Retriever], *, results_root=None
+) -> dict[str, PromptNeighbours]:
+    """The neighbours training prompts take: each retriever's own training view
+    (:meth:`~ragrec.retrieval.base.Retriever.for_training`) when the profile has
+    ``train_folds > 1``; with 1, the plain retrievers (which have seen each sample's own
+    interaction)."""
+    p = prepared.profile
+    if p.train_folds <= 1:
+        return dict(retrievers)
+    folds = TrainingFolds(prepared.split.train, p.train_folds, p.seed, _cached_fit(prepared, results_root))
+    return {name: r.for_training(prepared.train, folds) for name, r in retrievers.items()}
+
+
+def _cached_fit(prepared: Prepared, results_root) -> Callable[[Retriever, pd.DataFrame], Retriever]:
+    """Fit a retriever on (part of) the training interactions through its cache in the checkpoint
+    folder, with the validation interactions for early stopping; under data parallelism the
+    main process fits and the others load its cache."""
+    directory = checkpoint_dir(prepared.profile, results_root)
+
+    def fit(retriever: Retriever, train: pd.DataFrame) -> Retriever:
+        retriever.use_cache(train, directory)
+        with current_shard().main_first():
+            return retriever.fit(train, prepared.split.valid)
+
+    return fit

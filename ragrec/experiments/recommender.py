@@ -164,9 +164,7 @@ def _with_retrievers(run: Run, backbone: Backbone) -> tuple[Run, PromptBuilder]:
     retrievers = fit_retrievers(
         prepared, backbone, p.contexts, results_root=run.results_root, progress=run.progress
     )
-    train_retrievers = training_retrievers(
-        prepared, retrievers, results_root=run.results_root, progress=run.progress
-    )
+    train_retrievers = training_retrievers(prepared, retrievers, results_root=run.results_root)
     builder = PromptBuilder(prepared.dataset, backbone, retrievers[p.contexts[0]].sequences, p.prompt)
     return run.with_retrievers(retrievers, train_retrievers), builder
 

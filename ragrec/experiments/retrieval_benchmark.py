@@ -18,8 +18,8 @@ training interaction and ≥ 1 held-out positive.
 Outputs in ``results/<profile>/<dataset>/``: ``retrieval.csv`` (one row per retriever × layer
 combination × k), ``lightgcn.csv`` (validation Recall@20/NDCG@20 of LightGCN per layer
 combination next to popularity; columns ``recall_at_k``, ``ndcg_at_k`` at
-``cutoff`` = ``LightGCNConfig.top_k``, 20 by default), ``lightgcn_history.csv`` (per-epoch loss/metrics) and the
-``retrieval`` step in ``provenance.json``.
+``cutoff`` = ``LightGCNConfig.top_k``, 20 by default), ``lightgcn_history.csv`` (per-epoch
+loss/metrics) and the ``retrieval`` step in ``provenance.json``.
 """
 
 from __future__ import annotations
@@ -35,15 +35,14 @@ import pandas as pd
 from ragrec.data import Dataset, Split, load_dataset, split_interactions
 from ragrec.errors import ConfigError, DataError
 from ragrec.experiments.timing import summarize, time_calls, torch_threads
+from ragrec.result_files import LIGHTGCN, LIGHTGCN_HISTORY, RETRIEVAL
 from ragrec.results import CHECKPOINTS, Provenance, result_dir, write_csv
-from ragrec.retrieval.base import RETRIEVERS, Retriever, neighbour_events
-from ragrec.retrieval.factory import make_retriever, use_cache
-from ragrec.retrieval.gcn import GCNRetriever
-from ragrec.retrieval.lightgcn import (
-    LAYER_COMBINATIONS,
-    LightGCNConfig,
-    check_layer_combination,
-)
+from ragrec.retrieval.base import Retriever, RetrieverConfig, neighbour_events
+from ragrec.retrieval.factory import retriever_config, retriever_names
+from ragrec.retrieval.gcn import GCNRetriever, GCNRetrieverConfig
+from ragrec.retrieval.lightgcn import LAYER_COMBINATIONS
+from ragrec.retrieval.llm import LLMRetrieverConfig
+from ragrec.retrieval.simple import RandomRetrieverConfig
 
 if TYPE_CHECKING:
     from ragrec.config import Profile
@@ -75,6 +74,18 @@ LIGHTGCN_COLUMNS = [
 ]
 
 
+def _default_retrievers() -> tuple[RetrieverConfig, ...]:
+    gcn = GCNRetrieverConfig()
+    return (*gcn_read_outs(gcn), LLMRetrieverConfig(), RandomRetrieverConfig())
+
+
+def gcn_read_outs(gcn: GCNRetrieverConfig) -> tuple[GCNRetrieverConfig, ...]:
+    """``gcn`` once per layer combination (mean, last): the paper's read-out and its ablation."""
+    return tuple(
+        replace(gcn, lightgcn=replace(gcn.lightgcn, layer_combination=lc)) for lc in LAYER_COMBINATIONS
+    )
+
+
 @dataclass(frozen=True)
 class RetrievalBenchmarkConfig:
     """What the retrieval benchmark runs.
@@ -85,20 +96,17 @@ class RetrievalBenchmarkConfig:
         split_method: ``"per_user"`` or ``"global_time"``.
         ks: neighbour counts to measure.
         n_queries: query users (seeded sample; fewer if fewer qualify).
-        retrievers: any of ``gcn``, ``llm``, ``random``, ``none``.
-        layer_combinations: the GCN read-outs to run (``gcn`` gets one row set per entry).
-        lightgcn: LightGCN hyper-parameters (its own ``layer_combination`` is overridden).
-        positives_only: graph edges from ``label == 1`` only (default: every interaction).
-        backbone: ``llm`` backbone source for :func:`ragrec.llm.backbone.load_backbone`.
-        llm_history_items, llm_batch_size, llm_max_tokens: the LLM retriever's text/embedding.
-        backend: ``"exact"`` or ``"faiss"``.
+        retrievers: the retrievers to run, in table order, as typed configs
+            (:mod:`ragrec.retrieval.factory`; a name stands for its module's defaults). A GCN
+            config's ``lightgcn.layer_combination`` is its ``layer_combination`` column.
         warmup: untimed calls before each timed pass.
         hit_items: count only each neighbour's ``hit_items`` most recent training items before
             the query time in ``neighbour_hit_rate`` (e.g. what a prompt shows; None: all of them,
             which saturates on dense data — random neighbours already cover popular items).
         threads: torch intra-op threads for the whole run (None: leave torch's setting); the
             count in effect is recorded in provenance either way.
-        seed: query sampling and the random retriever.
+        seed: query sampling.
+        progress: bars over slow fits (the LLM embedding; LightGCN's follow its own config).
         reuse_fits: load the LightGCN embeddings and LLM user vectors that the recommender step
             cached for the same training interactions and settings (and cache what is computed
             here). Their ``fit_s`` is the time measured when they were computed, so a
@@ -110,31 +118,21 @@ class RetrievalBenchmarkConfig:
     split_method: str = "per_user"
     ks: tuple[int, ...] = (5,)
     n_queries: int = 200
-    retrievers: tuple[str, ...] = ("gcn", "llm", "random")
-    layer_combinations: tuple[str, ...] = LAYER_COMBINATIONS
-    lightgcn: LightGCNConfig = field(default_factory=LightGCNConfig)
-    positives_only: bool = False
-    backbone: str = "bundled"
-    llm_history_items: int = 10
-    llm_batch_size: int = 8
-    llm_max_tokens: int = 512
-    backend: str = "exact"
+    retrievers: tuple[RetrieverConfig | str, ...] = field(default_factory=_default_retrievers)
     warmup: int = 2
     hit_items: int | None = None
     threads: int | None = None
     seed: int = 0
     reuse_fits: bool = True
+    progress: bool = False
 
     def __post_init__(self) -> None:
         if not self.ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.ks):
             raise ConfigError(f"ks must be a non-empty tuple of integers ≥ 1, got {self.ks!r}")
-        unknown = [r for r in self.retrievers if r not in RETRIEVERS]
-        if unknown or not self.retrievers:
-            raise ConfigError(f"unknown retriever(s) {unknown}; choose from {RETRIEVERS}")
-        if not self.layer_combinations:
-            raise ConfigError("layer_combinations must name at least one of " + str(LAYER_COMBINATIONS))
-        for name in self.layer_combinations:
-            check_layer_combination(name)
+        if not self.retrievers:
+            raise ConfigError(f"name at least one retriever; choose from {retriever_names()}")
+        configs = tuple(retriever_config(r) if isinstance(r, str) else r for r in self.retrievers)
+        object.__setattr__(self, "retrievers", configs)
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be ≥ 1 or None, got {self.threads}")
         if self.hit_items is not None and self.hit_items < 1:
@@ -150,8 +148,9 @@ _N_QUERIES = {"smoke": 40, "cpu": 100, "gpu": 1000}
 
 def default_retrieval_config(profile: Profile) -> RetrievalBenchmarkConfig:
     """The retrieval benchmark of a profile, with the same retriever settings the recommender
-    uses (LightGCN config, the LLM retriever's history window, the backbone), so the retrieval
-    chapter measures the retrievers that build the prompts."""
+    uses (:meth:`ragrec.config.Profile.retriever_config`: the LightGCN config, the LLM
+    retriever's history window and backbone), so the retrieval chapter measures the retrievers
+    that build the prompts: the GCN with both read-outs, the LLM retriever and random users."""
     prompt = profile.prompt
     ks = (
         (prompt.k, prompt.vote_k) if prompt.vote_k > prompt.k else (prompt.k,)
@@ -162,11 +161,13 @@ def default_retrieval_config(profile: Profile) -> RetrievalBenchmarkConfig:
         split_method=profile.data.split_method,
         ks=ks,
         n_queries=_N_QUERIES.get(profile.name, 200),
-        lightgcn=profile.lightgcn,
-        backbone=profile.model.source,
-        llm_history_items=profile.data.history_len,
-        llm_batch_size=profile.eval_batch_size,
+        retrievers=(
+            *gcn_read_outs(profile.retriever_config("gcn")),
+            profile.retriever_config("llm"),
+            profile.retriever_config("random"),
+        ),
         seed=profile.seed,
+        progress=profile.lightgcn.progress,
     )
 
 
@@ -229,7 +230,7 @@ def neighbour_hit_rate(
     all), see the module docstring."""
     limit = np.iinfo(np.int32).max if hit_items is None else hit_items
     rates = []
-    for row, u in enumerate(queries.users):
+    for row in range(len(queries.users)):
         seen: set[int] = set()
         for v in neighbours[row]:
             if v < 0:
@@ -281,7 +282,8 @@ def run_retrieval_benchmark(
         write: write ``retrieval.csv``, ``lightgcn.csv``, ``lightgcn_history.csv`` and provenance.
             (default: :obj:`True`)
 
-    Progress bars (LightGCN epochs, LLM embedding) follow ``config.lightgcn.progress``.
+    Progress bars: LightGCN's follow each GCN config's ``lightgcn.progress``, the LLM
+    embedding's ``config.progress``.
     """
     with torch_threads(config.threads):
         return _run(config, dataset, split, backbone, results_root, write)
@@ -301,8 +303,8 @@ def _run(config, dataset, split, backbone, results_root, write) -> RetrievalBenc
     for lc, retriever in runs:
         # fit (or load the recommender's fit), then time every k
         if config.reuse_fits:
-            use_cache(
-                retriever, split.train, result_dir(config.profile, config.dataset, results_root) / CHECKPOINTS
+            retriever.use_cache(
+                split.train, result_dir(config.profile, config.dataset, results_root) / CHECKPOINTS
             )
         retriever.fit(split.train, split.valid)
         if isinstance(retriever, GCNRetriever):
@@ -332,54 +334,27 @@ def _run(config, dataset, split, backbone, results_root, write) -> RetrievalBenc
 def _retrievers(
     config: RetrievalBenchmarkConfig, dataset: Dataset, backbone: Any
 ) -> tuple[list[tuple[str, Retriever]], Any]:
-    """``(layer combination, unfitted retriever)`` pairs to run (one ``gcn`` per layer
-    combination), and the backbone (loaded here when ``llm`` needs one and none was given)."""
+    """``(layer combination, unfitted retriever)`` per configured retriever, and the backbone
+    (the first LLM retriever loads one when none was given; the others share it)."""
     runs: list[tuple[str, Retriever]] = []
-    for name in config.retrievers:
-        if name == "gcn":
-            for lc in config.layer_combinations:
-                lightgcn = replace(config.lightgcn, layer_combination=lc)
-                runs.append(
-                    (
-                        lc,
-                        make_retriever(
-                            "gcn",
-                            dataset,
-                            lightgcn=lightgcn,
-                            positives_only=config.positives_only,
-                            backend=config.backend,
-                        ),
-                    )
-                )
-        elif name == "llm":
-            if backbone is None:
-                from ragrec.llm.backbone import load_backbone
-
-                backbone = load_backbone(config.backbone)
-            runs.append(
-                (
-                    NOT_APPLICABLE,
-                    make_retriever(
-                        "llm",
-                        dataset,
-                        backbone=backbone,
-                        history_items=config.llm_history_items,
-                        llm_batch_size=config.llm_batch_size,
-                        max_tokens=config.llm_max_tokens,
-                        backend=config.backend,
-                        progress=config.lightgcn.progress,
-                    ),
-                )
-            )
-        else:
-            runs.append((NOT_APPLICABLE, make_retriever(name, dataset, seed=config.seed)))
+    for settings in config.retrievers:
+        retriever = settings.build(dataset, backbone=backbone, progress=config.progress)
+        backbone = getattr(retriever, "backbone", backbone)
+        runs.append((_layer_combination(settings), retriever))
     return runs, backbone
+
+
+def _layer_combination(settings: RetrieverConfig) -> str:
+    if isinstance(settings, GCNRetrieverConfig):
+        return settings.lightgcn.layer_combination
+    return NOT_APPLICABLE
 
 
 def _measured_row(
     config: RetrievalBenchmarkConfig, retriever: Retriever, lc: str, queries: QueryUsers, k: int
 ) -> dict:
-    """One row of ``retrieval.csv``: per-query latency and neighbour quality of a fitted retriever at ``k``."""
+    """One row of ``retrieval.csv``: per-query latency and neighbour quality of a fitted retriever at
+    ``k``."""
     neighbours, seconds = measure(retriever, queries, k, config.warmup)
     latency = summarize(seconds)
     return {
@@ -393,7 +368,7 @@ def _measured_row(
         "fit_s": retriever.fit_s,
         "neighbour_hit_rate": neighbour_hit_rate(retriever, neighbours, queries, config.hit_items),
         "n_queries": latency.n,
-        "backend": config.backend if retriever.name in ("gcn", "llm") else NOT_APPLICABLE,
+        "backend": getattr(retriever, "backend", NOT_APPLICABLE),
     }
 
 
@@ -413,10 +388,10 @@ def _lightgcn_rows(retriever: GCNRetriever, lc: str, *, first: bool) -> list[dic
 def _write_tables(
     directory: Path, table: pd.DataFrame, lightgcn: pd.DataFrame, history: pd.DataFrame
 ) -> list[str]:
-    outputs = [write_csv(table, directory / "retrieval.csv").name]
+    outputs = [write_csv(table, directory / RETRIEVAL).name]
     if not lightgcn.empty:
-        outputs.append(write_csv(lightgcn, directory / "lightgcn.csv").name)
-        outputs.append(write_csv(history, directory / "lightgcn_history.csv").name)
+        outputs.append(write_csv(lightgcn, directory / LIGHTGCN).name)
+        outputs.append(write_csv(history, directory / LIGHTGCN_HISTORY).name)
     return outputs
 
 

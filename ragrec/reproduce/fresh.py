@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ragrec.errors import RagrecError
@@ -61,7 +61,7 @@ def run_fresh(
     """
     base = results_base(results_root)
     base.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     fresh = Path(tempfile.mkdtemp(prefix=f".fresh-{profile}-{stamp}-", dir=base))
     _say(
         f"fresh run: every notebook of profile {profile!r} from empty into {fresh}/; "

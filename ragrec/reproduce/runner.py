@@ -38,7 +38,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ragrec.config import Profile, get_profile, run_profile
@@ -194,7 +194,7 @@ def run(
             continue
         digest = task.inputs_digest(manifest, library)
         _say(f"{label}  running → {task.output}")
-        when = datetime.now(timezone.utc).isoformat()
+        when = datetime.now(UTC).isoformat()
         try:
             seconds = execute(task, kernel=kernel, log_output=log_output, progress_bar=progress_bar)
         except NotebookFailed as exc:
@@ -218,7 +218,7 @@ def run(
                 "inputs": digest,
                 "parameters": task.parameters,
                 "started": when,
-                "finished": datetime.now(timezone.utc).isoformat(),
+                "finished": datetime.now(UTC).isoformat(),
                 "wall_s": round(seconds, 2),
                 **({"artifacts": task.artifact_digests()} if task.spec.artifacts else {}),
             },

@@ -38,18 +38,28 @@ the caller passes the user's own earlier interactions in ``histories`` (e.g. the
 history with ``history_scope="prior"``). ``gcn`` folds the user into the frozen trained graph by
 propagation (:meth:`GCNRetriever.fold_in`), ``llm`` embeds the text of that history, ``random``
 needs nothing. Without a usable history a :class:`~ragrec.errors.DataError` names the user.
+
+Extension. A retriever is a :class:`Retriever` subclass plus a frozen :class:`RetrieverConfig`
+subclass that builds it, registered under its stable name with :func:`register_retriever`
+(:mod:`ragrec.retrieval.factory` looks configs up by name). It owns three things: its defaults
+(the config's fields), its fit cache (:meth:`Retriever.use_cache`) and how its *training* prompts
+stay leak-free (:meth:`Retriever.for_training`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-from ragrec.data import UserSequences
+from ragrec.data import Dataset, Samples, UserSequences
 from ragrec.errors import ConfigError, DataError
 
 
@@ -81,12 +91,93 @@ def neighbour_events(
     return train_sequences.items[s], train_sequences.ratings[s], train_sequences.timestamps[s]
 
 
-RETRIEVERS = ("gcn", "llm", "random", "none")
-
 History = tuple[np.ndarray, np.ndarray]
 """A query user's own earlier interactions: (item ids, ratings), oldest first."""
 
 _NEVER = np.iinfo(np.int64).max  # "first training time" of a user without training events
+
+
+# --------------------------------------------------------------------------------------------
+# typed configs, registered by name
+
+
+@dataclass(frozen=True)
+class RetrieverConfig(ABC):
+    """A retriever's settings, with its module's defaults; :meth:`build` makes the retriever.
+
+    A subclass declares ``name: str = field(default="<name>", init=False)``: the stable key of
+    profiles and result tables (``"gcn"``, ``"llm"``, ...), written with the settings wherever
+    the config is recorded (provenance).
+    """
+
+    @abstractmethod
+    def build(self, dataset: Dataset, *, backbone: Any = None, progress: bool = False) -> Retriever:
+        """An unfitted retriever for ``dataset``.
+
+        Args:
+            dataset: gives the user and item counts, whether times are real, and item texts.
+            backbone: an already loaded :class:`ragrec.llm.backbone.Backbone`, for retrievers that
+                embed with an LLM (the others ignore it). (default: load the config's own source)
+            progress: a bar over a slow fit, where the retriever has one. (default: :obj:`False`)
+        """
+
+
+_REGISTRY: dict[str, type[RetrieverConfig]] = {}
+
+
+def register_retriever(config_class: type[RetrieverConfig]) -> type[RetrieverConfig]:
+    """Class decorator: make ``config_class`` the config of the retriever ``config_class.name``."""
+    name = getattr(config_class, "name", "")
+    taken = _REGISTRY.get(name)
+    if not name or (taken is not None and taken.__qualname__ != config_class.__qualname__):
+        raise ConfigError(f"cannot register {config_class.__qualname__} as retriever {name!r}")
+    _REGISTRY[name] = config_class
+    return config_class
+
+
+def registered_retrievers() -> dict[str, type[RetrieverConfig]]:
+    """Name → config class of every retriever registered so far, in registration order."""
+    return dict(_REGISTRY)
+
+
+class PromptNeighbours(Protocol):
+    """What prompts take neighbours from: a fitted :class:`Retriever`, or its training view."""
+
+    name: str
+
+    def neighbours(self, samples: Samples, k: int) -> np.ndarray | None:
+        """int64 ``[len(samples), k]`` neighbour ids per sample (None: no neighbours at all)."""
+
+
+def _fit(retriever: Retriever, train: pd.DataFrame) -> Retriever:
+    return retriever.fit(train)
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingFolds:
+    """How a retriever refits itself for training prompts (:meth:`Retriever.for_training`).
+
+    Attributes:
+        train: the training interactions the retriever was fitted on.
+        n_folds: the training samples are cut into this many seeded folds; fold f's samples
+            query a retriever fitted on ``train`` minus fold f's (user, item) pairs.
+        seed: the fold assignment's seed.
+        fit: fits an unfitted retriever on part of ``train`` (the caller's caches, validation
+            data and process order). (default: ``retriever.fit(part)``)
+    """
+
+    train: pd.DataFrame
+    n_folds: int = 2
+    seed: int = 0
+    fit: Callable[[Retriever, pd.DataFrame], Retriever] = _fit
+
+
+def fit_key(train: pd.DataFrame, *settings) -> str:
+    """A short digest of ``settings`` and the training interactions, to key a fit cache's file."""
+    users, items, times = (train[c].to_numpy(np.int64) for c in ("user", "item", "timestamp"))
+    pairs = int((users * 1_000_003 + items).sum() % (1 << 61))
+    data = (len(train), int(users.sum()), int(items.sum()), int(times.sum()), pairs)
+    return hashlib.sha1(repr((*settings, data)).encode()).hexdigest()[:10]
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,6 +277,42 @@ class Retriever(ABC):
             )
         return out
 
+    def neighbours(self, samples: Samples, k: int) -> np.ndarray | None:
+        """int64 ``[len(samples), k]`` neighbours of each sample's user among users active before
+        the sample's time. Query users are represented by their fit-time vectors
+        (``precomputed=True``): for prompts the query user's text is the one embedded at fit, so
+        re-embedding it per sample would only cost time (the latency benchmark does pay it)."""
+        frame = samples.frame
+        return self.retrieve(
+            frame["user"].to_numpy(), k, before=frame["timestamp"].to_numpy(), precomputed=True
+        )
+
+    @abstractmethod
+    def for_training(self, samples: Samples, folds: TrainingFolds) -> PromptNeighbours:
+        """The neighbours *training* prompts take, chosen without each sample's own interaction.
+
+        A training sample (u, i, t) is one of the interactions this retriever was fitted on; a
+        test sample never is. So that training prompts are built like test prompts (DESIGN §5),
+        each retriever says how: refitted without the samples' pairs
+        (:class:`~ragrec.retrieval.training.FoldedRetriever`), queried without the target
+        (:class:`~ragrec.retrieval.llm.LeaveTargetOut`), or itself when its neighbours never
+        depend on a training interaction's item or label. ``tests/retrieval/test_training_views.py``
+        checks every registered retriever.
+
+        Args:
+            samples: the training samples the view will be asked about (folds are drawn over them).
+            folds: how to refit, for retrievers that refit.
+
+        Returns:
+            neighbours for any subset of ``samples``.
+        """
+
+    def use_cache(self, train: pd.DataFrame, directory: str | os.PathLike) -> Retriever:
+        """Keep this retriever's fit in ``directory``, keyed by ``train`` and its settings
+        (:func:`fit_key`), so a later fit on the same inputs loads it. Retrievers that fit in
+        milliseconds keep none and return themselves."""
+        return self
+
     def neighbour_events(
         self, neighbour: int, before_time: int | None, limit: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -236,9 +363,9 @@ class Retriever(ABC):
         history = None if histories is None else histories[position]
         if history is None or len(history[0]) == 0:
             raise DataError(
-                f"user {user} has no training interactions (cold start) and no earlier interactions were "
-                f"given; pass histories=[(items, ratings), ...] with the user's own earlier interactions so the "
-                f"{self.name!r} retriever can fold the user in"
+                f"user {user} has no training interactions (cold start) and no earlier interactions "
+                f"were given; pass histories=[(items, ratings), ...] with the user's own earlier "
+                f"interactions so the {self.name!r} retriever can fold the user in"
             )
         return np.asarray(history[0], dtype=np.int64), np.asarray(history[1], dtype=np.float32)
 

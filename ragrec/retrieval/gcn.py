@@ -4,15 +4,51 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from ragrec.data import Dataset, Samples
 from ragrec.errors import ConfigError, DataError
+from ragrec.retrieval.base import RetrieverConfig, TrainingFolds, fit_key, register_retriever
 from ragrec.retrieval.graph import BipartiteGraph, build_graph
 from ragrec.retrieval.lightgcn import LightGCNConfig, LightGCNResult, train_lightgcn
-from ragrec.retrieval.vector import VectorRetriever, l2_normalize
+from ragrec.retrieval.training import FoldedRetriever
+from ragrec.retrieval.vector import VectorRetriever, check_backend, l2_normalize
+
+
+@register_retriever
+@dataclass(frozen=True)
+class GCNRetrieverConfig(RetrieverConfig):
+    """The GCN-Retriever's settings.
+
+    Attributes:
+        lightgcn: LightGCN hyper-parameters (its ``layer_combination`` picks mean/last).
+        positives_only: graph edges from ``label == 1`` interactions only (default: all).
+        backend: ``"exact"`` (matrix product) or ``"faiss"``.
+    """
+
+    name: str = field(default="gcn", init=False)
+    lightgcn: LightGCNConfig = field(default_factory=LightGCNConfig)
+    positives_only: bool = False
+    backend: str = "exact"
+
+    def __post_init__(self) -> None:
+        check_backend(self.backend)
+
+    def build(self, dataset: Dataset, *, backbone: Any = None, progress: bool = False) -> GCNRetriever:
+        """The retriever (``progress`` is ``lightgcn.progress``'s to decide)."""
+        return GCNRetriever(
+            dataset.n_users,
+            dataset.n_items,
+            self.lightgcn,
+            positives_only=self.positives_only,
+            has_timestamps=dataset.has_timestamps,
+            backend=self.backend,
+        )
 
 
 class GCNRetriever(VectorRetriever):
@@ -40,6 +76,7 @@ class GCNRetriever(VectorRetriever):
     ) -> None:
         super().__init__(n_users, has_timestamps=has_timestamps, backend=backend)
         self.n_items = n_items
+        self._requested = config
         self._config_given = config is not None
         self.config = config if config is not None else LightGCNConfig()
         self.positives_only = positives_only
@@ -70,9 +107,28 @@ class GCNRetriever(VectorRetriever):
     def cache_result(self, path: str | os.PathLike) -> GCNRetriever:
         """Keep the trained LightGCN in ``path`` (safetensors): a later fit on the *same* training
         interactions with the same configuration loads it instead of retraining. The caller keys
-        the path by those inputs (:func:`use_cache`)."""
+        the path by those inputs (:meth:`use_cache`)."""
         self._cache = Path(path)
         return self
+
+    def use_cache(self, train: pd.DataFrame, directory: str | os.PathLike) -> GCNRetriever:
+        config = replace(self.config, progress=False)
+        key = fit_key(train, config, self.positives_only)
+        return self.cache_result(Path(directory) / f"lightgcn_{config.layer_combination}_{key}.safetensors")
+
+    def for_training(self, samples: Samples, folds: TrainingFolds) -> FoldedRetriever:
+        """Folded: fold f's samples query a GCN trained without fold f's (user, item) edges."""
+        return FoldedRetriever.fit(self.name, self._unfitted, samples, folds)
+
+    def _unfitted(self) -> GCNRetriever:
+        return GCNRetriever(
+            self.n_users,
+            self.n_items,
+            self._requested,
+            positives_only=self.positives_only,
+            has_timestamps=self.has_timestamps,
+            backend=self.backend,
+        )
 
     def _fit(self, train, valid) -> None:
         if self._pretrained is None and self._cache is not None and self._cache.is_file():

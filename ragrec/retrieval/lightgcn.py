@@ -392,39 +392,9 @@ def train_lightgcn(
     rng = np.random.default_rng(config.seed)
     model = build_model(graph.n_nodes, config)
     adjacency = graph.normalized_adjacency()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     targets = _validation_targets(valid, graph)
     popularity = popularity_metrics(graph, targets, config.top_k) if targets is not None else None
-
-    history: list[EpochRecord] = []
-    best = _Best()
-    bar = tqdm(
-        range(1, config.max_epochs + 1),
-        desc="LightGCN",
-        unit="epoch",
-        disable=not config.progress,
-        leave=False,
-    )
-    for epoch in bar:
-        t0 = time.perf_counter()
-        loss = _epoch(model, adjacency, optimizer, graph, config, rng)
-        record = EpochRecord(epoch, loss, time.perf_counter() - t0)
-        # evaluate every eval_every epochs, and after the last
-        if targets is not None and (epoch % config.eval_every == 0 or epoch == config.max_epochs):
-            layers, metrics = _evaluate(model, adjacency, graph, targets, config)
-            record = replace(record, recall=metrics.recall, ndcg=metrics.ndcg)
-            best.update(epoch, layers, metrics)
-            bar.set_postfix(
-                loss=f"{record.loss:.4f}", recall=f"{metrics.recall:.4f}", best=f"{best.recall:.4f}"
-            )
-        else:
-            bar.set_postfix(loss=f"{record.loss:.4f}")
-        history.append(record)
-        # early stopping: patience evaluations without a better recall
-        if best.stale >= config.patience:
-            break
-    bar.close()
-
+    history, best = _train_epochs(model, adjacency, graph, config, targets, rng)
     if targets is None:  # without validation the last epoch's layers are kept
         with torch.no_grad():
             best = _Best(layers=propagate(model, adjacency).numpy().copy(), epoch=history[-1].epoch)
@@ -438,3 +408,42 @@ def train_lightgcn(
         popularity=popularity,
         fit_s=time.perf_counter() - started,
     )
+
+
+def _train_epochs(
+    model: LightGCN,
+    adjacency: torch.Tensor,
+    graph: BipartiteGraph,
+    config: LightGCNConfig,
+    targets: RankingTargets | None,
+    rng: np.random.Generator,
+) -> tuple[list[EpochRecord], _Best]:
+    """Adam over up to ``max_epochs`` epochs, evaluating every ``eval_every`` (and after the
+    last) when there are ``targets``, until ``patience`` evaluations bring no better recall.
+
+    Returns:
+        one record per epoch run, and the best evaluation (empty without ``targets``).
+    """
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    history: list[EpochRecord] = []
+    best = _Best()
+    epochs = range(1, config.max_epochs + 1)
+    bar = tqdm(epochs, desc="LightGCN", unit="epoch", disable=not config.progress, leave=False)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        loss = _epoch(model, adjacency, optimizer, graph, config, rng)
+        record = EpochRecord(epoch, loss, time.perf_counter() - t0)
+        if targets is not None and (epoch % config.eval_every == 0 or epoch == config.max_epochs):
+            layers, metrics = _evaluate(model, adjacency, graph, targets, config)
+            record = replace(record, recall=metrics.recall, ndcg=metrics.ndcg)
+            best.update(epoch, layers, metrics)
+            bar.set_postfix(
+                loss=f"{record.loss:.4f}", recall=f"{metrics.recall:.4f}", best=f"{best.recall:.4f}"
+            )
+        else:
+            bar.set_postfix(loss=f"{record.loss:.4f}")
+        history.append(record)
+        if best.stale >= config.patience:  # early stopping
+            break
+    bar.close()
+    return history, best

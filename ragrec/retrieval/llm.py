@@ -1,4 +1,7 @@
-"""The LLM-based retriever the paper replaces: the backbone embeds each user's history text."""
+"""The LLM-based retriever the paper replaces: the backbone embeds each user's history text.
+
+Its training prompts query without the sample's target in the query text (:class:`LeaveTargetOut`).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +9,63 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ragrec.data import Dataset
+from ragrec.data import Dataset, Samples
 from ragrec.data.text import history_text
 from ragrec.errors import ConfigError
 from ragrec.llm.batching import length_sorted_batches, pad_prompts
-from ragrec.retrieval.vector import VectorRetriever, l2_normalize
+from ragrec.retrieval.base import RetrieverConfig, TrainingFolds, fit_key, register_retriever
+from ragrec.retrieval.vector import VectorRetriever, check_backend, l2_normalize
+
+
+@register_retriever
+@dataclass(frozen=True)
+class LLMRetrieverConfig(RetrieverConfig):
+    """The LLM retriever's settings.
+
+    Attributes:
+        history_items: m, the most recent training interactions in a user's text.
+        batch_size: texts per forward at fit (queries are embedded as they come).
+        max_tokens: cut-off of a user's text in tokens.
+        backend: ``"exact"`` or ``"faiss"``.
+        backbone: the source :func:`ragrec.llm.backbone.load_backbone` loads when :meth:`build`
+            is given no loaded backbone (``"bundled"``, ``"tiny"``, a folder).
+    """
+
+    name: str = field(default="llm", init=False)
+    history_items: int = 10
+    batch_size: int = 8
+    max_tokens: int = 512
+    backend: str = "exact"
+    backbone: str = "bundled"
+
+    def __post_init__(self) -> None:
+        check_backend(self.backend)
+
+    def build(self, dataset: Dataset, *, backbone: Any = None, progress: bool = False) -> LLMRetriever:
+        """The retriever on ``backbone`` (loaded from ``self.backbone`` when None); ``progress``:
+        a bar over embedding every user at fit."""
+        if backbone is None:
+            from ragrec.llm.backbone import load_backbone
+
+            backbone = load_backbone(self.backbone)
+        return LLMRetriever(
+            dataset,
+            backbone,
+            history_items=self.history_items,
+            batch_size=self.batch_size,
+            max_tokens=self.max_tokens,
+            backend=self.backend,
+            progress=progress,
+        )
 
 
 def embed_texts(
@@ -106,6 +154,14 @@ class LLMRetriever(VectorRetriever):
         self._cache = Path(path)
         return self
 
+    def use_cache(self, train: pd.DataFrame, directory: str | os.PathLike) -> LLMRetriever:
+        key = fit_key(train, self.backbone.name, self.history_items, self.max_tokens)
+        return self.cache_vectors(Path(directory) / f"llm_user_vectors_{key}.npy")
+
+    def for_training(self, samples: Samples, folds: TrainingFolds) -> LeaveTargetOut:
+        """Each training sample queries with a text that lacks its own target (no refit)."""
+        return LeaveTargetOut(self)
+
     def user_text(self, user: int) -> str:
         """The text of a user's ``history_items`` most recent training interactions."""
         s = self.sequences.window(int(user), None, self.history_items)
@@ -174,3 +230,49 @@ class LLMRetriever(VectorRetriever):
 
     def _has_training(self, user: int) -> bool:
         return bool(self.sequences.offsets[user + 1] > self.sequences.offsets[user])
+
+
+@dataclass
+class LeaveTargetOut:
+    """LLM-retriever neighbours for *training* samples without the sample's own interaction.
+
+    The LLM retriever represents a user by the text of their most recent training interactions;
+    a training sample's target is often among them (a test sample's never is). For those samples
+    the query text is rebuilt without the target and embedded, then searched like any query.
+    """
+
+    retriever: LLMRetriever
+    # (sample id, k) → neighbours: the information table asks again for samples the training
+    # prompts already queried, and each re-embedding is an LLM forward
+    _seen: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.retriever.name
+
+    def neighbours(self, samples: Samples, k: int) -> np.ndarray:
+        """int64 ``[len(samples), k]`` neighbours, each sample's target left out of its query."""
+        ids = samples.frame.index
+        new = [i for i in ids if (i, k) not in self._seen]
+        if new:
+            rows = self._query(samples.subset(new), k)
+            self._seen.update({(i, k): row for i, row in zip(new, rows, strict=True)})
+        return np.stack([self._seen[(i, k)] for i in ids]) if len(ids) else np.zeros((0, k), np.int64)
+
+    def _query(self, samples: Samples, k: int) -> np.ndarray:
+        out = self.retriever.neighbours(samples, k)
+        r, frame = self.retriever, samples.frame
+        users, items = frame["user"].to_numpy(np.int64), frame["item"].to_numpy(np.int64)
+        texts, rows = [], []
+        for row, (user, item) in enumerate(zip(users, items, strict=True)):
+            window = r.sequences.window(int(user), None, r.history_items)
+            shown, ratings = r.sequences.items[window], r.sequences.ratings[window]
+            if item in shown:
+                keep = shown != item
+                texts.append(history_text(r.dataset, shown[keep], ratings[keep]))
+                rows.append(row)
+        if rows:
+            queries = embed_texts(r.backbone, texts, batch_size=r.batch_size, max_tokens=r.max_tokens)
+            times = frame["timestamp"].to_numpy()[rows]
+            out[rows] = r.retrieve_with(queries, users[rows], k, before=times)
+        return out

@@ -68,7 +68,7 @@ def _mask_training_items(scores: torch.Tensor, users: np.ndarray, graph: Biparti
     lo, hi = graph.user_offsets[users], graph.user_offsets[users + 1]  # [n] each
     rows = np.repeat(np.arange(len(users)), hi - lo)  # [E_n]: the users' training edges
     if len(rows):
-        cols = graph.items[np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])]  # [E_n]
+        cols = graph.items[np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)])]  # [E_n]
     else:
         cols = np.array([], np.int64)
     scores[torch.from_numpy(rows), torch.from_numpy(cols)] = -torch.inf

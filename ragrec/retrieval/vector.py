@@ -74,14 +74,18 @@ class FaissIndex:
         return out
 
 
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    return backend
+
+
 class VectorRetriever(Retriever):
     """A retriever that represents users as unit vectors and returns the cosine top-k."""
 
     def __init__(self, n_users: int, *, has_timestamps: bool = True, backend: str = "exact") -> None:
         super().__init__(n_users, has_timestamps=has_timestamps)
-        if backend not in BACKENDS:
-            raise ConfigError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
-        self.backend = backend
+        self.backend = check_backend(backend)
         self.vectors: np.ndarray | None = None  # float32 [U, d], unit rows (zero for non-candidates)
         self._faiss: FaissIndex | None = None
 

@@ -99,18 +99,18 @@ def test_unknown_profile_is_a_clear_error():
 
 
 def test_training_samples_get_gcn_neighbours_from_a_retriever_that_never_saw_their_own_interaction(tmp_path):
-    from ragrec.experiments.prepare import fold_retrievers, prepare_data
+    from ragrec.experiments.prepare import fit_retrievers, prepare_data, training_retrievers
 
     prepared = prepare_data(small_smoke())
-    folded = fold_retrievers(prepared, None, "gcn", results_root=tmp_path)
+    plain = fit_retrievers(prepared, None, ("gcn",), results_root=tmp_path)
+    folded = training_retrievers(prepared, plain, results_root=tmp_path)["gcn"]
     frame = prepared.train.frame
-    pairs = set(zip(frame["user"], frame["item"]))
+    pairs = set(zip(frame["user"], frame["item"], strict=True))
     assert len(folded.folds) == prepared.profile.train_folds
     for f, retriever in enumerate(folded.folds):
-        seen = set(zip(retriever.sequences.users, retriever.sequences.items))
-        mine = {
-            (u, i) for (u, i), fold in zip(zip(frame["user"], frame["item"]), folded.fold_of) if fold == f
-        }
+        seen = set(zip(retriever.sequences.users, retriever.sequences.items, strict=True))
+        samples = zip(frame["user"], frame["item"], folded.fold_of, strict=True)
+        mine = {(u, i) for u, i, fold in samples if fold == f}
         assert not mine & seen, "a fold's retriever was fitted on its own samples' interactions"
         assert (pairs - mine) <= seen, "the other folds' interactions stay in the graph"
     hoods = folded.neighbours(prepared.train, 3)
@@ -152,26 +152,26 @@ def test_the_cf_variant_scores_the_main_models_samples_and_reloads_with_its_vect
 
 
 def test_training_samples_query_the_llm_retriever_without_their_own_target(tmp_path, monkeypatch):
-    import ragrec.experiments.contexts as contexts
-    from ragrec.experiments.contexts import LeaveTargetOut
+    import ragrec.retrieval.llm as llm_module
     from ragrec.experiments.prepare import fit_retrievers, load_model, prepare_data
+    from ragrec.retrieval.llm import LeaveTargetOut
 
     prepared = prepare_data(small_smoke())
     llm = fit_retrievers(
         prepared, load_model(prepared.profile, prepared.dataset), ("llm",), results_root=tmp_path
     )["llm"]
     embedded = []
-    real = contexts.embed_texts
+    real = llm_module.embed_texts
     monkeypatch.setattr(
-        contexts,
+        llm_module,
         "embed_texts",
         lambda backbone, texts, **kw: embedded.extend(texts) or real(backbone, texts, **kw),
     )
-    hoods = LeaveTargetOut("llm", llm).neighbours(prepared.train, 3)
+    hoods = LeaveTargetOut(llm).neighbours(prepared.train, 3)
     frame = prepared.train.frame
     affected = [
         (u, i)
-        for u, i in zip(frame["user"], frame["item"])
+        for u, i in zip(frame["user"], frame["item"], strict=True)
         if i in llm.sequences.items[llm.sequences.window(int(u), None, llm.history_items)]
     ]
     assert affected and len(embedded) == len(affected), (
@@ -180,13 +180,14 @@ def test_training_samples_query_the_llm_retriever_without_their_own_target(tmp_p
     embedded_once = list(embedded)
     assert hoods.shape == (len(frame), 3) and (hoods != frame["user"].to_numpy()[:, None]).all()
     # asked again for samples it already queried (the information table does): no new LLM forward
-    retriever = LeaveTargetOut("llm", llm)
+    retriever = LeaveTargetOut(llm)
     first = retriever.neighbours(prepared.train, 3)
     count = len(embedded)
     np.testing.assert_array_equal(
         retriever.neighbours(prepared.train.subset(frame.index[::2]), 3), first[::2]
     )
     assert len(embedded) == count
-    for (user, item), text in zip(affected, embedded_once):  # each query text lacks its own target
+    # each query text lacks its own target
+    for (user, item), text in zip(affected, embedded_once, strict=True):
         assert str(prepared.dataset.items.at[int(item), "title"]) not in text
         assert text != llm.user_text(user)

@@ -25,10 +25,12 @@ from ragrec.reproduce.tasks import (
     NOTEBOOKS,
     PROFILE_DATASETS,
     NotebookFailed,
-    SPECS as SPECS_BY_NAME,
     NotebookSpec,
     Task,
     check_order,
+)
+from ragrec.reproduce.tasks import (
+    SPECS as SPECS_BY_NAME,
 )
 from tests.data.writers import BX_RATINGS, write_bx
 from tests.reproduce.edits import CODE_EDITS, MODULE, TEXT_EDITS, edit_module

@@ -53,7 +53,7 @@ def test_negatives_are_edges_by_default_and_dropped_with_positives_only():
     assert build_graph(f, 2, 2).n_edges == 4
     g = build_graph(f, 2, 2, positives_only=True)
     assert g.n_edges == 2 and g.positives_only
-    assert {(int(u), int(i)) for u, i in zip(g.users, g.items)} == {(0, 0), (1, 1)}
+    assert {(int(u), int(i)) for u, i in zip(g.users, g.items, strict=True)} == {(0, 0), (1, 1)}
 
 
 @pytest.mark.parametrize(

@@ -63,7 +63,7 @@ def test_bpr_loss_matches_the_formula_term_by_term():
     out, ego = torch.randn(10, 4, generator=g), torch.randn(10, 4, generator=g)
     users, pos, neg = torch.tensor([0, 1, 2]), torch.tensor([5, 6, 7]), torch.tensor([8, 9, 5])
     expected = 0.0
-    for u, i, j in zip(users.tolist(), pos.tolist(), neg.tolist()):
+    for u, i, j in zip(users.tolist(), pos.tolist(), neg.tolist(), strict=True):
         margin = out[u] @ out[i] - out[u] @ out[j]
         expected += (
             -F.logsigmoid(margin) / 3 + 0.1 * 0.5 * (ego[u] @ ego[u] + ego[i] @ ego[i] + ego[j] @ ego[j]) / 3

@@ -36,9 +36,9 @@ def test_ranking_metrics_equal_a_full_sort_per_user():
     held = interactions(rng.integers(n_users, size=25), rng.integers(n_items, size=25))
     targets = RankingTargets.from_frame(held, graph)
     scores = rng.normal(size=(n_users, n_items)).astype(np.float32)  # no ties
-    train_pairs = set(zip(graph.users.tolist(), graph.items.tolist()))
+    train_pairs = set(zip(graph.users.tolist(), graph.items.tolist(), strict=True))
     wanted = {}
-    for u, i in zip(held["user"], held["item"]):
+    for u, i in zip(held["user"], held["item"], strict=True):
         if (u, i) not in train_pairs:
             wanted.setdefault(int(u), set()).add(int(i))
     # blocks of 2 users: the per-block arithmetic must add up like one pass

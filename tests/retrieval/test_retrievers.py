@@ -10,12 +10,12 @@ import pytest
 from ragrec.data import UserSequences
 from ragrec.errors import ConfigError, DataError
 from ragrec.llm.backbone import load_backbone
-from ragrec.retrieval.base import neighbour_events
-from ragrec.retrieval.factory import make_retriever, use_cache
+from ragrec.retrieval.base import neighbour_events, register_retriever
+from ragrec.retrieval.factory import make_retriever, retriever_names
 from ragrec.retrieval.gcn import GCNRetriever
 from ragrec.retrieval.lightgcn import LightGCNConfig, LightGCNResult
 from ragrec.retrieval.llm import LLMRetriever, embed_texts
-from ragrec.retrieval.simple import RandomRetriever
+from ragrec.retrieval.simple import NoRetrieverConfig, RandomRetriever, RandomRetrieverConfig
 from ragrec.retrieval.vector import l2_normalize, top_k_exact
 
 FAST = LightGCNConfig(
@@ -43,7 +43,7 @@ def tiny():
 @pytest.fixture(scope="module")
 def llm(data, tiny):
     ds, split = data
-    return make_retriever("llm", ds, backbone=tiny, history_items=3, llm_batch_size=16).fit(split.train)
+    return make_retriever("llm", ds, backbone=tiny, history_items=3, batch_size=16).fit(split.train)
 
 
 def brute_force(vectors, query, k, allowed):
@@ -118,9 +118,9 @@ def test_no_neighbour_event_after_the_cutoff(gcn, data):
     times = np.quantile(train["timestamp"], rng.uniform(0.05, 0.6, size=30)).astype(np.int64)
     out = gcn.retrieve(users, 10, before=times)
     first = train.groupby("user")["timestamp"].min()
-    train_keys = set(zip(train["user"], train["item"]))
+    train_keys = set(zip(train["user"], train["item"], strict=True))
     n_events = 0
-    for row, t in zip(out, times):
+    for row, t in zip(out, times, strict=True):
         for v in row[row >= 0]:
             assert first[v] < t  # every neighbour has something to show before the cut-off
             items, _, stamps = neighbour_events(gcn.sequences, int(v), int(t), 50)
@@ -178,6 +178,14 @@ def test_none_gives_zero_context(data):
     assert r.retrieve([0, 1, 2], 5).shape == (3, 0)
 
 
+def test_retrievers_are_built_from_their_registered_configs(data):
+    ds, _ = data
+    assert retriever_names() == ("gcn", "llm", "random", "none")
+    typed = make_retriever(RandomRetrieverConfig(seed=4), ds)
+    assert type(typed) is RandomRetriever and typed.seed == 4 and typed.name == "random"
+    assert make_retriever("random", ds, seed=4).seed == 4
+
+
 def _fit_on(ds, train, **kwargs):
     return make_retriever("gcn", ds, lightgcn=FAST, **kwargs).fit(train)
 
@@ -188,6 +196,24 @@ BAD_INPUT = [
         ConfigError,
         "unknown retriever",
         id="unknown-retriever",
+    ),
+    pytest.param(
+        lambda ds, split, gcn: make_retriever("random", ds, lightgcn=FAST),
+        ConfigError,
+        r"no setting\(s\) \['lightgcn'\]",
+        id="setting-of-another-retriever",
+    ),
+    pytest.param(
+        lambda ds, split, gcn: make_retriever(RandomRetrieverConfig(), ds, seed=3),
+        ConfigError,
+        "go into the config",
+        id="settings-beside-a-config",
+    ),
+    pytest.param(
+        lambda ds, split, gcn: register_retriever(type("Other", (NoRetrieverConfig,), {})),
+        ConfigError,
+        "cannot register",
+        id="name-taken",
     ),
     pytest.param(
         lambda ds, split, gcn: make_retriever("gcn", ds, lightgcn=LightGCNConfig(layer_combination="first")),
@@ -395,23 +421,31 @@ def test_llm_precomputed_skips_the_llm_and_gives_the_same_neighbours(llm, monkey
 
 def test_fit_caches_are_reused_with_the_fit_time_they_cost(data, tiny, tmp_path, monkeypatch):
     ds, split = data
-    first_gcn = use_cache(make_retriever("gcn", ds, lightgcn=FAST), split.train, tmp_path).fit(
-        split.train, split.valid
+    first_gcn = (
+        make_retriever("gcn", ds, lightgcn=FAST)
+        .use_cache(split.train, tmp_path)
+        .fit(split.train, split.valid)
     )
-    first_llm = use_cache(
-        make_retriever("llm", ds, backbone=tiny, history_items=3), split.train, tmp_path
-    ).fit(split.train)
+    first_llm = (
+        make_retriever("llm", ds, backbone=tiny, history_items=3)
+        .use_cache(split.train, tmp_path)
+        .fit(split.train)
+    )
     # A second fit must load both instead of training LightGCN or running the LLM again.
     monkeypatch.setattr(
         "ragrec.retrieval.gcn.train_lightgcn", lambda *a, **k: pytest.fail("LightGCN retrained")
     )
     monkeypatch.setattr("ragrec.retrieval.llm.embed_texts", lambda *a, **k: pytest.fail("users re-embedded"))
-    again_gcn = use_cache(make_retriever("gcn", ds, lightgcn=FAST), split.train, tmp_path).fit(
-        split.train, split.valid
+    again_gcn = (
+        make_retriever("gcn", ds, lightgcn=FAST)
+        .use_cache(split.train, tmp_path)
+        .fit(split.train, split.valid)
     )
-    again_llm = use_cache(
-        make_retriever("llm", ds, backbone=tiny, history_items=3), split.train, tmp_path
-    ).fit(split.train)
+    again_llm = (
+        make_retriever("llm", ds, backbone=tiny, history_items=3)
+        .use_cache(split.train, tmp_path)
+        .fit(split.train)
+    )
     assert np.array_equal(again_gcn.vectors, first_gcn.vectors) and np.array_equal(
         again_llm.vectors, first_llm.vectors
     )
@@ -426,16 +460,16 @@ def test_fit_cache_is_keyed_by_the_training_interactions_and_settings(data, tiny
     ds, split = data
     fewer = split.train.iloc[:-5]
     names = {
-        use_cache(make_retriever("gcn", ds, lightgcn=FAST), split.train, tmp_path)._cache.name,
-        use_cache(make_retriever("gcn", ds, lightgcn=FAST), fewer, tmp_path)._cache.name,
-        use_cache(
-            make_retriever("gcn", ds, lightgcn=replace(FAST, dim=16)), split.train, tmp_path
-        )._cache.name,
-        use_cache(
-            make_retriever("llm", ds, backbone=tiny, history_items=3), split.train, tmp_path
-        )._cache.name,
-        use_cache(
-            make_retriever("llm", ds, backbone=tiny, history_items=4), split.train, tmp_path
-        )._cache.name,
+        make_retriever("gcn", ds, lightgcn=FAST).use_cache(split.train, tmp_path)._cache.name,
+        make_retriever("gcn", ds, lightgcn=FAST).use_cache(fewer, tmp_path)._cache.name,
+        make_retriever("gcn", ds, lightgcn=replace(FAST, dim=16))
+        .use_cache(split.train, tmp_path)
+        ._cache.name,
+        make_retriever("llm", ds, backbone=tiny, history_items=3)
+        .use_cache(split.train, tmp_path)
+        ._cache.name,
+        make_retriever("llm", ds, backbone=tiny, history_items=4)
+        .use_cache(split.train, tmp_path)
+        ._cache.name,
     }
     assert len(names) == 5
