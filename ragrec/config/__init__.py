@@ -4,7 +4,7 @@
 A profile composes the configuration objects of the modules that use them (data, LightGCN,
 prompts, training), so each module owns its own settings and the profile only picks values.
 The early-exit benchmark's settings (:class:`ExitBenchmarkConfig`) are defined here rather than
-beside :func:`ragrec.experiments.exit_benchmark.run_exit_benchmark`: a profile carries them, and
+beside :func:`ragrec.experiments.early_exit.benchmark.run_exit_benchmark`: a profile carries them, and
 this module sits below ``ragrec.experiments`` in the import order.
 
 The ``gpu`` profile is a template until it is pointed at a model: :func:`get_profile` resolves it

@@ -1,5 +1,5 @@
 """The early-exit benchmark's settings: defined here rather than beside
-:func:`ragrec.experiments.exit_benchmark.run_exit_benchmark` because a profile carries them and
+:func:`ragrec.experiments.early_exit.benchmark.run_exit_benchmark` because a profile carries them and
 this package sits below ``ragrec.experiments`` in the import order."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ DIFFERENCE = StabilitySpec("difference", TAUS_DIFFERENCE)
 RATIO = StabilitySpec("ratio", TAUS_RATIO)
 
 # Whole requests: the paper's pipeline (LLM retriever, full depth), the GCN retriever at full
-# depth, and ours (GCN retriever, early exit); see ragrec.experiments.end_to_end.
+# depth, and ours (GCN retriever, early exit); see ragrec.experiments.early_exit.end_to_end.
 E2E_METHODS = ("e2e_llm_full", "e2e_gcn_full", "e2e_gcn_exit")
 
 
@@ -54,7 +54,7 @@ def _check_count(config: object, name: str, minimum: int) -> None:
 
 @dataclass(frozen=True)
 class ExitBenchmarkConfig:
-    """What :func:`ragrec.experiments.exit_benchmark.run_exit_benchmark` runs; each profile
+    """What :func:`ragrec.experiments.early_exit.benchmark.run_exit_benchmark` runs; each profile
     carries one (:attr:`Profile.exit`).
 
     Attributes:

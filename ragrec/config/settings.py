@@ -168,7 +168,7 @@ class Profile:
     prompt: PromptConfig
     train: TrainConfig
     # The early-exit benchmark's sizes; its seed and context follow the profile's
-    # (ragrec.experiments.exit_benchmark.default_exit_config).
+    # (ragrec.experiments.early_exit.benchmark.default_exit_config).
     exit: ExitBenchmarkConfig
     contexts: tuple[str, ...] = ("none", "random", "gcn", "llm")
     eval_batch_size: int = 16

@@ -16,7 +16,7 @@ collaborative signal a small LLM can learn to read, each by the dataset's own la
   reads one number far more easily than it averages ten ratings).
 
 How far the item's and the user's shares carry when read off linearly is the ``prompt_shares``
-baseline (:mod:`ragrec.experiments.baselines`): the reference the tuned LLM is learning to reach.
+baseline (:mod:`ragrec.experiments.reporting.baselines`): the reference the tuned LLM is learning to reach.
 
 The shares are whole percentages and sit last, right before the question: among the many
 digits of a history prompt a small model must find the one token whose value decides, and a

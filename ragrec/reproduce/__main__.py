@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ragrec.config import DEVICE_ENV, MODEL_ENV, PROFILES
 from ragrec.errors import ConfigError, RagrecError
-from ragrec.experiments.launched import LAUNCH_ENV
+from ragrec.experiments.recommender.launched import LAUNCH_ENV
 from ragrec.reproduce import runner
 from ragrec.reproduce.book import build_book
 from ragrec.reproduce.fresh import run_fresh, up_to_date_summary

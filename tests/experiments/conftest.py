@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from ragrec.config import DIFFERENCE, Profile, get_profile
-from ragrec.experiments.exit_benchmark import default_exit_config, run_exit_benchmark
+from ragrec.experiments.early_exit.benchmark import default_exit_config, run_exit_benchmark
 from ragrec.experiments.timing import torch_threads
 from ragrec.llm.backbone import Backbone
 from ragrec.model.heads import ExitHeads
@@ -80,7 +80,7 @@ class Step:
 def step(tmp_path_factory, small_profile: Profile) -> Step:
     """The recommender step on the small profile, then the early-exit step on its outputs (one
     torch thread: the models are tiny, and the machine's cores are shared)."""
-    from ragrec.experiments.recommender import run_recommender
+    from ragrec.experiments.recommender.pipeline import run_recommender
 
     root = tmp_path_factory.mktemp("results")
     config = dataclasses.replace(
