@@ -90,8 +90,8 @@ def run_recommender(
 ) -> pd.DataFrame:
     """The whole model half: train once on mixed contexts, save validation predictions, evaluate
     every context and head on test, then the ``cf`` variant (fitted by
-    :func:`~ragrec.experiments.recommender.cf_model.fit_cf_variant` before the main model is merged for scoring)
-    and the β pair (:func:`run_beta_pair`) when the profile has them; write ``heads.csv``,
+    :func:`~ragrec.experiments.recommender.cf_model.fit_cf_variant` before the main model is
+    merged for scoring) and the β pair (:func:`run_beta_pair`) when the profile has them; write ``heads.csv``,
     ``training.csv``, ``information.csv`` and provenance. Returns the heads table.
 
     With ``RAGREC_LAUNCH`` set, this call runs in the launched processes instead, data-parallel

@@ -32,8 +32,8 @@ is scored with the same AUC and bootstrap interval (:mod:`ragrec.metrics`):
   training-split sample. It shows how far the prompt's numbers alone carry, read off linearly: the
   reference the fine-tuned LLM is learning to reach. A probability: AUC and LogLoss.
 
-``run_baselines`` (:mod:`ragrec.experiments.reporting.baseline_table`) also reads the recommender's test predictions (final head) when
-present, so the table places the LLM among them, with paired-bootstrap AUC differences
+``run_baselines`` (:mod:`ragrec.experiments.reporting.baseline_table`) also reads the
+recommender's test predictions (final head) when present, so the table places the LLM among them, with paired-bootstrap AUC differences
 (LLM − baseline) on the same samples.
 """
 
