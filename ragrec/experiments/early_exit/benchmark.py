@@ -288,8 +288,9 @@ def run_exit_benchmark(
     Needs the recommender step's outputs in ``results/<profile>/<dataset>/``
     (the benchmark context's test and validation predictions and the trained model checkpoint,
     which is reloaded, never retrained here). Writes ``threshold_sweep.csv`` (with an
-    ``operating_point`` flag), ``early_exit.csv``, ``early_exit_predictions.csv`` (per request and method: ``method, form,
-    tau, sample_id, user, item, label, p_yes, exit_layer``) and the ``early_exit`` provenance step.
+    ``operating_point`` flag), ``early_exit.csv``, ``early_exit_predictions.csv`` (per request
+    and method: ``method, form, tau, sample_id, user, item, label, p_yes, exit_layer``) and the
+    ``early_exit`` provenance step.
 
     Args:
         profile: the run profile (its dataset, model and :attr:`~ragrec.config.Profile.exit`).

@@ -33,8 +33,8 @@ is scored with the same AUC and bootstrap interval (:mod:`ragrec.metrics`):
   reference the fine-tuned LLM is learning to reach. A probability: AUC and LogLoss.
 
 ``run_baselines`` (:mod:`ragrec.experiments.reporting.baseline_table`) also reads the
-recommender's test predictions (final head) when present, so the table places the LLM among them, with paired-bootstrap AUC differences
-(LLM − baseline) on the same samples.
+recommender's test predictions (final head) when present, so the table places the LLM among
+them, with paired-bootstrap AUC differences (LLM − baseline) on the same samples.
 """
 
 from __future__ import annotations
