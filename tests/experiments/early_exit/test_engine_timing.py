@@ -25,7 +25,7 @@ from ragrec.model.criteria import FORMS, NeverExit, StabilityExit, StabilitySpec
 from ragrec.model.engine import EarlyExitEngine
 from ragrec.model.heads import ExitHeads
 
-from . import HEADS
+from .. import HEADS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -16,7 +16,7 @@ from ragrec.metrics import auc
 from ragrec.model.criteria import HeadState
 from ragrec.model.engine import EarlyExitEngine
 
-from . import HEADS
+from .. import HEADS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,7 +12,7 @@ from ragrec.experiments.early_exit.sweep import SWEEP_COLUMNS, saved_per_head, t
 from ragrec.metrics import auc
 from ragrec.model.criteria import FORMS, StabilityExit, StabilitySpec, simulate_exits
 
-from . import HEADS
+from .. import HEADS
 
 CRITERIA = (
     StabilitySpec("difference", (0.0, 0.02, 0.05, 0.2)),

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from ragrec.errors import ConfigError
-from ragrec.experiments import launched
+from ragrec.experiments.recommender import launched
 from ragrec.experiments.recommender.launched import LAUNCH_ENV, LAUNCHED_ENV, launcher, run_launched
 from ragrec.experiments.recommender.pipeline import run_recommender
-from tests.experiments.test_recommender import small_smoke
+from tests.experiments.recommender.test_pipeline import small_smoke
 
 TWO_GLOO = (
     f"{sys.executable} -m accelerate.commands.launch --multi_gpu --num_processes 2 --num_machines 1 "
