@@ -141,9 +141,12 @@ def read_notebook(path: str | os.PathLike, fix: str | None = None):
     path = Path(path)
     text = _text(path)
     try:
-        return nbformat.reads(text, as_version=4)
+        nb = nbformat.reads(text, as_version=4)
     except Exception as exc:  # nbformat raises JSON, validation and key errors alike
         raise unreadable(path, f"is not a notebook ({_first_line(exc)})", fix) from None
+    if not isinstance(nb.get("cells"), list):
+        raise unreadable(path, "is not a notebook (it has no cells)", fix)
+    return nb
 
 
 def check_safetensors(path: str | os.PathLike, *, keys: Sequence[str] = ()) -> None:
