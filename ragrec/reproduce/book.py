@@ -25,7 +25,6 @@ configuration says ``execute_notebooks: off``.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -40,15 +39,18 @@ import yaml
 
 from ragrec.data import dataset_available
 from ragrec.errors import ConfigError, RagrecError
+from ragrec.reproduce.environment_page import write_environment
 from ragrec.reproduce.published import machine_paths, relative_paths
+from ragrec.reproduce.readers import read_notebook, read_provenance
+from ragrec.reproduce.stale_pages import mark_stale, refuse, stale_results
 from ragrec.reproduce.tasks import (
-    MANIFEST,
     NOTEBOOKS,
     PROFILE_DATASETS,
     PROJECT_DIR,
     check_profile,
+    read_manifest,
 )
-from ragrec.results import LOCK_FILE, read_lock, read_provenance, result_dir
+from ragrec.results import result_dir
 
 BOOK_SOURCE = PROJECT_DIR / "book"
 RUN_RECORD_CHAPTER = "reproduce"
@@ -75,33 +77,18 @@ SUMMARY_PLACEHOLDER = "results/SUMMARY/"
 the dataset there."""
 
 PROFILE_NOTES = {
-    "smoke": ":::{warning}\nThis is a **smoke** build: a tiny random model on synthetic data. Its numbers check the "
-    "plumbing only (that every step runs and every table is filled); they say nothing about the paper's "
-    "claims.\n:::",
-    "cpu": ":::{note}\nThe **cpu** profile: SmolLM2-135M-Instruct on MovieLens-100K, trained and timed on two CPU "
-    "cores. It tests the paper's claims at small scale; the table below says how it differs from the paper.\n:::",
+    "smoke": ":::{warning}\nThis is a **smoke** build: a tiny random model on synthetic data. Its numbers "
+    "check the plumbing only (that every step runs and every table is filled); they say nothing about the "
+    "paper's claims.\n:::",
+    "cpu": ":::{note}\nThe **cpu** profile: SmolLM2-135M-Instruct on MovieLens-100K, trained and timed on "
+    "two CPU cores. It tests the paper's claims at small scale; the table below says how it differs from the "
+    "paper.\n:::",
 }
 NO_SUMMARY = (
     "## Reproducibility summary\n\nNo dataset of the **{profile}** profile has a claims check yet, so there "
     "is nothing to summarise: run `make reproduce PROFILE={profile}` (or `make notebook NB=claims "
     "PROFILE={profile}`) and build the book again.\n"
 )
-
-
-MAIN_PACKAGES = (
-    "torch",
-    "transformers",
-    "peft",
-    "accelerate",
-    "torch-geometric",
-    "scikit-learn",
-    "numpy",
-    "pandas",
-    "papermill",
-    "jupyter-book",
-)
-"""The packages the reproduce page's environment table shows first (every pin is in a dropdown)."""
-ENVIRONMENT_PAGE = "reproduce.md"
 
 
 class BookBuildFailed(RagrecError):
@@ -141,8 +128,7 @@ def _reason(notebook: str, dataset: str, out_dir: Path, data_root) -> str:
     present, message = dataset_available(dataset, data_root=data_root)
     if not present:
         return "data absent. " + relative_paths(message)
-    manifest = out_dir / MANIFEST
-    entry = json.loads(manifest.read_text()).get("notebooks", {}).get(notebook) if manifest.exists() else None
+    entry = read_manifest(out_dir)["notebooks"].get(notebook)
     if entry and entry.get("status") == "failed":
         return relative_paths(f"failed: {entry.get('error', '')}")
     return f"not run yet (make notebook NB={notebook} DATASET={dataset})"
@@ -188,7 +174,7 @@ def stage(
     _write_toc(staging, staged)
     _write_dataset_list(staging, staged)
     _write_intro(staging, profile, staged.summary)
-    _write_environment(
+    write_environment(
         staging,
         {
             d: read_provenance(result_dir(profile, d, results_root))
@@ -204,6 +190,7 @@ def _copy_notebook(executed: Path, target: Path, paths: dict[str, str]) -> None:
     injected-parameters cell away (its source stays one click away: the parameters the run used)."""
     import nbformat
 
+    read_notebook(executed)  # a damaged one is named, with the command that writes it again
     nb = nbformat.reads(relative_paths(executed.read_text(), paths), as_version=4)
     for cell in nb.cells:
         tags = cell.get("metadata", {}).get("tags", [])
@@ -226,9 +213,7 @@ def _copy_downloads(notebook: str, out_dir: Path, folder: Path, paths: dict[str,
 
 def glue_keys(notebook: Path) -> set[str]:
     """The keys an executed notebook glued (myst-nb's ``scrapbook`` output metadata)."""
-    import nbformat
-
-    nb = nbformat.read(notebook, as_version=4)
+    nb = read_notebook(notebook)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     return {o["metadata"]["scrapbook"]["name"] for o in outputs if "scrapbook" in o.get("metadata", {})}
 
@@ -296,76 +281,6 @@ def _write_intro(staging: Path, profile: str, summary: str | None) -> None:
     page.write_text(text)
 
 
-def lock_verdict(steps: dict[str, dict]) -> tuple[bool, str]:
-    """Whether every step (``{step: entry}`` of ``provenance.json``) of one dataset's run had the
-    lock's versions installed, and a line saying so or naming each step's drift (its ``lock``)."""
-    drifted = [
-        f"{step}: "
-        + (
-            "; ".join(s["lock"])
-            if isinstance(s.get("lock"), list)
-            else str(s.get("lock", "not recorded (a run from before the lock)"))
-        )
-        for step, s in steps.items()
-        if s.get("lock") != "match"
-    ]
-    if not steps:
-        return False, "no provenance recorded"
-    if not drifted:
-        return True, f"all {len(steps)} steps ran with exactly the locked versions"
-    return False, f"{len(drifted)} of {len(steps)} steps differ from the lock: " + " | ".join(drifted)
-
-
-def environment_section(pins: dict[str, str], runs: dict[str, dict[str, dict]]) -> str:
-    """The reproduce page's "Pinned environment" section: the lock's main pins beside what each
-    dataset's run had installed (its last step's record), a verdict per run (a warning on drift),
-    and every pin of the lock in a dropdown."""
-    lines = [
-        "",
-        "## The pinned environment",
-        "",
-        (
-            f"`requirements/cpu.lock` pins {len(pins)} packages. The versions each run had installed, "
-            "as its `provenance.json` records them:"
-        ),
-        "",
-    ]
-    datasets = list(runs)
-    installed = {d: ([*runs[d].values()][-1].get("packages", {}) if runs[d] else {}) for d in datasets}
-    header = ["package", "locked", *(f"installed ({d})" for d in datasets)]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name in [p for p in MAIN_PACKAGES if p in pins]:
-        lines.append(
-            "| " + " | ".join([name, pins[name], *(installed[d].get(name) or "—" for d in datasets)]) + " |"
-        )
-    for dataset in datasets:
-        ok, verdict = lock_verdict(runs[dataset])
-        kind = "note" if ok else "warning"
-        lines += [
-            "",
-            f":::{{{kind}}} {dataset}: {'matches the lock' if ok else 'differs from the lock'}",
-            verdict,
-            ":::",
-        ]
-    lines += [
-        "",
-        ":::{dropdown} Every locked package",
-        "",
-        "| package | version |",
-        "|---|---|",
-        *[f"| {name} | {version} |" for name, version in sorted(pins.items())],
-        ":::",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _write_environment(staging: Path, runs: dict[str, dict[str, dict]], lock: Path = LOCK_FILE) -> None:
-    """Append :func:`environment_section` to the reproduce page (nothing without a lock file)."""
-    page = staging / ENVIRONMENT_PAGE
-    if page.exists() and lock.is_file():
-        page.write_text(page.read_text().rstrip("\n") + "\n" + environment_section(read_lock(lock), runs))
-
-
 def _write_config(staging: Path, profile: str) -> None:
     path = staging / "_config.yml"
     config = yaml.safe_load(path.read_text())
@@ -407,6 +322,7 @@ def build_book(
     output: Path | None = None,
     source: Path = BOOK_SOURCE,
     quiet: bool = False,
+    allow_stale: bool = False,
 ) -> Path:
     """Stage and build the book of ``profile``; returns the HTML folder ``<output>/_build/html``.
 
@@ -414,37 +330,47 @@ def build_book(
     docstring), so the HTML folder always holds one whole build of one profile.
 
     Raises:
+        StaleResults: some results the book would show are stale or damaged (unless
+            ``allow_stale``: then each affected page says so, :mod:`ragrec.reproduce.stale_pages`).
         BookBuildFailed: the build failed (warnings count as errors); the failed build is kept in
             ``<output>/_build/failed`` and the previous HTML is untouched.
     """
     check_offline_mathjax()
+    stale = stale_results(profile, results_root=results_root, data_root=data_root)
+    if stale and not allow_stale:
+        raise refuse(profile, stale)
     build_dir = (Path(output) if output is not None else source) / "_build"
     build_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(
-        tempfile.mkdtemp(prefix=".building-", dir=build_dir)
-    )  # same file system: the swap is a rename
+    work = Path(tempfile.mkdtemp(prefix=".building-", dir=build_dir))  # same file system: a rename
     started = time.perf_counter()
     try:
         staged = stage(
             profile, results_root=results_root, data_root=data_root, staging=work / "source", source=source
         )
+        marked = mark_stale(staged.source, profile, stale, chapter_of)
         n = sum(len(v) for v in staged.sections.values())
         print(f"book: {n} executed notebook(s) of profile {profile!r} staged", flush=True)
-        result = _run_jupyter_book(work, quiet)
-        if result.returncode != 0:
-            failed = _replace_folder(work, build_dir / "failed")
-            detail = (result.stdout or "")[-4000:] + (result.stderr or "")[-4000:] if quiet else ""
-            raise BookBuildFailed(
-                f"jupyter-book build failed (exit {result.returncode}); see the output above. The "
-                f"failed build is in {failed}; the previous book is untouched.{detail}"
-            )
-        html = _replace_folder(work / "_build" / "html", build_dir / "html")
-        shutil.rmtree(
-            build_dir / "failed", ignore_errors=True
-        )  # an older failure no longer describes the book
+        if marked:
+            print(f"book: {len(marked)} page(s) marked as not up to date: {', '.join(marked)}", flush=True)
+        html = _build(work, build_dir, quiet)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"book: built in {time.perf_counter() - started:.0f} s → {html / 'index.html'}", flush=True)
+    return html
+
+
+def _build(work: Path, build_dir: Path, quiet: bool) -> Path:
+    """Run jupyter-book on the staged ``work/source`` and swap the HTML in (or keep the failure)."""
+    result = _run_jupyter_book(work, quiet)
+    if result.returncode != 0:
+        failed = _replace_folder(work, build_dir / "failed")
+        detail = (result.stdout or "")[-4000:] + (result.stderr or "")[-4000:] if quiet else ""
+        raise BookBuildFailed(
+            f"jupyter-book build failed (exit {result.returncode}); see the output above. The "
+            f"failed build is in {failed}; the previous book is untouched.{detail}"
+        )
+    html = _replace_folder(work / "_build" / "html", build_dir / "html")
+    shutil.rmtree(build_dir / "failed", ignore_errors=True)  # an older failure no longer describes the book
     return html
 
 

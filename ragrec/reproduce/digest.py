@@ -31,6 +31,12 @@ RUNNER_MODULES = (
     "reproduce/published.py",
     "reproduce/fresh.py",
     "reproduce/__main__.py",
+    "reproduce/lock.py",
+    "reproduce/outputs.py",
+    "reproduce/readers.py",
+    "reproduce/stale_pages.py",
+    "reproduce/environment_page.py",
+    "reproduce/publish.py",
 )
 """Modules that run notebooks or build the book: they do not change what a notebook computes."""
 

@@ -15,7 +15,6 @@ where they ran. Digests leave ``out_dir`` out, so the swapped-in results are up 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -24,15 +23,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ragrec.errors import RagrecError
+from ragrec.reproduce.lock import held, run_lock
 from ragrec.reproduce.runner import RunReport, _fmt_s, _say, run
 from ragrec.reproduce.tasks import (
-    MANIFEST,
     NOTEBOOK_DIR,
     NOTEBOOKS,
+    PROFILE_DATASETS,
     NotebookFailed,
     NotebookSpec,
+    check_writable,
+    read_manifest,
 )
 from ragrec.results import result_dir, results_base
+
+FRESH_PREFIX = ".fresh-"
 
 
 def run_fresh(
@@ -44,6 +48,7 @@ def run_fresh(
     data_root: str | os.PathLike | None = None,
     log_output: bool = False,
     progress_bar: bool = True,
+    wait: bool = False,
     specs: Sequence[NotebookSpec] = NOTEBOOKS,
     notebook_dir: Path = NOTEBOOK_DIR,
 ) -> RunReport:
@@ -58,28 +63,43 @@ def run_fresh(
     Raises:
         NotebookFailed: a notebook failed; the old results are untouched and the message says
             where the partial fresh run is.
+        ConfigError: the results folders it would swap into are not writable (before any work).
+        RunLocked: another run holds the profile's results folder.
     """
+    run_options = {
+        "seed": seed,
+        "data_root": data_root,
+        "log_output": log_output,
+        "progress_bar": progress_bar,
+        "specs": specs,
+        "notebook_dir": notebook_dir,
+    }
     base = results_base(results_root)
-    base.mkdir(parents=True, exist_ok=True)
+    targets = [result_dir(profile, d, base) for d in (datasets or PROFILE_DATASETS[profile])]
+    check_writable([base, base / profile, *[t for t in targets if t.exists()]])  # where it will swap
+    with run_lock(base / profile, wait=wait):
+        fresh = _fresh_folder(base, profile)
+        report = _run_into(fresh, base, profile, datasets, run_options)
+        for dataset in dict.fromkeys(d for _, d, _ in report.ran):
+            swap_in(result_dir(profile, dataset, fresh), result_dir(profile, dataset, base))
+            _say(f"{result_dir(profile, dataset, base)}/ now holds the fresh run")
+        shutil.rmtree(fresh)
+    return report
+
+
+def _fresh_folder(base: Path, profile: str) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    fresh = Path(tempfile.mkdtemp(prefix=f".fresh-{profile}-{stamp}-", dir=base))
+    fresh = Path(tempfile.mkdtemp(prefix=f"{FRESH_PREFIX}{profile}-{stamp}-", dir=base))
     _say(
         f"fresh run: every notebook of profile {profile!r} from empty into {fresh}/; "
         f"{base / profile}/ stays as it is until all of them succeed"
     )
+    return fresh
+
+
+def _run_into(fresh: Path, base: Path, profile: str, datasets, options: dict) -> RunReport:
     try:
-        report = run(
-            profile,
-            datasets,
-            force=True,
-            seed=seed,
-            results_root=fresh,
-            data_root=data_root,
-            log_output=log_output,
-            progress_bar=progress_bar,
-            specs=specs,
-            notebook_dir=notebook_dir,
-        )
+        return run(profile, datasets, force=True, results_root=fresh, **options)
     except NotebookFailed as exc:
         raise NotebookFailed(
             f"{exc}\nThe fresh run stopped: {base / profile}/ is untouched; its partial run "
@@ -89,11 +109,16 @@ def run_fresh(
         if not any(fresh.iterdir()):  # stopped before any notebook ran (e.g. no model set)
             fresh.rmdir()
         raise
-    for dataset in dict.fromkeys(d for _, d, _ in report.ran):
-        swap_in(result_dir(profile, dataset, fresh), result_dir(profile, dataset, base))
-        _say(f"{result_dir(profile, dataset, base)}/ now holds the fresh run")
-    shutil.rmtree(fresh)
-    return report
+
+
+def leftovers(results_root: str | os.PathLike | None = None) -> list[Path]:
+    """Fresh-run folders left in the results root by a run that failed or was killed (those of a
+    run in progress, which holds its profile's lock, are not listed)."""
+    base = results_base(results_root)
+    if not base.is_dir():
+        return []
+    found = sorted(p for p in base.iterdir() if p.is_dir() and p.name.startswith(FRESH_PREFIX))
+    return [p for p in found if not held(base / p.name[len(FRESH_PREFIX) :].split("-", 1)[0])]
 
 
 def swap_in(fresh: Path, target: Path) -> None:
@@ -144,5 +169,4 @@ def up_to_date_summary(
 
 
 def _manifest_entries(folder: Path) -> list[dict]:
-    path = folder / MANIFEST
-    return list(json.loads(path.read_text()).get("notebooks", {}).values()) if path.exists() else []
+    return list(read_manifest(folder)["notebooks"].values())

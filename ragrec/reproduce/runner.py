@@ -43,10 +43,14 @@ from pathlib import Path
 
 from ragrec.config import Profile, get_profile, run_profile
 from ragrec.data import dataset_available
+from ragrec.errors import DataError
 from ragrec.reproduce.digest import (
     library_digest,
 )
 from ragrec.reproduce.execute import ensure_kernel, execute, stream_papermill_log
+from ragrec.reproduce.lock import run_lock
+from ragrec.reproduce.outputs import damage_reason, damaged, reader_reason, snapshot, written
+from ragrec.reproduce.readers import read_provenance, unreadable_input
 from ragrec.reproduce.tasks import (
     NOTEBOOK_DIR,
     NOTEBOOKS,
@@ -64,7 +68,7 @@ from ragrec.reproduce.tasks import (
     up_to_date,
     weights_changed,
 )
-from ragrec.results import result_dir
+from ragrec.results import result_dir, results_base
 
 
 def _fmt_s(seconds: float) -> str:
@@ -79,9 +83,8 @@ def _say(message: str) -> None:
 def _say_model(profile: Profile) -> None:
     m = profile.model
     if m.source not in ("bundled", "tiny"):  # a local folder: say which, and where it runs
-        _say(
-            f"model {m.source} on {m.device or 'the default device'}, exit heads at layers {list(m.head_layers)}"
-        )
+        where = m.device or "the default device"
+        _say(f"model {m.source} on {where}, exit heads at layers {list(m.head_layers)}")
 
 
 @dataclass
@@ -149,11 +152,13 @@ def run(
     data_root: str | os.PathLike | None = None,
     log_output: bool = False,
     progress_bar: bool = True,
+    wait: bool = False,
     specs: Sequence[NotebookSpec] = NOTEBOOKS,
     notebook_dir: Path = NOTEBOOK_DIR,
 ) -> RunReport:
     """Run the notebooks (see the module docstring); raises :class:`NotebookFailed` at the first
-    failing one.
+    failing one, :class:`~ragrec.reproduce.lock.RunLocked` when another run holds the profile's
+    results folder (``wait``: queue behind it instead).
 
     Args:
         log_output: stream every cell's output (library progress bars included) to the terminal.
@@ -180,56 +185,66 @@ def run(
         _say("nothing to run: no selected dataset is present")
         return report
     check_writable(sorted({task.out_dir for task in tasks}))
-    kernel = ensure_kernel()
-    library = library_digest()
-    for i, task in enumerate(tasks, 1):
-        label = f"[{i}/{len(tasks)}] {task.spec.name:<12} {task.profile}/{task.dataset}"
-        manifest = read_manifest(task.out_dir)
-        if not force and up_to_date(task, manifest, library):
-            entry = manifest["notebooks"][task.spec.name]
-            _say(
-                f"{label}  up to date: kept from its run of {str(entry.get('finished'))[:10]} ({_fmt_s(entry.get('wall_s') or 0)})"
-            )
-            report.skipped.append((task.spec.name, task.dataset))
-            continue
-        digest = task.inputs_digest(manifest, library)
-        _say(f"{label}  running → {task.output}")
-        when = datetime.now(UTC).isoformat()
-        try:
-            seconds = execute(task, kernel=kernel, log_output=log_output, progress_bar=progress_bar)
-        except NotebookFailed as exc:
-            record(
-                task.out_dir,
-                task.spec.name,
-                {
-                    "status": "failed",
-                    "started": when,
-                    "error": str(exc),
-                    "inputs": digest,
-                    "parameters": task.parameters,
-                },
-            )
-            raise
-        record(
-            task.out_dir,
-            task.spec.name,
-            {
-                "status": "ok",
-                "inputs": digest,
-                "parameters": task.parameters,
-                "started": when,
-                "finished": datetime.now(UTC).isoformat(),
-                "wall_s": round(seconds, 2),
-                **({"artifacts": task.artifact_digests()} if task.spec.artifacts else {}),
-            },
-        )
-        report.ran.append((task.spec.name, task.dataset, seconds))
-        _say(f"{label}  done in {_fmt_s(seconds)}")
+    with run_lock(results_base(results_root) / profile, wait=wait):
+        runner = _Runner(ensure_kernel(), library_digest(), force, log_output, progress_bar, report)
+        for i, task in enumerate(tasks, 1):
+            runner.task(task, f"[{i}/{len(tasks)}] {task.spec.name:<12} {task.profile}/{task.dataset}")
     report.wall_s = time.perf_counter() - started
     _say(f"{len(report.ran)} notebook(s) run, {len(report.skipped)} up to date, in {_fmt_s(report.wall_s)}")
     if missing:
         _say(f"datasets not run (data absent): {', '.join(missing)}")
     return report
+
+
+@dataclass
+class _Runner:
+    """Runs one task after another under the run lock: skip it when up to date, else execute it
+    and record the outcome in the manifest."""
+
+    kernel: str
+    library: str
+    force: bool
+    log_output: bool
+    progress_bar: bool
+    report: RunReport
+
+    def task(self, task: Task, label: str) -> None:
+        manifest = read_manifest(task.out_dir)
+        if not self.force and up_to_date(task, manifest, self.library):
+            entry = manifest["notebooks"][task.spec.name]
+            kept = f"{str(entry.get('finished'))[:10]} ({_fmt_s(entry.get('wall_s') or 0)})"
+            _say(f"{label}  up to date: kept from its run of {kept}")
+            self.report.skipped.append((task.spec.name, task.dataset))
+            return
+        unreadable_input(task)  # a damaged file it reads stops the run here, named, before a kernel starts
+        damage = damaged(task.spec.name, manifest, task.out_dir)
+        why = f" (its output {damage[0]})" if damage else ""
+        _say(f"{label}  running → {task.output}{why}")
+        seconds = self.execute(task, task.inputs_digest(manifest, self.library))
+        self.report.ran.append((task.spec.name, task.dataset, seconds))
+        _say(f"{label}  done in {_fmt_s(seconds)}")
+
+    def execute(self, task: Task, digest: str) -> float:
+        when = datetime.now(UTC).isoformat()
+        common = {"inputs": digest, "parameters": task.parameters, "started": when}
+        before = snapshot(task.out_dir)
+        try:
+            seconds = execute(
+                task, kernel=self.kernel, log_output=self.log_output, progress_bar=self.progress_bar
+            )
+        except NotebookFailed as exc:
+            record(task.out_dir, task.spec.name, {"status": "failed", "error": str(exc), **common})
+            raise
+        entry = {
+            "status": "ok",
+            **common,
+            "finished": datetime.now(UTC).isoformat(),
+            "wall_s": round(seconds, 2),
+            "outputs": written(before, task.out_dir, (*task.spec.outputs, task.output.name)),
+            **({"artifacts": task.artifact_digests()} if task.spec.artifacts else {}),
+        }
+        record(task.out_dir, task.spec.name, entry)
+        return seconds
 
 
 def status(
@@ -248,17 +263,43 @@ def status(
     library = library_digest()
     rows = [("*", d, "data absent") for d in missing]
     for task in tasks:
-        manifest = read_manifest(task.out_dir)
-        entry = manifest.get("notebooks", {}).get(task.spec.name)
-        if entry is None:
-            state = "not run"
-        elif entry.get("status") == "failed":
-            state = "failed"
-        elif up_to_date(task, manifest, library):
-            state = "up to date"
-        elif weights_changed(task, entry):  # hashed again only to say why
-            state = "stale: its trained weights are missing or differ from the run's; rerun it"
-        else:
-            state = "stale"
+        state = task_state(task, read_manifest(task.out_dir), library)
+        if state == "up to date":
+            state = _records_state(task.out_dir) or state
         rows.append((task.spec.name, task.dataset, state))
     return rows
+
+
+def _records_state(out_dir: Path) -> str | None:
+    """``stale: <why>`` when the run's own record ``provenance.json`` is unreadable (it has no
+    output hash in runs from before they were recorded), else None."""
+    try:
+        read_provenance(out_dir)
+    except DataError as exc:
+        return f"stale: {exc}"
+    return None
+
+
+def task_state(task: Task, manifest: dict, library: str) -> str:
+    """One task's state for :func:`status`; a stale one says why when it can (a damaged or
+    missing output, changed weights, a damaged input)."""
+    entry = manifest.get("notebooks", {}).get(task.spec.name)
+    if entry is None:
+        return "not run"
+    if entry.get("status") == "failed":
+        return "failed"
+    if up_to_date(task, manifest, library):
+        return "up to date"
+    damage = damaged(task.spec.name, manifest, task.out_dir)
+    if damage:
+        return damage_reason(damage, task.profile, task.dataset)
+    if weights_changed(task, entry):  # hashed again only to say why
+        return "stale: its trained weights are missing or differ from the run's; rerun it"
+    absent = [name for name in task.spec.outputs if not (task.out_dir / name).exists()]
+    if absent:
+        return f"stale: its output {absent[0]} is missing; rerun it"
+    for upstream in task.spec.after:
+        damage = damaged(upstream, manifest, task.out_dir)
+        if damage:
+            return reader_reason(upstream, damage)
+    return "stale"

@@ -21,11 +21,12 @@ from ragrec.reproduce.digest import (
     file_digest,
     raw_data_digest,
 )
+from ragrec.reproduce.outputs import MANIFEST, damaged
+from ragrec.reproduce.readers import read_json
 from ragrec.results import write_json
 
 PROJECT_DIR = PACKAGE_DIR.parent
 NOTEBOOK_DIR = PROJECT_DIR / "notebooks"
-MANIFEST = "reproduce.json"
 KERNEL_NAME = "ragrec"
 
 PAPER_DATASETS = ("bookcrossing", "amazon-beauty", "amazon-video-games")
@@ -179,7 +180,8 @@ def check_writable(folders: Sequence[Path]) -> None:
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
             raise ConfigError(
-                f"results folder {folder} is not writable ({reason}); fix its permissions or pass --results DIR"
+                f"results folder {folder} is not writable ({reason}); "
+                "fix its permissions or pass --results DIR"
             ) from None
 
 
@@ -255,8 +257,9 @@ class Task:
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any]:
+    """The runner's record of ``out_dir`` (empty when absent); one-line DataError when unreadable."""
     path = out_dir / MANIFEST
-    return json.loads(path.read_text()) if path.exists() else {"notebooks": {}}
+    return read_json(path, keys=("notebooks",)) if path.exists() else {"notebooks": {}}
 
 
 def record(out_dir: Path, name: str, entry: dict[str, Any]) -> None:
@@ -272,7 +275,7 @@ def up_to_date(task: Task, manifest: dict[str, Any], library: str) -> bool:
         return False
     if any(not (task.out_dir / f).exists() for f in task.spec.outputs):
         return False
-    if weights_changed(task, entry):
+    if weights_changed(task, entry) or damaged(task.spec.name, manifest, task.out_dir):
         return False
     return entry.get("inputs") == task.inputs_digest(manifest, library)
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from ragrec.errors import ConfigError
-from ragrec.reproduce import book
+from ragrec.reproduce import book, environment_page
 from ragrec.reproduce.book import (
     BOOK_SOURCE,
     SUMMARY_FIGURE,
@@ -33,6 +33,7 @@ from ragrec.reproduce.book import (
 from ragrec.reproduce.notebook import NOT_RUN, glue_record_name
 from ragrec.reproduce.runner import run
 from ragrec.reproduce.tasks import NOTEBOOKS
+from ragrec.results import LOCK_FILE, read_lock
 from tests.reproduce.smoke_book import smoke_book
 
 # --------------------------------------------------------------------------------------------
@@ -160,7 +161,7 @@ def test_the_reproduce_page_shows_the_locked_versions_beside_what_each_run_had_i
         "cpu", results_root=tmp_path / "results", data_root=tmp_path / "no-data", staging=tmp_path / "stage"
     )
     page = (tmp_path / "stage" / "reproduce.md").read_text()
-    torch_pin = book.read_lock(book.LOCK_FILE)["torch"]
+    torch_pin = read_lock(LOCK_FILE)["torch"]
     assert f"| torch | {torch_pin} | 2.13.0+cpu |" in page
     assert (
         ":::{note} ml-100k: matches the lock" in page
@@ -175,13 +176,13 @@ def test_a_run_that_drifted_from_the_lock_is_flagged_with_each_steps_difference(
         "recommender": {"lock": ["peft: pinned 0.21.2, installed 0.22.0"]},
         "baselines": {},
     }
-    ok, verdict = book.lock_verdict(steps)
+    ok, verdict = environment_page.lock_verdict(steps)
     assert not ok
     assert (
         "2 of 3 steps differ" in verdict and "recommender: peft: pinned 0.21.2, installed 0.22.0" in verdict
     )
     assert "baselines: not recorded" in verdict
-    section = book.environment_section({"peft": "0.21.2"}, {"ml-100k": steps})
+    section = environment_page.environment_section({"peft": "0.21.2"}, {"ml-100k": steps})
     assert ":::{warning} ml-100k: differs from the lock" in section
 
 

@@ -157,14 +157,23 @@ def test_a_deleted_output_makes_its_notebook_stale(project):
     states = dict(
         (n, s) for n, _, s in status("smoke", results_root=project[1], specs=SPECS, notebook_dir=project[0])
     )
-    assert states == {"first": "up to date", "second": "stale"}
+    assert states["first"] == "up to date"
+    assert states["second"].startswith("stale: second.csv is missing, written by second at "), states
+
+
+def _weights(value: int) -> bytes:
+    """A real (tiny) safetensors file: the runner checks the weights it will reload are whole."""
+    import numpy as np
+    from safetensors.numpy import save
+
+    return save({"w": np.array([value], dtype=np.float32)})
 
 
 def test_trained_weights_are_recorded_and_a_changed_one_makes_its_trainer_and_readers_stale(project):
     nbs, results = project
     specs = (dataclasses.replace(SPECS[0], artifacts=("checkpoints/*/final/*.safetensors",)), SPECS[1])
     trained = nbs / "trained"  # what "training" produces this time
-    trained.write_bytes(b"weights 1")
+    trained.write_bytes(_weights(1))
     write_notebook(
         nbs / "first.ipynb",
         (
@@ -180,10 +189,10 @@ def test_trained_weights_are_recorded_and_a_changed_one_makes_its_trainer_and_re
     states = {n: s for n, _, s in status("smoke", results_root=results, specs=specs, notebook_dir=nbs)}
     assert states == {"first": "up to date", "second": "up to date"}
 
-    (out / "checkpoints" / "model" / "final" / "heads.safetensors").write_bytes(b"edited by hand")
+    (out / "checkpoints" / "model" / "final" / "heads.safetensors").write_bytes(_weights(99))  # by hand
     states = {n: s for n, _, s in status("smoke", results_root=results, specs=specs, notebook_dir=nbs)}
     assert states["first"].startswith("stale: its trained weights") and "rerun it" in states["first"]
-    trained.write_bytes(b"weights 2")  # retraining gives other weights
+    trained.write_bytes(_weights(2))  # retraining gives other weights
     rerun = run("smoke", specs=specs, notebook_dir=nbs, results_root=results, progress_bar=False)
     assert [r[0] for r in rerun.ran] == ["first", "second"], "new weights: what reloads them reruns too"
 
