@@ -32,6 +32,7 @@ import pandas as pd
 from packaging.version import InvalidVersion, Version
 
 from ragrec.errors import DataError
+from ragrec.result_files import PROVENANCE
 
 RESULTS_ROOT = Path("results")
 LOCK_FILE = Path(__file__).resolve().parent.parent / "requirements" / "cpu.lock"
@@ -97,7 +98,14 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise DataError(f"results table {path} does not exist; run the notebook that writes it (see README)")
-    return pd.read_csv(path)
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(
+            f"results table {path} is unreadable ({reason}): rerun the notebook that writes it "
+            "(make status names it)"
+        ) from None
 
 
 def _plain(obj: Any) -> Any:
@@ -221,7 +229,7 @@ def environment() -> dict[str, Any]:
 
 def read_provenance(directory: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """``{step: entry}`` recorded in a results folder's ``provenance.json`` (empty when absent)."""
-    path = Path(directory) / "provenance.json"
+    path = Path(directory) / PROVENANCE
     return json.loads(path.read_text()).get("steps", {}) if path.exists() else {}
 
 
@@ -238,7 +246,7 @@ class Provenance:
     started: str = dataclasses.field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     def write(self, directory: str | os.PathLike, outputs: list[str] | None = None) -> Path:
-        path = Path(directory) / "provenance.json"
+        path = Path(directory) / PROVENANCE
         existing = json.loads(path.read_text()) if path.exists() else {}
         existing.setdefault("steps", {})[self.step] = {
             "profile": self.profile,

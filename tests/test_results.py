@@ -1,6 +1,7 @@
 """Results are written atomically with provenance, and timing summaries are correct."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -137,3 +138,15 @@ def test_only_the_main_process_of_a_data_parallel_run_puts_results_in_place(tmp_
     monkeypatch.setenv("RANK", "0")
     write_csv(pd.DataFrame({"a": [1]}), tmp_path / "t.csv")
     assert (tmp_path / "t.csv").read_text() == "a\n1\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "damage"),
+    [(b"", "zero bytes"), (b'a,b\n1,"2\n', "truncated in a quoted field"), (b"\xff\xfe\x00a\x00,", "utf-16")],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_an_unreadable_results_table_is_named_with_the_fix(tmp_path, content, damage):
+    path = tmp_path / "heads.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=re.escape(str(path)) + r" is unreadable .*rerun the notebook"):
+        read_csv(path)

@@ -32,9 +32,39 @@ def resolve_data_root(data_root: str | os.PathLike | None) -> Path:
     return Path(os.environ.get("RAGREC_DATA", "data/raw"))
 
 
+def sniff_encoding(raw: bytes) -> str | None:
+    """What a file that should be UTF-8 text looks like instead (None: nothing seen)."""
+    head = raw[:4096]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "looks like UTF-16: it starts with a UTF-16 byte-order mark"
+    if len(head) >= 4 and head.count(b"\x00") >= len(head) // 4:
+        return "looks like UTF-16: every other byte is zero"
+    return None
+
+
+def check_raw_encoding(path: Path, encoding: str = "utf-8") -> None:
+    """A raw data file saved as UTF-16 (or with a byte-order mark) is named before it is parsed."""
+    if path.suffix == ".gz":
+        return
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    utf8 = encoding.lower().replace("-", "") == "utf8"
+    expected = "UTF-8" if utf8 else encoding
+    seen = sniff_encoding(head)
+    if seen:
+        raise DataError(f"file {path} is not {expected} ({seen.split(':')[0]}): re-save it as {expected}")
+    if utf8 and head.startswith(b"\xef\xbb\xbf"):
+        raise DataError(
+            f"file {path} starts with a UTF-8 byte-order mark, which the loader would read as part of "
+            "its first column name: re-save it as UTF-8 without a BOM"
+        )
+
+
 def check_delimiter(path: Path, sep: str, *, what: str, encoding: str = "utf-8") -> None:
     """Raise a :class:`DataError` when the file's first line is split by another delimiter than
-    ``sep`` (e.g. a ``;`` file re-saved with ``,``)."""
+    ``sep`` (e.g. a ``;`` file re-saved with ``,``); a file in another encoding is named first
+    (:func:`check_raw_encoding`), since its first line would only look mis-delimited."""
+    check_raw_encoding(path, encoding)
     with open(path, encoding=encoding, errors="replace", newline="") as handle:
         first = handle.readline()
     found = [d for d in DELIMITERS if d != sep and d in first]

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from peft import set_peft_model_state_dict
 from peft.utils import get_peft_model_state_dict
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ragrec.errors import ModelError
@@ -110,9 +111,21 @@ def load_into(path: Path, backbone: Backbone, heads: ExitHeads, fingerprint: dic
         raise ModelError(f"no training checkpoint at {path} (expected {STATE}, adapter and head safetensors)")
     state = read_state(path)
     check_layout(path, state["fingerprint"], fingerprint)
-    set_peft_model_state_dict(backbone.model, load_file(path / "adapter.safetensors"))
-    heads.load_state_dict(load_file(path / "heads.safetensors"))
+    set_peft_model_state_dict(backbone.model, _tensors(path / "adapter.safetensors"))
+    heads.load_state_dict(_tensors(path / "heads.safetensors"))
     return state
+
+
+def _tensors(file: Path) -> dict:
+    """A checkpoint's tensors; a damaged file is named with the fix instead of safetensors' own error."""
+    try:
+        return load_file(file)
+    except (SafetensorError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(
+            f"checkpoint file {file} is unreadable ({reason}): delete {file.parent}/ and rerun the "
+            "notebook that trains it (make reproduce, or make notebook NB=recommender)"
+        ) from None
 
 
 def load_trained(

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import yaml
 
+from ragrec import result_files as rf
 from ragrec.data import dataset_available
 from ragrec.errors import ConfigError, RagrecError
 from ragrec.reproduce.environment_page import write_environment
@@ -56,16 +57,16 @@ BOOK_SOURCE = PROJECT_DIR / "book"
 RUN_RECORD_CHAPTER = "reproduce"
 
 DOWNLOADS: dict[str, tuple[str, ...]] = {
-    "data": ("data.csv",),
-    "recommender": ("heads.csv", "training.csv", "predictions_[!b]*.csv"),
-    "retrieval": ("retrieval.csv", "lightgcn.csv", "lightgcn_history.csv"),
-    "ablations": ("ablations.csv",),
-    "early_exit": ("early_exit.csv", "threshold_sweep.csv", "early_exit_predictions.csv"),
-    "baselines": ("baselines.csv", "predictions_baselines.csv"),
-    "claims": ("claims.csv",),
-    "run": ("run_times.csv", "provenance.json", "reproduce.json"),
+    "data": (rf.DATA,),
+    "recommender": (rf.HEADS, rf.TRAINING),  # and every predictions file (rf.find_predictions)
+    "retrieval": (rf.RETRIEVAL, rf.LIGHTGCN, rf.LIGHTGCN_HISTORY),
+    "ablations": (rf.ABLATIONS,),
+    "early_exit": (rf.EARLY_EXIT, rf.THRESHOLD_SWEEP, rf.EARLY_EXIT_PREDICTIONS),
+    "baselines": (rf.BASELINES, rf.BASELINE_PREDICTIONS),
+    "claims": (rf.CLAIMS,),
+    "run": (rf.RUN_TIMES, rf.PROVENANCE, rf.MANIFEST),
 }
-"""The result files (glob patterns) each chapter links as downloads, beside its notebook."""
+"""The result files each chapter links as downloads, beside its notebook."""
 
 SUMMARY_NOTEBOOK = "claims"
 SUMMARY_KEYS = ("verdicts", "differences")
@@ -203,9 +204,10 @@ def _copy_notebook(executed: Path, target: Path, paths: dict[str, str]) -> None:
 def _copy_downloads(notebook: str, out_dir: Path, folder: Path, paths: dict[str, str]) -> list[str]:
     """Copy the result files a chapter links (:data:`DOWNLOADS`) beside its notebook; returns
     their names. Text is copied with machine paths made relative."""
-    names = sorted(
-        {f.name for pattern in DOWNLOADS.get(notebook, ()) for f in out_dir.glob(pattern) if f.is_file()}
-    )
+    wanted = list(DOWNLOADS.get(notebook, ()))
+    if notebook == "recommender":
+        wanted += [found.name for found in rf.find_predictions(out_dir)]
+    names = sorted({name for name in wanted if (out_dir / name).is_file()})
     for name in names:
         (folder / name).write_text(relative_paths((out_dir / name).read_text(), paths))
     return names

@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ragrec.reproduce.digest import file_digest
-
-MANIFEST = "reproduce.json"
-PROVENANCE = "provenance.json"
+from ragrec.result_files import MANIFEST, PROVENANCE
 
 
 def snapshot(out_dir: Path) -> dict[str, tuple[int, int]]:

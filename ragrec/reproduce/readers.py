@@ -19,8 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ragrec.data.raw import check_raw_encoding, sniff_encoding
 from ragrec.errors import DataError
 from ragrec.reproduce.outputs import writer_of
+from ragrec.result_files import MANIFEST, PROVENANCE
 
 CSV, JSON, SAFETENSORS, NOTEBOOK = ".csv", ".json", ".safetensors", ".ipynb"
 MAX_SAFETENSORS_HEADER = 100 * 2**20
@@ -40,7 +42,7 @@ def regenerate_command(path: str | os.PathLike) -> str:
             f"delete {path.parent}/ and rerun the notebook that trains it: make reproduce PROFILE={profile} "
             f"(or make notebook NB=recommender PROFILE={profile} DATASET={dataset})"
         )
-    if path.name in ("reproduce.json", "provenance.json"):  # every notebook of the run writes them
+    if path.name in (MANIFEST, PROVENANCE):  # every notebook of the run writes them
         return f"rerun every notebook: make reproduce PROFILE={profile} FRESH=1"
     writer = _writer(folder, path.name)
     if writer is not None:
@@ -50,7 +52,7 @@ def regenerate_command(path: str | os.PathLike) -> str:
 
 def _writer(folder: Path, name: str) -> str | None:
     try:
-        return writer_of(name, json.loads((folder / "reproduce.json").read_text()))
+        return writer_of(name, json.loads((folder / MANIFEST).read_text()))
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -78,16 +80,6 @@ def _text(path: Path) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise unreadable(path, f"is not UTF-8 text (undecodable byte at offset {exc.start})") from None
-
-
-def sniff_encoding(raw: bytes) -> str | None:
-    """What a file that should be UTF-8 text looks like instead (None: nothing seen)."""
-    head = raw[:4096]
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return "looks like UTF-16: it starts with a UTF-16 byte-order mark"
-    if len(head) >= 4 and head.count(b"\x00") >= len(head) // 4:
-        return "looks like UTF-16: every other byte is zero"
-    return None
 
 
 def read_table(path: str | os.PathLike, *, columns: Sequence[str] = ()):
@@ -130,7 +122,7 @@ def read_json(path: str | os.PathLike, *, keys: Sequence[str] = ()) -> dict[str,
 
 def read_provenance(directory: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """``{step: entry}`` of a results folder's ``provenance.json`` (empty when absent)."""
-    path = Path(directory) / "provenance.json"
+    path = Path(directory) / PROVENANCE
     return read_json(path, keys=("steps",))["steps"] if path.exists() else {}
 
 
@@ -181,22 +173,6 @@ def check_readable(path: Path) -> None:
         check[path.suffix](path)
 
 
-def check_raw_encoding(path: Path) -> None:
-    """A raw data file saved as UTF-16 (or with a byte-order mark) is named before it is parsed."""
-    if path.suffix == ".gz":
-        return
-    with open(path, "rb") as handle:
-        head = handle.read(4096)
-    seen = sniff_encoding(head)
-    if seen:
-        raise DataError(f"file {path} is not UTF-8 ({seen.split(':')[0]}): re-save it as UTF-8")
-    if head.startswith(b"\xef\xbb\xbf"):
-        raise DataError(
-            f"file {path} starts with a UTF-8 byte-order mark, which the loader would read as part of "
-            "its first column name: re-save it as UTF-8 without a BOM"
-        )
-
-
 def unreadable_input(task) -> None:
     """Preflight of one task: every file it will read that is already there must be usable (its
     upstream's tables and weights, its own weights it may resume from, the run's records, the
@@ -207,7 +183,7 @@ def unreadable_input(task) -> None:
     name = task.source.name
     read_notebook(task.source, fix=f"restore it from git: git checkout -- notebooks/{name}")
     files = [out / f for up in task.upstream for f in up.outputs] + [out / f for f in task.spec.reads]
-    files.append(out / "provenance.json")  # every step merges its record into it
+    files.append(out / PROVENANCE)  # every step merges its record into it
     for spec in (*task.upstream, task.spec):
         files += [f for pattern in spec.artifacts for f in out.glob(pattern) if f.suffix == SAFETENSORS]
     for path in dict.fromkeys(files):

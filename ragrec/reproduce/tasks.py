@@ -13,6 +13,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
+from ragrec import result_files as rf
 from ragrec.config import get_profile
 from ragrec.data import DATASETS
 from ragrec.errors import ConfigError, DataError, RagrecError
@@ -70,48 +71,48 @@ class NotebookSpec:
 
 
 NOTEBOOKS: tuple[NotebookSpec, ...] = (
-    NotebookSpec("data", "Data", outputs=("data.csv",)),
+    NotebookSpec("data", "Data", outputs=(rf.DATA,)),
     NotebookSpec(
         "recommender",
         "The LLM recommender: per-head AUC",
-        outputs=("heads.csv", "training.csv", "predictions_gcn.csv"),
+        outputs=(rf.HEADS, rf.TRAINING, rf.predictions("gcn")),
         # the main model and the cf variant; the β pair's runs are not reloaded later
         artifacts=("checkpoints/model_beta*/final/*",),
         artifacts_skip=("checkpoints/*_pair*",),
     ),
     NotebookSpec(
-        "retrieval", "GCN-Retriever vs LLM retriever", outputs=("retrieval.csv",), after=("recommender",)
+        "retrieval", "GCN-Retriever vs LLM retriever", outputs=(rf.RETRIEVAL,), after=("recommender",)
     ),
     NotebookSpec(
         "ablations",
         "Ablations: prompt context and depth-wise LR decay",
-        outputs=("ablations.csv",),
+        outputs=(rf.ABLATIONS,),
         after=("recommender",),
     ),
     NotebookSpec(
         "early_exit",
         "Early exit: accuracy vs requests per second",
-        outputs=("early_exit.csv", "threshold_sweep.csv", "early_exit_predictions.csv"),
+        outputs=(rf.EARLY_EXIT, rf.THRESHOLD_SWEEP, rf.EARLY_EXIT_PREDICTIONS),
         after=("recommender",),
     ),
     NotebookSpec(
         "baselines",
         "Baselines: where the LLM stands",
-        outputs=("baselines.csv", "predictions_baselines.csv"),
+        outputs=(rf.BASELINES, rf.BASELINE_PREDICTIONS),
         after=("recommender",),
     ),
     NotebookSpec(
         "claims",
         "Claims check",
-        outputs=("claims.csv",),
+        outputs=(rf.CLAIMS,),
         after=("recommender", "retrieval", "ablations", "early_exit", "baselines"),
         reads_dataset=False,
     ),
     NotebookSpec(
         "run",
         "Run record",
-        outputs=("run_times.csv",),
-        reads=(MANIFEST, "provenance.json"),
+        outputs=(rf.RUN_TIMES,),
+        reads=(MANIFEST, rf.PROVENANCE),
         reads_dataset=False,
     ),
 )

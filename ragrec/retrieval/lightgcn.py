@@ -186,16 +186,22 @@ class LightGCNResult:
     @classmethod
     def load(cls, path: str | os.PathLike) -> LightGCNResult:
         """Read back what :meth:`save` wrote."""
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         path = Path(path)
         if not path.is_file():
             raise DataError(f"no saved LightGCN embeddings at {path}")
-        with safe_open(str(path), framework="numpy") as f:
-            meta = (f.metadata() or {}).get(METADATA_KEY)
-            if meta is None:
-                raise DataError(f"{path} is not a LightGCN result written by ragrec")
-            layers = f.get_tensor("layers")
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                meta = (f.metadata() or {}).get(METADATA_KEY)
+                layers = f.get_tensor("layers") if meta is not None else None
+        except (SafetensorError, OSError) as exc:
+            raise DataError(
+                f"saved LightGCN embeddings {path} are unreadable ({str(exc).splitlines()[0]}): delete the "
+                "file and rerun; the retriever is fitted again"
+            ) from None
+        if meta is None:
+            raise DataError(f"{path} is not a LightGCN result written by ragrec")
         meta = json.loads(meta)
 
         def metrics(m):

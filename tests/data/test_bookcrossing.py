@@ -96,6 +96,14 @@ def test_a_wrong_delimiter_is_named_with_the_expected_one(tmp_path, file, found)
         load_dataset("bookcrossing", data_root=tmp_path)
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le"], ids=["with BOM", "without BOM"])
+def test_a_utf16_ratings_file_is_told_its_encoding_not_a_wrong_delimiter(tmp_path, encoding):
+    path = write_bx(tmp_path / "bookcrossing") / "BX-Book-Ratings.csv"
+    path.write_bytes(path.read_text(encoding="latin-1").encode(encoding))
+    with pytest.raises(DataError, match=re.escape(path.name) + r" is not latin-1 \(looks like UTF-16\)"):
+        load_dataset("bookcrossing", data_root=tmp_path)
+
+
 def test_metadata_problems_are_counted_not_silent(tmp_path):
     books = (
         BX_BOOKS

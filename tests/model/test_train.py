@@ -1,6 +1,7 @@
 """Multi-head training: it learns, and its checkpoints reload, resume and pair with shorter runs."""
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -254,3 +255,20 @@ def test_bad_training_input_is_refused(tmp_path):
     plain = tiny_backbone(num_layers=6, hidden_size=32)
     with pytest.raises(ModelError, match="attach_lora"):
         train_multihead(plain, ExitHeads(plain, LAYERS), [[1, 2]], np.array([1]), TrainConfig(), tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["zero bytes", "truncated", "garbage"])
+@pytest.mark.parametrize("file", ["heads.safetensors", "adapter.safetensors"])
+def test_a_damaged_checkpoint_file_is_named_with_the_fix(tmp_path, file, damage):
+    bb, heads = fresh()
+    prompts, labels = learnable_task(bb, n=8)
+    train_multihead(bb, heads, prompts, labels, TrainConfig(epochs=1, batch_size=8), tmp_path, progress=False)
+    path = tmp_path / "final" / file
+    data = path.read_bytes()
+    path.write_bytes(
+        {"zero bytes": b"", "truncated": data[: len(data) // 2], "garbage": b"not safetensors"}[damage]
+    )
+    with pytest.raises(
+        ModelError, match=re.escape(str(path)) + r" is unreadable .*delete .*final/ and rerun"
+    ):
+        load_trained(tmp_path, *fresh())

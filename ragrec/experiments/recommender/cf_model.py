@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from ragrec.data import Samples
 from ragrec.errors import ModelError
@@ -183,8 +183,14 @@ def load_cf_model(prepared: Prepared, backbone: Backbone, *, results_root=None) 
     path = directory / "final" / "heads.safetensors"
     if not path.is_file():
         raise ModelError(f"no trained cf variant at {directory}; run the recommender step first")
-    with safe_open(str(path), "pt") as saved:
-        users, items = saved.get_slice("cf.users").get_shape(), saved.get_slice("cf.items").get_shape()
+    try:
+        with safe_open(str(path), "pt") as saved:
+            users, items = saved.get_slice("cf.users").get_shape(), saved.get_slice("cf.items").get_shape()
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(
+            f"cf checkpoint {path} is unreadable ({str(exc).splitlines()[0]}): delete {directory}/ and "
+            "rerun the recommender notebook (make notebook NB=recommender)"
+        ) from None
     placeholder = CFEmbeddings(
         np.zeros(users, np.float32),
         np.zeros(items, np.float32),

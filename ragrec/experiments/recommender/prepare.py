@@ -22,6 +22,7 @@ from ragrec.data import (
     load_dataset,
     split_interactions,
 )
+from ragrec.errors import DataError
 from ragrec.llm.backbone import Backbone, load_backbone, tiny_backbone
 from ragrec.model.distributed import current_shard
 from ragrec.results import CHECKPOINTS, result_dir
@@ -57,8 +58,21 @@ def prepare_data(profile: Profile, *, data_root: str | os.PathLike | None = None
         history_scope=d.history_scope,
     )
     caps = {"train": d.train_cap, "valid": d.valid_cap, "test": d.test_cap}
-    parts = {name: cap_samples(samples.part(name), caps[name], seed=profile.seed) for name in caps}
+    parts = {name: _capped(samples, name, cap, profile) for name, cap in caps.items()}
     return Prepared(profile, dataset, split, samples, parts["train"], parts["valid"], parts["test"])
+
+
+def _capped(samples: Samples, part: str, cap: int | None, profile: Profile) -> Samples:
+    """The profile's cap of one split's samples; a cap beyond the data names both ways out."""
+    try:
+        return cap_samples(samples.part(part), cap, seed=profile.seed)
+    except DataError as exc:
+        dataset = profile.data.dataset
+        raise DataError(
+            f"{dataset}: the {profile.name} profile's {part} {exc}; run the smoke profile "
+            f"(make reproduce PROFILE=smoke) or give it more data (a larger {dataset} in "
+            f"data/raw/{dataset}/)"
+        ) from None
 
 
 def load_model(profile: Profile, dataset: Dataset) -> Backbone:
