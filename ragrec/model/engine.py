@@ -160,7 +160,7 @@ class EarlyExitEngine:
     def _start(self, batch: list[list[int]], padding_side: str, cf_ids: Tensor | None = None) -> _Running:
         """Pad ``batch`` and embed it: the running state before the first decoder layer."""
         core, device = self.core, self.backbone.device
-        ids, valid = pad_prompts(batch, self.backbone.tokenizer.pad_token_id or 0, padding_side)
+        ids, valid = pad_prompts(batch, self.backbone.pad_id, padding_side)
         ids, valid = ids.to(device), valid.to(device)
         pos = positions_from_mask(valid)  # [B, T]
         hidden = self.heads.input_embeddings(ids, None if cf_ids is None else cf_ids.to(device))  # [B, T, H]

@@ -90,7 +90,7 @@ def embed_texts(
         raise ConfigError(f"need batch_size ≥ 1 and max_tokens ≥ 1, got {batch_size}, {max_tokens}")
     tokenizer = backbone.tokenizer
     ids = [list(x)[:max_tokens] for x in tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = backbone.pad_id
     decoder = backbone.model.get_decoder()
     device = backbone.device
     out = np.zeros((len(ids), backbone.hidden_size), dtype=np.float32)

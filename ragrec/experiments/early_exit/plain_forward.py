@@ -54,7 +54,7 @@ def plain_predict(
     if padding_side not in ("left", "right"):
         raise ConfigError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     out = np.full(len(prompts), np.nan)
-    pad_id = backbone.tokenizer.pad_token_id or 0  # as the engine pads
+    pad_id = backbone.pad_id  # as the engine pads
     device = backbone.device
     with torch.inference_mode():
         for idx in length_sorted_batches(prompts, batch_size):
