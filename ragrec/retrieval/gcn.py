@@ -15,7 +15,8 @@ from ragrec.data import Dataset, Samples
 from ragrec.errors import ConfigError, DataError
 from ragrec.retrieval.base import RetrieverConfig, TrainingFolds, fit_key, register_retriever
 from ragrec.retrieval.graph import BipartiteGraph, build_graph
-from ragrec.retrieval.lightgcn import LightGCNConfig, LightGCNResult, train_lightgcn
+from ragrec.retrieval.lightgcn import LightGCNConfig, LightGCNResult
+from ragrec.retrieval.lightgcn_train import train_lightgcn
 from ragrec.retrieval.training import FoldedRetriever
 from ragrec.retrieval.vector import VectorRetriever, check_backend, l2_normalize
 

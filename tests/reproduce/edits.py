@@ -29,5 +29,8 @@ TEXT_EDITS = {
 CODE_EDITS = {
     "constant": ("MAX_ID = 2**53", "MAX_ID = 2**52"),
     "expression": ("(number.abs() < MAX_ID)", "(number.abs() <= MAX_ID)"),
-    "default-argument": ('encoding: str = "utf-8") -> None', 'encoding: str = "latin-1") -> None'),
+    "default-argument": (
+        'what: str, encoding: str = "utf-8") -> None',
+        'what: str, encoding: str = "latin-1") -> None',
+    ),
 }

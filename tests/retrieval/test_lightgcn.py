@@ -10,15 +10,8 @@ import torch.nn.functional as F
 
 from ragrec.errors import ConfigError, DataError
 from ragrec.retrieval.graph import build_graph
-from ragrec.retrieval.lightgcn import (
-    LightGCNConfig,
-    LightGCNResult,
-    bpr_loss,
-    build_model,
-    combine_layers,
-    propagate,
-    train_lightgcn,
-)
+from ragrec.retrieval.lightgcn import LightGCNConfig, LightGCNResult, build_model, combine_layers, propagate
+from ragrec.retrieval.lightgcn_train import bpr_loss, train_lightgcn
 from ragrec.retrieval.ranking import RankingTargets, embedding_metrics
 
 FAST = LightGCNConfig(
