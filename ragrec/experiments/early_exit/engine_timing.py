@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ragrec.config import ExitBenchmarkConfig
 from ragrec.errors import ConfigError, DataError
 from ragrec.experiments.early_exit.operating_point import ExitPoint
 from ragrec.experiments.early_exit.plain_forward import plain_predict
@@ -228,13 +229,8 @@ def benchmark_engine(
     labels: Sequence[int] | np.ndarray,
     points: Sequence[ExitPoint],
     *,
-    batch_size: int = 8,
-    repeats: int = 3,
-    warmup: int = 2,
-    padding_side: str = "left",
+    config: ExitBenchmarkConfig | None = None,
     saved: np.ndarray | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
     cf_ids: np.ndarray | None = None,
 ) -> EngineBenchmark:
     """Time the plain forward (``method="full"``), the engine never exiting (``"engine_full"``)
@@ -245,21 +241,20 @@ def benchmark_engine(
         heads: exit heads built on ``backbone``'s model.
         prompts, labels: token-id prompts and their 0/1 labels.
         points: the exit settings to run.
-        batch_size: prompts per batch, for every method. (default: ``8``)
-        repeats: timed passes per method; the table reports medians. (default: ``3``)
-        warmup: untimed batches per method before the first pass. (default: ``2``)
-        padding_side: ``"left"`` or ``"right"``. (default: ``"left"``)
+        config: how it is timed: ``batch_size`` (every method), ``repeats`` (timed passes, medians
+            reported), ``warmup`` batches, ``padding_side``, and ``n_boot``/``seed`` of the AUC
+            intervals. (default: :class:`~ragrec.config.ExitBenchmarkConfig`'s)
         saved: optional ``[N, n_heads]`` saved per-head P(Yes) of the same prompts; fills
             ``exit_agreement`` and ``max_abs_diff_vs_saved``.
-        n_boot, seed: the AUC intervals' bootstrap.
         cf_ids: ``[N, 2]`` (user, item) per prompt for heads with collaborative tokens.
     """
+    c = config or ExitBenchmarkConfig()
     labels = _check_engine_input(backbone, heads, prompts, labels, points, saved)
     engines = _engines(backbone, heads, points)
-    batches = length_sorted_batches(prompts, batch_size)
+    batches = length_sorted_batches(prompts, c.batch_size)
     sizes = [len(b) for b in batches]
     runs, per_head, timings = _run_timed(
-        backbone, heads, engines, prompts, batches, padding_side, cf_ids, repeats=repeats, warmup=warmup
+        backbone, heads, engines, prompts, batches, c.padding_side, cf_ids, repeats=c.repeats, warmup=c.warmup
     )
     rows, predictions = _rows_and_predictions(
         runs,
@@ -269,10 +264,10 @@ def benchmark_engine(
         labels,
         heads,
         saved,
-        batch_size=batch_size,
-        repeats=repeats,
-        n_boot=n_boot,
-        seed=seed,
+        batch_size=c.batch_size,
+        repeats=c.repeats,
+        n_boot=c.n_boot,
+        seed=c.seed,
     )
     return EngineBenchmark(
         results_table(rows),

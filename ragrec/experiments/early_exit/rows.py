@@ -85,13 +85,8 @@ def engine_rows(
         prompts,
         requests.frame["label"].to_numpy(),
         points,
-        batch_size=config.batch_size,
-        repeats=config.repeats,
-        warmup=config.warmup,
-        padding_side=config.padding_side,
+        config=config,
         saved=saved_requests,
-        n_boot=config.n_boot,
-        seed=config.seed,
         cf_ids=cf_ids,
     )
 

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from ragrec.config import ExitBenchmarkConfig
 from ragrec.errors import ConfigError, DataError, ModelError
 from ragrec.experiments.early_exit.engine_timing import benchmark_engine
 from ragrec.experiments.early_exit.operating_point import ExitPoint
@@ -69,11 +70,8 @@ def test_sweep_and_real_engine_agree_row_by_row(tiny_backbone, exit_data):
         prompts,
         labels,
         [ExitPoint(FAMILIES[f], t) for f, t in POINTS],
-        batch_size=5,
-        repeats=1,
-        warmup=0,
         saved=per_head,
-        n_boot=20,
+        config=ExitBenchmarkConfig(batch_size=5, repeats=1, warmup=0, n_boot=20),
     )
     exits = bench.table[bench.table["method"] == "exit"]
     assert (exits["exit_agreement"] == 1.0).all()
@@ -103,11 +101,8 @@ def test_the_engine_never_exiting_is_timed_as_early_exits_own_reference(tiny_bac
         exit_data.prompts,
         exit_data.labels,
         [ExitPoint(DIFFERENCE, 0.05)],
-        batch_size=5,
-        repeats=1,
-        warmup=0,
         saved=exit_data.per_head,
-        n_boot=20,
+        config=ExitBenchmarkConfig(batch_size=5, repeats=1, warmup=0, n_boot=20),
     )
     rows = bench.table.set_index("method")
     engine = rows.loc["engine_full"]
@@ -138,10 +133,7 @@ def test_benchmark_engine_writes_required_columns(tiny_backbone, exit_data):
         exit_data.prompts,
         exit_data.labels,
         [ExitPoint(DIFFERENCE, 0.05, role="operating_point")],
-        batch_size=8,
-        repeats=2,
-        warmup=1,
-        n_boot=20,
+        config=ExitBenchmarkConfig(batch_size=8, repeats=2, warmup=1, n_boot=20),
     )
     table = bench.table
     assert list(table.columns) == list(EARLY_EXIT_COLUMNS)
@@ -236,9 +228,7 @@ def test_bad_engine_input_is_a_clear_error(tiny_backbone, exit_data, case, error
             args["labels"],
             args["points"],
             saved=args["saved"],
-            repeats=1,
-            warmup=0,
-            n_boot=20,
+            config=ExitBenchmarkConfig(repeats=1, warmup=0, n_boot=20),
         )
 
 

@@ -97,11 +97,8 @@ def test_a_profile_names_a_new_rule_and_the_benchmark_times_it_against_the_plain
         exit_data.prompts,
         exit_data.labels,
         [*margin, ExitPoint(MarginFamily(), 0.5)],
-        batch_size=5,
-        repeats=1,
-        warmup=0,
         saved=exit_data.per_head,
-        n_boot=20,
+        config=ExitBenchmarkConfig(batch_size=5, repeats=1, warmup=0, n_boot=20),
     )
     exits = bench.table[bench.table["method"] == "exit"]
     assert exits["form"].tolist() == ["margin"] * (len(margin) + 1)
