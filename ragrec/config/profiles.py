@@ -75,7 +75,14 @@ CPU = Profile(
         lr=3e-3, beta=0.1, epochs=2, batch_size=4, bf16_autocast=True, eval_every=400, checkpoint_every=50
     ),
     # bf16 scoring: faster on a CPU with native bf16; the fp32 check measures what it costs
-    evaluation=EvalSettings(reduced_cap=1000, dtype="bfloat16", dtype_check=300),
+    # none and random on every test sample too (~2.2 min each): every context comparison paired on
+    # the same 2,000 (issue #28, "context, decided")
+    evaluation=EvalSettings(
+        reduced_cap=1000,
+        dtype="bfloat16",
+        dtype_check=300,
+        full_contexts=("gcn", "llm", "none", "random"),
+    ),
     # Two more 800-step runs do not fit the budget: the β pair trains two complete 100-step runs.
     beta_pair=BetaPair(train_cap=400, epochs=1),
     # 256 timed requests: enough to time the engine steadily; accuracy is read off every test sample
