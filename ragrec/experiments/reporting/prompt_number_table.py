@@ -118,19 +118,7 @@ def run_prompt_numbers(
     nb_test = retriever.neighbours(prepared.test, deepest)
     test, y_test = prepared.test, prepared.test.frame["label"].to_numpy(int)
     x_test = _features(prepared, None, test, vote_k, nb_test)
-    x_llm = _features(prepared, None, prepared.train, vote_k, nb_train)
-    everything = prepared.samples.part("train")
-    cap = None if config.all_cap is None or config.all_cap >= len(everything) else config.all_cap
-    all_train = cap_samples(everything, cap, seed=profile.seed)
-    x_all = _features(prepared, retriever, all_train, vote_k)
-    scores = {
-        **prompt_number_scores(
-            x_llm, prepared.train.frame["label"].to_numpy(int), x_test, config.models, tag="_llm"
-        ),
-        **prompt_number_scores(
-            x_all, all_train.frame["label"].to_numpy(int), x_test, config.models, tag="_all"
-        ),
-    }
+    all_train, scores = _fit_and_score(profile, config, prepared, retriever, nb_train, x_test)
     n_train = {m: len(prepared.train) if m.endswith("_llm") else len(all_train) for m in scores}
     out_dir = result_dir(profile.name, profile.data.dataset, results_root)
     sample_ids = test.frame.index.to_numpy()
@@ -150,15 +138,7 @@ def run_prompt_numbers(
     counts, _ = item_likes_before(
         prepared.split.train, test, prepared.dataset.n_items, has_timestamps=prepared.dataset.has_timestamps
     )
-    classical = {}
-    baseline_file = out_dir / result_files.BASELINE_PREDICTIONS
-    if baseline_file.exists():
-        frame = read_csv(baseline_file).set_index("sample_id")
-        if set(frame.index) == set(sample_ids):
-            frame = frame.loc[sample_ids]
-            classical = {
-                c: frame[c].to_numpy(float) for c in frame.columns if c not in ("user", "item", "label")
-            }
+    classical = _classical_scores(out_dir, sample_ids)
     cold = cold_start_table(
         y_test,
         {**llm, **scores, **classical},
@@ -170,25 +150,66 @@ def run_prompt_numbers(
     depth = depth_table(prepared, nb_train, nb_test, config)
     per_sample = pd.DataFrame({"sample_id": sample_ids, "label": y_test, "item_raters": counts})
     per_sample = pd.concat([per_sample, x_test.reset_index(drop=True), pd.DataFrame(scores)], axis=1)
+    extra = {"reference": reference, "vote_k": vote_k, "n_test": len(test)}
+    extra.update({"n_train_llm": len(prepared.train), "n_train_all": len(all_train)})
+    _write(
+        out_dir,
+        profile,
+        config,
+        {"table": table, "depth": depth, "cold": cold, "per_sample": per_sample},
+        extra,
+        started,
+    )
+    return {"table": table, "depth": depth, "cold_start": cold}
+
+
+def _fit_and_score(profile, config, prepared, retriever, nb_train, x_test):
+    """The prompt-number models fitted on the LLM's own training samples (``_llm``) and on a
+    seeded subset of every training sample (``_all``), each scoring ``x_test``."""
+    vote_k = profile.prompt.vote_k
+    x_llm = _features(prepared, None, prepared.train, vote_k, nb_train)
+    everything = prepared.samples.part("train")
+    cap = None if config.all_cap is None or config.all_cap >= len(everything) else config.all_cap
+    all_train = cap_samples(everything, cap, seed=profile.seed)
+    x_all = _features(prepared, retriever, all_train, vote_k)
+    scores = {
+        **prompt_number_scores(
+            x_llm, prepared.train.frame["label"].to_numpy(int), x_test, config.models, tag="_llm"
+        ),
+        **prompt_number_scores(
+            x_all, all_train.frame["label"].to_numpy(int), x_test, config.models, tag="_all"
+        ),
+    }
+    return all_train, scores
+
+
+def _classical_scores(out_dir, sample_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """The classical baselines' test scores on exactly ``sample_ids`` (empty when
+    ``predictions_baselines.csv`` is absent or holds other samples)."""
+    baseline_file = out_dir / result_files.BASELINE_PREDICTIONS
+    if not baseline_file.exists():
+        return {}
+    frame = read_csv(baseline_file).set_index("sample_id")
+    if set(frame.index) != set(sample_ids):
+        return {}
+    frame = frame.loc[sample_ids]
+    return {c: frame[c].to_numpy(float) for c in frame.columns if c not in ("user", "item", "label")}
+
+
+def _write(
+    out_dir, profile: Profile, config: PromptNumberRunConfig, tables: dict, extra: dict, started: float
+):
+    """Write the four tables atomically and the step's provenance."""
     files = {
-        result_files.PROMPT_NUMBERS: table,
-        result_files.VOTE_DEPTH: depth,
-        result_files.COLD_START: cold,
-        result_files.PREDICTIONS_PROMPT_NUMBERS: per_sample,
+        result_files.PROMPT_NUMBERS: tables["table"],
+        result_files.VOTE_DEPTH: tables["depth"],
+        result_files.COLD_START: tables["cold"],
+        result_files.PREDICTIONS_PROMPT_NUMBERS: tables["per_sample"],
     }
     for name, frame in files.items():
         write_csv(frame, out_dir / name)
     provenance = Provenance(
         "prompt_numbers", profile.name, profile.data.dataset, profile.seed, {"config": config}
     )
-    provenance.parameters = {
-        "config": config,
-        "reference": reference,
-        "vote_k": vote_k,
-        "n_test": len(test),
-        "n_train_llm": len(prepared.train),
-        "n_train_all": len(all_train),
-        "seconds": time.perf_counter() - started,
-    }
+    provenance.parameters = {"config": config, **extra, "seconds": time.perf_counter() - started}
     provenance.write(out_dir, list(files))
-    return {"table": table, "depth": depth, "cold_start": cold}
