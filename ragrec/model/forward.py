@@ -1,14 +1,24 @@
 """Llama helpers shared by training, the engine and the plain-forward baseline: positions,
-last tokens, P(Yes) from the [No, Yes] logits, and the plain Hugging Face full-depth forward."""
+last tokens, P(Yes) from the [No, Yes] logits, the fp32 read-out's pieces (RMSNorm in fp32, the
+final norm's input, an fp32 LM head), and the plain Hugging Face full-depth forward.
+
+Why read out in fp32: a bf16 state normed and multiplied by bf16 LM-head rows rounds the
+Yes−No logit to bf16, which at SmolLM2's logit scale is a 0.125 grid: 32 distinct final-head
+values over 2,000 test samples and 3.6% of positive–negative pairs tied (issue #27). The body
+may run in bf16; every read-out upcasts its last-token state and computes in fp32.
+"""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from transformers import LlamaForCausalLM
+from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from ragrec.errors import ConfigError, ModelError
 from ragrec.llm.backbone import Backbone
@@ -55,6 +65,54 @@ def p_yes_from_logits(logits: Tensor) -> Tensor:
     return torch.softmax(logits.float(), dim=-1)[..., 1]
 
 
+def rms_norm_fp32(hidden: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """``LlamaRMSNorm`` in fp32 whatever the dtypes: ``[..., H]`` → ``[..., H]`` (fp32).
+
+    ``w ⊙ x / sqrt(mean(x²) + eps)`` with the same operations in the same order as
+    ``LlamaRMSNorm.forward``, so on fp32 inputs it is that module to the bit. The module itself
+    casts back to the input's dtype before the weight (a bf16 state would be rounded again).
+    """
+    x = hidden.float()
+    variance = x.pow(2).mean(-1, keepdim=True)  # [..., 1]
+    return weight.float() * (x * torch.rsqrt(variance + eps))
+
+
+def run_decoder(core: LlamaForCausalLM, **kwargs) -> tuple[BaseModelOutputWithPast, Tensor]:
+    """``core.model(**kwargs)`` and its final norm's input ``[B, T, H]``: the last decoder
+    layer's raw output, which the fp32 read-out norms itself (``hidden_states[-1]`` and
+    ``last_hidden_state`` are already normed, in the body's dtype)."""
+    captured: list[Tensor] = []
+    handle = core.model.norm.register_forward_pre_hook(lambda _module, args: captured.append(args[0]))
+    try:
+        out = core.model(**kwargs)
+    finally:
+        handle.remove()
+    if len(captured) != 1:
+        raise ModelError(f"the final norm ran {len(captured)} times in one decoder forward, expected once")
+    return out, captured[0]
+
+
+# One fp32 copy of each bf16 LM head, kept while that weight is unchanged (module → (key, copy)).
+_FP32_LM_HEADS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def lm_head_fp32(core: LlamaForCausalLM) -> Tensor:
+    """The LM head's weight ``[V, H]`` in fp32, not re-cast per batch: the weight itself when it
+    is fp32, else a copy cast once and cached until the weight is replaced, cast, moved or
+    updated in place (its storage, dtype, device and version counter form the key)."""
+    weight = core.lm_head.weight
+    if weight.dtype == torch.float32:
+        return weight
+    key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+    cached = _FP32_LM_HEADS.get(core.lm_head)
+    if cached is None or cached[0] != key:
+        # a normal tensor even under inference_mode, so a later grad-mode caller may use it too
+        with torch.inference_mode(False), torch.no_grad():
+            cached = (key, weight.detach().float())
+        _FP32_LM_HEADS[core.lm_head] = cached
+    return cached[1]
+
+
 def check_mask(input_ids: Tensor, attention_mask: Tensor) -> None:
     if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
         raise ConfigError(
@@ -70,33 +128,39 @@ def plain_full_forward_p_yes(
 ) -> Tensor:
     """P(Yes) ``[B]`` (fp32) from the plain Hugging Face full-depth forward: the RPS baseline.
 
-    The model's own decoder (``LlamaModel.forward``, all layers and the final norm) with
-    mask-derived positions, then its own ``lm_head`` over the whole vocabulary at each row's last
-    real token only (as ``generate`` does), restricted to [No, Yes]: the same numbers as
-    ``LlamaForCausalLM.forward`` there. With ``inputs_embeds`` ``[B, T, H]`` (prompts whose
-    collaborative slots are filled, :meth:`ragrec.model.heads.ExitHeads.input_embeddings`) the
-    model reads those instead of embedding ``input_ids``.
+    The model's own decoder (``LlamaModel.forward``, all layers) with mask-derived positions; at
+    each row's last real token only (as ``generate`` does) the final norm's input is upcast and
+    read out in fp32: the final norm (:func:`rms_norm_fp32`) and the LM head over the whole
+    vocabulary (:func:`lm_head_fp32`), restricted to [No, Yes]. In an fp32 model these are the
+    numbers of ``LlamaForCausalLM.forward`` there; in a bf16 model they are its numbers without
+    the bf16 rounding of the read-out (module docstring), as every exit head reads out. With
+    ``inputs_embeds`` ``[B, T, H]`` (prompts whose collaborative slots are filled,
+    :meth:`ragrec.model.heads.ExitHeads.input_embeddings`) the model reads those instead of
+    embedding ``input_ids``.
 
-    Why not ``LlamaForCausalLM.forward(logits_to_keep=1)``: it hands ``lm_head`` the slice
-    ``hidden[:, -1:]``, a ``[B, 1, H]`` view whose batch stride is ``T·H``. With frozen weights
-    (``requires_grad`` False, as in a merged model) ``torch.matmul`` will not fold such a view into
-    a matrix and takes its batched path instead, which on CPU copies the LM head once per row
-    (``[B, H, V]``; 3 of the 4 seconds of a batch of 8 in bf16). Gathering the last states into a
-    ``[B, H]`` matrix first is the same product without that copy, so the baseline is timed as a
-    careful user would run it.
+    Why not ``LlamaForCausalLM.forward(logits_to_keep=1)``: besides its bf16 read-out, it hands
+    ``lm_head`` the slice ``hidden[:, -1:]``, a ``[B, 1, H]`` view whose batch stride is ``T·H``.
+    With frozen weights (as in a merged model) ``torch.matmul`` takes its batched path on such a
+    view, which on CPU copies the LM head once per row (``[B, H, V]``). Gathering the last states
+    into a ``[B, H]`` matrix first is the same product without that copy, so the baseline is
+    timed as a careful user would run it.
     """
     check_mask(input_ids, attention_mask)
     core = unwrap_llama(backbone.model)  # LoRA layers of a peft wrapper sit inside it and still apply
-    hidden = core.model(
+    _, pre_norm = run_decoder(
+        core,
         input_ids=None if inputs_embeds is not None else input_ids,
         inputs_embeds=inputs_embeds,
         attention_mask=attention_mask,
         position_ids=positions_from_mask(attention_mask),
         use_cache=False,
-    ).last_hidden_state  # [B, T, H], final norm applied
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    last = hidden[rows, last_token_index(attention_mask)]  # [B, H], a new contiguous matrix
-    logits = core.lm_head(last)  # [B, V]
+    )  # [B, T, H] in the body's dtype, before the final norm
+    rows = torch.arange(pre_norm.shape[0], device=pre_norm.device)
+    last = pre_norm[rows, last_token_index(attention_mask)]  # [B, H], a new contiguous matrix
+    final = core.model.norm
+    with torch.autocast(last.device.type, enabled=False):  # a caller's autocast must not round it
+        normed = rms_norm_fp32(last, final.weight, final.variance_epsilon)  # [B, H] fp32
+        logits = F.linear(normed, lm_head_fp32(core))  # [B, V] fp32
     answer = logits[:, [backbone.no_token_id, backbone.yes_token_id]]
     return p_yes_from_logits(answer)
 

@@ -9,8 +9,15 @@ head ``h`` as soon as the prediction is stable::
 :class:`ExitHeads` holds one trainable RMSNorm per intermediate head, followed by the model's own
 (frozen, shared) LM-head rows for [No, Yes]. The head at the last decoder layer *is* the model's
 final norm + LM head, so it reproduces the plain model. ``forward_all`` (one full forward, all
-heads; what training calls) and the engine (:mod:`ragrec.model.engine`) share
+heads; what training and scoring call) and the engine (:mod:`ragrec.model.engine`) share
 :meth:`ExitHeads.logits`; when to stop is the exit criteria's job (:mod:`ragrec.model.criteria`).
+
+Every head reads out in fp32, whatever the body's dtype: the last-token state is upcast, then
+the head's norm, the two answer rows and the readout run in fp32 (autocast off). A bf16
+read-out puts the Yes−No logit on a 0.125 grid at SmolLM2's logit scale: 32 distinct
+final-head values over 2,000 test samples, 3.6% of positive–negative pairs tied, and an engine
+one grid step (Δp ≈ 0.03) off the saved predictions on a quarter of the requests (issue #27).
+The heads' own parameters are fp32 too, so a bf16 body trains fp32 heads.
 
 Shapes: ``B`` batch rows, ``T`` padded sequence length, ``H`` hidden size, ``n`` heads, ``N``
 prompts. Layers are counted 1-based: the head "at layer L" reads the hidden state after decoder
@@ -27,6 +34,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from ragrec.errors import ConfigError, ModelError
@@ -37,6 +45,8 @@ from ragrec.model.forward import (
     last_token_index,
     p_yes_from_logits,
     positions_from_mask,
+    rms_norm_fp32,
+    run_decoder,
     unwrap_llama,
 )
 
@@ -99,10 +109,11 @@ class ExitHeads(nn.Module):
       small trainable readout ``R_k · x + b_k`` (``R_k`` is ``[2, H]``) added to the two logits,
       initialised to zero (an untrained head is still the logit lens).
     - ``L == num_layers``: the model's own final norm and nothing else, so this head equals the
-      full model (and the plain forward reproduces it to the bit).
+      full model (the plain forward agrees within ~1e-6 in P(Yes), see :meth:`project`).
 
-    ``W_{No,Yes}`` are the rows of the model's LM head, used through the model's own ``lm_head``
-    module at call time (see :meth:`project`): shared, frozen, and not parameters of this module.
+    ``W_{No,Yes}`` are the rows of the model's LM head, read from its ``lm_head`` weight at call
+    time (see :meth:`project`): shared, frozen, and not parameters of this module. All of it
+    runs in fp32 (module docstring); the norms and readouts are fp32 parameters.
 
     Why the readout: an intermediate layer's last-token state carries the answer but not along
     the direction ``W_Yes − W_No`` that the final layer writes it to, so a norm and the shared
@@ -132,16 +143,18 @@ class ExitHeads(nn.Module):
         # parameters, state_dict or .to(); only its final norm and LM-head rows are read.
         object.__setattr__(self, "_core", core)
         final = core.model.norm
+        device = final.weight.device
+        # The heads' own parameters stay fp32 whatever the body's dtype: they are read out in fp32.
         self.norms = nn.ModuleDict()
         for layer in layers:
             if layer < num_layers:
-                norm = LlamaRMSNorm(self.hidden_size, eps=final.variance_epsilon)
-                norm.weight.data.copy_(final.weight.detach())
-                self.norms[str(layer)] = norm.to(device=final.weight.device, dtype=final.weight.dtype)
+                norm = LlamaRMSNorm(self.hidden_size, eps=final.variance_epsilon).to(device)
+                norm.weight.data.copy_(final.weight.detach().float())
+                self.norms[str(layer)] = norm
         self.readouts = nn.ModuleDict()
         for layer in layers if readout else ():
             if layer < num_layers:
-                linear = nn.Linear(self.hidden_size, 2, device=final.weight.device, dtype=final.weight.dtype)
+                linear = nn.Linear(self.hidden_size, 2, device=device, dtype=torch.float32)
                 nn.init.zeros_(linear.weight)
                 nn.init.zeros_(linear.bias)
                 self.readouts[str(layer)] = linear
@@ -188,31 +201,42 @@ class ExitHeads(nn.Module):
         return self.norms[str(layer)] if layer < self.num_layers else self._core.model.norm
 
     def normed(self, hidden_last: Tensor, head_index: int) -> Tensor:
-        """Head ``head_index``'s norm on raw last-token states ``[B, H]`` → ``[B, H]`` (what the
-        shared rows and the readout read)."""
-        return self._norm(head_index)(hidden_last)
+        """Head ``head_index``'s norm on raw last-token states ``[B, H]`` (any dtype) → ``[B, H]``
+        fp32 (what the shared rows and the readout read), computed in fp32 (module docstring)."""
+        norm = self._norm(head_index)
+        return rms_norm_fp32(hidden_last, norm.weight, norm.variance_epsilon)
 
     def project(self, normed: Tensor) -> Tensor:
-        """``[B, H]`` normalised hidden → ``[B, 2]`` logits ``[No, Yes]`` of the model's LM head.
+        """``[B, H]`` normalised hidden → ``[B, 2]`` fp32 logits ``[No, Yes]`` of the model's LM
+        head: its two answer rows, upcast, times the fp32 state (``z = W_{No,Yes} · x``).
 
-        The model's own ``lm_head`` module runs on the B last-token states and the [No, Yes]
-        columns are kept. A two-row matmul would be mathematically the same but sums in another
-        order than the plain forward's full-vocabulary GEMM (~1e-5 apart on SmolLM2's logits of
-        ~30); the full row costs V·H multiply-adds per prompt (28 M for SmolLM2, well under 1%
-        of one decoder layer over a 150-token prompt) and makes the last head reproduce the
-        plain model to the bit.
+        Why fp32: bf16 rows and states put ``z_Yes − z_No`` on a 0.125 grid (module docstring).
+        Why two rows and not the full vocabulary as the plain forward computes it: the two differ
+        only in summation order (~1e-6 in P(Yes), within the engine's 1e-5 contract), while the
+        full row costs V·H fp32 multiply-adds per prompt and head (28 M for SmolLM2, about 6% of
+        a bf16 decoder layer over a 190-token prompt, every head, measured in
+        ``tests/model/test_heads.py``'s neighbourhood by the exact-scores report); the two rows
+        cost 2·H. Engine, scoring and training share this function, so they agree to the bit on
+        the same states whatever is chosen here.
         """
-        return self._core.lm_head(normed)[:, [self.no_token_id, self.yes_token_id]]
+        rows = self._core.lm_head.weight[[self.no_token_id, self.yes_token_id]]  # [2, H], body dtype
+        return F.linear(normed.float(), rows.float())
 
     def logits(self, hidden_last: Tensor, head_index: int) -> Tensor:
-        """Head ``head_index`` on raw (un-normalised) last-token states ``[B, H]`` → ``[B, 2]``."""
+        """Head ``head_index`` on raw (un-normalised) last-token states ``[B, H]`` → ``[B, 2]``
+        fp32: ``W_{No,Yes} · x + R_k · x + b_k`` with ``x = RMSNorm_k(h)``, all in fp32.
+
+        Autocast is switched off here: training runs the body under ``torch.autocast(bfloat16)``,
+        which would otherwise run the two matmuls in bf16 and bring the grid back.
+        """
         if not 0 <= head_index < self.num_heads:
             raise ConfigError(f"head_index {head_index} out of range for {self.num_heads} heads")
-        normed = self.normed(hidden_last, head_index)
-        key = str(self.head_layers[head_index])
-        if key not in self.readouts:  # the full-depth head: the model's own logits, untouched
-            return self.project(normed)
-        return self.project(normed) + self.readouts[key](normed)
+        with torch.autocast(hidden_last.device.type, enabled=False):
+            normed = self.normed(hidden_last, head_index)  # [B, H] fp32
+            key = str(self.head_layers[head_index])
+            if key not in self.readouts:  # the full-depth head: the model's own logits
+                return self.project(normed)
+            return self.project(normed) + self.readouts[key](normed)
 
     def p_yes(self, hidden_last: Tensor, head_index: int) -> Tensor:
         """``P(Yes)`` ``[B]`` (fp32) of head ``head_index`` on raw last-token states ``[B, H]``."""
@@ -225,9 +249,10 @@ class ExitHeads(nn.Module):
         attention_mask: Tensor,
         cf_ids: Tensor | None = None,
     ) -> list[Tensor]:
-        """Each head's input ``[B, H]`` from ONE full forward, at each row's last real token: the
-        raw state after the head's layer, except for the full-depth head, whose state already
-        has the model's final norm applied (as ``last_hidden_state`` has).
+        """Each head's input ``[B, H]`` (body dtype) from ONE full forward, at each row's last real
+        token: the raw state after the head's layer. For the full-depth head that is the final
+        norm's input (:func:`~ragrec.model.forward.run_decoder`), not the normed
+        ``last_hidden_state``, so that its norm too runs in fp32 in :meth:`logits`.
 
         ``backbone_model`` may be peft-wrapped; it must be the model these heads were built on.
         The decoder (``model.model``) is called directly so that no vocabulary logits are computed
@@ -240,7 +265,8 @@ class ExitHeads(nn.Module):
                 "for this model and load the head checkpoint into it"
             )
         check_mask(input_ids, attention_mask)
-        out = core.model(
+        out, pre_norm = run_decoder(
+            core,
             inputs_embeds=self.input_embeddings(input_ids, cf_ids),  # the same as input_ids without CF tokens
             attention_mask=attention_mask,
             position_ids=positions_from_mask(attention_mask),
@@ -248,8 +274,9 @@ class ExitHeads(nn.Module):
             use_cache=False,
         )
         at = torch.arange(input_ids.shape[0], device=input_ids.device), last_token_index(attention_mask)
+        # hidden_states[num_layers] is the normed state: the last layer's raw one is pre_norm
         return [
-            out.last_hidden_state[at] if layer == self.num_layers else out.hidden_states[layer][at]
+            pre_norm[at] if layer == self.num_layers else out.hidden_states[layer][at]
             for layer in self.head_layers
         ]
 
@@ -260,15 +287,11 @@ class ExitHeads(nn.Module):
         attention_mask: Tensor,
         cf_ids: Tensor | None = None,
     ) -> Tensor:
-        """Logits ``[B, n_heads, 2]`` of every head from ONE full forward (:meth:`last_token_states`).
+        """Logits ``[B, n_heads, 2]`` (fp32) of every head from ONE full forward
+        (:meth:`last_token_states`), each read out by :meth:`logits` as the engine reads it.
 
         Gradients flow into the heads' norms (and readouts) and into whatever in the model is
         trainable (LoRA).
         """
         states = self.last_token_states(backbone_model, input_ids, attention_mask, cf_ids)
-        logits = [
-            # The full-depth state is already normed: only the projection is left to do.
-            self.project(h) if layer == self.num_layers else self.logits(h, k)
-            for k, (layer, h) in enumerate(zip(self.head_layers, states))
-        ]
-        return torch.stack(logits, dim=1)
+        return torch.stack([self.logits(h, k) for k, h in enumerate(states)], dim=1)
