@@ -77,7 +77,8 @@ def rule_on_validation(
     """The non-inferiority rule on a validation sweep (rows in ``families`` order, each over its
     grid, as :func:`threshold_sweep` returns them) and the predictions it was computed on
     (``labels`` ``[N]``, ``per_head`` ``[N, n_heads]``). Returns the sweep with the rule's
-    ``drop_upper`` (one-sided upper bound) and ``non_inferior`` columns, and the choices. Every
+    ``drop_upper`` (one-sided upper bound), ``non_inferior``, ``margin``, ``rule_level`` and
+    ``rule_n_boot`` columns, and the choices. Every
     choice uses the same resamples (seeded from ``config``), so the choices agree."""
     candidates = [
         Candidate(simulate_exits(per_head, family.criterion(tau), head_layers)[0], layer)
@@ -104,7 +105,14 @@ def rule_on_validation(
 
     forms = sweep["form"].to_numpy()
     overall, answer = choose(np.ones(len(sweep), dtype=bool))
-    sweep = sweep.assign(drop_upper=answer.upper, non_inferior=answer.qualifies)
+    # the rule's settings beside its answers, so the book can quote what each row was judged by
+    sweep = sweep.assign(
+        drop_upper=answer.upper,
+        non_inferior=answer.qualifies,
+        margin=config.margin,
+        rule_level=config.rule_level,
+        rule_n_boot=config.rule_n_boot,
+    )
     paper = [f.label for f in families if isinstance(f, StabilitySpec)]
     return sweep, Choices(
         overall,
