@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ragrec.errors import ConfigError, DataError
-from ragrec.experiments.early_exit.noninferiority import Candidate, non_inferior_point
+from ragrec.experiments.early_exit.noninferiority import Candidate, non_inferior_point, selection_honesty
 
 N = 3000
 
@@ -103,3 +103,24 @@ def test_a_negative_margin_is_a_clear_error(heads):
     labels, full, _, _ = heads
     with pytest.raises(ConfigError, match="margin"):
         _rule(labels, full, [Candidate(full, 30.0)], margin=-0.1)
+
+
+def test_honesty_on_held_out_halves_when_the_answer_is_known(heads):
+    """The close head is chosen on every split and never loses the margin on the other half; the
+    clearly worse head is never chosen."""
+    labels, full, close, worse = heads
+    candidates = [Candidate(full, 30.0), Candidate(close, 15.0), Candidate(worse, 5.0)]
+    honesty = selection_honesty(labels, full, candidates, n_splits=5, n_boot=100, margin=0.005)
+    assert honesty.n_splits == 5 and honesty.mean_layer == 15.0
+    assert honesty.share_over_margin == 0.0 and abs(honesty.held_out_drop) < 0.001
+
+
+def test_honesty_counts_the_splits_whose_choice_loses_more_than_the_margin(heads):
+    """With a margin wider than the worse head's drop the rule takes it on every split, and on
+    held-out data it loses more than a margin below that drop every time."""
+    labels, full, _, worse = heads
+    candidates = [Candidate(full, 30.0), Candidate(worse, 5.0)]
+    honesty = selection_honesty(labels, full, candidates, n_splits=4, n_boot=100, margin=0.5)
+    assert honesty.mean_layer == 5.0 and honesty.held_out_drop > 0.05
+    strict = selection_honesty(labels, full, candidates, n_splits=4, n_boot=100, margin=0.01)
+    assert strict.mean_layer == 30.0 and strict.share_over_margin == 0.0
