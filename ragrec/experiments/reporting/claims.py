@@ -19,8 +19,9 @@ Claims and measures:
 3. ``early_exit_rps`` — measured requests/s of the early-exit engine over the same engine never
    exiting (``speedup_vs_engine_full``: the forward path fixed, the exits alone changed; tables
    without that row fall back to the plain full-depth forward, and the evidence says which), at
-   the benchmark's operating point (the least layer compute whose simulated AUC stays
-   within 0.5 AUC points of full depth *on the validation predictions*; ``early_exit.csv`` row
+   the benchmark's operating point (the cheapest candidate whose one-sided upper bound of the
+   AUC drop stays within the margin *on the validation predictions*, any candidate family,
+   :mod:`ragrec.experiments.early_exit.noninferiority`; ``early_exit.csv`` row
    ``role=operating_point``), same prompts, batches and threads; supported when it is faster *and*
    its test AUC stays within ``max_auc_drop`` of full depth. That AUC is the test sweep's at the
    point's (form, τ), over every test sample, when the engine's exits matched the sweep's on the
