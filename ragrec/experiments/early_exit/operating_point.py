@@ -78,8 +78,8 @@ def rule_on_validation(
     grid, as :func:`threshold_sweep` returns them) and the predictions it was computed on
     (``labels`` ``[N]``, ``per_head`` ``[N, n_heads]``). Returns the sweep with the rule's
     ``drop_upper`` (one-sided upper bound), ``non_inferior``, ``margin``, ``rule_level`` and
-    ``rule_n_boot`` columns, and the choices. Every
-    choice uses the same resamples (seeded from ``config``), so the choices agree."""
+    ``rule_n_boot`` columns, and the choices. Every choice uses the same resamples (seeded from
+    ``config``), so the choices agree."""
     candidates = [
         Candidate(simulate_exits(per_head, family.criterion(tau), head_layers)[0], layer)
         for family in families
