@@ -135,12 +135,17 @@ def sweep_curve(sweep: pd.DataFrame, exits: pd.DataFrame | None = None, *, title
         ax.scatter(
             [chosen["layer_share"]],
             [chosen["auc"]],
-            label=f"chosen: {chosen['form']} τ = {chosen['tau']:g}",
+            label=f"chosen: {setting_label(chosen['form'], chosen['tau'])}",
             **CHOSEN_STYLE,
         )
     ax.set(xlabel="share of layer compute used", ylabel="test AUC (band: 95% CI)", title=title)
     ax.legend(fontsize=8)
     return fig
+
+
+def setting_label(form: str, tau: float) -> str:
+    """An exit setting in words: ``difference τ = 0.05``, or ``static exit at layer 15``."""
+    return f"static exit at layer {float(tau):g}" if form == STATIC else f"{form} τ = {float(tau):g}"
 
 
 def _family_style(form: str) -> dict:
@@ -162,7 +167,7 @@ def exit_histogram(sweep: pd.DataFrame, exits: pd.DataFrame | None = None, *, ti
     )
     if shares:
         ax.bar(list(shares), list(shares.values()), color="tab:purple")
-        title = title or f"where test samples exit ({chosen['form']} τ = {chosen['tau']:g})"
+        title = title or f"where test samples exit ({setting_label(chosen['form'], chosen['tau'])})"
     else:
         ax.text(0.5, 0.5, "no chosen τ in the results", ha="center", va="center", transform=ax.transAxes)
     ax.set(xlabel="exit head (decoder layer)", ylabel="share of test samples", title=title)
@@ -259,7 +264,9 @@ def _timed_points(ax, rows: pd.DataFrame, exits: pd.DataFrame, chosen) -> None:
             marker="o",
             capsize=3,
             ls="",
-            label=f"{timed['form']} τ = {timed['tau']:g}" + (" (chosen)" if is_chosen else "") + ", measured",
+            label=setting_label(timed["form"], timed["tau"])
+            + (" (chosen)" if is_chosen else "")
+            + ", measured",
         )
         if is_chosen:
             ax.scatter([timed["rps"]], point["auc"], **CHOSEN_STYLE)

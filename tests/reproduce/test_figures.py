@@ -193,3 +193,8 @@ def test_the_headline_draws_the_static_exits_and_the_confidence_rule_beside_the_
 def test_the_sweep_curve_shows_the_static_exit_as_points():
     labels = _texts(figures.sweep_curve(_with_baselines(_sweep(0.1)), EXITS))
     assert "static exit (each head)" in labels and "confidence rule" in labels
+
+
+def test_a_static_setting_is_named_by_its_layer():
+    assert figures.setting_label("static", 15.0) == "static exit at layer 15"
+    assert figures.setting_label("ratio", 0.2) == "ratio τ = 0.2"
