@@ -1,17 +1,28 @@
 """Profiles and the early-exit benchmark's settings they carry."""
 
+import numpy as np
 import pytest
 
 from ragrec.config import DIFFERENCE, PROFILES, ExitBenchmarkConfig, get_profile
 from ragrec.errors import ConfigError
+from ragrec.model.criteria import bind_heads, simulate_exits
 
 
 @pytest.mark.parametrize("name", sorted(PROFILES))
-def test_every_profile_carries_exit_settings_whose_grids_start_at_full_depth(name):
-    config = get_profile(name, resolve=False).exit
+def test_every_profile_carries_the_candidate_grid_and_each_family_reaches_full_depth(name):
+    """The operating-point rule's candidates: the paper's rule in both forms, the static exit and
+    the confidence rule, each grid holding a point that runs every row to the last head."""
+    profile = get_profile(name, resolve=False)
+    config = profile.exit
     assert isinstance(config, ExitBenchmarkConfig)
-    assert [family.label for family in config.criteria] == ["difference", "ratio"]
-    assert all(family.taus[0] == 0.0 for family in config.criteria)
+    assert [family.label for family in config.criteria] == ["difference", "ratio", "static", "confidence"]
+    layers = profile.model.head_layers
+    p = np.random.default_rng(0).random((50, len(layers)))
+    for family in bind_heads(config.criteria, layers):
+        last = [
+            (simulate_exits(p, family.criterion(t), layers)[1] == len(layers) - 1).all() for t in family.taus
+        ]
+        assert any(last), family.label
 
 
 def test_unknown_profile_names_the_choices():
@@ -35,7 +46,9 @@ def test_unknown_profile_names_the_choices():
         pytest.param(
             {"extra_points": (("difference", 0.1),)}, r"\(criterion family, τ\) pair", id="extra-by-name"
         ),
-        pytest.param({"auc_tolerance": 1.0}, "auc_tolerance", id="tolerance-1"),
+        pytest.param({"margin": 1.0}, "margin", id="margin-1"),
+        pytest.param({"rule_level": 0.3}, "rule_level", id="rule-level-below-a-half"),
+        pytest.param({"rule_n_boot": 0}, "rule_n_boot", id="rule-without-resamples"),
         pytest.param({"padding_side": "middle"}, "padding_side", id="unknown-padding-side"),
         pytest.param({"repeats": 0}, "repeats", id="repeats-0"),
         pytest.param({"batch_size": True}, "batch_size", id="bool-batch-size"),

@@ -14,9 +14,12 @@ the choice because the notebooks run in kernels, which inherit the runner's envi
 """
 
 from ragrec.config.exit import (
+    CONFIDENCE,
     DIFFERENCE,
     E2E_METHODS,
     RATIO,
+    STATIC_EXIT,
+    TAUS_CONFIDENCE,
     TAUS_DIFFERENCE,
     TAUS_RATIO,
     ExitBenchmarkConfig,
@@ -54,10 +57,13 @@ __all__ = [
     "MODEL_ENV",
     "ModelSettings",
     "Profile",
+    "CONFIDENCE",
     "DIFFERENCE",
     "E2E_METHODS",
     "ExitBenchmarkConfig",
     "RATIO",
+    "STATIC_EXIT",
+    "TAUS_CONFIDENCE",
     "TAUS_DIFFERENCE",
     "TAUS_RATIO",
     "check_methods",

@@ -8,7 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ragrec.errors import ConfigError
-from ragrec.model.criteria import CriterionFamily, StabilitySpec, check_families
+from ragrec.model.criteria import (
+    ConfidenceSpec,
+    CriterionFamily,
+    StabilitySpec,
+    StaticSpec,
+    check_families,
+)
 
 # --------------------------------------------------------------------------------------------
 # the early-exit benchmark
@@ -18,9 +24,16 @@ from ragrec.model.criteria import CriterionFamily, StabilitySpec, check_families
 TAUS_DIFFERENCE = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2)
 TAUS_RATIO = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
 
-# The paper's rule in both forms, each over its grid: what every profile sweeps.
+# Margin grid for the confidence rule |P − 0.5| > τ: 0.5 never exits early (full depth).
+TAUS_CONFIDENCE = (0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1, 0.05, 0.0)
+
+# The paper's rule in both forms, each over its grid, then the two baselines it must beat: a
+# static exit at every head of the model, and the confidence rule. The candidate grid of the
+# operating-point rule, fixed here before any scoring; every profile shares it.
 DIFFERENCE = StabilitySpec("difference", TAUS_DIFFERENCE)
 RATIO = StabilitySpec("ratio", TAUS_RATIO)
+STATIC_EXIT = StaticSpec()
+CONFIDENCE = ConfidenceSpec(TAUS_CONFIDENCE)
 
 # Whole requests: the paper's pipeline (LLM retriever, full depth), the GCN retriever at full
 # depth, and ours (GCN retriever, early exit); see ragrec.experiments.early_exit.end_to_end.
@@ -61,8 +74,13 @@ class ExitBenchmarkConfig:
         criteria: the exit rules swept and timed, each a
             :class:`~ragrec.model.criteria.CriterionFamily` with its τ grid and table label
             (default: the paper's rule in its difference and ratio forms, :data:`DIFFERENCE` and
-            :data:`RATIO`). Each grid should hold the τ that means full depth (0 for these).
-        auc_tolerance: operating point = least compute with AUC ≥ full-depth AUC − this.
+            :data:`RATIO`, a static exit at every head, :data:`STATIC_EXIT`, and the confidence
+            rule, :data:`CONFIDENCE`). Each grid should hold the τ that means full depth.
+        margin: the non-inferiority margin of the operating-point rule: the cheapest candidate
+            whose one-sided upper bound of AUC(full) − AUC(point) on validation is ≤ this
+            (:func:`ragrec.experiments.early_exit.noninferiority.non_inferior_point`).
+        rule_n_boot, rule_level: the rule's paired bootstrap (resamples; the one-sided level of
+            the upper bound).
         n_boot: bootstrap resamples for the AUC intervals.
         context: which saved predictions / retriever the sweep and the engine benchmark use.
         n_requests: test samples (seeded draw) the engine benchmark scores.
@@ -82,8 +100,10 @@ class ExitBenchmarkConfig:
         seed: the request draw and the bootstrap.
     """
 
-    criteria: tuple[CriterionFamily, ...] = (DIFFERENCE, RATIO)
-    auc_tolerance: float = 0.005
+    criteria: tuple[CriterionFamily, ...] = (DIFFERENCE, RATIO, STATIC_EXIT, CONFIDENCE)
+    margin: float = 0.005
+    rule_n_boot: int = 1000
+    rule_level: float = 0.95
     n_boot: int = 1000
     context: str = "gcn"
     n_requests: int = 96
@@ -103,11 +123,21 @@ class ExitBenchmarkConfig:
     def __post_init__(self) -> None:
         check_families(self.criteria)
         check_extra_points(self.extra_points)
-        if not 0 <= self.auc_tolerance < 1:
-            raise ConfigError(f"auc_tolerance must lie in [0, 1), got {self.auc_tolerance}")
+        if not 0 <= self.margin < 1:
+            raise ConfigError(f"margin must lie in [0, 1), got {self.margin}")
+        if not 0.5 <= self.rule_level < 1:
+            raise ConfigError(f"rule_level must lie in [0.5, 1), got {self.rule_level}")
         if self.padding_side not in ("left", "right"):
             raise ConfigError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
-        for name in ("n_boot", "n_requests", "batch_size", "repeats", "e2e_batch_size", "e2e_repeats"):
+        for name in (
+            "n_boot",
+            "rule_n_boot",
+            "n_requests",
+            "batch_size",
+            "repeats",
+            "e2e_batch_size",
+            "e2e_repeats",
+        ):
             _check_count(self, name, 1)
         for name in ("warmup", "check_requests", "e2e_requests"):
             _check_count(self, name, 0)

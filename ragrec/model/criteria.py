@@ -7,8 +7,14 @@ rule (difference form) and its ratio form::
     D_h = |P_h(Yes) − P_{h−1}(Yes)| < τ               difference
     |log odds_h − log odds_{h−1}| < τ (nats)        ratio
 
+Two baselines beside it: a static exit at one head for every row (:class:`FixedHead`), and a
+confidence rule that stops at the first head already sure of its answer::
+
+    |P_h(Yes) − 0.5| > τ                             confidence (:class:`ConfidenceExit`)
+
 A sweep runs a :class:`CriterionFamily`: criteria indexed by τ, with the label its rows carry
-in the tables (:class:`StabilitySpec` for the paper's rule)."""
+in the tables (:class:`StabilitySpec` for the paper's rule, :class:`StaticSpec` for a static
+exit at every head, τ = the head's layer, :class:`ConfidenceSpec` for the confidence rule)."""
 
 from __future__ import annotations
 
@@ -203,6 +209,21 @@ class FixedHead:
         return np.full(head.p.shape, head.layer == self.layer, dtype=bool)
 
 
+@dataclass(frozen=True)
+class ConfidenceExit:
+    """Exit at the first head already sure of its answer: ``|P_h(Yes) − 0.5| > τ`` (the first head
+    too). τ is a probability margin in [0, 0.5]: τ ≥ 0.5 never exits early, τ = 0 exits at the
+    first head unless it says exactly 0.5. Larger τ = *later* exit, unlike the stability rule."""
+
+    tau: float
+
+    def __post_init__(self) -> None:
+        check_tau(self.tau)
+
+    def decide(self, head: HeadState) -> np.ndarray:
+        return np.abs(head.p - 0.5) > self.tau
+
+
 # --------------------------------------------------------------------------------------------
 # the decision replayed on saved predictions
 
@@ -337,3 +358,66 @@ class StabilitySpec:
     def criterion(self, tau: float) -> StabilityExit:
         check_tau(tau, f" for {self.form!r}")
         return StabilityExit(float(tau), form=self.form, first_head=self.first_head)
+
+
+STATIC = "static"  # the static exit's label in the tables (its ``form`` column)
+
+
+@dataclass(frozen=True)
+class StaticSpec:
+    """A static exit at every head (:class:`FixedHead`): τ is the head's layer, so the point at
+    the last head is full depth. ``layers`` None: the model's own heads, filled in by
+    :func:`bind_heads` before a sweep (what the profiles use, whatever the model's depth)."""
+
+    layers: tuple[int, ...] | None = None
+    label: str = STATIC
+    first_head: str = STATIC  # every row exits at the same head, the first only at its own τ
+
+    def __post_init__(self) -> None:
+        if self.layers is not None:
+            check_grid(self.layers, self.label)
+            object.__setattr__(self, "layers", tuple(int(layer) for layer in self.layers))
+
+    @property
+    def taus(self) -> tuple[float, ...]:
+        return () if self.layers is None else tuple(float(layer) for layer in self.layers)
+
+    def criterion(self, tau: float) -> FixedHead:
+        if float(tau) != int(tau):
+            raise ConfigError(f"a static exit's τ is a head layer (an integer), got {tau!r}")
+        return FixedHead(int(tau))
+
+    def for_heads(self, head_layers: Sequence[int]) -> StaticSpec:
+        """This family on the model's heads (kept as it is when it names its own layers)."""
+        return self if self.layers is not None else StaticSpec(tuple(head_layers), self.label)
+
+
+@dataclass(frozen=True)
+class ConfidenceSpec:
+    """The confidence rule (:class:`ConfidenceExit`) over a τ grid; 0.5 in the grid is full depth."""
+
+    taus: tuple[float, ...]
+    label: str = "confidence"
+    first_head: str = "confident"  # the first head exits when it is sure, like every other
+
+    def __post_init__(self) -> None:
+        check_grid(self.taus, self.label)
+        object.__setattr__(self, "taus", tuple(self.taus))
+
+    def criterion(self, tau: float) -> ConfidenceExit:
+        check_tau(tau, f" for {self.label!r}")
+        return ConfidenceExit(float(tau))
+
+
+@runtime_checkable
+class BindsHeads(Protocol):
+    """A family whose grid depends on the model's heads (e.g. :class:`StaticSpec`)."""
+
+    def for_heads(self, head_layers: Sequence[int]) -> CriterionFamily: ...
+
+
+def bind_heads(
+    families: Sequence[CriterionFamily], head_layers: Sequence[int]
+) -> tuple[CriterionFamily, ...]:
+    """``families`` with every :class:`BindsHeads` one fitted to ``head_layers``, in order."""
+    return tuple(f.for_heads(head_layers) if isinstance(f, BindsHeads) else f for f in families)

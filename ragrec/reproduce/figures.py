@@ -8,7 +8,9 @@ Each function takes the tables as read from their CSV files and returns a matplo
 - :func:`sweep_curve`: AUC against the share of layer compute over the threshold sweep, the
   chosen τ and full depth marked;
 - :func:`exit_histogram`: where test samples exit at the chosen τ;
-- :func:`headline`: AUC against measured requests per second, the landing page's figure.
+- :func:`headline`: AUC against measured requests per second, the landing page's figure; every
+  candidate family (the paper's rule, the static exit at each head, the confidence rule) at the
+  rate its layer compute projects.
 
 Which τ was chosen is read from the tables (:func:`chosen_point`), never assumed.
 """
@@ -20,6 +22,7 @@ import itertools
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ragrec.model.criteria import STATIC
 from ragrec.reproduce.formatting import is_missing
 from ragrec.reproduce.tables import CONTEXT_LABELS
 
@@ -119,9 +122,9 @@ def sweep_curve(sweep: pd.DataFrame, exits: pd.DataFrame | None = None, *, title
     and full depth starred."""
     rows, chosen = scored_on_test(sweep), chosen_point(sweep, exits)
     fig, ax = _figure()
-    for form, one in rows.groupby("form"):
+    for form, one in rows.groupby("form", sort=False):
         one = one.sort_values("layer_share")
-        line = ax.plot(one["layer_share"], one["auc"], marker=".", label=f"{form} rule")[0]
+        line = ax.plot(one["layer_share"], one["auc"], **_family_style(str(form)))[0]
         if "auc_ci_low" in one and (chosen is None or form == chosen["form"]):  # one band stays readable
             ax.fill_between(
                 one["layer_share"], one["auc_ci_low"], one["auc_ci_high"], color=line.get_color(), alpha=0.12
@@ -132,12 +135,25 @@ def sweep_curve(sweep: pd.DataFrame, exits: pd.DataFrame | None = None, *, title
         ax.scatter(
             [chosen["layer_share"]],
             [chosen["auc"]],
-            label=f"chosen: {chosen['form']} τ = {chosen['tau']:g}",
+            label=f"chosen: {setting_label(chosen['form'], chosen['tau'])}",
             **CHOSEN_STYLE,
         )
     ax.set(xlabel="share of layer compute used", ylabel="test AUC (band: 95% CI)", title=title)
     ax.legend(fontsize=8)
     return fig
+
+
+def setting_label(form: str, tau: float) -> str:
+    """An exit setting in words: ``difference τ = 0.05``, or ``static exit at layer 15``."""
+    return f"static exit at layer {float(tau):g}" if form == STATIC else f"{form} τ = {float(tau):g}"
+
+
+def _family_style(form: str) -> dict:
+    """How a family's points are drawn: a static exit as one marker per head (no curve joins
+    separate models), every rule as a line over its grid."""
+    if form == STATIC:
+        return {"marker": "s", "ms": 5, "ls": "", "label": "static exit (each head)"}
+    return {"marker": ".", "label": f"{form} rule"}
 
 
 def exit_histogram(sweep: pd.DataFrame, exits: pd.DataFrame | None = None, *, title: str = "") -> Figure:
@@ -151,7 +167,7 @@ def exit_histogram(sweep: pd.DataFrame, exits: pd.DataFrame | None = None, *, ti
     )
     if shares:
         ax.bar(list(shares), list(shares.values()), color="tab:purple")
-        title = title or f"where test samples exit ({chosen['form']} τ = {chosen['tau']:g})"
+        title = title or f"where test samples exit ({setting_label(chosen['form'], chosen['tau'])})"
     else:
         ax.text(0.5, 0.5, "no chosen τ in the results", ha="center", va="center", transform=ax.transAxes)
     ax.set(xlabel="exit head (decoder layer)", ylabel="share of test samples", title=title)
@@ -198,21 +214,18 @@ def headline(sweep: pd.DataFrame | None, exits: pd.DataFrame | None, *, title: s
 
 
 def _projected_sweep(ax, rows: pd.DataFrame, exits: pd.DataFrame, full: pd.Series, chosen) -> None:
-    """The chosen rule's sweep as a dashed line at the rate its layer compute projects, scaled by
-    the measured efficiency of the operating point."""
+    """Every family's sweep at the rate its layer compute projects, scaled by the measured
+    efficiency of the operating point: dashed lines for the rules, squares for the static exit."""
     op = _engine_rate(exits, "exit", "operating_point")
     if chosen is None or op is None or is_missing(op.get("speedup_vs_full")):
         return
     efficiency = op["speedup_vs_full"] / op["compute_bound_speedup"]
-    one = rows[rows["form"] == chosen["form"]].sort_values("layer_share")
-    ax.plot(
-        full["rps"] * one["compute_bound_speedup"] * efficiency,
-        one["auc"],
-        ls="--",
-        color="tab:grey",
-        lw=1,
-        label=f"{chosen['form']} sweep, projected rate",
-    )
+    for form, one in rows.groupby("form", sort=False):
+        one = one.sort_values("layer_share")
+        style = _family_style(str(form))
+        style = {**style, "ls": style.get("ls", "--"), "lw": 1, "alpha": 0.8}
+        style["label"] = f"{style['label']}, projected rate"
+        ax.plot(full["rps"] * one["compute_bound_speedup"] * efficiency, one["auc"], **style)
 
 
 def _full_depth_points(ax, rows: pd.DataFrame, exits: pd.DataFrame, full: pd.Series) -> None:
@@ -251,7 +264,9 @@ def _timed_points(ax, rows: pd.DataFrame, exits: pd.DataFrame, chosen) -> None:
             marker="o",
             capsize=3,
             ls="",
-            label=f"{timed['form']} τ = {timed['tau']:g}" + (" (chosen)" if is_chosen else "") + ", measured",
+            label=setting_label(timed["form"], timed["tau"])
+            + (" (chosen)" if is_chosen else "")
+            + ", measured",
         )
         if is_chosen:
             ax.scatter([timed["rps"]], point["auc"], **CHOSEN_STYLE)

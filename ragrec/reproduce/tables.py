@@ -189,6 +189,14 @@ def whole_requests_table(exits: pd.DataFrame) -> PeopleTable:
     )
 
 
+def _rule_bound(rows: pd.DataFrame) -> list[Column]:
+    """The operating-point rule's one-sided upper bound of the drop, when the sweep holds it."""
+    if "drop_upper" not in rows.columns:
+        return []
+    why = "the rule's bound is computed on validation, where it chooses"
+    return [Column("drop_upper", "drop upper bound (one-sided)", "signed", missing=why)]
+
+
 def sweep_table(sweep: pd.DataFrame, form: str | None = None) -> PeopleTable:
     """The threshold sweep of one exit rule (``form``; all when None): accuracy against compute,
     on validation (where τ is chosen) and test (where it is reported, with the paired interval of
@@ -212,6 +220,7 @@ def sweep_table(sweep: pd.DataFrame, form: str | None = None) -> PeopleTable:
             )
             if "drop_ci_low" in rows.columns
             else Column("auc_drop", "AUC drop", "signed"),
+            *_rule_bound(rows),
             Column("mean_exit_layer", "mean exit layer", "layer"),
             Column("layer_share", "layer compute", "share"),
             Column("compute_bound_speedup", "compute bound", "ratio"),

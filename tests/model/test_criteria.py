@@ -9,12 +9,16 @@ import pytest
 
 from ragrec.errors import ConfigError
 from ragrec.model.criteria import (
+    ConfidenceExit,
+    ConfidenceSpec,
     ExitCriterion,
     FixedHead,
     HeadState,
     NeverExit,
     StabilityExit,
     StabilitySpec,
+    StaticSpec,
+    bind_heads,
     check_families,
     exit_mask,
     simulate_exits,
@@ -70,6 +74,12 @@ CUR = np.array([0.52, 0.70, 0.91, 1.0])
         pytest.param(NeverExit(), HeadState(CUR, PREV, 2, 6), [0, 0, 0, 0], id="never"),
         pytest.param(FixedHead(10), HeadState(CUR, PREV, 1, 10), [1, 1, 1, 1], id="fixed-head-at-its-layer"),
         pytest.param(FixedHead(10), HeadState(CUR, PREV, 2, 15), [0, 0, 0, 0], id="fixed-head-elsewhere"),
+        # |P − 0.5| > τ at any head, the first too: CUR is 0.52, 0.7, 0.91, 0.05
+        pytest.param(
+            ConfidenceExit(0.3), HeadState(CUR, None, 0, 2), [0, 0, 1, 1], id="confidence-first-head"
+        ),
+        pytest.param(ConfidenceExit(0.1), HeadState(CUR, PREV, 1, 4), [0, 1, 1, 1], id="confidence"),
+        pytest.param(ConfidenceExit(0.5), HeadState(CUR, PREV, 1, 4), [0, 0, 0, 0], id="confidence-never"),
     ],
 )
 def test_each_criterion_decides_by_hand(criterion, head, expected):
@@ -106,6 +116,20 @@ def test_a_stability_spec_gives_the_rule_at_each_tau_under_its_form():
     ]
 
 
+def test_a_static_spec_is_a_fixed_head_at_each_head_of_the_model():
+    bound = bind_heads([SPEC, StaticSpec()], (5, 10, 30))
+    assert bound[0] is SPEC  # a family that fits any heads is kept as it is
+    assert bound[1].taus == (5.0, 10.0, 30.0) and bound[1].label == "static"
+    assert [bound[1].criterion(t) for t in bound[1].taus] == [FixedHead(5), FixedHead(10), FixedHead(30)]
+    assert StaticSpec((2, 4)).for_heads((5, 10)).taus == (2.0, 4.0)  # its own layers win
+
+
+def test_a_confidence_spec_gives_the_rule_at_each_tau():
+    spec = ConfidenceSpec((0.5, 0.2))
+    assert spec.label == "confidence" and spec.first_head == "confident"
+    assert [spec.criterion(t) for t in spec.taus] == [ConfidenceExit(0.5), ConfidenceExit(0.2)]
+
+
 # -- bad input --------------------------------------------------------------------------------
 
 
@@ -126,6 +150,9 @@ def test_a_stability_spec_gives_the_rule_at_each_tau_under_its_form():
         (lambda: check_families([]), "non-empty sequence of criterion families"),
         (lambda: check_families([StabilityExit(0.1)]), "is not a criterion family: it needs label"),
         (lambda: check_families([SPEC, SPEC]), "distinct labels"),
+        (lambda: ConfidenceExit(-0.1), "tau must be a number ≥ 0"),
+        (lambda: ConfidenceSpec(()), "τ grid of 'confidence' is empty"),
+        (lambda: StaticSpec().criterion(4.5), "head layer"),
     ],
     ids=[
         "negative-tau",
@@ -142,6 +169,9 @@ def test_a_stability_spec_gives_the_rule_at_each_tau_under_its_form():
         "no-families",
         "a-criterion-is-not-a-family",
         "two-families-with-one-label",
+        "confidence-negative-tau",
+        "confidence-empty-grid",
+        "static-between-layers",
     ],
 )
 def test_bad_criteria(make, message):

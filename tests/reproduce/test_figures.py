@@ -161,3 +161,40 @@ def test_the_per_head_figure_draws_every_context_of_the_main_variant():
         "GCN-retrieved",
         "LLM-retrieved",
     ]
+
+
+def _with_baselines(sweep: pd.DataFrame) -> pd.DataFrame:
+    """The sweep plus a static exit at three heads and a confidence rule over two margins."""
+    base = sweep.iloc[0].to_dict() | {"operating_point": False}
+    rows = [
+        base | {"form": "static", "first_head": "static", "tau": t, "layer_share": t / 30}
+        for t in (10.0, 20.0, 30.0)
+    ]
+    rows += [
+        base | {"form": "confidence", "first_head": "confident", "tau": t, "layer_share": s}
+        for t, s in ((0.5, 1.0), (0.2, 0.6))
+    ]
+    rows = [r | {"compute_bound_speedup": 1 / r["layer_share"]} for r in rows]
+    return pd.concat([sweep, pd.DataFrame(rows)], ignore_index=True)
+
+
+def test_the_headline_draws_the_static_exits_and_the_confidence_rule_beside_the_papers_rule():
+    fig = figures.headline(_with_baselines(_sweep(0.1)), EXITS)
+    labels = _texts(fig)
+    for family in ("difference rule", "ratio rule", "static exit (each head)", "confidence rule"):
+        assert f"{family}, projected rate" in labels
+    static = next(line for line in fig.axes[0].lines if line.get_label().startswith("static exit"))
+    assert static.get_linestyle() == "None" and len(static.get_xdata()) == 3  # one marker per head
+    efficiency = 1.86 / 2.05  # the operating point's measured over its compute bound
+    expected = sorted(3.7 * 30 / t * efficiency for t in (10.0, 20.0, 30.0))
+    assert sorted(static.get_xdata()) == pytest.approx(expected)
+
+
+def test_the_sweep_curve_shows_the_static_exit_as_points():
+    labels = _texts(figures.sweep_curve(_with_baselines(_sweep(0.1)), EXITS))
+    assert "static exit (each head)" in labels and "confidence rule" in labels
+
+
+def test_a_static_setting_is_named_by_its_layer():
+    assert figures.setting_label("static", 15.0) == "static exit at layer 15"
+    assert figures.setting_label("ratio", 0.2) == "ratio τ = 0.2"

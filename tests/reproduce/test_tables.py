@@ -351,3 +351,23 @@ def test_the_differences_table_names_a_local_model_folder_without_its_path():
         table.loc["model", "this build"].startswith("vicuna-7b")
         and "/home" not in table.loc["model", "this build"]
     )
+
+
+def test_the_sweep_table_shows_the_rules_upper_bound_where_it_was_computed():
+    sweep = pd.DataFrame(
+        {
+            "split": ["valid", "test"],
+            "form": ["static", "static"],
+            "tau": [15.0, 15.0],
+            "auc": [0.74, 0.75],
+            "auc_drop": [0.001, 0.002],
+            "drop_ci_low": [math.nan, -0.003],
+            "drop_ci_high": [math.nan, 0.006],
+            "drop_upper": [0.0042, math.nan],
+        }
+    )
+    table = tables.sweep_table(sweep)
+    column = table.frame["drop upper bound (one-sided)"].tolist()
+    assert column[0] == "+0.004" and column[1] == MISSING
+    assert any("computed on validation" in note for note in table.notes)
+    assert "drop upper bound (one-sided)" not in tables.sweep_table(sweep.drop(columns="drop_upper")).frame

@@ -6,8 +6,8 @@ at the same AUC), all in one process run:
 1. **Threshold sweep** (:mod:`ragrec.experiments.early_exit.sweep`): the profile's exit criteria
    (:attr:`~ragrec.config.ExitBenchmarkConfig.criteria`) replayed on the saved per-head
    predictions over their τ grids, and the operating point chosen on validation
-   (:mod:`ragrec.experiments.early_exit.operating_point`: least layer compute within an AUC tolerance of
-   full depth).
+   (:mod:`ragrec.experiments.early_exit.operating_point`: the cheapest candidate whose one-sided
+   paired-bootstrap upper bound of the AUC drop against full depth is within the margin).
 2. **Real engine vs plain forward** (:mod:`ragrec.experiments.early_exit.engine_timing`): the early-exit
    engine at the chosen points and the plain full-depth forward of the same merged model, timed
    side by side on a seeded draw of test requests.

@@ -1,11 +1,13 @@
 """The operating point: which exit criterion and τ the real engine runs, chosen on validation.
 
-:func:`choose_operating_point` picks, from a threshold sweep
-(:func:`ragrec.experiments.early_exit.sweep.threshold_sweep`), the point that uses the least layer
-compute among those whose AUC is within ``tolerance`` (0.005 = 0.5 AUC points) of full depth.
-:func:`engine_points` lists what the real engine runs (that point, each family's own best, the
-configured extras) as :class:`ExitPoint` values, and :func:`choose_on_validation` does both on
-the saved validation predictions and reports the choice on the test ones.
+:func:`rule_on_validation` applies the non-inferiority rule
+(:func:`ragrec.experiments.early_exit.noninferiority.non_inferior_point`: the cheapest candidate
+whose one-sided 95% paired-bootstrap upper bound of the AUC drop against full depth is within the
+margin) to every row of a validation sweep, then within each family and within the paper's rule
+(its :class:`~ragrec.model.criteria.StabilitySpec` families). :func:`engine_points` lists what
+the real engine runs (the operating point, each family's choice, the configured extras) as
+:class:`ExitPoint` values, and :func:`choose_on_validation` does both on the saved validation
+predictions and reports the choices on the test ones.
 """
 
 from __future__ import annotations
@@ -17,9 +19,15 @@ import numpy as np
 import pandas as pd
 
 from ragrec.config import ExitBenchmarkConfig
-from ragrec.errors import ConfigError, DataError
+from ragrec.experiments.early_exit.noninferiority import Candidate, non_inferior_point
 from ragrec.experiments.early_exit.sweep import saved_per_head, threshold_sweep
-from ragrec.model.criteria import CriterionFamily, ExitCriterion
+from ragrec.model.criteria import (
+    CriterionFamily,
+    ExitCriterion,
+    StabilitySpec,
+    bind_heads,
+    simulate_exits,
+)
 from ragrec.model.heads import ExitHeads
 
 
@@ -48,99 +56,137 @@ class ExitPoint:
         return {"form": self.form, "tau": self.tau, "first_head": self.family.first_head, "role": self.role}
 
 
-def choose_operating_point(
-    sweep: pd.DataFrame, tolerance: float = 0.005, *, form: str | None = None
-) -> pd.Series:
-    """The sweep row that uses the least layer compute (lowest ``mean_exit_layer``) among those
-    whose AUC is within ``tolerance`` of full depth (``auc >= auc_full − tolerance``).
+@dataclass(frozen=True)
+class Choices:
+    """The validation sweep's rows (positions) the rule chose: over every candidate, within each
+    family (by label) and within the paper's rule (None when the profile sweeps none of it)."""
 
-    Ties: higher AUC, then lower LogLoss, then the first row.
+    operating_point: int
+    family: dict[str, int]
+    paper_rule: int | None
 
-    Args:
-        sweep: a :func:`~ragrec.experiments.early_exit.sweep.threshold_sweep` table (needs ``auc``,
-            ``auc_full``, ``mean_exit_layer``, ``logloss``).
-        tolerance: the AUC a point may lose against full depth. (default: ``0.005``)
-        form: choose within the family of this label (its ``form`` column) only. (default:
-            :obj:`None`, every family)
 
-    Raises:
-        DataError: no row qualifies (put τ = 0, i.e. full depth, in the grid).
-    """
-    needed = {"auc", "auc_full", "mean_exit_layer", "logloss"}
-    if not needed <= set(sweep.columns):
-        raise ConfigError(f"the sweep table needs columns {sorted(needed)}, got {list(sweep.columns)}")
-    if tolerance < 0:
-        raise ConfigError(f"tolerance must be >= 0, got {tolerance}")
-    rows = sweep if form is None else sweep[sweep["form"] == form]
-    ok = rows[rows["auc"] >= rows["auc_full"] - tolerance - 1e-12]
-    if ok.empty:
-        which = "" if form is None else f" of form {form!r}"
-        raise DataError(
-            f"no sweep point{which} has an AUC within {tolerance} of full depth; include the τ that means "
-            "full depth (τ = 0 for the stability rule) in the grid"
+def rule_on_validation(
+    sweep: pd.DataFrame,
+    labels: np.ndarray,
+    per_head: np.ndarray,
+    head_layers: Sequence[int],
+    families: Sequence[CriterionFamily],
+    config: ExitBenchmarkConfig,
+) -> tuple[pd.DataFrame, Choices]:
+    """The non-inferiority rule on a validation sweep (rows in ``families`` order, each over its
+    grid, as :func:`threshold_sweep` returns them) and the predictions it was computed on
+    (``labels`` ``[N]``, ``per_head`` ``[N, n_heads]``). Returns the sweep with the rule's
+    ``drop_upper`` (one-sided upper bound), ``non_inferior``, ``margin``, ``rule_level`` and
+    ``rule_n_boot`` columns, and the choices. Every choice uses the same resamples (seeded from
+    ``config``), so the choices agree."""
+    candidates = [
+        Candidate(simulate_exits(per_head, family.criterion(tau), head_layers)[0], layer)
+        for family in families
+        for tau, layer in zip(
+            family.taus, sweep.loc[sweep["form"] == family.label, "mean_exit_layer"], strict=True
         )
-    order = np.lexsort(
-        (
-            np.arange(len(ok)),
-            ok["logloss"].to_numpy(),
-            -ok["auc"].to_numpy(),
-            ok["mean_exit_layer"].to_numpy(),
+    ]
+    cache: dict = {}
+
+    def choose(mask: np.ndarray):
+        rows = np.flatnonzero(mask)
+        answer = non_inferior_point(
+            labels,
+            per_head[:, -1],
+            [candidates[i] for i in rows],
+            margin=config.margin,
+            n_boot=config.rule_n_boot,
+            seed=config.seed,
+            level=config.rule_level,
+            cache=cache,
         )
-    )  # lexsort sorts by the last key first: compute, then AUC, then LogLoss, then position
-    return ok.iloc[int(order[0])]
+        return int(rows[answer.chosen]), answer
+
+    forms = sweep["form"].to_numpy()
+    overall, answer = choose(np.ones(len(sweep), dtype=bool))
+    # the rule's settings beside its answers, so the book can quote what each row was judged by
+    sweep = sweep.assign(
+        drop_upper=answer.upper,
+        non_inferior=answer.qualifies,
+        margin=config.margin,
+        rule_level=config.rule_level,
+        rule_n_boot=config.rule_n_boot,
+    )
+    paper = [f.label for f in families if isinstance(f, StabilitySpec)]
+    return sweep, Choices(
+        overall,
+        {f.label: choose(forms == f.label)[0] for f in families},
+        choose(np.isin(forms, paper))[0] if paper else None,
+    )
 
 
 def engine_points(
     sweep: pd.DataFrame,
+    choices: Choices,
     criteria: Sequence[CriterionFamily],
-    tolerance: float,
     *,
     extra: Sequence[tuple[CriterionFamily, float]] = (),
 ) -> list[ExitPoint]:
-    """The points the real engine runs: the operating point, each family's own best point (if it
-    differs) and ``extra`` ones; no duplicates, in that order. ``criteria`` are the families the
-    sweep ran (its ``form`` column holds their labels)."""
+    """The points the real engine runs: the operating point, each family's own choice (if it
+    differs; a static family's is the engine exiting every row at one layer) and ``extra`` ones;
+    no duplicates, in that order. ``criteria`` are the families the sweep ran (its ``form``
+    column holds their labels)."""
     family = {f.label: f for f in criteria}
-    best = choose_operating_point(sweep, tolerance)
-    points = [ExitPoint(family[str(best["form"])], float(best["tau"]), "operating_point")]
-    for one in criteria:
-        row = choose_operating_point(sweep, tolerance, form=one.label)
-        points.append(ExitPoint(one, float(row["tau"]), f"best_{one.label}"))
+
+    def point(row: int, role: str) -> ExitPoint:
+        return ExitPoint(family[str(sweep["form"].iloc[row])], float(sweep["tau"].iloc[row]), role)
+
+    points = [point(choices.operating_point, "operating_point")]
+    points += [point(row, f"best_{label}") for label, row in choices.family.items()]
     points += [ExitPoint(f, float(t), "extra") for f, t in extra]
     seen = set()
     out = []
-    for point in points:
-        if (point.form, point.tau) not in seen:
-            seen.add((point.form, point.tau))
-            out.append(point)
+    for one in points:
+        if (one.form, one.tau) not in seen:
+            seen.add((one.form, one.tau))
+            out.append(one)
     return out
+
+
+def _flag(sweep: pd.DataFrame, valid: pd.DataFrame, rows: Sequence[int]) -> np.ndarray:
+    """Rows of ``sweep`` (both splits) at the (form, τ) of the validation sweep's ``rows``."""
+    keys = {(valid["form"].iloc[r], float(valid["tau"].iloc[r])) for r in rows}
+    return np.array([(f, float(t)) in keys for f, t in zip(sweep["form"], sweep["tau"], strict=True)])
 
 
 def choose_on_validation(
     test: pd.DataFrame, valid: pd.DataFrame, heads: ExitHeads, config: ExitBenchmarkConfig
 ) -> tuple[pd.DataFrame, pd.Series, list[ExitPoint]]:
-    """Validation chooses, test reports: the sweep on the saved validation predictions picks the
+    """Validation chooses, test reports: the rule on the saved validation predictions picks the
     operating point and the points the real engine runs (the operating point first); the sweep
     on the saved test predictions reports them, each with a paired interval of its AUC drop
-    against full depth. Returns both sweeps (column ``split``, the chosen point flagged), the
+    against full depth. Returns both sweeps (column ``split``; the choices flagged
+    ``operating_point``, ``family_choice`` and ``paper_rule_choice`` on both splits), the
     chosen point's *test* row and the engine points."""
-    sweeps = {}
+    families = bind_heads(config.criteria, heads.head_layers)
+    sweeps, inputs = {}, {}
     for split, frame in (("valid", valid), ("test", test)):
+        inputs[split] = (frame["label"].to_numpy(), saved_per_head(frame, heads.head_layers))
         sweeps[split] = threshold_sweep(
-            frame["label"].to_numpy(),
-            saved_per_head(frame, heads.head_layers),
+            *inputs[split],
             heads.head_layers,
-            config.criteria,
+            families,
             num_layers=heads.num_layers,
             n_boot=config.n_boot,
             seed=config.seed,
             paired=split == "test",
         )
-        sweeps[split].insert(0, "split", split)
-    chosen = choose_operating_point(sweeps["valid"], config.auc_tolerance)
-    points = engine_points(sweeps["valid"], config.criteria, config.auc_tolerance, extra=config.extra_points)
-    sweep = pd.concat([sweeps["valid"], sweeps["test"]], ignore_index=True)
-    sweep["operating_point"] = (sweep["form"] == chosen["form"]) & (sweep["tau"] == chosen["tau"])
+    sweeps["valid"], choices = rule_on_validation(
+        sweeps["valid"], *inputs["valid"], heads.head_layers, families, config
+    )
+    points = engine_points(sweeps["valid"], choices, families, extra=config.extra_points)
+    sweep = pd.concat([s.assign(split=k) for k, s in sweeps.items()], ignore_index=True)
+    sweep.insert(0, "split", sweep.pop("split"))
+    sweep["operating_point"] = _flag(sweep, sweeps["valid"], [choices.operating_point])
+    sweep["family_choice"] = _flag(sweep, sweeps["valid"], list(choices.family.values()))
+    paper = [] if choices.paper_rule is None else [choices.paper_rule]
+    sweep["paper_rule_choice"] = _flag(sweep, sweeps["valid"], paper)
     best = sweep[sweep["operating_point"] & (sweep["split"] == "test")].iloc[0].copy()
     best["chosen_on"] = "valid"
     return sweep, best, points

@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from ragrec.errors import ConfigError, DataError
-from ragrec.metrics import auc, auc_ci, logloss, paired_auc_difference
-from ragrec.model.criteria import CriterionFamily, check_families, simulate_exits
+from ragrec.experiments.early_exit.bootstrap import percentile_interval, resample_counts, resampled_aucs
+from ragrec.metrics import auc, auc_ci, logloss
+from ragrec.model.criteria import CriterionFamily, bind_heads, check_families, simulate_exits
 
 SWEEP_COLUMNS = (
     "form",
@@ -113,34 +114,48 @@ def _check_predictions(
     return labels, p, layers, num_layers
 
 
-def _pattern_accuracy(labels, p_full, p_final, n_boot: int, seed: int, paired: bool) -> dict[str, float]:
-    """AUC (with interval) and LogLoss of one exit pattern, and when ``paired`` the paired 95%
-    interval of its AUC drop against full depth."""
-    out = accuracy_with_ci(labels, p_final, n_boot, seed)
-    drop = paired_auc_difference(labels, p_full, p_final, n_boot=n_boot, seed=seed) if paired else None
-    out["drop_ci_low"] = drop.ci_low if drop else math.nan
-    out["drop_ci_high"] = drop.ci_high if drop else math.nan
-    return out
-
-
 class _Sweep:
     """One sweep's checked inputs, and the accuracy of each distinct exit pattern (many small τ
-    give the same exits; each pattern is bootstrapped once)."""
+    give the same exits; each pattern is bootstrapped once, on resamples drawn once for all)."""
 
     def __init__(self, labels, p, layers, num_layers, *, n_boot: int, seed: int, paired: bool):
         self.labels, self.p, self.layers, self.num_layers = labels, p, layers, num_layers
-        self.n_boot, self.seed, self.paired = n_boot, seed, paired
-        self.full = accuracy_with_ci(labels, p[:, -1], n_boot, seed)
+        self.paired = paired
+        self.two_classes = len(np.unique(labels)) == 2
+        # the rows metrics.auc_ci would draw: every pattern's interval on the same resamples
+        self.counts = resample_counts(len(labels), n_boot, seed)
+        self.full = self._accuracy_of(p[:, -1])
+        self._full_aucs = resampled_aucs(labels, p[:, -1], self.counts) if self.two_classes else None
         self._accuracy: dict[bytes, dict[str, float]] = {}
+
+    def _accuracy_of(self, p_final: np.ndarray) -> dict[str, float]:
+        """AUC with its 95% interval and LogLoss (NaN when the labels hold one class)."""
+        if not self.two_classes:
+            return {"auc": math.nan, "auc_ci_low": math.nan, "auc_ci_high": math.nan, "logloss": math.nan}
+        lo, hi = percentile_interval(resampled_aucs(self.labels, p_final, self.counts))
+        return {
+            "auc": auc(self.labels, p_final),
+            "auc_ci_low": lo,
+            "auc_ci_high": hi,
+            "logloss": logloss(self.labels, p_final),
+        }
+
+    def _pattern_accuracy(self, p_final: np.ndarray) -> dict[str, float]:
+        """AUC (with interval) and LogLoss of one exit pattern, and when ``paired`` the paired 95%
+        interval of its AUC drop against full depth (the same resamples for both)."""
+        out = self._accuracy_of(p_final)
+        lo = hi = math.nan
+        if self.paired and self.two_classes:
+            lo, hi = percentile_interval(self._full_aucs - resampled_aucs(self.labels, p_final, self.counts))
+        out["drop_ci_low"], out["drop_ci_high"] = lo, hi
+        return out
 
     def row(self, family: CriterionFamily, tau: float) -> dict[str, object]:
         """The sweep row of ``family`` at ``tau`` (see :func:`threshold_sweep`)."""
         p_final, head = simulate_exits(self.p, family.criterion(tau), self.layers)
         key = p_final.tobytes()
         if key not in self._accuracy:
-            self._accuracy[key] = _pattern_accuracy(
-                self.labels, self.p[:, -1], p_final, self.n_boot, self.seed, self.paired
-            )
+            self._accuracy[key] = self._pattern_accuracy(p_final)
         accuracy = self._accuracy[key]
         mean_layer = float(np.asarray(self.layers)[head].mean())
         row = {
@@ -176,7 +191,8 @@ def threshold_sweep(
         labels: ``[N]`` 0/1.
         per_head_p: ``[N, n_heads]`` P(Yes) of every head (full-depth predictions).
         head_layers: the heads' layers (1-based, increasing).
-        criteria: the families to sweep, e.g. :attr:`ragrec.config.ExitBenchmarkConfig.criteria`.
+        criteria: the families to sweep, e.g. :attr:`ragrec.config.ExitBenchmarkConfig.criteria`
+            (a :class:`~ragrec.model.criteria.BindsHeads` one is fitted to ``head_layers``).
         num_layers: decoder layers of the model (a full pass). (default: the last head's layer)
         n_boot, seed: the bootstrap; every row's interval uses the same resampled rows (same
             ``seed``), so rows are compared on equal footing.
@@ -193,5 +209,6 @@ def threshold_sweep(
     check_families(criteria)
     labels, p, layers, num_layers = _check_predictions(labels, per_head_p, head_layers, num_layers)
     sweep = _Sweep(labels, p, layers, num_layers, n_boot=n_boot, seed=seed, paired=paired)
-    frame = pd.DataFrame([sweep.row(family, tau) for family in criteria for tau in family.taus])
+    families = bind_heads(criteria, layers)  # e.g. a static exit at every head of this model
+    frame = pd.DataFrame([sweep.row(family, tau) for family in families for tau in family.taus])
     return frame[[*SWEEP_COLUMNS, *[c for c in frame.columns if c not in SWEEP_COLUMNS]]]

@@ -14,10 +14,10 @@ import pytest
 from ragrec.config import E2E_METHODS, get_profile
 from ragrec.errors import DataError
 from ragrec.experiments.early_exit.benchmark import default_exit_config, run_exit_benchmark
-from ragrec.experiments.early_exit.operating_point import choose_operating_point
+from ragrec.experiments.early_exit.operating_point import rule_on_validation
 from ragrec.experiments.early_exit.sweep import saved_per_head, threshold_sweep
 from ragrec.metrics import auc
-from ragrec.model.criteria import StabilityExit, simulate_exits
+from ragrec.model.criteria import NeverExit, bind_heads, simulate_exits
 
 ATOL = 1e-5
 REQUIRED = [
@@ -64,6 +64,7 @@ def test_every_auc_is_recomputable_from_the_saved_predictions(step):
     assert (table["auc_over"] == "every test sample").all()
     saved = pd.read_csv(step.directory / "predictions_gcn.csv")
     layers = step.profile.model.head_layers
+    families = {f.label: f for f in bind_heads(default_exit_config(step.profile).criteria, layers)}
     for row in table[table["method"].isin(["full", "engine_full", "exit"])].itertuples():
         mine = per_request[
             (per_request["variant"] == "main")
@@ -74,9 +75,7 @@ def test_every_auc_is_recomputable_from_the_saved_predictions(step):
         assert len(mine) == row.n
         assert mine["exit_layer"].mean() == pytest.approx(row.mean_exit_layer)
         full_depth = row.form == "none"
-        criterion = StabilityExit(
-            1e-12 if full_depth else row.tau, form="difference" if full_depth else row.form
-        )
+        criterion = NeverExit() if full_depth else families[row.form].criterion(row.tau)
         p, _ = simulate_exits(saved_per_head(saved, layers), criterion, layers)
         expected = saved[f"p_head_{layers[-1]}"] if full_depth else p
         assert auc(saved["label"], expected) == pytest.approx(row.auc, abs=1e-12)
@@ -90,19 +89,20 @@ def test_the_operating_tau_is_chosen_on_validation_and_reported_on_test(step):
     saved = pd.read_csv(step.directory / "predictions_valid_gcn.csv")
     layers = step.profile.model.head_layers
     config = default_exit_config(step.profile)
-    again = choose_operating_point(
-        threshold_sweep(
-            saved["label"],
-            saved_per_head(saved, layers),
-            layers,
-            config.criteria,
-            n_boot=20,
-            seed=config.seed,
-        ),
-        config.auc_tolerance,
+    families = bind_heads(config.criteria, layers)
+    per_head = saved_per_head(saved, layers)
+    redone, choices = rule_on_validation(
+        threshold_sweep(saved["label"], per_head, layers, families, n_boot=20, seed=config.seed),
+        saved["label"].to_numpy(),
+        per_head,
+        layers,
+        families,
+        config,
     )
+    again = redone.iloc[choices.operating_point]
     chosen = valid[valid["operating_point"]].iloc[0]
     assert (again["form"], again["tau"]) == (chosen["form"], chosen["tau"])
+    np.testing.assert_allclose(redone["drop_upper"], valid["drop_upper"], rtol=0, atol=1e-12)
     reported = test[test["operating_point"]].iloc[0]
     assert (reported["form"], reported["tau"]) == (chosen["form"], chosen["tau"])
     assert reported["drop_ci_low"] <= reported["auc_drop"] <= reported["drop_ci_high"]

@@ -29,7 +29,7 @@ def test_interval_verdicts_distinguish_at_least_from_better_claims():
 
 def test_every_claim_is_not_run_without_results(tmp_path):
     table = check_claims(tmp_path, FAST)
-    assert len(table) == 7 and (table["verdict"] == "not run").all() and table["estimate"].isna().all()
+    assert len(table) == 8 and (table["verdict"] == "not run").all() and table["estimate"].isna().all()
 
 
 def _predictions(path, labels, p):
