@@ -98,7 +98,7 @@ NOTEBOOKS: tuple[NotebookSpec, ...] = (
     NotebookSpec(
         "baselines",
         "Baselines: where the LLM stands",
-        outputs=(rf.BASELINES, rf.BASELINE_PREDICTIONS),
+        outputs=(rf.BASELINES, rf.BASELINE_PREDICTIONS, rf.PROMPT_NUMBERS, rf.COLD_START, rf.CONTEXT_EFFECT),
         after=("recommender",),
     ),
     NotebookSpec(

@@ -36,6 +36,8 @@ Claims and measures:
    ``e2e_llm_full``), the comparison behind the paper's throughput headline.
 7. ``cf_tokens_help`` — beyond the paper: AUC with collaborative soft tokens minus without, final
    head, GCN context, paired bootstrap (variant ``cf`` against ``main``).
+8. ``context_helps`` — the paper's premise: AUC(GCN context) − AUC(no similar users), final head,
+   paired bootstrap on the samples both scored (``context_effect.csv``, row gcn − none).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ import pandas as pd
 from ragrec.errors import DataError
 from ragrec.experiments.reporting.ablations import beta_pair_files
 from ragrec.metrics import paired_auc_difference
-from ragrec.result_files import EARLY_EXIT, RETRIEVAL, THRESHOLD_SWEEP, predictions
+from ragrec.result_files import CONTEXT_EFFECT, EARLY_EXIT, RETRIEVAL, THRESHOLD_SWEEP, predictions
 from ragrec.results import read_csv
 
 NOT_RUN = "not run"
@@ -353,6 +355,23 @@ def check_layer_mean(d: Path, s: ClaimSettings) -> ClaimCheck:
     return _with(base, diff, verdict=point_verdict(diff), evidence=f"{RETRIEVAL}, k={int(rows['k'].iloc[0])}")
 
 
+def check_context_helps(d: Path, s: ClaimSettings) -> ClaimCheck:
+    base = ClaimCheck(
+        "context_helps",
+        "Retrieved similar users in the prompt make the LLM more accurate than no similar users.",
+        "the premise of RAG-enhanced recommendation (no ablation number reported)",
+        "AUC(GCN context) − AUC(no similar users), final head",
+    )
+    table = _read(d, CONTEXT_EFFECT)
+    row = None if table is None else table[(table["a"] == "gcn") & (table["b"] == "none")]
+    if row is None or row.empty:
+        return base
+    r = row.iloc[0]
+    lo, hi = float(r["diff_ci_low"]), float(r["diff_ci_high"])
+    verdict = interval_verdict(lo, hi, at_least=False)
+    return _with(base, float(r["diff"]), lo, hi, verdict, f"{CONTEXT_EFFECT}, gcn − none, n={int(r['n'])}")
+
+
 def _with(
     base: ClaimCheck,
     estimate: float,
@@ -374,6 +393,7 @@ CHECKS: tuple[Callable[[Path, ClaimSettings], ClaimCheck], ...] = (
     check_layer_mean,
     check_pipeline_rps,
     check_cf_tokens,
+    check_context_helps,
 )
 
 
