@@ -81,7 +81,10 @@ NOTEBOOKS: tuple[NotebookSpec, ...] = (
         artifacts_skip=("checkpoints/*_pair*",),
     ),
     NotebookSpec(
-        "retrieval", "GCN-Retriever vs LLM retriever", outputs=(rf.RETRIEVAL,), after=("recommender",)
+        "retrieval",
+        "GCN-Retriever vs LLM retriever",
+        outputs=(rf.RETRIEVAL, rf.DENSITY, rf.PROMPT_DEPTH),
+        after=("recommender",),
     ),
     NotebookSpec(
         "ablations",

@@ -40,18 +40,29 @@ class AnnSettings:
         hnsw_m: graph neighbours per node (``M``; FAISS's SIFT1M benchmark uses 32).
         ef_construction: candidate list while building the graph.
         ef_search: candidate list per query (higher: better recall, slower).
-        ivf_nlist: k-means cells (None: ``4·√n``, FAISS's rule of thumb).
+        ivf_nlist: k-means cells (None: ``min(4·√n, 1024)``; FAISS's rule of thumb, capped so
+            that building for 10⁶ users takes seconds).
         ivf_nprobe: cells visited per query.
+        ivf_train: vectors the k-means is trained on (a seeded subset; FAISS samples 256 per cell
+            anyway).
     """
 
-    hnsw_m: int = 32
-    ef_construction: int = 80
+    hnsw_m: int = 16
+    ef_construction: int = 40
     ef_search: int = 64
     ivf_nlist: int | None = None
     ivf_nprobe: int = 16
+    ivf_train: int = 50_000
 
     def __post_init__(self) -> None:
-        values = (self.hnsw_m, self.ef_construction, self.ef_search, self.ivf_nprobe, self.ivf_nlist or 1)
+        values = (
+            self.hnsw_m,
+            self.ef_construction,
+            self.ef_search,
+            self.ivf_nprobe,
+            self.ivf_nlist or 1,
+            self.ivf_train,
+        )
         if min(values) < 1:
             raise ConfigError(f"every ANN setting must be ≥ 1; got {self}")
 
@@ -110,9 +121,11 @@ class FaissIndex:
             self._index.hnsw.efConstruction = settings.ef_construction
             self._index.hnsw.efSearch = settings.ef_search
         elif backend == AnnBackend.IVF:
-            nlist = max(1, min(n, settings.ivf_nlist or int(4 * math.sqrt(n))))
+            nlist = max(1, min(n, settings.ivf_nlist or min(int(4 * math.sqrt(n)), 1024)))
             self._index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-            self._index.train(vectors)  # k-means on the vectors themselves: the cells
+            # the cells: k-means on a seeded subset of the vectors themselves
+            rows = np.random.default_rng(0).permutation(n)[: max(settings.ivf_train, nlist)]
+            self._index.train(vectors[np.sort(rows)])
             self._index.nprobe = min(nlist, settings.ivf_nprobe)
         else:
             self._index = faiss.IndexFlatIP(d)

@@ -23,6 +23,7 @@ poll is still time-filtered, so a sample's own rating never enters its vote).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -115,6 +116,9 @@ def run_prompt_numbers(
     started = time.perf_counter()
     config = config or PromptNumberRunConfig()
     prepared = prepare_data(profile, data_root=data_root)
+    # a poll deeper than every other user does not exist (small datasets: the smoke profile)
+    n_users = prepared.dataset.n_users
+    config = dataclasses.replace(config, depths=tuple(k for k in config.depths if k < n_users))
     vote_k = profile.prompt.vote_k
     retriever = fit_retrievers(prepared, None, ("gcn",), results_root=results_root)["gcn"]
     deepest = max((*config.depths, vote_k))
