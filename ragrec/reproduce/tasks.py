@@ -83,7 +83,7 @@ NOTEBOOKS: tuple[NotebookSpec, ...] = (
     NotebookSpec(
         "retrieval",
         "GCN-Retriever vs LLM retriever",
-        outputs=(rf.RETRIEVAL, rf.DENSITY, rf.PROMPT_DEPTH),
+        outputs=(rf.RETRIEVAL, rf.DENSITY, rf.PROMPT_DEPTH, rf.ARCHITECTURE, rf.ANN_BENCHMARK),
         after=("recommender",),
     ),
     NotebookSpec(

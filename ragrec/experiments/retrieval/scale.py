@@ -131,7 +131,7 @@ def _settings_text(backend: AnnBackend, s: AnnSettings) -> str:
     if backend == AnnBackend.HNSW:
         return f"M={s.hnsw_m} efConstruction={s.ef_construction} efSearch={s.ef_search}"
     if backend == AnnBackend.IVF:
-        return f"nlist={s.ivf_nlist or '4√n'} nprobe={s.ivf_nprobe}"
+        return f"nlist={s.ivf_nlist or 'min(4√n, 1024)'} nprobe={s.ivf_nprobe} train={s.ivf_train}"
     return ""
 
 
