@@ -12,6 +12,12 @@ from ragrec.config.settings import (
     ModelSettings,
     Profile,
 )
+from ragrec.config.sweeps import (
+    AnnBenchmarkConfig,
+    ArchitectureSweepConfig,
+    DensitySweepConfig,
+    RetrievalSweeps,
+)
 from ragrec.model.heads import default_head_layers
 from ragrec.model.lora import LoraSettings
 from ragrec.model.prompts import PromptConfig
@@ -58,6 +64,12 @@ SMOKE = Profile(
     evaluation=EvalSettings(reduced_cap=96, dtype="bfloat16", dtype_check=48),
     beta_pair=BetaPair(train_cap=96, epochs=1),
     cf=CFSettings(train_cap=96, lr=5e-3),
+    # every retrieval sweep at a few points, in seconds: plumbing, not findings
+    sweeps=RetrievalSweeps(
+        density=DensitySweepConfig(fractions=(0.5, 1.0), ks=(0, 2), n_samples=48, n_queries=20, chunk=16),
+        architecture=ArchitectureSweepConfig(layers=(1, 2), dims=(16, 32), max_epochs=5, n_queries=20),
+        ann=AnnBenchmarkConfig(sizes=(2_000, 5_000), dim=32, n_queries=20),
+    ),
     notes="Whole pipeline on a synthetic dataset with a tiny random Llama: checks plumbing, not accuracy.",
 )
 

@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ragrec.config.exit import ExitBenchmarkConfig
+from ragrec.config.sweeps import RetrievalSweeps
 from ragrec.errors import ConfigError
 from ragrec.model.prompts import PromptConfig
 from ragrec.model.train import TrainConfig
@@ -178,6 +179,8 @@ class Profile:
     train_folds: int = 2
     beta_pair: BetaPair | None = BetaPair()  # None: no β ablation
     cf: CFSettings | None = CFSettings()  # None: no collaborative-token variant
+    # The retrieval chapter's sweeps: density and depth, LightGCN architecture, ANN at scale
+    sweeps: RetrievalSweeps = RetrievalSweeps()
     notes: str = ""
 
     @property

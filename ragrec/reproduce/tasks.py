@@ -81,7 +81,10 @@ NOTEBOOKS: tuple[NotebookSpec, ...] = (
         artifacts_skip=("checkpoints/*_pair*",),
     ),
     NotebookSpec(
-        "retrieval", "GCN-Retriever vs LLM retriever", outputs=(rf.RETRIEVAL,), after=("recommender",)
+        "retrieval",
+        "GCN-Retriever vs LLM retriever",
+        outputs=(rf.RETRIEVAL, rf.DENSITY, rf.PROMPT_DEPTH, rf.ARCHITECTURE, rf.ANN_BENCHMARK),
+        after=("recommender",),
     ),
     NotebookSpec(
         "ablations",
@@ -98,7 +101,7 @@ NOTEBOOKS: tuple[NotebookSpec, ...] = (
     NotebookSpec(
         "baselines",
         "Baselines: where the LLM stands",
-        outputs=(rf.BASELINES, rf.BASELINE_PREDICTIONS),
+        outputs=(rf.BASELINES, rf.BASELINE_PREDICTIONS, rf.PROMPT_NUMBERS, rf.COLD_START, rf.CONTEXT_EFFECT),
         after=("recommender",),
     ),
     NotebookSpec(

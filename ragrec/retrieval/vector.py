@@ -1,15 +1,70 @@
-"""Exact (and optional faiss) cosine top-k over L2-normalised vectors, and the retriever base that uses it."""
+"""Cosine top-k over L2-normalised vectors — exact, or through FAISS (exact flat, HNSW or IVF) —
+and the retriever base that uses it.
+
+On unit vectors cosine similarity is the inner product, so every backend ranks by ``q · x``:
+``exact`` by a matrix product here, the others by a FAISS inner-product index. HNSW and IVF are
+approximate: their recall@k against ``exact`` is measured by
+:func:`ragrec.experiments.retrieval.scale.run_ann_benchmark`.
+"""
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
+from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
 from ragrec.errors import ConfigError
 from ragrec.retrieval.base import Retriever, check_k
 
-BACKENDS = ("exact", "faiss")
+
+class AnnBackend(StrEnum):
+    """How cosine top-k is searched (a ``StrEnum``: ``"exact"`` compares equal to ``EXACT``)."""
+
+    EXACT = "exact"  # numpy matrix product, exact
+    FAISS = "faiss"  # FAISS IndexFlatIP: exact, FAISS's kernels
+    HNSW = "hnsw"  # FAISS IndexHNSWFlat: graph search, approximate
+    IVF = "ivf"  # FAISS IndexIVFFlat: k-means cells, approximate
+
+
+BACKENDS = tuple(b.value for b in AnnBackend)
+
+
+@dataclass(frozen=True)
+class AnnSettings:
+    """The approximate indexes' knobs (FAISS's names).
+
+    Attributes:
+        hnsw_m: graph neighbours per node (``M``; FAISS's SIFT1M benchmark uses 32).
+        ef_construction: candidate list while building the graph.
+        ef_search: candidate list per query (higher: better recall, slower).
+        ivf_nlist: k-means cells (None: ``min(4·√n, 1024)``; FAISS's rule of thumb, capped so
+            that building for 10⁶ users takes seconds).
+        ivf_nprobe: cells visited per query.
+        ivf_train: vectors the k-means is trained on (a seeded subset; FAISS samples 256 per cell
+            anyway).
+    """
+
+    hnsw_m: int = 16
+    ef_construction: int = 40
+    ef_search: int = 64
+    ivf_nlist: int | None = None
+    ivf_nprobe: int = 16
+    ivf_train: int = 50_000
+
+    def __post_init__(self) -> None:
+        values = (
+            self.hnsw_m,
+            self.ef_construction,
+            self.ef_search,
+            self.ivf_nprobe,
+            self.ivf_nlist or 1,
+            self.ivf_train,
+        )
+        if min(values) < 1:
+            raise ConfigError(f"every ANN setting must be ≥ 1; got {self}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -44,20 +99,43 @@ def top_k_exact(queries: np.ndarray, index: np.ndarray, k: int, allowed: np.ndar
 
 
 class FaissIndex:
-    """Inner-product FAISS index (``IndexFlatIP``, exact) for large user counts; searches more
-    than ``k`` hits (doubling) until every row has ``k`` allowed ones, so results match
-    :func:`top_k_exact` except for the order of exact ties."""
+    """A FAISS inner-product index over unit vectors ``[n, d]`` (:class:`AnnBackend` picks flat,
+    HNSW or IVF). :meth:`search` asks for more than ``k`` hits (doubling) until every row has ``k``
+    allowed ones, so the flat index matches :func:`top_k_exact` except for the order of exact ties."""
 
-    def __init__(self, index: np.ndarray) -> None:
+    def __init__(
+        self, index: np.ndarray, backend: AnnBackend = AnnBackend.FAISS, settings: AnnSettings | None = None
+    ) -> None:
         try:
             import faiss
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ConfigError(
-                "backend='faiss' needs the faiss package (pip install faiss-cpu); use backend='exact'"
+                f"backend={backend.value!r} needs the faiss package (pip install faiss-cpu); "
+                "use backend='exact'"
             ) from exc
-        self._index = faiss.IndexFlatIP(index.shape[1])
-        self._index.add(np.ascontiguousarray(index, dtype=np.float32))
-        self.n = index.shape[0]
+        settings = settings or AnnSettings()
+        vectors = np.ascontiguousarray(index, dtype=np.float32)  # [n, d]
+        n, d = vectors.shape
+        if backend == AnnBackend.HNSW:
+            self._index = faiss.IndexHNSWFlat(d, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            self._index.hnsw.efConstruction = settings.ef_construction
+            self._index.hnsw.efSearch = settings.ef_search
+        elif backend == AnnBackend.IVF:
+            nlist = max(1, min(n, settings.ivf_nlist or min(int(4 * math.sqrt(n)), 1024)))
+            self._index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+            # the cells: k-means on a seeded subset of the vectors themselves
+            rows = np.random.default_rng(0).permutation(n)[: max(settings.ivf_train, nlist)]
+            self._index.train(vectors[np.sort(rows)])
+            self._index.nprobe = min(nlist, settings.ivf_nprobe)
+        else:
+            self._index = faiss.IndexFlatIP(d)
+        self._index.add(vectors)
+        self.n = n
+
+    def search_top(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """The index's top ``k`` ids ``[n, k]`` (``-1`` where it finds fewer), no filtering."""
+        _, ids = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return ids.astype(np.int64)
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> np.ndarray:
         out = np.full((len(queries), k), -1, dtype=np.int64)
@@ -74,16 +152,27 @@ class FaissIndex:
         return out
 
 
-def check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
-    return backend
+def check_backend(backend: str | AnnBackend) -> AnnBackend:
+    """``backend`` as an :class:`AnnBackend`; ConfigError naming the choices when unknown."""
+    try:
+        return AnnBackend(backend)
+    except ValueError:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {BACKENDS}") from None
+
+
+def build_index(
+    vectors: np.ndarray, backend: AnnBackend, settings: AnnSettings | None = None
+) -> FaissIndex | None:
+    """The FAISS index of ``backend`` over ``vectors`` (None for ``exact``: no index to build)."""
+    return None if backend == AnnBackend.EXACT else FaissIndex(vectors, backend, settings)
 
 
 class VectorRetriever(Retriever):
     """A retriever that represents users as unit vectors and returns the cosine top-k."""
 
-    def __init__(self, n_users: int, *, has_timestamps: bool = True, backend: str = "exact") -> None:
+    def __init__(
+        self, n_users: int, *, has_timestamps: bool = True, backend: str | AnnBackend = "exact"
+    ) -> None:
         super().__init__(n_users, has_timestamps=has_timestamps)
         self.backend = check_backend(backend)
         self.vectors: np.ndarray | None = None  # float32 [U, d], unit rows (zero for non-candidates)
@@ -93,7 +182,7 @@ class VectorRetriever(Retriever):
         self.vectors = l2_normalize(vectors)
         self.vectors[~represented] = 0.0
         self._candidate &= represented
-        self._faiss = FaissIndex(self.vectors) if self.backend == "faiss" else None
+        self._faiss = build_index(self.vectors, self.backend)
 
     @abstractmethod
     def query_vectors(self, users: np.ndarray, histories=None, *, precomputed: bool = False) -> np.ndarray:

@@ -16,7 +16,14 @@ from ragrec.retrieval.gcn import GCNRetriever
 from ragrec.retrieval.lightgcn import LightGCNConfig, LightGCNResult
 from ragrec.retrieval.llm import LLMRetriever, embed_texts
 from ragrec.retrieval.simple import NoRetrieverConfig, RandomRetriever, RandomRetrieverConfig
-from ragrec.retrieval.vector import l2_normalize, top_k_exact
+from ragrec.retrieval.vector import (
+    AnnBackend,
+    AnnSettings,
+    FaissIndex,
+    check_backend,
+    l2_normalize,
+    top_k_exact,
+)
 
 FAST = LightGCNConfig(
     dim=32, batch_size=256, lr=5e-3, max_epochs=12, eval_every=3, patience=10, progress=False
@@ -473,3 +480,23 @@ def test_fit_cache_is_keyed_by_the_training_interactions_and_settings(data, tiny
         ._cache.name,
     }
     assert len(names) == 5
+
+
+def test_an_unknown_backend_is_a_clear_error_naming_the_choices():
+    with pytest.raises(ConfigError, match="hnsw"):
+        check_backend("annoy")
+    assert check_backend("hnsw") is AnnBackend.HNSW
+
+
+@pytest.mark.parametrize("backend", [AnnBackend.FAISS, AnnBackend.HNSW, AnnBackend.IVF], ids=str)
+def test_faiss_indexes_find_the_exact_neighbours_of_clustered_vectors(backend):
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((20, 16))
+    vectors = l2_normalize(centres[rng.integers(0, 20, 2000)] + 0.3 * rng.standard_normal((2000, 16)))
+    queries = vectors[:50]
+    allowed = np.ones((50, 2000), dtype=bool)
+    exact = top_k_exact(queries, vectors, 10, allowed)
+    found = FaissIndex(vectors, backend, AnnSettings(ivf_nprobe=8)).search(queries, 10, allowed)
+    overlap = np.mean([np.isin(e, f).mean() for e, f in zip(exact, found)])
+    assert overlap == 1.0 if backend is AnnBackend.FAISS else overlap > 0.9

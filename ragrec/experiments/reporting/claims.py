@@ -40,6 +40,8 @@ Claims and measures:
 8. ``dynamic_beats_static`` — beyond the paper: the paper's rule chosen on validation against the
    static exit of equal or less compute, AUC difference on test, paired bootstrap
    (:mod:`ragrec.experiments.reporting.static_claim`).
+9. ``context_helps`` — the paper's premise: AUC(GCN context) − AUC(no similar users), final head,
+   paired bootstrap on the samples both scored (``context_effect.csv``, row gcn − none).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from ragrec.experiments.reporting.ablations import beta_pair_files
 from ragrec.experiments.reporting.static_claim import CLAIM as STATIC_CLAIM
 from ragrec.experiments.reporting.static_claim import dynamic_vs_static
 from ragrec.metrics import paired_auc_difference
-from ragrec.result_files import EARLY_EXIT, RETRIEVAL, THRESHOLD_SWEEP, predictions
+from ragrec.result_files import CONTEXT_EFFECT, EARLY_EXIT, RETRIEVAL, THRESHOLD_SWEEP, predictions
 from ragrec.results import read_csv
 
 NOT_RUN = "not run"
@@ -369,6 +371,23 @@ def check_dynamic_vs_static(d: Path, s: ClaimSettings) -> ClaimCheck:
     return _with(base, measured["estimate"], lo, hi, verdict, measured["evidence"])
 
 
+def check_context_helps(d: Path, s: ClaimSettings) -> ClaimCheck:
+    base = ClaimCheck(
+        "context_helps",
+        "Retrieved similar users in the prompt make the LLM more accurate than no similar users.",
+        "the premise of RAG-enhanced recommendation (no ablation number reported)",
+        "AUC(GCN context) − AUC(no similar users), final head",
+    )
+    table = _read(d, CONTEXT_EFFECT)
+    row = None if table is None else table[(table["a"] == "gcn") & (table["b"] == "none")]
+    if row is None or row.empty:
+        return base
+    r = row.iloc[0]
+    lo, hi = float(r["diff_ci_low"]), float(r["diff_ci_high"])
+    verdict = interval_verdict(lo, hi, at_least=False)
+    return _with(base, float(r["diff"]), lo, hi, verdict, f"{CONTEXT_EFFECT}, gcn − none, n={int(r['n'])}")
+
+
 def _with(
     base: ClaimCheck,
     estimate: float,
@@ -391,6 +410,7 @@ CHECKS: tuple[Callable[[Path, ClaimSettings], ClaimCheck], ...] = (
     check_pipeline_rps,
     check_cf_tokens,
     check_dynamic_vs_static,
+    check_context_helps,
 )
 
 

@@ -12,6 +12,9 @@ information by retrieval depth, and AUC by item cold start (issue #28).
 * :data:`~ragrec.result_files.COLD_START` — AUC per bucket of the target item's earlier training
   ratings (:mod:`ragrec.experiments.reporting.cold_start`) for the LLM per context, the
   prompt-number models and the classical baselines (when ``predictions_baselines.csv`` exists).
+* :data:`~ragrec.result_files.CONTEXT_EFFECT` — the LLM's final-head AUC differences between
+  prompt contexts, and each prompt-number model with the vote minus without, paired
+  (:mod:`ragrec.experiments.reporting.context_effect`).
 
 Every feature is computed from training interactions strictly before its sample. Training
 samples' neighbours come from the retriever fitted on all training interactions (the vote they
@@ -20,6 +23,7 @@ poll is still time-filtered, so a sample's own rating never enters its vote).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -33,6 +37,7 @@ from ragrec.errors import ConfigError
 from ragrec.experiments.reporting.baseline_table import llm_predictions, score_table
 from ragrec.experiments.reporting.baselines import item_likes_before
 from ragrec.experiments.reporting.cold_start import BUCKET_EDGES, cold_start_table
+from ragrec.experiments.reporting.context_effect import context_table, vote_rows
 from ragrec.experiments.reporting.prompt_numbers import (
     PromptNumberConfig,
     prompt_number_features,
@@ -105,12 +110,15 @@ def depth_table(prepared, neighbours_train, neighbours_test, config: PromptNumbe
 def run_prompt_numbers(
     profile: Profile, *, config: PromptNumberRunConfig | None = None, data_root=None, results_root=None
 ) -> dict[str, pd.DataFrame]:
-    """Fit and score the prompt-number models; write the three tables and provenance."""
+    """Fit and score the prompt-number models; write the module docstring's tables and provenance."""
     from ragrec.experiments.recommender.prepare import fit_retrievers, prepare_data
 
     started = time.perf_counter()
     config = config or PromptNumberRunConfig()
     prepared = prepare_data(profile, data_root=data_root)
+    # a poll deeper than every other user does not exist (small datasets: the smoke profile)
+    n_users = prepared.dataset.n_users
+    config = dataclasses.replace(config, depths=tuple(k for k in config.depths if k < n_users))
     vote_k = profile.prompt.vote_k
     retriever = fit_retrievers(prepared, None, ("gcn",), results_root=results_root)["gcn"]
     deepest = max((*config.depths, vote_k))
@@ -135,18 +143,7 @@ def run_prompt_numbers(
         n_boot=config.n_boot,
         seed=profile.seed,
     )
-    counts, _ = item_likes_before(
-        prepared.split.train, test, prepared.dataset.n_items, has_timestamps=prepared.dataset.has_timestamps
-    )
-    classical = _classical_scores(out_dir, sample_ids)
-    cold = cold_start_table(
-        y_test,
-        {**llm, **scores, **classical},
-        counts,
-        edges=config.edges,
-        n_boot=config.n_boot,
-        seed=profile.seed,
-    )
+    counts, cold, contexts = _cold_and_context(profile, config, prepared, out_dir, {**llm, **scores}, scores)
     depth = depth_table(prepared, nb_train, nb_test, config)
     per_sample = pd.DataFrame({"sample_id": sample_ids, "label": y_test, "item_raters": counts})
     per_sample = pd.concat([per_sample, x_test.reset_index(drop=True), pd.DataFrame(scores)], axis=1)
@@ -156,11 +153,32 @@ def run_prompt_numbers(
         out_dir,
         profile,
         config,
-        {"table": table, "depth": depth, "cold": cold, "per_sample": per_sample},
+        {"table": table, "depth": depth, "cold": cold, "per_sample": per_sample, "context": contexts},
         extra,
         started,
     )
-    return {"table": table, "depth": depth, "cold_start": cold}
+    return {"table": table, "depth": depth, "cold_start": cold, "context": contexts}
+
+
+def _cold_and_context(profile, config, prepared, out_dir, every: dict, scores: dict):
+    """The cold-start table of ``every`` method (and the classical baselines, when scored), and
+    the paired context-effect table: LLM contexts from their files, then the vote's gain."""
+    test, y_test = prepared.test, prepared.test.frame["label"].to_numpy(int)
+    counts, _ = item_likes_before(
+        prepared.split.train, test, prepared.dataset.n_items, has_timestamps=prepared.dataset.has_timestamps
+    )
+    classical = _classical_scores(out_dir, test.frame.index.to_numpy())
+    cold = cold_start_table(
+        y_test, {**every, **classical}, counts, edges=config.edges, n_boot=config.n_boot, seed=profile.seed
+    )
+    contexts = pd.concat(
+        [
+            context_table(out_dir, n_boot=config.n_boot, seed=profile.seed),
+            vote_rows(y_test, scores, n_boot=config.n_boot, seed=profile.seed),
+        ],
+        ignore_index=True,
+    )
+    return counts, cold, contexts
 
 
 def _fit_and_score(profile, config, prepared, retriever, nb_train, x_test):
@@ -199,12 +217,13 @@ def _classical_scores(out_dir, sample_ids: np.ndarray) -> dict[str, np.ndarray]:
 def _write(
     out_dir, profile: Profile, config: PromptNumberRunConfig, tables: dict, extra: dict, started: float
 ):
-    """Write the four tables atomically and the step's provenance."""
+    """Write the five tables atomically and the step's provenance."""
     files = {
         result_files.PROMPT_NUMBERS: tables["table"],
         result_files.VOTE_DEPTH: tables["depth"],
         result_files.COLD_START: tables["cold"],
         result_files.PREDICTIONS_PROMPT_NUMBERS: tables["per_sample"],
+        result_files.CONTEXT_EFFECT: tables["context"],
     }
     for name, frame in files.items():
         write_csv(frame, out_dir / name)

@@ -8,6 +8,7 @@ import pytest
 
 from ragrec.errors import DataError
 from ragrec.experiments.reporting.claims import (
+    CHECKS,
     ClaimSettings,
     check_claims,
     early_exit_operating_point,
@@ -29,7 +30,9 @@ def test_interval_verdicts_distinguish_at_least_from_better_claims():
 
 def test_every_claim_is_not_run_without_results(tmp_path):
     table = check_claims(tmp_path, FAST)
-    assert len(table) == 8 and (table["verdict"] == "not run").all() and table["estimate"].isna().all()
+    assert (
+        len(table) == len(CHECKS) and (table["verdict"] == "not run").all() and table["estimate"].isna().all()
+    )
 
 
 def _predictions(path, labels, p):
@@ -228,3 +231,19 @@ def test_paired_claims_refuse_predictions_of_different_samples(tmp_path):
     )
     with pytest.raises(DataError, match="different samples"):
         check_claims(tmp_path, FAST)
+
+
+def test_context_helps_reads_the_paired_gcn_minus_none_row(tmp_path):
+    pd.DataFrame(
+        {
+            "a": ["gcn", "llm"],
+            "b": ["none", "none"],
+            "n": [2000, 2000],
+            "diff": [0.02, -0.01],
+            "diff_ci_low": [0.005, -0.02],
+            "diff_ci_high": [0.035, 0.0],
+        }
+    ).to_csv(tmp_path / "context_effect.csv", index=False)
+    row = check_claims(tmp_path, FAST).set_index("claim_id").loc["context_helps"]
+    assert row["estimate"] == pytest.approx(0.02) and row["verdict"] == "supported"
+    assert "n=2000" in row["evidence"]
