@@ -1,5 +1,12 @@
 """The early-exit engine: runs the Llama decoder layer by layer, evaluates the exit heads on the rows
-still running, and drops exited rows from the batch so they cost nothing afterwards."""
+still running, and drops exited rows from the batch so they cost nothing afterwards.
+
+Each head reads out in fp32 (:meth:`ragrec.model.heads.ExitHeads.logits`), as scoring and the
+plain forward do, so the engine's P(Yes) equals theirs wherever the body gives the same states.
+A bf16 body does so across batchings only with eager attention and right padding: SDPA's CPU
+kernel rounds a row differently when its batch's padded length changes, which moves P(Yes) by
+~1e-2 and the exits off the replay on saved scores (issue #27).
+"""
 
 from __future__ import annotations
 

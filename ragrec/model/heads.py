@@ -211,13 +211,13 @@ class ExitHeads(nn.Module):
         head: its two answer rows, upcast, times the fp32 state (``z = W_{No,Yes} · x``).
 
         Why fp32: bf16 rows and states put ``z_Yes − z_No`` on a 0.125 grid (module docstring).
-        Why two rows and not the full vocabulary as the plain forward computes it: the two differ
-        only in summation order (~1e-6 in P(Yes), within the engine's 1e-5 contract), while the
-        full row costs V·H fp32 multiply-adds per prompt and head (28 M for SmolLM2, about 6% of
-        a bf16 decoder layer over a 190-token prompt, every head, measured in
-        ``tests/model/test_heads.py``'s neighbourhood by the exact-scores report); the two rows
-        cost 2·H. Engine, scoring and training share this function, so they agree to the bit on
-        the same states whatever is chosen here.
+        Why two rows and not the full vocabulary, as the plain forward computes it: the two
+        differ only in summation order (≤ 1e-6 in P(Yes) in the tests, within the engine's 1e-5
+        contract), while the full row costs V·H fp32 multiply-adds per prompt and head: 28 M for
+        SmolLM2, about a quarter of one bf16 decoder layer at batch 8 × 194 tokens (measured for
+        issue #27), so ~5% of a full forward over six heads and more at an early exit; the two
+        rows cost 2·H. Engine, scoring and training share this function, so they agree to the bit
+        on the same states whichever is chosen.
         """
         rows = self._core.lm_head.weight[[self.no_token_id, self.yes_token_id]]  # [2, H], body dtype
         return F.linear(normed.float(), rows.float())

@@ -29,7 +29,8 @@ def predict_heads(
     """P(Yes) of every head for every prompt, ``[N, n_heads]``, from full forwards (batches of
     similar length, results in the original order). ``cf_ids`` ``[N, 2]``: (user, item) per
     prompt, for heads with collaborative tokens. Launched data-parallel (``shard``, default
-    :func:`current_shard`), each process scores its batches and every process gets all rows."""
+    :func:`current_shard`), each process scores its batches and every process gets all rows.
+    Every head reads out in fp32 (:meth:`ExitHeads.logits`) whatever the body's dtype."""
     shard = current_shard() if shard is None else shard
     out = np.zeros((len(prompts), len(heads.head_layers)), dtype=np.float64)
     was_training = backbone.model.training

@@ -15,7 +15,8 @@ A logistic regression on standardised states, ``logit = β · (x − μ) / σ + 
 function when ``R_Yes = β / σ − (W_Yes − W_No)``, ``b_Yes = c − Σ β μ / σ`` and ``R_No = b_No = 0``;
 :func:`fit_readouts` sets exactly that, so the fitted head is still "norm → shared rows +
 readout" and the engine, checkpoints and sweeps need nothing new. The last head is never
-touched: it stays the model's own answer.
+touched: it stays the model's own answer. The readouts are fp32 parameters read out in fp32
+(:mod:`ragrec.model.heads`), so the fold holds on a bf16 body too.
 """
 
 from __future__ import annotations
