@@ -105,7 +105,7 @@ def dynamic_vs_static(
     p_dynamic = _dynamic_p(frame, dynamic, families)
     p_static = frame[f"p_head_{int(static['tau'])}"].to_numpy(dtype=np.float64)
     d = paired_auc_difference(frame["label"].to_numpy(), p_dynamic, p_static, n_boot=n_boot, seed=seed)
-    layers = f"{float(dynamic['mean_exit_layer']):.1f}"
+    layers = f"{float(dynamic['mean_exit_layer']):.2f}"
     labels = frame["label"].to_numpy()
     evidence = (
         f"{THRESHOLD_SWEEP} and {predictions(context)}, {len(frame)} test samples: the paper's rule "

@@ -157,3 +157,19 @@ def test_default_config_is_the_profiles_with_its_seed_and_context(name):
     # A notebook's seed override reaches the request draw; without a GCN context the first is used.
     assert default_exit_config(dataclasses.replace(profile, seed=7)).seed == 7
     assert default_exit_config(dataclasses.replace(profile, contexts=("none", "llm"))).context == "none"
+
+
+def test_the_static_exit_is_a_first_class_row_of_the_sweep_and_of_the_engine_table(step):
+    """Every head's static exit on both splits of the sweep, and the engine run for real at the
+    static family's own choice: every timed request exits at that very layer."""
+    sweep = _main(pd.read_csv(step.directory / "threshold_sweep.csv"))
+    layers = [float(layer) for layer in step.profile.model.head_layers]
+    for split in ("valid", "test"):
+        static = sweep[(sweep["split"] == split) & (sweep["form"] == "static")]
+        assert static["tau"].tolist() == layers and static["mean_exit_layer"].tolist() == layers
+    table = _main(pd.read_csv(step.directory / "early_exit.csv"))
+    static = table[(table["method"] == "exit") & (table["form"] == "static")]
+    assert len(static) == 1 and static["exit_agreement"].iloc[0] == 1.0
+    per_request = pd.read_csv(step.directory / "early_exit_predictions.csv")
+    timed = per_request[(per_request["variant"] == "main") & (per_request["form"] == "static")]
+    assert (timed["exit_layer"] == static["tau"].iloc[0]).all()
