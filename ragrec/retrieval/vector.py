@@ -27,6 +27,13 @@ class AnnBackend(StrEnum):
     FAISS = "faiss"  # FAISS IndexFlatIP: exact, FAISS's kernels
     HNSW = "hnsw"  # FAISS IndexHNSWFlat: graph search, approximate
     IVF = "ivf"  # FAISS IndexIVFFlat: k-means cells, approximate
+    AUTO = "auto"  # exact below AUTO_ANN_USERS users, IVF from there on
+
+
+AUTO_ANN_USERS = 100_000
+"""Where ``AnnBackend.AUTO`` switches from exact search to IVF: from about here exact search's
+single-query latency passes a few milliseconds while IVF's recall@10 stays near 1 (the retrieval
+chapter's "retrieval at scale" table, ``ann_benchmark.csv``)."""
 
 
 BACKENDS = tuple(b.value for b in AnnBackend)
@@ -164,6 +171,8 @@ def build_index(
     vectors: np.ndarray, backend: AnnBackend, settings: AnnSettings | None = None
 ) -> FaissIndex | None:
     """The FAISS index of ``backend`` over ``vectors`` (None for ``exact``: no index to build)."""
+    if backend == AnnBackend.AUTO:
+        backend = AnnBackend.EXACT if len(vectors) < AUTO_ANN_USERS else AnnBackend.IVF
     return None if backend == AnnBackend.EXACT else FaissIndex(vectors, backend, settings)
 
 

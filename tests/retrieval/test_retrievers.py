@@ -500,3 +500,14 @@ def test_faiss_indexes_find_the_exact_neighbours_of_clustered_vectors(backend):
     found = FaissIndex(vectors, backend, AnnSettings(ivf_nprobe=8)).search(queries, 10, allowed)
     overlap = np.mean([np.isin(e, f).mean() for e, f in zip(exact, found)])
     assert overlap == 1.0 if backend is AnnBackend.FAISS else overlap > 0.9
+
+
+def test_the_auto_backend_searches_exactly_below_its_size_and_through_ivf_from_there(monkeypatch):
+    pytest.importorskip("faiss")
+    from ragrec.retrieval import vector
+
+    vectors = l2_normalize(np.random.default_rng(0).standard_normal((500, 8)))
+    assert vector.build_index(vectors, AnnBackend.AUTO) is None, "exact: no index to build"
+    monkeypatch.setattr(vector, "AUTO_ANN_USERS", 400)
+    index = vector.build_index(vectors, AnnBackend.AUTO)
+    assert index is not None and "IVF" in type(index._index).__name__
