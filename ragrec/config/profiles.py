@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ragrec.config.compute import ComputeConfig
 from ragrec.config.exit import ExitBenchmarkConfig
 from ragrec.config.settings import (
     MODEL_ENV,
@@ -57,6 +58,8 @@ SMOKE = Profile(
     evaluation=EvalSettings(reduced_cap=96, dtype="bfloat16", dtype_check=48),
     beta_pair=BetaPair(train_cap=96, epochs=1),
     cf=CFSettings(train_cap=96, lr=5e-3),
+    # two steps of the smoke batch (16), one timed pass per scoring path: seconds on the tiny model
+    compute=ComputeConfig(n_prompts=32, batch_size=8, train_steps=1, repeats=1, warmup=1),
     notes="Whole pipeline on a synthetic dataset with a tiny random Llama: checks plumbing, not accuracy.",
 )
 
@@ -107,6 +110,8 @@ CPU = Profile(
     ),
     # CoLLM's second step: the projection alone, one pass over half the main run's prompts
     cf=CFSettings(train_cap=800, epochs=1, lr=1e-3),
+    # 32 prompts, four timed training steps of 4 and two timed passes per scoring path: ~1 min
+    compute=ComputeConfig(n_prompts=32, batch_size=8, train_steps=4, repeats=2, warmup=1),
     notes="SmolLM2-135M-Instruct on MovieLens-100K, sized for 100 minutes on 2 CPU cores.",
 )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ragrec.config.compute import ComputeConfig
 from ragrec.config.exit import ExitBenchmarkConfig
 from ragrec.errors import ConfigError
 from ragrec.model.prompts import PromptConfig
@@ -178,6 +179,7 @@ class Profile:
     train_folds: int = 2
     beta_pair: BetaPair | None = BetaPair()  # None: no β ablation
     cf: CFSettings | None = CFSettings()  # None: no collaborative-token variant
+    compute: ComputeConfig = ComputeConfig()  # the compute table's sizes (compute.csv)
     notes: str = ""
 
     @property
