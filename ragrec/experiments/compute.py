@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -50,8 +51,8 @@ from ragrec.model.lora import attach_lora
 from ragrec.model.predict import predict_heads
 from ragrec.model.prompts import PromptBuilder
 from ragrec.model.train import train_multihead
-from ragrec.result_files import COMPUTE
-from ragrec.results import Provenance, result_dir, write_csv
+from ragrec.result_files import COMPUTE, TRAINING
+from ragrec.results import Provenance, read_csv, result_dir, write_csv
 
 COLUMNS = (
     "path",
@@ -218,6 +219,26 @@ def compute_table(rows: list[dict]) -> pd.DataFrame:
     frame["limit_tflops"] = float(limit.iloc[0])
     frame["fraction_of_limit"] = frame["tflops"] / frame["limit_tflops"]
     return frame[list(COLUMNS)]
+
+
+def training_minutes(out_dir) -> pd.DataFrame:
+    """Where a run's training time went, from its ``training.csv``: per variant (main, cf, the β
+    pair) its steps, training seconds (evaluation and readout fit included), seconds a step, and
+    its loop's own tokens/s (``Σ step_tokens / Σ step_seconds``; NaN for runs from before the
+    per-step timing was recorded)."""
+    log = read_csv(Path(out_dir) / TRAINING)
+    if "step_seconds" not in log.columns:  # a log from before the timing columns
+        log = log.assign(step_seconds=np.nan, step_tokens=np.nan)
+    grouped = log.groupby(["variant", "beta"], sort=False)
+    frame = grouped.agg(
+        steps=("step", "max"),
+        train_seconds=("train_seconds", "first"),
+        loop_seconds=("step_seconds", lambda x: x.sum(min_count=len(x))),
+        tokens=("step_tokens", lambda x: x.sum(min_count=len(x))),
+    ).reset_index()
+    frame["seconds_per_step"] = frame["train_seconds"] / frame["steps"]
+    frame["tokens_per_s"] = frame["tokens"] / frame["loop_seconds"]
+    return frame
 
 
 def run_compute(profile: Profile, *, data_root=None, results_root=None) -> pd.DataFrame:

@@ -16,11 +16,12 @@ from ragrec.experiments.compute import (
     compute_table,
     nonembedding_params,
     run_compute,
+    training_minutes,
 )
 from ragrec.llm.backbone import tiny_backbone
 from ragrec.model.lora import LoraSettings, attach_lora
-from ragrec.result_files import COMPUTE
-from ragrec.results import read_csv
+from ragrec.result_files import COMPUTE, TRAINING
+from ragrec.results import read_csv, write_csv
 
 PATHS = [
     "matmul_limit_bfloat16",
@@ -106,3 +107,27 @@ def test_lora_adapters_do_not_count_as_model_parameters():
     bb = tiny_backbone(num_layers=2, hidden_size=32)
     plain = nonembedding_params(bb)
     assert nonembedding_params(attach_lora(bb, LoraSettings(r=4, alpha=8))) == plain
+
+
+def _training_log(variant: str, steps: int, timed: bool) -> pd.DataFrame:
+    frame = pd.DataFrame({"variant": variant, "beta": 0.1, "step": range(1, steps + 1), "loss": 0.5})
+    frame["train_seconds"] = 10.0 * steps
+    if timed:
+        frame["step_seconds"], frame["step_tokens"] = 2.0, 600
+    return frame
+
+
+@pytest.mark.parametrize("timed", [True, False], ids=["timed", "before-the-timing-columns"])
+def test_training_minutes_sum_each_runs_steps_and_tokens(tmp_path, timed):
+    log = pd.concat([_training_log("main", 4, timed), _training_log("cf", 2, timed)])
+    if not timed:
+        log = log.drop(columns=["step_seconds", "step_tokens"], errors="ignore")
+    write_csv(log, tmp_path / TRAINING)
+    minutes = training_minutes(tmp_path).set_index("variant")
+    assert list(minutes.index) == ["main", "cf"]
+    assert minutes.loc["main", "steps"] == 4
+    assert minutes.loc["cf", "seconds_per_step"] == pytest.approx(10.0)
+    if timed:
+        assert minutes.loc["main", "tokens_per_s"] == pytest.approx(300.0)  # 600 tokens in 2 s
+    else:
+        assert minutes["tokens_per_s"].isna().all()
