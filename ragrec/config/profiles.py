@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ragrec.config.compute import ComputeConfig
 from ragrec.config.exit import ExitBenchmarkConfig
 from ragrec.config.settings import (
     MODEL_ENV,
@@ -70,6 +71,8 @@ SMOKE = Profile(
         architecture=ArchitectureSweepConfig(layers=(1, 2), dims=(16, 32), max_epochs=5, n_queries=20),
         ann=AnnBenchmarkConfig(sizes=(2_000, 5_000), dim=32, n_queries=20),
     ),
+    # two steps of the smoke batch (16), one timed pass per scoring path: seconds on the tiny model
+    compute=ComputeConfig(n_prompts=32, batch_size=8, train_steps=1, repeats=1, warmup=1),
     notes="Whole pipeline on a synthetic dataset with a tiny random Llama: checks plumbing, not accuracy.",
 )
 
@@ -86,8 +89,17 @@ CPU = Profile(
     prompt=PromptConfig(history_len=5, k=2, neighbour_items=1, vote_k=200, max_tokens=224),
     # bf16 autocast: faster steps on a CPU with native bf16 that track fp32's losses (the method
     # chapter); batch 4, lr 3e-3 and the second epoch from earlier comparisons (git history)
+    # bf16 base: the frozen weights stored in bf16 (autocast no longer casts each one every step);
+    # LoRA and heads stay fp32 masters with fp32 AdamW state (compute.csv, issue #26)
     train=TrainConfig(
-        lr=3e-3, beta=0.1, epochs=2, batch_size=4, bf16_autocast=True, eval_every=400, checkpoint_every=50
+        lr=3e-3,
+        beta=0.1,
+        epochs=2,
+        batch_size=4,
+        bf16_autocast=True,
+        eval_every=400,
+        checkpoint_every=50,
+        lora=LoraSettings(base_dtype="bfloat16"),
     ),
     # bf16 scoring: faster on a CPU with native bf16; the fp32 check measures what it costs
     # none and random on every test sample too (~2.2 min each): every context comparison paired on
@@ -113,6 +125,8 @@ CPU = Profile(
     ),
     # CoLLM's second step: the projection alone, one pass over half the main run's prompts
     cf=CFSettings(train_cap=800, epochs=1, lr=1e-3),
+    # 32 prompts, four timed training steps of 4 and two timed passes per scoring path: ~1 min
+    compute=ComputeConfig(n_prompts=32, batch_size=8, train_steps=4, repeats=2, warmup=1),
     notes="SmolLM2-135M-Instruct on MovieLens-100K, sized for 100 minutes on 2 CPU cores.",
 )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ragrec.config.compute import ComputeConfig
 from ragrec.config.exit import ExitBenchmarkConfig
 from ragrec.config.sweeps import RetrievalSweeps
 from ragrec.errors import ConfigError
@@ -181,6 +182,7 @@ class Profile:
     cf: CFSettings | None = CFSettings()  # None: no collaborative-token variant
     # The retrieval chapter's sweeps: density and depth, LightGCN architecture, ANN at scale
     sweeps: RetrievalSweeps = RetrievalSweeps()
+    compute: ComputeConfig = ComputeConfig()  # the compute table's sizes (compute.csv)
     notes: str = ""
 
     @property

@@ -31,13 +31,18 @@ STATE = "state.json"
 
 @dataclass
 class TrainResult:
-    """What training produced: per-step loss, per-evaluation validation AUC of every head."""
+    """What training produced: per-step loss, per-evaluation validation AUC of every head, and
+    per optimizer step its wall seconds (forward, backward, optimizer; no evaluation or
+    checkpoint) and real (unpadded) prompt tokens, so tokens/s is ``Σ tokens / Σ seconds``.
+    Runs saved before the timing was recorded load with empty timing lists."""
 
     steps: int
     seconds: float
     loss: list[float]
     valid_auc: list[dict]
     resumed_from: int | None
+    step_seconds: list[float] = dataclasses.field(default_factory=list)
+    step_tokens: list[int] = dataclasses.field(default_factory=list)
 
 
 def snapshot_name(step: int) -> str:
@@ -51,10 +56,17 @@ def step_name(step: int) -> str:
 
 
 def finished_state(
-    fingerprint: dict, step: int, history: list[float], evals: list[dict], seconds: float, resumed: int | None
+    fingerprint: dict,
+    step: int,
+    history: list[float],
+    evals: list[dict],
+    seconds: float,
+    resumed: int | None,
+    timing: tuple[list[float], list[int]] = ([], []),
 ) -> dict:
-    """What ``final`` and snapshots store: progress plus the :class:`TrainResult` they load as."""
-    result = TrainResult(step, seconds, list(history), list(evals), resumed)
+    """What ``final`` and snapshots store: progress plus the :class:`TrainResult` they load as
+    (``timing``: per-step seconds and real tokens)."""
+    result = TrainResult(step, seconds, list(history), list(evals), resumed, list(timing[0]), list(timing[1]))
     return {
         "fingerprint": fingerprint,
         "step": step,
@@ -151,7 +163,15 @@ def load_trained(
         )
     state = load_into(directory / name, backbone, heads, layout)
     r = state["result"]
-    return TrainResult(r["steps"], r["seconds"], r["loss"], r["valid_auc"], resumed_from=r["steps"])
+    return TrainResult(
+        r["steps"],
+        r["seconds"],
+        r["loss"],
+        r["valid_auc"],
+        resumed_from=r["steps"],
+        step_seconds=r.get("step_seconds", []),
+        step_tokens=r.get("step_tokens", []),
+    )
 
 
 def latest_step(directory: Path) -> Path | None:

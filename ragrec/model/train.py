@@ -1,16 +1,6 @@
 """Multi-head instruction tuning: LoRA on the backbone, every exit head trained together.
 
-Loss (one batch of B prompts with labels y ∈ {0, 1}):
-
-    L = Σ_h w_h · CE(softmax([logit_No, logit_Yes]_h), y),    Σ_h w_h = 1 (uniform by default)
-
-Optional self-distillation (``distill = α > 0``; not in the paper, off by default): every head
-but the last trains on ``(1 − α) · CE(·, y) + α · CE(·, p_last)``, where ``p_last`` is the last
-head's [P(No), P(Yes)] for the same prompt, detached. An intermediate head then learns to say
-what the full model will say, not only the label — what the exit rule needs, since a row that
-exits early keeps that head's answer instead of the last head's (the early-exit literature's
-self-distillation, e.g. FastBERT). The last head's loss is unchanged.
-
+The loss (every head's cross-entropy, optional self-distillation) is in :mod:`ragrec.model.loss`.
 The paper's depth-wise learning-rate decay ``lr_d = lr_0 · exp(−β · d)`` lives in
 :mod:`ragrec.model.lora` (optimizer parameter groups), the checkpoints in
 :mod:`ragrec.model.checkpoints`: a rerun after a kill resumes from the latest one, and a
@@ -32,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from peft import PeftModel
+from peft.helpers import disable_input_dtype_casting
 from tqdm.auto import tqdm
 
 from ragrec.errors import ConfigError, ModelError
@@ -57,6 +47,7 @@ from ragrec.model.checkpoints import (
 from ragrec.model.distributed import Shard, current_shard
 from ragrec.model.heads import ExitHeads
 from ragrec.model.lora import LoraSettings, parameter_groups
+from ragrec.model.loss import head_weights, multihead_losses
 from ragrec.model.predict import predict_heads, rows_of
 from ragrec.model.readout import ReadoutFit, fit_readouts
 
@@ -104,18 +95,9 @@ class TrainConfig:
             raise ConfigError(
                 f"distill is the weight of the last head's answer in [0, 1], got {self.distill}"
             )
-
-
-def multihead_losses(logits: torch.Tensor, y: torch.Tensor, distill: float = 0.0) -> torch.Tensor:
-    """Per-head losses ``[H]`` for logits ``[B, H, 2]`` and labels ``[B]`` (module docstring):
-    cross-entropy on ``y``, mixed for every head but the last with cross-entropy on the last
-    head's detached probabilities when ``distill > 0``."""
-    hard = torch.stack([F.cross_entropy(logits[:, h], y) for h in range(logits.shape[1])])
-    if distill == 0.0:
-        return hard
-    teacher = torch.softmax(logits[:, -1].detach(), dim=-1)  # [B, 2]
-    soft = torch.stack([F.cross_entropy(logits[:, h], teacher) for h in range(logits.shape[1] - 1)])
-    return torch.cat([(1.0 - distill) * hard[:-1] + distill * soft, hard[-1:]])
+        if self.lora.base_dtype == "bfloat16" and not self.bf16_autocast:
+            # the fp32 adapters and heads meet the bf16 base only under autocast
+            raise ConfigError("a bf16 LoRA base (lora.base_dtype='bfloat16') needs bf16_autocast=True")
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,6 +128,8 @@ class _Run:
     cf_ids: np.ndarray | None = None  # [N, 2] (user, item) per training prompt, with CF tokens
     valid_cf_ids: np.ndarray | None = None  # the same for the validation prompts
     shard: Shard = field(default_factory=Shard)  # this process's share of each batch
+    step_seconds: list[float] = field(default_factory=list)  # wall time of every optimizer step
+    step_tokens: list[int] = field(default_factory=list)  # real (unpadded) tokens of every step
 
     def elapsed(self) -> float:
         """Training seconds so far, over every session of this run."""
@@ -159,24 +143,36 @@ class _Run:
             "loss": self.loss,
             "valid_auc": self.valid_auc,
             "seconds": self.elapsed(),
+            "step_seconds": self.step_seconds,
+            "step_tokens": self.step_tokens,
         }
 
     def finished(self) -> dict:
         """The state ``final`` and snapshots store."""
         return finished_state(
-            self.fingerprint, self.step, self.loss, self.valid_auc, self.elapsed(), self.resumed
+            self.fingerprint,
+            self.step,
+            self.loss,
+            self.valid_auc,
+            self.elapsed(),
+            self.resumed,
+            (self.step_seconds, self.step_tokens),
         )
 
 
 def _fingerprint(backbone: Backbone, heads: ExitHeads, config: TrainConfig, n_train: int) -> dict:
-    """What a checkpoint must match to be resumed (JSON-normalised, as stored)."""
+    """What a checkpoint must match to be resumed (JSON-normalised, as stored); a LoRA base
+    left as loaded is not named, so runs saved before ``base_dtype`` existed still match."""
+    settings = dataclasses.asdict(config)
+    if config.lora.base_dtype is None:
+        del settings["lora"]["base_dtype"]
     return json.loads(
         json.dumps(
             {
                 "model": backbone.name,
                 "num_layers": backbone.num_layers,
                 "head_layers": list(heads.head_layers),
-                "config": dataclasses.asdict(config),
+                "config": settings,
                 "n_train": n_train,
                 **({} if heads.cf is None else {"cf_tokens": heads.cf.source}),
             }
@@ -191,14 +187,6 @@ def _check_inputs(backbone: Backbone, prompts: Sequence[Sequence[int]], labels: 
         )
     if not isinstance(backbone.model, PeftModel):
         raise ModelError("train_multihead expects a backbone with LoRA adapters; call attach_lora first")
-
-
-def _head_weights(config: TrainConfig, heads: ExitHeads) -> torch.Tensor:
-    """The loss weight ``w_h`` of every head, normalised to sum to 1."""
-    weights = torch.tensor(config.head_weights or [1.0] * len(heads.head_layers), dtype=torch.float32)
-    if len(weights) != len(heads.head_layers):
-        raise ConfigError(f"{len(weights)} head weights for {len(heads.head_layers)} heads")
-    return weights / weights.sum()
 
 
 def _reload_finished(directory: Path, backbone: Backbone, heads: ExitHeads, fingerprint: dict) -> TrainResult:
@@ -238,6 +226,7 @@ def _start(
         raise ConfigError(
             f"snapshot steps {tuple(snapshot_at)} must lie in [1, {end}) (the run ends after step {end})"
         )
+    _fp32_masters(backbone, heads)
     optimizer = torch.optim.AdamW(parameter_groups(backbone, heads, config.lr, config.beta), weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: _lr_factor(s, config.warmup_steps, total)
@@ -245,6 +234,14 @@ def _start(
     return _Run(
         backbone, heads, config, directory, fingerprint, optimizer, schedule, weights, steps_per_epoch, end
     )
+
+
+def _fp32_masters(backbone: Backbone, heads: ExitHeads) -> None:
+    """Every trainable parameter in fp32, whatever the base's dtype: the optimizer updates fp32
+    master weights (and keeps fp32 moments), so small steps are not lost to bf16 rounding."""
+    for p in [*backbone.model.parameters(), *heads.parameters()]:
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
 
 
 def _resume(run: _Run) -> None:
@@ -264,6 +261,7 @@ def _resume(run: _Run) -> None:
         state["valid_auc"],
         state["seconds"],
     )
+    run.step_seconds, run.step_tokens = state.get("step_seconds", []), state.get("step_tokens", [])
     run.schedule.last_epoch = run.step - 1
     run.schedule.step()
     run.resumed = run.step
@@ -282,7 +280,10 @@ def _train_step(
         if len(rows) == 0:
             continue  # a batch smaller than the processes: this one adds zero gradients
         ids, mask = pad_prompts([prompts[r] for r in rows], backbone.pad_id, "right")
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16_autocast):
+        # under autocast the adapters' matmuls run in bf16 anyway: peft's cast of their input to
+        # the fp32 adapters' dtype would only add a copy (and an fp32 dropout) per adapter
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16_autocast)
+        with autocast, disable_input_dtype_casting(backbone.model, active=config.bf16_autocast):
             logits = run.heads.forward_all(
                 backbone.model, ids.to(device), mask.to(device), rows_of(run.cf_ids, rows, device)
             ).float()  # [B, H, 2]
@@ -331,9 +332,12 @@ def _loop(
                 )
             }
         accumulated = batches[epoch][within * config.grad_accum : (within + 1) * config.grad_accum]
-        # forward/backward and the optimizer step
+        # forward/backward and the optimizer step, timed with its real tokens (tokens/s)
+        started = time.perf_counter()
         loss = _train_step(run, accumulated, prompts, labels)
         run.schedule.step()
+        run.step_seconds.append(time.perf_counter() - started)
+        run.step_tokens.append(int(sum(lengths[r] for rows in accumulated for r in rows)))
         run.step += 1
         run.loss.append(loss)
         bar.update(1)
@@ -432,7 +436,7 @@ def train_multihead(
     _check_inputs(backbone, prompts, labels)
     directory = Path(checkpoint_dir)
     fingerprint = _fingerprint(backbone, heads, config, len(prompts))
-    weights = _head_weights(config, heads)
+    weights = head_weights(config.head_weights, heads)
     if (directory / "final" / STATE).is_file():
         return _reload_finished(directory, backbone, heads, fingerprint)
     run = _start(backbone, heads, config, directory, fingerprint, weights, len(prompts), snapshot_at)

@@ -64,7 +64,7 @@ DOWNLOADS: dict[str, tuple[str, ...]] = {
     "early_exit": (rf.EARLY_EXIT, rf.THRESHOLD_SWEEP, rf.EARLY_EXIT_PREDICTIONS),
     "baselines": (rf.BASELINES, rf.BASELINE_PREDICTIONS),
     "claims": (rf.CLAIMS,),
-    "run": (rf.RUN_TIMES, rf.PROVENANCE, rf.MANIFEST),
+    "run": (rf.RUN_TIMES, rf.COMPUTE, rf.PROVENANCE, rf.MANIFEST),
 }
 """The result files each chapter links as downloads, beside its notebook."""
 

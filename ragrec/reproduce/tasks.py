@@ -114,9 +114,9 @@ NOTEBOOKS: tuple[NotebookSpec, ...] = (
     NotebookSpec(
         "run",
         "Run record",
-        outputs=(rf.RUN_TIMES,),
+        # the compute table times the model on the profile's own prompts, so it reads the data
+        outputs=(rf.RUN_TIMES, rf.COMPUTE),
         reads=(MANIFEST, rf.PROVENANCE),
-        reads_dataset=False,
     ),
 )
 SPECS: dict[str, NotebookSpec] = {s.name: s for s in NOTEBOOKS}

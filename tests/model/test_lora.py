@@ -3,7 +3,9 @@
 import math
 
 import pytest
+import torch
 
+from ragrec.errors import ConfigError
 from ragrec.llm.backbone import tiny_backbone
 from ragrec.model.heads import ExitHeads
 from ragrec.model.lora import LoraSettings, attach_lora, depth_lr, parameter_groups
@@ -33,3 +35,23 @@ def test_layers_past_the_last_head_train_with_the_deepest_head():
     assert [len(g["params"]) for g in groups] == [1 * 8 + 1, 5 * 8 + 1]
     trainable = [p for p in [*bb.model.parameters(), *heads.parameters()] if p.requires_grad]
     assert sorted(map(id, trainable)) == sorted(id(p) for g in groups for p in g["params"])
+
+
+def test_a_bf16_base_keeps_fp32_adapters():
+    bb = attach_lora(
+        tiny_backbone(num_layers=6, hidden_size=32), LoraSettings(r=4, alpha=8, base_dtype="bfloat16")
+    )
+    frozen = {p.dtype for p in bb.model.parameters() if not p.requires_grad}
+    trainable = {p.dtype for p in bb.model.parameters() if p.requires_grad}
+    assert frozen == {torch.bfloat16}
+    assert trainable == {torch.float32}  # the optimizer's master weights
+
+
+def test_a_base_left_as_loaded_is_not_cast():
+    bb = attach_lora(tiny_backbone(num_layers=6, hidden_size=32), LoraSettings(r=4, alpha=8))
+    assert {p.dtype for p in bb.model.parameters()} == {torch.float32}
+
+
+def test_an_unknown_base_dtype_is_a_config_error():
+    with pytest.raises(ConfigError, match="base_dtype"):
+        LoraSettings(base_dtype="float16")

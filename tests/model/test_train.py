@@ -205,6 +205,36 @@ def test_bf16_autocast_computes_in_bf16_but_keeps_fp32_weights(tmp_path):
     assert losses[True] == pytest.approx(losses[False], abs=0.05)
 
 
+def test_a_bf16_base_tracks_the_fp32_base_loss_curve_with_fp32_masters(tmp_path):
+    # the cpu profile's change: same seed, prompts, batches and schedule; only the frozen base's
+    # dtype differs (bf16 instead of fp32 cast by autocast at every use)
+    losses = {}
+    for base in (None, "bfloat16"):
+        lora = LoraSettings(r=4, alpha=8, dropout=0.0, base_dtype=base)
+        bb = attach_lora(tiny_backbone(num_layers=6, hidden_size=32), lora)
+        heads = ExitHeads(bb, LAYERS)
+        prompts, labels = learnable_task(bb, n=32)
+        config = TrainConfig(lr=1e-2, epochs=3, batch_size=8, warmup_steps=1, bf16_autocast=True, lora=lora)
+        losses[base] = np.array(
+            train_multihead(bb, heads, prompts, labels, config, tmp_path / str(base), progress=False).loss
+        )
+        trainable = [p for p in [*bb.model.parameters(), *heads.parameters()] if p.requires_grad]
+        assert {p.dtype for p in trainable} == {torch.float32}
+    assert np.abs(losses["bfloat16"] - losses[None]).max() < 0.05
+
+
+def test_every_step_records_its_wall_time_and_real_tokens(tmp_path):
+    bb, heads = fresh()
+    prompts, labels = learnable_task(bb, n=20)
+    config = TrainConfig(epochs=1, batch_size=4, grad_accum=2)
+    result = train_multihead(bb, heads, prompts, labels, config, tmp_path, progress=False)
+    assert len(result.step_seconds) == len(result.step_tokens) == len(result.loss) == 3
+    assert all(s > 0 for s in result.step_seconds)
+    # every prompt is seen once in the epoch, unpadded: the steps' tokens sum to the prompts'
+    assert sum(result.step_tokens) == sum(len(p) for p in prompts)
+    assert load_trained(tmp_path, bb, heads).step_tokens == result.step_tokens
+
+
 def test_checkpoint_from_another_head_layout_is_refused(tmp_path):
     bb, heads = fresh()
     prompts, labels = learnable_task(bb, n=8)
@@ -231,6 +261,7 @@ def test_checkpoint_from_another_head_layout_is_refused(tmp_path):
         (dict(stop_at=0), "stop_at must be ≥ 1"),
         (dict(head_weights=(1.0, -1.0, 1.0)), "head_weights must be non-negative"),
         (dict(distill=1.5), "distill"),
+        (dict(lora=LoraSettings(base_dtype="bfloat16")), "needs bf16_autocast"),
     ],
     ids=[
         "negative-beta",
@@ -239,6 +270,7 @@ def test_checkpoint_from_another_head_layout_is_refused(tmp_path):
         "stop-at-0",
         "negative-head-weight",
         "distill-above-1",
+        "bf16-base-without-autocast",
     ],
 )
 def test_bad_training_configuration(settings, message):

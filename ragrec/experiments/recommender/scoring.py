@@ -256,10 +256,15 @@ def save_validation_predictions(
 
 
 def training_log(model: TrainedModel, variant: str = "main") -> pd.DataFrame:
-    """The run's loss per optimizer step (``training.csv`` rows, one run per ``variant``)."""
+    """The run's loss per optimizer step (``training.csv`` rows, one run per ``variant``), with
+    each step's wall seconds and real tokens (NaN for a run saved before they were recorded):
+    tokens/s is their sums' ratio."""
     r = model.result
     frame = pd.DataFrame(
         {"variant": variant, "beta": model.beta, "step": np.arange(1, len(r.loss) + 1), "loss": r.loss}
     )
     frame["train_seconds"] = r.seconds
+    timed = len(r.step_seconds) == len(r.loss)
+    frame["step_seconds"] = r.step_seconds if timed else np.nan
+    frame["step_tokens"] = r.step_tokens if timed else np.nan
     return frame
