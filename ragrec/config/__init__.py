@@ -36,7 +36,7 @@ from ragrec.config.settings import (
     DEVICE_ENV,
     DRY_RUN_ENV,
     MODEL_ENV,
-    BetaPair,
+    BetaStudy,
     CFSettings,
     DataSettings,
     EvalSettings,
@@ -45,7 +45,7 @@ from ragrec.config.settings import (
 )
 
 __all__ = [
-    "BetaPair",
+    "BetaStudy",
     "CFSettings",
     "DEVICE_ENV",
     "DRY_RUN_ENV",
