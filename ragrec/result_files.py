@@ -10,7 +10,7 @@ The recommender's per-sample predictions are one file per (split, context, varia
 
 ``split`` is ``test`` (no infix) or ``valid``; ``context`` is a prompt context (``none``,
 ``random``, ``gcn``, ``llm``, …: no underscore, so the name parses back); ``variant`` is the
-model variant, ``main`` left out of the name (``cf``, ``fp32``, ``pair_beta0.1``, …).
+model variant, ``main`` left out of the name (``cf``, ``fp32``, ``study_beta0.1_seed2``, …).
 """
 
 from __future__ import annotations
@@ -54,6 +54,15 @@ ARCHITECTURE = "architecture.csv"
 """The LightGCN architecture sweep (layers, size, read-out) judged on validation."""
 ANN_BENCHMARK = "ann_benchmark.csv"
 """Exact vs FAISS HNSW/IVF cosine top-k over synthetic user embeddings at 10⁴–10⁶ users."""
+BETA_STUDY = "beta_study.csv"
+"""The β study's verdict table: per head and for the early-exit trade-off, per seed and the
+between-seed mean difference with its seed-level interval."""
+BETA_RUNS = "beta_runs.csv"
+"""One row per β-study run: arm, seed, lr_0, the mean learning-rate factor, steps, prompts seen."""
+LEARNING_CURVE = "learning_curve.csv"
+"""Validation AUC per head against training steps: the β study's runs and the main run (issue #28)."""
+LEARNING_CURVE_MEANS = "learning_curve_means.csv"
+"""The learning curves per arm: mean validation AUC over seeds with its t-interval, per step and head."""
 CLAIMS = "claims.csv"
 COMPUTE = "compute.csv"
 """Tokens/s and the share of the measured bf16 matmul limit of each model path (issue #26)."""
@@ -117,13 +126,29 @@ class Predictions:
             return None
 
 
-PAIR_VARIANT = "pair_beta"
-"""Variant prefix of the β pair's two runs: ``pair_beta<β>`` (:func:`pair_variant`)."""
+LEGACY_PAIR_VARIANT = "pair_beta"
+"""Variant prefix of the β ablation's earlier single-seed pair (``pair_beta<β>``): no step writes
+it any more; the recommender drops such files from a results folder it reruns in."""
+STUDY_VARIANT = "study_beta"
+"""Variant prefix of the β study's runs: ``study_beta<β>_seed<s>`` (:func:`study_variant`)."""
+_SEED = "_seed"
 
 
-def pair_variant(beta: float) -> str:
-    """The β pair run's variant name, e.g. ``pair_beta0.1`` (β printed with ``:g``)."""
-    return f"{PAIR_VARIANT}{beta:g}"
+def study_variant(beta: float, seed: int) -> str:
+    """The β study run's variant name, e.g. ``study_beta0.1_seed2`` (β printed with ``:g``)."""
+    return f"{STUDY_VARIANT}{beta:g}{_SEED}{seed}"
+
+
+def parse_study_variant(variant: str) -> tuple[float, int] | None:
+    """``(beta, seed)`` of a :func:`study_variant` name, or None when ``variant`` is no study run."""
+    if not variant.startswith(STUDY_VARIANT) or _SEED not in variant:
+        return None
+    beta, _, seed = variant[len(STUDY_VARIANT) :].partition(_SEED)
+    try:
+        parsed = float(beta), int(seed)
+    except ValueError:
+        return None
+    return parsed if study_variant(*parsed) == variant else None
 
 
 def predictions(context: str, variant: str = "main", split: Split = "test") -> str:

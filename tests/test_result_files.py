@@ -8,8 +8,9 @@ from ragrec.result_files import (
     BASELINE_PREDICTIONS,
     Predictions,
     find_predictions,
-    pair_variant,
+    parse_study_variant,
     predictions,
+    study_variant,
 )
 
 
@@ -20,8 +21,8 @@ from ragrec.result_files import (
         (Predictions("gcn", "cf"), "predictions_gcn_cf.csv"),
         (Predictions("gcn", split="valid"), "predictions_valid_gcn.csv"),
         (Predictions("gcn", "cf", "valid"), "predictions_valid_gcn_cf.csv"),
-        (Predictions("gcn", pair_variant(0.1)), "predictions_gcn_pair_beta0.1.csv"),
-        (Predictions("gcn", pair_variant(0)), "predictions_gcn_pair_beta0.csv"),
+        (Predictions("gcn", study_variant(0.1, 2)), "predictions_gcn_study_beta0.1_seed2.csv"),
+        (Predictions("gcn", study_variant(0, 0)), "predictions_gcn_study_beta0_seed0.csv"),
         (Predictions("none", "fp32"), "predictions_none_fp32.csv"),
     ],
     ids=repr,
@@ -63,3 +64,15 @@ def test_a_context_starting_with_b_is_found_unlike_a_glob_that_excluded_the_base
 def test_a_name_that_would_not_parse_back_is_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         predictions(**kwargs)
+
+
+@pytest.mark.parametrize(("beta", "seed"), [(0.1, 0), (0.0, 2), (0.25, 11)], ids=repr)
+def test_a_study_variant_parses_back_to_its_beta_and_seed(beta, seed):
+    assert parse_study_variant(study_variant(beta, seed)) == (beta, seed)
+
+
+@pytest.mark.parametrize(
+    "variant", ["main", "cf", "pair_beta0.1", "study_beta0.1", "study_betax_seed1", "study_beta0.1_seedy"]
+)
+def test_other_variants_are_no_study_runs(variant):
+    assert parse_study_variant(variant) is None

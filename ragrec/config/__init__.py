@@ -39,7 +39,7 @@ from ragrec.config.settings import (
     DEVICE_ENV,
     DRY_RUN_ENV,
     MODEL_ENV,
-    BetaPair,
+    BetaStudy,
     CFSettings,
     DataSettings,
     EvalSettings,
@@ -48,7 +48,7 @@ from ragrec.config.settings import (
 )
 
 __all__ = [
-    "BetaPair",
+    "BetaStudy",
     "CFSettings",
     "DEVICE_ENV",
     "DRY_RUN_ENV",

@@ -6,7 +6,7 @@ from ragrec.config.compute import ComputeConfig
 from ragrec.config.exit import ExitBenchmarkConfig
 from ragrec.config.settings import (
     MODEL_ENV,
-    BetaPair,
+    BetaStudy,
     CFSettings,
     DataSettings,
     EvalSettings,
@@ -63,7 +63,8 @@ SMOKE = Profile(
     ),
     eval_batch_size=32,
     evaluation=EvalSettings(reduced_cap=96, dtype="bfloat16", dtype_check=48),
-    beta_pair=BetaPair(train_cap=96, epochs=1),
+    # two seeds of a few steps: the study's whole path (snapshots, curve, seed interval) in seconds
+    beta_study=BetaStudy(seeds=(0, 1), train_cap=48, epochs=1, valid_cap=32, curve_points=3),
     cf=CFSettings(train_cap=96, lr=5e-3),
     # every retrieval sweep at a few points, in seconds: plumbing, not findings
     sweeps=RetrievalSweeps(
@@ -110,8 +111,9 @@ CPU = Profile(
         dtype_check=300,
         full_contexts=("gcn", "llm", "none", "random"),
     ),
-    # Two more 800-step runs do not fit the budget: the β pair trains two complete 100-step runs.
-    beta_pair=BetaPair(train_cap=400, epochs=1),
+    # The β study: 3 seeds x 2 arms of one short schedule (six 800-step runs do not fit the budget).
+    # Schedule PROVISIONAL until the measured curve is in.
+    beta_study=BetaStudy(seeds=(0, 1, 2), train_cap=384, epochs=1, lr=8e-3, valid_cap=200, curve_points=4),
     # 256 timed requests: enough to time the engine steadily; accuracy is read off every test sample
     exit=ExitBenchmarkConfig(
         n_requests=256,

@@ -1,4 +1,4 @@
-"""The settings a profile is made of, each typed: data, model, evaluation, the β pair, the
+"""The settings a profile is made of, each typed: data, model, evaluation, the β study, the
 collaborative-token variant, and :class:`Profile` itself."""
 
 from __future__ import annotations
@@ -103,28 +103,57 @@ class EvalSettings:
 
 
 @dataclass(frozen=True)
-class BetaPair:
-    """The β ablation: two runs identical but for β (the profile's and 0), each with its complete
-    schedule, scored on the same test samples.
+class BetaStudy:
+    """The β study: runs identical but for β (the profile's β and 0), each repeated with several
+    seeds, on one schedule of its own, scored on the same test samples (the reduced subset, GCN
+    context, the profile's scoring dtype). The verdict rests on the between-seed spread.
+
+    A seed sets what differs from run to run: the LoRA init (``attach_lora(seed=)``), the batch
+    order and the LoRA dropout (``TrainConfig.seed``). The two arms of one seed share all three,
+    so they are paired seed by seed; the training prompts are the same for every run.
 
     Attributes:
-        train_cap: training prompts of both runs (the first ones of the main run's, same order);
-            None: all of them, and the β > 0 member is the main model itself.
-        epochs: epochs of both runs (None: the main run's).
+        seeds: one run per arm and seed (≥ 2, distinct: an interval over seeds needs two).
+        train_cap: training prompts of every run, a seeded label-stratified subset of the main
+            run's in the same order (None: all of them).
+        epochs: epochs of every run (None: the main run's).
+        lr: lr_0 of both arms (None: the main run's); β > 0 scales the deeper groups down from it.
+        batch_size: prompts per optimizer step (None: the main run's).
+        valid_cap: validation prompts (a stratified subset, GCN context) of the learning curve.
+        curve_points: validation AUCs per run, evenly spaced, the last at the run's end.
+        matched_depth: the early-exit trade-off's compute budget, a share of the deepest head's
+            layer: the stability rule's AUC at that mean exit layer (interpolated along τ).
     """
 
+    seeds: tuple[int, ...] = (0, 1, 2)
     train_cap: int | None = None
     epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    valid_cap: int = 300
+    curve_points: int = 3
+    matched_depth: float = 0.5
 
     def __post_init__(self) -> None:
-        if (self.train_cap is not None and self.train_cap < 1) or (
-            self.epochs is not None and self.epochs < 1
-        ):
-            raise ConfigError(f"BetaPair needs train_cap and epochs ≥ 1 or None, got {self}")
+        if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ConfigError(f"BetaStudy needs ≥ 2 distinct seeds ≥ 0, got {self.seeds}")
+        for name in ("train_cap", "epochs", "batch_size"):
+            if (value := getattr(self, name)) is not None and value < 1:
+                raise ConfigError(f"BetaStudy.{name} must be ≥ 1 or None, got {value}")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"BetaStudy.lr must be > 0 or None, got {self.lr}")
+        if self.valid_cap < 1 or self.curve_points < 1:
+            raise ConfigError(
+                f"BetaStudy needs valid_cap and curve_points ≥ 1, got {self.valid_cap}, {self.curve_points}"
+            )
+        if not 0.0 < self.matched_depth <= 1.0:
+            raise ConfigError(
+                f"BetaStudy.matched_depth is a share of the depth in (0, 1], got {self.matched_depth}"
+            )
 
-    @property
-    def is_main_schedule(self) -> bool:
-        return self.train_cap is None and self.epochs is None
+    def arms(self, beta: float) -> tuple[float, float]:
+        """The two arms' β: the profile's ``beta`` (depth-wise decay) and 0 (uniform rates)."""
+        return (beta, 0.0)
 
 
 @dataclass(frozen=True)
@@ -178,7 +207,7 @@ class Profile:
     # Training prompts' GCN neighbours come from retrievers fitted without the sample's own
     # interaction, in this many folds (1: the plain retriever, which has seen that edge).
     train_folds: int = 2
-    beta_pair: BetaPair | None = BetaPair()  # None: no β ablation
+    beta_study: BetaStudy | None = BetaStudy()  # None: no β ablation
     cf: CFSettings | None = CFSettings()  # None: no collaborative-token variant
     # The retrieval chapter's sweeps: density and depth, LightGCN architecture, ANN at scale
     sweeps: RetrievalSweeps = RetrievalSweeps()

@@ -58,9 +58,9 @@ RUN_RECORD_CHAPTER = "reproduce"
 
 DOWNLOADS: dict[str, tuple[str, ...]] = {
     "data": (rf.DATA,),
-    "recommender": (rf.HEADS, rf.TRAINING),  # and every predictions file (rf.find_predictions)
+    "recommender": (rf.HEADS, rf.TRAINING, rf.LEARNING_CURVE, rf.BETA_RUNS),  # and every predictions file
     "retrieval": (rf.RETRIEVAL, rf.LIGHTGCN, rf.LIGHTGCN_HISTORY),
-    "ablations": (rf.ABLATIONS,),
+    "ablations": (rf.ABLATIONS, rf.BETA_STUDY, rf.LEARNING_CURVE_MEANS),
     "early_exit": (rf.EARLY_EXIT, rf.THRESHOLD_SWEEP, rf.EARLY_EXIT_PREDICTIONS),
     "baselines": (rf.BASELINES, rf.BASELINE_PREDICTIONS),
     "claims": (rf.CLAIMS,),

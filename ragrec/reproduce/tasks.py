@@ -76,9 +76,9 @@ NOTEBOOKS: tuple[NotebookSpec, ...] = (
         "recommender",
         "The LLM recommender: per-head AUC",
         outputs=(rf.HEADS, rf.TRAINING, rf.predictions("gcn")),
-        # the main model and the cf variant; the β pair's runs are not reloaded later
+        # the main model and the cf variant; the β study's runs are not reloaded later
         artifacts=("checkpoints/model_beta*/final/*",),
-        artifacts_skip=("checkpoints/*_pair*",),
+        artifacts_skip=("checkpoints/*_study*",),
     ),
     NotebookSpec(
         "retrieval",
@@ -89,7 +89,7 @@ NOTEBOOKS: tuple[NotebookSpec, ...] = (
     NotebookSpec(
         "ablations",
         "Ablations: prompt context and depth-wise LR decay",
-        outputs=(rf.ABLATIONS,),
+        outputs=(rf.ABLATIONS, rf.BETA_STUDY, rf.LEARNING_CURVE_MEANS),
         after=("recommender",),
     ),
     NotebookSpec(

@@ -372,9 +372,9 @@ def test_a_read_only_folder_is_caught_before_any_work(tmp_path, monkeypatch, cap
     assert "is not writable (Permission denied)" in capsys.readouterr().err
 
 
-def test_the_recommender_records_the_main_and_cf_weights_but_not_the_beta_pairs(tmp_path):
+def test_the_recommender_records_the_main_and_cf_weights_but_not_the_beta_study_runs(tmp_path):
     out = tmp_path / "smoke" / "synthetic"
-    for run_dir in ("model_beta0.1", "model_beta0.1_cf", "model_beta0_pair96x1"):
+    for run_dir in ("model_beta0.1", "model_beta0.1_cf", "model_beta0_study48x1_b16_lr0.005_seed1"):
         folder = out / "checkpoints" / run_dir / "final"
         folder.mkdir(parents=True)
         for name in ("adapter.safetensors", "heads.safetensors", "state.json"):

@@ -3,9 +3,9 @@
 data → retrievers → prompts → multi-head training → per-head evaluation → results. One model is
 trained on *mixed* contexts (each training sample gets one of the profile's contexts — none,
 random, GCN, LLM — as ReLLa mixes its prompts) and evaluated under every context, so the
-context ablation needs no retraining. The β ablation is a pair of runs that differ only in β
-(same samples, batches, schedule, seed), each run to the end of its schedule; a profile may give
-the pair a shorter schedule than the main model's (:class:`ragrec.config.BetaPair`).
+context ablation needs no retraining. The β ablation is a study of runs that differ only in β
+and seed (same samples, same schedule of its own), each run to the end of that schedule, with its
+learning curve (:mod:`ragrec.experiments.recommender.beta_study`).
 
 Validation chooses, test reports: validation predictions (split ``valid``, every head) are
 saved for the choices later steps make (the early-exit τ); the test set is only scored. The profile's full
@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from ragrec.config import Profile
+from ragrec.experiments.recommender.beta_study import CURVE_COLUMNS, curve_rows, run_beta_study
 from ragrec.experiments.recommender.cf_model import fit_cf_variant, score_cf_variant
 from ragrec.experiments.recommender.contexts import information_rows
 from ragrec.experiments.recommender.launched import launcher, run_launched
@@ -50,39 +51,17 @@ from ragrec.llm.backbone import Backbone
 from ragrec.model.inference import scoring_dtype
 from ragrec.model.prompts import PromptBuilder
 from ragrec.result_files import (
+    BETA_RUNS,
     HEADS,
     INFORMATION,
-    PAIR_VARIANT,
+    LEARNING_CURVE,
+    LEGACY_PAIR_VARIANT,
+    STUDY_VARIANT,
     TRAINING,
     find_predictions,
-    pair_variant,
     predictions,
 )
 from ragrec.results import Provenance, read_csv, result_dir, write_csv
-
-
-def run_beta_pair(run: Run, main: TrainedModel) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
-    """The β ablation (:class:`ragrec.config.BetaPair`): the profile's β and β = 0, each a complete
-    run on the pair's schedule, scored (like ``main``, already prepared for scoring) under the GCN
-    context on the reduced test samples (variants ``pair_beta<β>``). Returns their ``heads.csv``
-    rows and training logs."""
-    p, dataset, gcn = run.profile, run.prepared.dataset, run.retrievers["gcn"]
-    tables, logs = [], []
-    for beta in (p.train.beta, 0.0):
-        variant = pair_variant(beta)
-        builder = None
-        if beta == p.train.beta and p.beta_pair.is_main_schedule:
-            model = main
-        else:
-            # a fresh backbone: LoRA was injected into the main one in place
-            base = load_model(p, dataset)
-            builder = PromptBuilder(dataset, base, gcn.sequences, p.prompt)
-            trained = train_model(run, base, builder, beta=beta, pair=p.beta_pair, validate=False)
-            logs.append(training_log(trained, variant))
-            model = to_scoring(trained, scoring_dtype(p.evaluation.dtype))
-        builder = builder or PromptBuilder(dataset, model.backbone, gcn.sequences, p.prompt)
-        tables.append(evaluate_contexts(run, model, builder, ("gcn",), variant=variant, reduced=True))
-    return tables, logs
 
 
 def run_recommender(
@@ -91,8 +70,10 @@ def run_recommender(
     """The whole model half: train once on mixed contexts, save validation predictions, evaluate
     every context and head on test, then the ``cf`` variant (fitted by
     :func:`~ragrec.experiments.recommender.cf_model.fit_cf_variant` before the main model is
-    merged for scoring) and the β pair (:func:`run_beta_pair`) when the profile has them; write ``heads.csv``,
-    ``training.csv``, ``information.csv`` and provenance. Returns the heads table.
+    merged for scoring) and the β study (:func:`~ragrec.experiments.recommender.beta_study.run_beta_study`)
+    when the profile has them; write ``heads.csv``, ``training.csv``, ``information.csv``, the
+    learning curves (``learning_curve.csv``; the β study's runs, and the main run when it
+    validates), the study's runs (``beta_runs.csv``) and provenance. Returns the heads table.
 
     With ``RAGREC_LAUNCH`` set, this call runs in the launched processes instead, data-parallel
     (:mod:`ragrec.experiments.recommender.launched`), and the table is read back from their results."""
@@ -126,13 +107,16 @@ def run_recommender(
     logs = [training_log(trained)]
     if fp32 is not None:
         tables.append(dtype_check(run, fp32, builder))
-    # 3) the variants: collaborative tokens, the β pair
-    variant_tables, variant_logs, variant_files = _score_variants(run, model, cf, beta_ablation)
+    # 3) the variants: collaborative tokens, the β study; the learning curves
+    variant_tables, variant_logs, curve, variant_files = _score_variants(
+        run, model, trained, cf, beta_ablation
+    )
     tables, logs, outputs = tables + variant_tables, logs + variant_logs, outputs + variant_files
     heads = pd.concat(tables, ignore_index=True)
     write_csv(heads, run.out_dir / HEADS)
     write_csv(pd.concat(logs, ignore_index=True), run.out_dir / TRAINING)
-    outputs += [HEADS, TRAINING, INFORMATION] + [predictions(c) for c in profile.contexts]
+    write_csv(curve, run.out_dir / LEARNING_CURVE)
+    outputs += [HEADS, TRAINING, INFORMATION, LEARNING_CURVE] + [predictions(c) for c in profile.contexts]
     Provenance("recommender", profile.name, profile.data.dataset, profile.seed, profile).write(
         run.out_dir, outputs
     )
@@ -141,20 +125,34 @@ def run_recommender(
 
 
 def _score_variants(
-    run: Run, model: TrainedModel, cf: TrainedModel | None, beta_ablation: bool
-) -> tuple[list[pd.DataFrame], list[pd.DataFrame], list[str]]:
-    """The ``cf`` variant (trained, not yet prepared for scoring) and the β pair, scored beside
-    ``model``: their ``heads.csv`` rows, training logs and the files they wrote."""
+    run: Run, model: TrainedModel, trained: TrainedModel, cf: TrainedModel | None, beta_ablation: bool
+) -> tuple[list[pd.DataFrame], list[pd.DataFrame], pd.DataFrame, list[str]]:
+    """The ``cf`` variant (trained, not yet prepared for scoring), scored beside ``model``, and the
+    β study (writes ``beta_runs.csv``): their ``heads.csv`` rows and training logs, the learning
+    curves (the main run's, from ``trained``, when it validated) and the files they wrote."""
     p, tables, logs, files = run.profile, [], [], []
+    prepared = run.prepared
+    records = trained.result.valid_auc
+    curves = [
+        curve_rows(records, trained, "main", len(prepared.train), _step_prompts(p), len(prepared.valid))
+    ]
     if cf is not None:
         scored_cf = to_scoring(cf, scoring_dtype(p.evaluation.dtype), model.backbone)
         cf_tables, files = score_cf_variant(run, scored_cf)
         tables, logs = tables + cf_tables, logs + [training_log(cf, "cf")]
-    pair = beta_ablation and p.beta_pair is not None and p.train.beta != 0
-    if pair and "gcn" in run.retrievers:
-        pair_tables, pair_logs = run_beta_pair(run, model)
-        tables, logs = tables + pair_tables, logs + pair_logs
-    return tables, logs, files
+    study = beta_ablation and p.beta_study is not None and p.train.beta != 0
+    if study and "gcn" in run.retrievers:
+        out = run_beta_study(run)
+        tables, logs, curves = tables + out.heads, logs + out.logs, curves + [out.curve]
+        write_csv(out.runs, run.out_dir / BETA_RUNS)
+        files = files + [BETA_RUNS]
+    curve = pd.concat([c for c in curves if len(c)] or [pd.DataFrame(columns=list(CURVE_COLUMNS))])
+    return tables, logs, curve.reset_index(drop=True), files
+
+
+def _step_prompts(profile: Profile) -> int:
+    """Training prompts per optimizer step of the main run."""
+    return profile.train.batch_size * profile.train.grad_accum
 
 
 def _with_retrievers(run: Run, backbone: Backbone) -> tuple[Run, PromptBuilder]:
@@ -170,10 +168,12 @@ def _with_retrievers(run: Run, backbone: Backbone) -> tuple[Run, PromptBuilder]:
 
 
 def _drop_stale_variants(out_dir: Path) -> None:
-    """A variant of another profile (β pair, cf) must not outlive it in this folder."""
+    """A variant of another profile (β study, cf, an older β pair) must not outlive it in this
+    folder, nor the study's run table."""
     for found in find_predictions(out_dir):
-        if found.variant == "cf" or found.variant.startswith(PAIR_VARIANT):
+        if found.variant == "cf" or found.variant.startswith((STUDY_VARIANT, LEGACY_PAIR_VARIANT)):
             (out_dir / found.name).unlink()
+    (out_dir / BETA_RUNS).unlink(missing_ok=True)
 
 
 def _information(run: Run, builder: PromptBuilder) -> pd.DataFrame:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ragrec.config import BetaPair, Profile
+from ragrec.config import BetaStudy, Profile
 from ragrec.data import (
     Samples,
     cap_samples,
@@ -29,7 +30,7 @@ from ragrec.model.inference import for_inference
 from ragrec.model.lora import attach_lora
 from ragrec.model.predict import predict_heads
 from ragrec.model.prompts import PromptBuilder
-from ragrec.model.train import train_multihead
+from ragrec.model.train import TrainConfig, train_multihead
 from ragrec.result_files import predictions
 from ragrec.results import write_csv
 
@@ -40,6 +41,7 @@ class TrainedModel:
     heads: ExitHeads
     result: TrainResult
     beta: float
+    seed: int = 0  # the run's LoRA init, batch order and dropout (TrainConfig.seed)
 
 
 def capped_rows(prepared: Prepared, cap: int | None) -> np.ndarray:
@@ -57,7 +59,8 @@ def train_model(
     builder: PromptBuilder,
     *,
     beta: float | None = None,
-    pair: BetaPair | None = None,
+    study: BetaStudy | None = None,
+    seed: int | None = None,
     validate: bool = True,
 ) -> TrainedModel:
     """LoRA + all heads on mixed-context training prompts (built with ``run.training_retrievers``;
@@ -65,45 +68,84 @@ def train_model(
 
     Args:
         beta: the heads' depth-wise learning-rate decay (default: the profile's).
-        pair: train on the β pair's shorter schedule instead (its first ``train_cap`` prompts of
-            the main run's, for ``epochs``).
-        validate: per-head validation AUC on GCN-context prompts every ``eval_every`` steps.
+        study: train one run of the β study instead (:class:`ragrec.config.BetaStudy`): its
+            prompts and schedule, with snapshots for its learning curve (:func:`study_config`).
+        seed: the run's seed (LoRA init, batch order, dropout; default: the profile's).
+        validate: per-head validation AUC on GCN-context prompts every ``eval_every`` steps
+            (never for a β study run: its curve is scored from the snapshots).
     """
-    prepared, p, retrievers = run.prepared, run.profile, run.retrievers
+    prepared, p = run.prepared, run.profile
     config = dataclasses.replace(p.train, beta=p.train.beta if beta is None else beta)
+    if seed is None:  # the main run: LoRA init from the profile's seed, batches from the config's
+        seed = p.seed
+    else:
+        config = dataclasses.replace(config, seed=seed)
     contexts = mixed_contexts(len(prepared.train), p.contexts, p.seed)
     prompts = encode_contexts(builder, run.training_retrievers, prepared.train, contexts)
     labels = prepared.train.frame["label"].to_numpy()
-    if pair is not None and not pair.is_main_schedule:
-        # a seeded, label-stratified subset of the main run's prompts, in the same order: the
-        # two members of the pair differ only in β
-        rows = capped_rows(prepared, pair.train_cap)
+    valid = validation_prompts(run, builder, prepared.valid) if validate and study is None else None
+    snapshots: list[int] = []
+    if study is not None:
+        # a seeded, label-stratified subset of the main run's prompts, in the same order, for
+        # every run of the study: its runs differ only in β and seed
+        rows = capped_rows(prepared, study.train_cap)
         prompts, labels = [prompts[r] for r in rows], labels[rows]
-        config = dataclasses.replace(config, epochs=pair.epochs or config.epochs)
-    valid = None
-    if validate:
-        valid_ctx = "gcn" if "gcn" in retrievers else p.contexts[0]
-        valid_prompts = encode_contexts(
-            builder, retrievers, prepared.valid, [valid_ctx] * len(prepared.valid)
-        )
-        valid = (valid_prompts, prepared.valid.frame["label"].to_numpy())
-    tuned = attach_lora(backbone, config.lora, seed=p.seed)
+        # the learning curve is scored from snapshots after training, in the scoring dtype
+        config, snapshots = study_config(config, study, len(prompts))
+    tuned = attach_lora(backbone, config.lora, seed=seed)
     heads = ExitHeads(tuned, p.model.head_layers, readout=p.train.readout_fit is not None)
-    directory = model_dir(p, config.beta, run.results_root, pair=pair)
+    directory = model_dir(p, config.beta, run.results_root, study=study, seed=seed)
     result = train_multihead(
-        tuned, heads, prompts, labels, config, directory, valid=valid, progress=run.progress
+        tuned,
+        heads,
+        prompts,
+        labels,
+        config,
+        directory,
+        valid=valid,
+        snapshot_at=snapshots,
+        progress=run.progress,
     )
-    return TrainedModel(tuned, heads, result, config.beta)
+    return TrainedModel(tuned, heads, result, config.beta, seed)
+
+
+def study_config(config: TrainConfig, study: BetaStudy, n_prompts: int) -> tuple[TrainConfig, list[int]]:
+    """``config`` on the β study's schedule for ``n_prompts`` training prompts (its epochs, lr_0
+    and batch size where it sets them; no resumable checkpoint, a run is short), and the steps
+    before the end where the learning curve takes a snapshot: every ``steps / curve_points``."""
+    config = dataclasses.replace(
+        config,
+        epochs=study.epochs or config.epochs,
+        lr=study.lr or config.lr,
+        batch_size=study.batch_size or config.batch_size,
+    )
+    steps = config.epochs * math.ceil(math.ceil(n_prompts / config.batch_size) / config.grad_accum)
+    every = max(1, math.ceil(steps / study.curve_points))
+    return dataclasses.replace(config, checkpoint_every=steps), list(range(every, steps, every))
+
+
+def validation_prompts(run: Run, builder: PromptBuilder, samples: Samples) -> tuple[list, np.ndarray]:
+    """``samples`` as GCN-context prompts (the first context without GCN) and their labels."""
+    ctx = "gcn" if "gcn" in run.retrievers else run.profile.contexts[0]
+    prompts = encode_contexts(builder, run.retrievers, samples, [ctx] * len(samples))
+    return prompts, samples.frame["label"].to_numpy()
 
 
 def model_dir(
-    profile: Profile, beta: float | None = None, results_root=None, *, pair: BetaPair | None = None
+    profile: Profile,
+    beta: float | None = None,
+    results_root=None,
+    *,
+    study: BetaStudy | None = None,
+    seed: int = 0,
 ) -> Path:
-    """Where the model trained with ``beta`` (default: the profile's) keeps its checkpoints; a β
-    pair's shorter schedule gets its own folder."""
+    """Where the model trained with ``beta`` (default: the profile's) keeps its checkpoints; each
+    run of the β study gets its own folder, named by its schedule and seed."""
     name = f"model_beta{profile.train.beta if beta is None else beta:g}"
-    if pair is not None and not pair.is_main_schedule:
-        name += f"_pair{pair.train_cap or 'all'}x{pair.epochs or profile.train.epochs}"
+    if study is not None:
+        t = profile.train
+        lr, batch = study.lr or t.lr, study.batch_size or t.batch_size
+        name += f"_study{study.train_cap or 'all'}x{study.epochs or t.epochs}_b{batch}_lr{lr:g}_seed{seed}"
     return checkpoint_dir(profile, results_root) / name
 
 

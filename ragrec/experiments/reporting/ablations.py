@@ -3,10 +3,8 @@
 * **Context** — the same trained model evaluated with each prompt context (``none``, ``random``,
   ``gcn``, ``llm``): every head's AUC with its bootstrap interval and the paired-bootstrap
   difference AUC(reference) − AUC(context) on the same test samples (reference: ``gcn``).
-* **β** — depth-wise learning-rate decay (β > 0) against uniform learning rates (β = 0): two
-  runs that differ only in β, each completed on the same schedule
-  (variants ``pair_beta<β>``, :func:`beta_pair_files`), GCN context: per head, AUC of
-  each and the paired difference AUC(β > 0) − AUC(β = 0).
+* **β** — depth-wise learning-rate decay (β > 0) against uniform learning rates (β = 0) has its
+  own table, with seeds: :mod:`ragrec.experiments.reporting.beta_study` (``beta_study.csv``).
 
 A variant may score a subset of the reference's test samples (the profile scores some contexts
 on a reduced subset): its difference is then paired on that subset.
@@ -25,10 +23,9 @@ import pandas as pd
 
 from ragrec.errors import DataError
 from ragrec.metrics import auc, auc_ci, paired_auc_difference
-from ragrec.result_files import PAIR_VARIANT, find_predictions, pair_variant, predictions
+from ragrec.result_files import predictions
 from ragrec.results import read_csv
 
-PAIR_UNIFORM = predictions("gcn", pair_variant(0))
 ABLATION_COLUMNS = (
     "ablation",
     "variant",
@@ -118,30 +115,6 @@ def context_ablation(
     return compare("context", reference, ref, variants, n_boot=n_boot, seed=seed)
 
 
-def beta_pair_files(directory: str | Path) -> tuple[str, str] | None:
-    """The prediction files of the β pair, (β > 0, β = 0), or None when the recommender wrote none."""
-    decayed = [
-        f.name
-        for f in find_predictions(directory)
-        if f.split == "test" and f.context == "gcn" and f.variant.startswith(PAIR_VARIANT)
-        if f.name != PAIR_UNIFORM
-    ]
-    if not decayed or not (Path(directory) / PAIR_UNIFORM).exists():
-        return None
-    return decayed[0], PAIR_UNIFORM
-
-
-def beta_ablation(directory: str | Path, beta: float, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """The β ablation: depth-wise decay ``beta`` against β = 0 (:func:`beta_pair_files`), GCN
-    context; empty table when either predictions file is absent."""
-    d = Path(directory)
-    files = beta_pair_files(d)
-    if files is None:
-        return pd.DataFrame(columns=list(ABLATION_COLUMNS))
-    main, uniform = (_load(d, name) for name in files)
-    return compare("beta", f"beta={beta:g}", main, {"beta=0": uniform}, n_boot=n_boot, seed=seed)
-
-
 def cf_ablation(
     directory: str | Path, contexts: tuple[str, ...], *, n_boot: int = 1000, seed: int = 0
 ) -> pd.DataFrame:
@@ -169,17 +142,15 @@ def dtype_ablation(directory: str | Path, dtype: str, *, n_boot: int = 1000, see
 def run_ablations(
     directory: str | Path,
     contexts: tuple[str, ...],
-    beta: float,
     *,
     n_boot: int = 1000,
     seed: int = 0,
     dtype: str = "float32",
 ) -> pd.DataFrame:
-    """Every ablation as one table (the ``ablations.csv`` of a results directory): contexts, β,
-    and beyond the paper the collaborative tokens and the scoring dtype."""
+    """Every ablation as one table (the ``ablations.csv`` of a results directory): contexts, and
+    beyond the paper the collaborative tokens and the scoring dtype (β: ``beta_study.csv``)."""
     parts = [
         context_ablation(directory, contexts, n_boot=n_boot, seed=seed),
-        beta_ablation(directory, beta, n_boot=n_boot, seed=seed),
         cf_ablation(directory, contexts, n_boot=n_boot, seed=seed),
         dtype_ablation(directory, dtype, n_boot=n_boot, seed=seed),
     ]

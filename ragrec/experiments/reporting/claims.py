@@ -27,9 +27,10 @@ Claims and measures:
    point's (form, τ), over every test sample, when the engine's exits matched the sweep's on the
    timed requests (``exit_agreement`` 1); otherwise the row's own AUC. A table that names no
    operating point leaves the claim not run: the check never picks a point by its test AUC.
-4. ``lr_decay_helps`` — AUC(β > 0) − AUC(β = 0), final head, GCN context, paired bootstrap
-   (:func:`ragrec.experiments.reporting.ablations.beta_pair_files`: two runs identical but for β, each
-   with its complete schedule, on the same test samples).
+4. ``lr_decay_helps`` — AUC(β > 0) − AUC(β = 0), final head, GCN context: the β study's mean
+   over seeds with its t-interval over seeds
+   (:func:`ragrec.experiments.reporting.beta_study.beta_study_table`: per seed, two runs identical
+   but for β, on the same test samples), so the interval holds the run-to-run noise.
 5. ``layer_mean_beats_last`` — neighbour hit rate of the GCN-Retriever with the mean over layers
    minus with the last layer (``retrieval.csv``), no interval.
 6. ``pipeline_rps`` — whole requests (retrieval → prompt → score) per second of GCN retrieval +
@@ -55,11 +56,18 @@ import numpy as np
 import pandas as pd
 
 from ragrec.errors import DataError
-from ragrec.experiments.reporting.ablations import beta_pair_files
+from ragrec.experiments.reporting.beta_study import beta_study_table, study_summary
 from ragrec.experiments.reporting.static_claim import CLAIM as STATIC_CLAIM
 from ragrec.experiments.reporting.static_claim import dynamic_vs_static
 from ragrec.metrics import paired_auc_difference
-from ragrec.result_files import CONTEXT_EFFECT, EARLY_EXIT, RETRIEVAL, THRESHOLD_SWEEP, predictions
+from ragrec.result_files import (
+    BETA_STUDY,
+    CONTEXT_EFFECT,
+    EARLY_EXIT,
+    RETRIEVAL,
+    THRESHOLD_SWEEP,
+    predictions,
+)
 from ragrec.results import read_csv
 
 NOT_RUN = "not run"
@@ -318,20 +326,18 @@ def check_lr_decay(d: Path, s: ClaimSettings) -> ClaimCheck:
         "lr_decay_helps",
         "Depth-wise learning-rate decay of the exit heads improves accuracy.",
         "reported as an improvement (no figure available here)",
-        "AUC(β > 0) − AUC(β = 0), final head, GCN context",
+        "AUC(β > 0) − AUC(β = 0), final head, GCN context, mean over seeds",
     )
-    files = beta_pair_files(d)
-    if files is None:
+    table = beta_study_table(d, n_boot=s.n_boot, seed=s.seed)
+    if table.empty:
         return base
-    check = _paired_check(base, d, s, *files, at_least=False)
-    return _with(
-        check,
-        check.estimate,
-        check.ci_low,
-        check.ci_high,
-        check.verdict,
-        f"{check.evidence}: two runs identical but for β, each with its complete schedule",
+    final = study_summary(table, "head", table.loc[table["measure"] == "head", "layers"].max())
+    lo, hi = float(final["diff_ci_low"]), float(final["diff_ci_high"])
+    evidence = (
+        f"{BETA_STUDY}: {int(final['n_seeds'])} seeds per arm on {int(final['n'])} test samples, "
+        "t-interval over the per-seed differences"
     )
+    return _with(base, float(final["diff"]), lo, hi, interval_verdict(lo, hi, at_least=False), evidence)
 
 
 def check_cf_tokens(d: Path, s: ClaimSettings) -> ClaimCheck:

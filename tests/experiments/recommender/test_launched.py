@@ -46,7 +46,7 @@ def test_a_failed_launch_says_so_with_the_processes_output(monkeypatch):
 
 @pytest.mark.distributed
 def test_two_processes_run_the_recommender_as_one_does(tmp_path, monkeypatch):
-    profile = dataclasses.replace(small_smoke(), beta_pair=None, cf=None)
+    profile = dataclasses.replace(small_smoke(), beta_study=None, cf=None)
     monkeypatch.delenv(LAUNCHED_ENV, raising=False)
     monkeypatch.delenv(LAUNCH_ENV, raising=False)
     one = run_recommender(profile, results_root=tmp_path / "one", progress=False)

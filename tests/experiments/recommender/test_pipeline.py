@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ragrec.config import PROFILES, BetaPair, CFSettings, get_profile
+from ragrec.config import PROFILES, BetaStudy, CFSettings, get_profile
 from ragrec.errors import ConfigError
 from ragrec.experiments.recommender.contexts import mixed_contexts
 from ragrec.experiments.recommender.pipeline import run_recommender
@@ -23,7 +23,7 @@ def small_smoke():
         ),
         train=dataclasses.replace(p.train, epochs=1),
         evaluation=dataclasses.replace(p.evaluation, reduced_cap=24),
-        beta_pair=BetaPair(train_cap=24, epochs=1),
+        beta_study=BetaStudy(seeds=(0, 1), train_cap=24, epochs=1, valid_cap=16, curve_points=2),
         cf=CFSettings(train_cap=24),
     )
 
@@ -37,7 +37,8 @@ def test_recommender_writes_heads_predictions_and_provenance_and_reloads(tmp_pat
         table.columns
     )
     assert set(table["context"]) == set(profile.contexts)
-    assert set(table["variant"]) == {"main", "fp32", "cf", "pair_beta0.1", "pair_beta0"}
+    study = {f"study_beta{b}_seed{s}" for b in ("0.1", "0") for s in (0, 1)}
+    assert set(table["variant"]) == {"main", "fp32", "cf"} | study
     # the profile scores in bf16; the fp32 check is paired with the bf16 scores on its samples
     fp32, bf16 = pd.read_csv(out / "predictions_gcn_fp32.csv"), pd.read_csv(out / "predictions_gcn.csv")
     paired = bf16.set_index("sample_id").loc[fp32["sample_id"]]
@@ -66,25 +67,56 @@ def test_recommender_writes_heads_predictions_and_provenance_and_reloads(tmp_pat
     np.testing.assert_allclose(again["auc"].to_numpy(), heads["auc"].to_numpy(), atol=1e-9)
 
 
-def test_reduced_contexts_and_the_beta_pair_score_a_paired_subset_of_the_full_contexts_samples(tmp_path):
+def test_reduced_contexts_and_the_beta_study_score_a_paired_subset_of_the_full_contexts_samples(tmp_path):
     profile = small_smoke()
     table = run_recommender(profile, results_root=tmp_path, progress=False)
     out = tmp_path / "smoke" / "synthetic"
+    study = [f"gcn_study_beta{b}_seed{s}" for b in ("0.1", "0") for s in (0, 1)]
     ids = {
         name: set(pd.read_csv(out / f"predictions_{name}.csv")["sample_id"])
-        for name in ("gcn", "llm", "none", "random", "gcn_pair_beta0.1", "gcn_pair_beta0")
+        for name in ["gcn", "llm", "none", "random", *study]
     }
     assert ids["gcn"] == ids["llm"] and len(ids["gcn"]) == profile.data.test_cap
-    assert ids["none"] == ids["random"] == ids["gcn_pair_beta0.1"] == ids["gcn_pair_beta0"]
+    assert all(ids["none"] == ids["random"] == ids[name] for name in study)
     assert len(ids["none"]) == profile.evaluation.reduced_cap and ids["none"] < ids["gcn"]
-    # both members of the pair completed the same (shorter) schedule; only β differs
-    pair = table[table["variant"].str.startswith("pair_")].groupby("variant")[["train_steps", "beta"]].first()
+    # every run of the study completed the same (shorter) schedule; only β and seed differ
+    runs = (
+        table[table["variant"].str.startswith("study_")].groupby("variant")[["train_steps", "beta"]].first()
+    )
     assert (
-        pair.loc["pair_beta0", "train_steps"]
-        == pair.loc["pair_beta0.1", "train_steps"]
-        == -(-24 // profile.train.batch_size)
-    )  # ceil: the last batch is partial
-    assert pair["beta"].tolist() == [0.0, 0.1]
+        runs["train_steps"] == -(-24 // profile.train.batch_size)
+    ).all()  # ceil: the last batch is partial
+    assert sorted(runs["beta"].tolist()) == [0.0, 0.0, 0.1, 0.1]
+
+
+def test_the_beta_study_records_a_learning_curve_and_each_arms_mean_learning_rate(tmp_path):
+    profile = small_smoke()
+    run_recommender(profile, results_root=tmp_path, progress=False)
+    out = tmp_path / "smoke" / "synthetic"
+    curve = pd.read_csv(out / "learning_curve.csv")
+    assert list(curve.columns) == [
+        "variant",
+        "beta",
+        "seed",
+        "step",
+        "prompts_seen",
+        "head_layer",
+        "auc",
+        "n",
+    ]
+    # 2 steps a run, 2 curve points: the snapshot after step 1, then the final model
+    one = curve[curve["variant"] == "study_beta0.1_seed1"]
+    assert sorted(set(one["step"])) == [1, 2] and sorted(set(one["prompts_seen"])) == [16, 24]
+    assert set(one["head_layer"]) == {2, 4, 6} and (one["n"] == 16).all() and one["auc"].between(0, 1).all()
+    assert set(curve["variant"]) == {f"study_beta{b}_seed{s}" for b in ("0.1", "0") for s in (0, 1)}
+    # the snapshot's curve point differs from the final model's: it is the weights after step 1
+    head6 = one[one["head_layer"] == 6].set_index("step")["auc"]
+    assert head6.loc[1] != head6.loc[2]
+    runs = pd.read_csv(out / "beta_runs.csv").set_index("variant")
+    assert runs.loc["study_beta0_seed0", "mean_lr_factor"] == pytest.approx(1.0)
+    # three head groups of equal size get exp(-0.1 d), d = 0, 1, 2: a mean below 1 for β = 0.1
+    assert 0.8 < runs.loc["study_beta0.1_seed0", "mean_lr_factor"] < 1.0
+    assert (runs["prompts_seen"] == 24).all()
 
 
 def test_mixed_contexts_are_balanced_and_seeded():
@@ -121,7 +153,7 @@ def test_the_cf_variant_scores_the_main_models_samples_and_reloads_with_its_vect
     from ragrec.experiments.recommender.cf_model import load_cf_model
     from ragrec.experiments.recommender.prepare import load_model, prepare_data
 
-    profile = dataclasses.replace(small_smoke(), beta_pair=None)
+    profile = dataclasses.replace(small_smoke(), beta_study=None)
     table = run_recommender(profile, results_root=tmp_path, progress=False)
     out = tmp_path / "smoke" / "synthetic"
     main, cf = (pd.read_csv(out / name) for name in ("predictions_gcn.csv", "predictions_gcn_cf.csv"))

@@ -9,8 +9,6 @@ import pytest
 from ragrec.errors import DataError
 from ragrec.experiments.reporting.ablations import (
     ABLATION_COLUMNS,
-    beta_ablation,
-    beta_pair_files,
     context_ablation,
     run_ablations,
 )
@@ -32,8 +30,6 @@ def predictions(tmp_path):
     noise = rng.random(300)
     _write(tmp_path / "predictions_gcn.csv", labels, {2: noise, 10: good})
     _write(tmp_path / "predictions_none.csv", labels, {2: noise, 10: rng.random(300)})
-    _write(tmp_path / "predictions_gcn_pair_beta0.1.csv", labels, {2: good, 10: good})
-    _write(tmp_path / "predictions_gcn_pair_beta0.csv", labels, {2: noise, 10: good})
     return tmp_path, labels, good
 
 
@@ -46,27 +42,6 @@ def test_context_ablation_gives_every_head_and_the_paired_difference_to_gcn(pred
     assert gcn10["auc"] == pytest.approx(auc(labels, good)) and np.isnan(gcn10["reference_minus_variant"])
     none10 = table[(table["variant"] == "none") & (table["head_layer"] == 10)].iloc[0]
     assert none10["reference_minus_variant"] > 0 and none10["diff_ci_low"] > 0
-
-
-def test_beta_ablation_compares_the_two_members_of_the_pair(predictions):
-    directory, labels, good = predictions
-    assert beta_pair_files(directory) == (
-        "predictions_gcn_pair_beta0.1.csv",
-        "predictions_gcn_pair_beta0.csv",
-    )
-    table = beta_ablation(directory, 0.1, n_boot=100)
-    assert set(table["variant"]) == {"beta=0.1", "beta=0"}
-    head2 = table[(table["variant"] == "beta=0") & (table["head_layer"] == 2)].iloc[0]
-    assert head2["reference_minus_variant"] > 0  # the decayed member's head 2 is the good one
-    assert table[(table["variant"] == "beta=0") & (table["head_layer"] == 10)][
-        "reference_minus_variant"
-    ].iloc[0] == pytest.approx(0)
-
-
-def test_without_a_pair_there_is_no_beta_ablation(predictions):
-    directory, _, _ = predictions
-    (directory / "predictions_gcn_pair_beta0.csv").unlink()
-    assert beta_pair_files(directory) is None and beta_ablation(directory, 0.1).empty
 
 
 def test_a_context_scored_on_a_subset_is_paired_on_that_subset(predictions):
@@ -86,7 +61,7 @@ def test_a_context_scored_on_a_subset_is_paired_on_that_subset(predictions):
 
 
 def test_absent_predictions_give_an_empty_table(tmp_path):
-    table = run_ablations(tmp_path, ("gcn", "none"), 0.1, n_boot=10)
+    table = run_ablations(tmp_path, ("gcn", "none"), n_boot=10)
     assert table.empty and list(table.columns) == list(ABLATION_COLUMNS)
 
 
@@ -106,7 +81,7 @@ def test_cf_and_dtype_ablations_pair_each_variant_with_the_main_models_samples(p
         {2: good[:100], 10: good[:100]},
         ids=np.arange(100),
     )
-    table = run_ablations(directory, ("gcn", "none"), 0.1, n_boot=50, dtype="bfloat16")
+    table = run_ablations(directory, ("gcn", "none"), n_boot=50, dtype="bfloat16")
     cf = table[(table["ablation"] == "cf_tokens") & (table["variant"] == "gcn+cf")].set_index("head_layer")
     assert cf.loc[2, "reference_minus_variant"] < 0  # the cf file's head 2 is the good one
     dtype = table[(table["ablation"] == "dtype") & (table["variant"] == "float32")]

@@ -15,6 +15,7 @@ from ragrec.experiments.reporting.claims import (
     interval_verdict,
     point_verdict,
 )
+from ragrec.result_files import predictions, study_variant
 
 FAST = ClaimSettings(n_boot=200)
 
@@ -46,8 +47,10 @@ def test_claims_are_checked_from_the_results_they_need(tmp_path):
     labels = rng.integers(0, 2, 400)
     _predictions(tmp_path / "predictions_gcn.csv", labels, labels * 0.5 + rng.random(400) * 0.5)
     _predictions(tmp_path / "predictions_llm.csv", labels, rng.random(400))
-    _predictions(tmp_path / "predictions_gcn_pair_beta0.1.csv", labels, labels * 0.5 + rng.random(400) * 0.5)
-    _predictions(tmp_path / "predictions_gcn_pair_beta0.csv", labels, labels * 0.5 + rng.random(400) * 0.5)
+    for seed in (0, 1):
+        for beta in (0.1, 0):
+            name = predictions("gcn", study_variant(beta, seed))
+            _predictions(tmp_path / name, labels, labels * 0.5 + rng.random(400) * 0.5)
     pd.DataFrame(
         {
             "retriever": ["gcn", "gcn", "llm"],
@@ -76,7 +79,7 @@ def test_claims_are_checked_from_the_results_they_need(tmp_path):
     assert table.loc["early_exit_rps", "verdict"] == "supported (no interval)"
     assert table.loc["pipeline_rps", "estimate"] == pytest.approx(2.5)
     assert table.loc["lr_decay_helps", "verdict"] in {"inconclusive", "supported", "contradicted"}
-    assert "complete schedule" in table.loc["lr_decay_helps", "evidence"]
+    assert "2 seeds per arm" in table.loc["lr_decay_helps", "evidence"]
     assert table.loc["layer_mean_beats_last", "estimate"] == pytest.approx(0.05)
 
 
@@ -247,3 +250,24 @@ def test_context_helps_reads_the_paired_gcn_minus_none_row(tmp_path):
     row = check_claims(tmp_path, FAST).set_index("claim_id").loc["context_helps"]
     assert row["estimate"] == pytest.approx(0.02) and row["verdict"] == "supported"
     assert "n=2000" in row["evidence"]
+
+
+@pytest.mark.parametrize(
+    ("decay_lead", "verdict"),
+    [(0.3, "supported"), (-0.3, "contradicted"), (0.0, "inconclusive")],
+    ids=repr,
+)
+def test_the_lr_decay_claim_is_judged_on_the_interval_over_seeds(tmp_path, decay_lead, verdict):
+    """Three seeds whose final-head AUCs differ by about ``decay_lead`` (β = 0.1 minus β = 0)."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    for seed in range(3):
+        strong, weak = labels * 0.6 + rng.random(400) * 0.4, labels * 0.1 + rng.random(400) * 0.9
+        decay, uniform = (
+            (strong, weak) if decay_lead > 0 else (weak, strong) if decay_lead < 0 else (strong, strong)
+        )
+        _predictions(tmp_path / predictions("gcn", study_variant(0.1, seed)), labels, decay)
+        _predictions(tmp_path / predictions("gcn", study_variant(0, seed)), labels, uniform)
+    row = check_claims(tmp_path, FAST).set_index("claim_id").loc["lr_decay_helps"]
+    assert row["verdict"] == verdict and "3 seeds per arm" in row["evidence"]
+    assert row["ci_low"] <= row["estimate"] <= row["ci_high"]
