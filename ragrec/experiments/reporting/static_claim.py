@@ -32,8 +32,8 @@ from ragrec.results import read_csv
 
 CLAIM = (
     "dynamic_beats_static",
-    "Beyond the paper: the paper's dynamic exit rule keeps more AUC than a static exit at a shallower "
-    "head of equal or less compute.",
+    "Beyond the paper: the paper's dynamic exit rule saves more compute than the best static exit at "
+    "kept AUC (at matched compute: it keeps more AUC than the static exit of equal or fewer layers).",
     "not in the paper (the trivial alternative any dynamic rule must beat)",
     "AUC(paper's rule) − AUC(static exit of ≤ its mean layers), test, operating points chosen on validation",
 )
