@@ -226,7 +226,8 @@ def _start(
         raise ConfigError(
             f"snapshot steps {tuple(snapshot_at)} must lie in [1, {end}) (the run ends after step {end})"
         )
-    _fp32_masters(backbone, heads)
+    if config.bf16_autocast:  # only autocast lets fp32 masters meet a bf16 base
+        _fp32_masters(backbone, heads)
     optimizer = torch.optim.AdamW(parameter_groups(backbone, heads, config.lr, config.beta), weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: _lr_factor(s, config.warmup_steps, total)
