@@ -87,8 +87,11 @@ class ExitBenchmarkConfig:
         batch_size: prompts per batch, for the engine and the plain forward alike.
         repeats, warmup: timed passes per method (median reported) and untimed warm-up batches
             per method before the first.
-        padding_side: how batches are padded (``"left"`` lets the plain forward compute the
-            vocabulary logits at one position, as ``generate`` does).
+        padding_side: how the timed batches are padded. ``"right"``, as scoring pads: with eager
+            attention every real token then sees the same keys at the same columns whatever the
+            batch, so the engine reproduces the saved predictions bit for bit and its exits equal
+            the replayed sweep's (:attr:`ragrec.config.ModelSettings.attention`). The plain
+            forward gathers each row's last real token, so it takes either side.
         extra_points: ``(family, τ)`` pairs the real engine runs besides the operating point and
             each family's best point.
         check_requests: prompts on which the engine with "never exit" is checked against the
@@ -110,7 +113,7 @@ class ExitBenchmarkConfig:
     batch_size: int = 8
     repeats: int = 3
     warmup: int = 2
-    padding_side: str = "left"
+    padding_side: str = "right"
     extra_points: tuple[tuple[CriterionFamily, float], ...] = ()
     check_requests: int = 16
     e2e_requests: int = 48

@@ -37,7 +37,9 @@ SMOKE = Profile(
         synthetic_users=120,
         synthetic_items=150,
     ),
-    model=ModelSettings(source="tiny", head_layers=(2, 4, 6), tiny_layers=6, tiny_hidden=64),
+    model=ModelSettings(
+        source="tiny", head_layers=(2, 4, 6), tiny_layers=6, tiny_hidden=64, attention="eager"
+    ),
     lightgcn=LightGCNConfig(dim=32, max_epochs=20, eval_every=5, patience=2, batch_size=512, progress=False),
     prompt=PromptConfig(history_len=6, k=2, neighbour_items=2, vote_k=10, max_tokens=256),
     train=TrainConfig(
@@ -83,7 +85,8 @@ CPU = Profile(
     # valid_cap=4500: the operating-point rule's one-sided upper bound of the AUC drop needs about
     # this many validation samples to certify a point near 2× (issue #27); 600 certify almost none
     data=DataSettings(dataset="ml-100k", history_len=10, train_cap=1600, valid_cap=4500, test_cap=2000),
-    model=ModelSettings(source="bundled", head_layers=(5, 10, 15, 20, 25, 30)),
+    # eager attention: batch-invariant bf16 scores, so the engine's exits equal the replayed sweep's
+    model=ModelSettings(source="bundled", head_layers=(5, 10, 15, 20, 25, 30), attention="eager"),
     lightgcn=LightGCNConfig(),
     # vote_k=200: most test targets have a rater among the 200 nearest users, and the share who
     # liked it is less noisy than among 50 (information.csv has the coverage)
@@ -132,7 +135,7 @@ CPU = Profile(
     cf=CFSettings(train_cap=800, epochs=1, lr=1e-3),
     # 32 prompts, four timed training steps of 4 and two timed passes per scoring path: ~1 min
     compute=ComputeConfig(n_prompts=32, batch_size=8, train_steps=4, repeats=2, warmup=1),
-    notes="SmolLM2-135M-Instruct on MovieLens-100K, sized for 100 minutes on 2 CPU cores.",
+    notes="SmolLM2-135M-Instruct on MovieLens-100K, sized for 120 minutes on 2 CPU cores.",
 )
 
 # Paper scale on one 80 GB GPU: Vicuna-7B (32 layers, hidden 4096, MLP 11008) in bf16, LoRA r8.

@@ -42,6 +42,8 @@ class DataSettings:
     synthetic_items: int = 300
 
 
+ATTENTION = ("sdpa", "eager")
+"""The attention kernels the layer-by-layer engine builds masks for."""
 MODEL_ENV = "RAGREC_MODEL"
 """The local Hugging Face folder the ``gpu`` profile runs (``make reproduce PROFILE=gpu MODEL=...``)."""
 DEVICE_ENV = "RAGREC_DEVICE"
@@ -59,6 +61,17 @@ class ModelSettings:
     tiny_layers: int = 6
     tiny_hidden: int = 64
     device: str | None = None  # None: CUDA when available, else CPU
+    # The attention kernel every path runs (training, scoring, the engine, the plain forward).
+    # "eager" on CPU: SDPA's CPU kernel blocks its sums by the padded length, so a bf16 row's
+    # scores move (up to 2e-3 after one layer) when its batch mates change, and the engine's exits
+    # then disagree with the replay of the saved predictions on ~8% of requests; eager attention
+    # with right padding gives every row the same numbers in any batch (issue #27, measured on
+    # SmolLM2: 100% agreement, and not slower at these lengths).
+    attention: str = "sdpa"
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTION:
+            raise ConfigError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
 
 
 # --------------------------------------------------------------------------------------------

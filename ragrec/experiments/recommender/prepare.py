@@ -76,15 +76,19 @@ def _capped(samples: Samples, part: str, cap: int | None, profile: Profile) -> S
 
 
 def load_model(profile: Profile, dataset: Dataset) -> Backbone:
-    """The profile's backbone; the tiny test model gets the dataset's words in its vocabulary."""
+    """The profile's backbone with its attention kernel; the tiny test model gets the dataset's words
+    in its vocabulary."""
     m = profile.model
     if m.source == "tiny":
         words = [w for title in dataset.items["title"] for w in str(title).split()]
-        return tiny_backbone(
+        backbone = tiny_backbone(
             num_layers=m.tiny_layers, hidden_size=m.tiny_hidden, seed=profile.seed, vocab_words=words
         )
-    torch.manual_seed(profile.seed)
-    return load_backbone(m.source, device=m.device)  # None: the default device
+    else:
+        torch.manual_seed(profile.seed)
+        backbone = load_backbone(m.source, device=m.device)  # None: the default device
+    backbone.model.set_attn_implementation(m.attention)  # ModelSettings.attention says why
+    return backbone
 
 
 def checkpoint_dir(profile: Profile, results_root: str | os.PathLike | None = None) -> Path:
