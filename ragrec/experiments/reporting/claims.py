@@ -277,7 +277,8 @@ def operating_point_auc(
     """(AUC at the operating point, AUC at full depth, where both come from). The sweep's row for
     the point's form and τ scores every test sample, and stands for the engine when the engine's
     exit layers matched the simulated ones on every timed request (``exit_agreement`` = 1); else
-    the timed requests' own AUCs in ``early_exit.csv``."""
+    the point's own row of ``early_exit.csv``, labelled by its ``auc_over`` column, with the
+    agreement."""
     if (
         sweep is not None
         and {"form", "exit_agreement"} <= set(point.index)
@@ -297,8 +298,16 @@ def operating_point_auc(
                     f"{row['drop_ci_high']:+.4f}]"
                 )
             return float(row["auc"]), float(row["auc_full"]), source
+    # the row's own AUC: over what its auc_over column says (the engine's exits replayed on every
+    # test sample in current tables; the timed requests alone in older ones)
     full = float(frame.loc[frame["method"] == "full", "auc"].iloc[0])
-    return float(point["auc"]), full, "timed requests"
+    over = point.get("auc_over")
+    over = over if isinstance(over, str) and over else "the timed requests"
+    agreement = float(point.get("exit_agreement", math.nan))
+    matched = (
+        "" if math.isnan(agreement) else f"; engine exits = the sweep's on {agreement:.1%} of timed requests"
+    )
+    return float(point["auc"]), full, f"{EARLY_EXIT} row, AUC over {over}{matched}"
 
 
 def check_pipeline_rps(d: Path, s: ClaimSettings) -> ClaimCheck:

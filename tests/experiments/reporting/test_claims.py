@@ -187,6 +187,13 @@ def test_the_kept_auc_is_the_sweeps_over_every_test_sample_when_the_engine_match
     engine.assign(exit_agreement=[np.nan, 0.9]).to_csv(tmp_path / "early_exit.csv", index=False)
     row = check_claims(tmp_path, FAST).set_index("claim_id").loc["early_exit_rps"]
     assert row["verdict"].startswith("contradicted") and "timed requests" in row["evidence"]
+    assert "90.0% of timed requests" in row["evidence"]
+    # a current table says what its rows' AUCs are over: the evidence names that, not the timing
+    engine.assign(exit_agreement=[np.nan, 0.9], auc_over="every test sample").to_csv(
+        tmp_path / "early_exit.csv", index=False
+    )
+    row = check_claims(tmp_path, FAST).set_index("claim_id").loc["early_exit_rps"]
+    assert "AUC over every test sample" in row["evidence"]
 
 
 def test_the_kept_auc_is_read_from_the_test_rows_of_a_sweep_that_also_holds_validation(tmp_path):
