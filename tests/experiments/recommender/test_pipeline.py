@@ -109,9 +109,10 @@ def test_the_beta_study_records_a_learning_curve_and_each_arms_mean_learning_rat
     assert sorted(set(one["step"])) == [1, 2] and sorted(set(one["prompts_seen"])) == [16, 24]
     assert set(one["head_layer"]) == {2, 4, 6} and (one["n"] == 16).all() and one["auc"].between(0, 1).all()
     assert set(curve["variant"]) == {f"study_beta{b}_seed{s}" for b in ("0.1", "0") for s in (0, 1)}
-    # the snapshot's curve point differs from the final model's: it is the weights after step 1
-    head6 = one[one["head_layer"] == 6].set_index("step")["auc"]
-    assert head6.loc[1] != head6.loc[2]
+    # the snapshot's curve points are the weights after step 1, not the final model's: over every
+    # run and head (16 samples make one AUC coarse enough to tie by chance), some of them differ
+    by_step = curve.pivot_table(index=["variant", "head_layer"], columns="step", values="auc")
+    assert (by_step[1] != by_step[2]).any()
     runs = pd.read_csv(out / "beta_runs.csv").set_index("variant")
     assert runs.loc["study_beta0_seed0", "mean_lr_factor"] == pytest.approx(1.0)
     # three head groups of equal size get exp(-0.1 d), d = 0, 1, 2: a mean below 1 for β = 0.1
