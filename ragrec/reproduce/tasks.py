@@ -58,6 +58,9 @@ class NotebookSpec:
             notebooks, and a file that no longer matches makes this notebook stale.
         artifacts_skip: patterns (``fnmatch``, on the path in the results directory) of files the
             ``artifacts`` globs match but no later notebook reloads (kept out of git).
+        own_steps: the steps of ``provenance.json`` the notebook itself writes; when it also reads
+            that file (``reads``), its digest leaves them out, as the run record's leaves out its
+            own entry of the manifest, or the notebook would be stale as soon as it ran.
     """
 
     name: str
@@ -68,6 +71,7 @@ class NotebookSpec:
     reads_dataset: bool = True
     artifacts: tuple[str, ...] = ()
     artifacts_skip: tuple[str, ...] = ()
+    own_steps: tuple[str, ...] = ()
 
 
 NOTEBOOKS: tuple[NotebookSpec, ...] = (
@@ -117,6 +121,7 @@ NOTEBOOKS: tuple[NotebookSpec, ...] = (
         # the compute table times the model on the profile's own prompts, so it reads the data
         outputs=(rf.RUN_TIMES, rf.COMPUTE),
         reads=(MANIFEST, rf.PROVENANCE),
+        own_steps=("compute",),
     ),
 )
 SPECS: dict[str, NotebookSpec] = {s.name: s for s in NOTEBOOKS}
@@ -250,6 +255,8 @@ class Task:
             if name == MANIFEST:  # the run record reads the other notebooks' entries, not its own
                 others = {k: v for k, v in manifest.get("notebooks", {}).items() if k != self.spec.name}
                 h.update(json.dumps(others, sort_keys=True).encode())
+            elif name == rf.PROVENANCE and self.spec.own_steps:
+                h.update(json.dumps(self._others_provenance(), sort_keys=True).encode())
             else:
                 h.update(f"{name}:{file_digest(self.out_dir / name)}".encode())
         for up in self.spec.after:
@@ -258,6 +265,13 @@ class Task:
             if entry.get("artifacts") is not None:  # the trained weights we may reload, as recorded
                 h.update(json.dumps(entry["artifacts"], sort_keys=True).encode())  # (older runs: none)
         return h.hexdigest()
+
+    def _others_provenance(self) -> dict[str, Any]:
+        """``provenance.json`` without the steps this notebook writes itself (empty when absent)."""
+        path = self.out_dir / rf.PROVENANCE
+        record = read_json(path) if path.exists() else {}
+        steps = {k: v for k, v in record.get("steps", {}).items() if k not in self.spec.own_steps}
+        return {**record, "steps": steps}
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any]:

@@ -385,3 +385,21 @@ def test_the_recommender_records_the_main_and_cf_weights_but_not_the_beta_study_
         "model_beta0.1_cf",
     ]
     assert len(task.artifact_digests()) == 6
+
+
+def test_the_run_record_is_not_stale_from_the_compute_step_it_writes_into_the_provenance(tmp_path):
+    out = tmp_path / "smoke" / "synthetic"
+    out.mkdir(parents=True)
+    source = tmp_path / "run.ipynb"
+    source.write_text("{}")
+    task = Task(SPECS_BY_NAME["run"], "smoke", "synthetic", 0, out, source, data_root=tmp_path)
+
+    def provenance(steps):
+        (out / "provenance.json").write_text(json.dumps({"steps": steps}))
+        return task.inputs_digest({}, "lib")
+
+    before = provenance({"recommender": {"seed": 0}})
+    # its own step (the compute table) leaves the digest as it was: no rerun after every run
+    assert provenance({"recommender": {"seed": 0}, "compute": {"finished": "now"}}) == before
+    # another notebook's step changes what the run record shows: it is stale
+    assert provenance({"recommender": {"seed": 1}, "compute": {"finished": "now"}}) != before
