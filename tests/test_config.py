@@ -59,3 +59,11 @@ def test_unknown_profile_names_the_choices():
 def test_bad_exit_benchmark_settings_are_a_clear_error(changes, match):
     with pytest.raises(ConfigError, match=match):
         ExitBenchmarkConfig(**changes)
+
+
+def test_a_dry_run_takes_smokes_study_sweeps_and_compute_sizes():
+    from ragrec.config.resolve import dry_run
+
+    dry = dry_run(get_profile("gpu", resolve=False))
+    smoke = get_profile("smoke")
+    assert (dry.beta_study, dry.sweeps, dry.compute) == (smoke.beta_study, smoke.sweeps, smoke.compute)

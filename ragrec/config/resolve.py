@@ -112,8 +112,9 @@ def check_device(device: str) -> None:
 
 def dry_run(profile: Profile) -> Profile:
     """``profile``'s code path at smoke sizes: the smoke profile's sample caps, prompt token
-    budget and LightGCN epochs. The model, its heads, the prompts' contents, the training
-    settings and the profile's name (on which the benchmarks' defaults key) stay."""
+    budget, LightGCN epochs, β study, retrieval sweeps and compute table. The model, its heads,
+    the prompts' contents, the training settings and the profile's name (on which the
+    benchmarks' defaults key) stay."""
     data = dataclasses.replace(
         profile.data,
         train_cap=SMOKE.data.train_cap,
@@ -131,11 +132,16 @@ def dry_run(profile: Profile) -> Profile:
         patience=smoke.patience,
         progress=False,
     )
+    # the β study, the retrieval sweeps and the compute table at smoke's sizes too: the gpu
+    # profile's own (seeds × arms of full runs, ANN at 10⁶ users) would take hours on a CPU
     return dataclasses.replace(
         profile,
         data=data,
         prompt=prompt,
         lightgcn=lightgcn,
+        beta_study=SMOKE.beta_study,
+        sweeps=SMOKE.sweeps,
+        compute=SMOKE.compute,
         notes=f"{profile.notes} Dry run at the smoke profile's sizes.",
     )
 
