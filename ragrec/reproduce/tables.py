@@ -287,6 +287,23 @@ def run_times_table(times: pd.DataFrame) -> PeopleTable:
     )
 
 
+def compute_view(compute: pd.DataFrame) -> PeopleTable:
+    """Each model path's tokens/s, achieved TFLOP/s and share of the measured bf16 matmul limit
+    (``compute.csv``, :func:`ragrec.experiments.compute.compute_table`)."""
+    return people_table(
+        compute,
+        [
+            Column("path", "path"),
+            Column("dtype", "dtype"),
+            Column("batch_size", "batch", "int"),
+            Column("tokens", "tokens", "int"),
+            Column("tokens_per_s", "tokens/s", "rate"),
+            Column("tflops", "TFLOP/s", "rate"),
+            Column("fraction_of_limit", "share of the bf16 limit", "share"),
+        ],
+    )
+
+
 def provenance_view(provenance: pd.DataFrame) -> PeopleTable:
     """Where and with what each library step ran (:func:`ragrec.reproduce.notebook.provenance_table`)."""
 

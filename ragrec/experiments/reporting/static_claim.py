@@ -108,12 +108,14 @@ def dynamic_vs_static(
     layers = f"{float(dynamic['mean_exit_layer']):.2f}"
     labels = frame["label"].to_numpy()
     evidence = (
-        f"{THRESHOLD_SWEEP} and {predictions(context)}, {len(frame)} test samples: the paper's rule "
+        f"{THRESHOLD_SWEEP} and {predictions(context)}, {len(frame)} test samples: the stability rule "
         f"chosen on validation ({dynamic['form']} τ={float(dynamic['tau']):g}, {layers} mean layers "
         "on validation) "
         f"against the static exit at layer {int(static['tau'])} (the deepest of ≤ {layers} layers); test AUC "
         f"{auc(labels, p_dynamic):.4f} vs {auc(labels, p_static):.4f}"
     )
+    # no apostrophes: the book's smart quotes would turn them into ’ and the glued text would
+    # differ from its CSV cell
     if chosen is not None:
         evidence += f"; the same rule chose the static exit at layer {int(chosen['tau'])} on validation"
     return {"estimate": d.diff, "ci_low": d.ci_low, "ci_high": d.ci_high, "evidence": evidence}
