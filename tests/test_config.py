@@ -1,5 +1,7 @@
 """Profiles and the early-exit benchmark's settings they carry."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -66,4 +68,16 @@ def test_a_dry_run_takes_smokes_study_sweeps_and_compute_sizes():
 
     dry = dry_run(get_profile("gpu", resolve=False))
     smoke = get_profile("smoke")
-    assert (dry.beta_study, dry.sweeps, dry.compute) == (smoke.beta_study, smoke.sweeps, smoke.compute)
+    assert (dry.beta_study, dry.sweeps) == (smoke.beta_study, smoke.sweeps)
+    assert dataclasses.replace(dry.compute, n_prompts=smoke.compute.n_prompts) == smoke.compute
+
+
+@pytest.mark.parametrize("dry", [False, True], ids=["profile", "dry run"])
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_every_compute_table_has_prompts_for_its_training_steps(name, dry):
+    from ragrec.config.resolve import dry_run
+
+    p = get_profile(name, resolve=False)
+    p = dry_run(p) if dry else p
+    steps = p.compute.warmup + p.compute.train_steps
+    assert steps * p.train.batch_size * p.train.grad_accum <= p.compute.n_prompts

@@ -174,6 +174,8 @@ GPU = Profile(
         e2e_repeats=3,
     ),
     eval_batch_size=64,
+    # a training step takes 32 prompts (4 x 8 accumulated): 1 warm-up + 4 timed steps need 160
+    compute=ComputeConfig(n_prompts=192, batch_size=64, train_steps=4, repeats=2, warmup=1),
     notes="Paper scale: full splits, longer prompts, a local Llama-family model (e.g. Vicuna-7B) in bf16 on "
     "CUDA.",
 )

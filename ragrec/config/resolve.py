@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from ragrec.config.compute import ComputeConfig
 from ragrec.config.profiles import CPU, GPU, SMOKE
 from ragrec.config.settings import DEVICE_ENV, DRY_RUN_ENV, MODEL_ENV, Profile
 from ragrec.errors import ConfigError
@@ -141,8 +142,18 @@ def dry_run(profile: Profile) -> Profile:
         lightgcn=lightgcn,
         beta_study=SMOKE.beta_study,
         sweeps=SMOKE.sweeps,
-        compute=SMOKE.compute,
+        compute=_dry_compute(profile),
         notes=f"{profile.notes} Dry run at the smoke profile's sizes.",
+    )
+
+
+def _dry_compute(profile: Profile) -> ComputeConfig:
+    """Smoke's compute table with enough prompts for its training steps at ``profile``'s own
+    batch and accumulation (the gpu profile's step takes 32 prompts)."""
+    smoke = SMOKE.compute
+    per_step = profile.train.batch_size * profile.train.grad_accum
+    return dataclasses.replace(
+        smoke, n_prompts=max(smoke.n_prompts, (smoke.warmup + smoke.train_steps) * per_step)
     )
 
 

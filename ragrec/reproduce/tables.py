@@ -194,7 +194,7 @@ def _rule_bound(rows: pd.DataFrame) -> list[Column]:
     if "drop_upper" not in rows.columns:
         return []
     why = "the rule's bound is computed on validation, where it chooses"
-    return [Column("drop_upper", "drop upper bound (one-sided)", "signed", missing=why)]
+    return [Column("drop_upper", "drop bound (one-sided)", "signed", missing=why)]
 
 
 def sweep_table(sweep: pd.DataFrame, form: str | None = None) -> PeopleTable:
@@ -221,8 +221,8 @@ def sweep_table(sweep: pd.DataFrame, form: str | None = None) -> PeopleTable:
             if "drop_ci_low" in rows.columns
             else Column("auc_drop", "AUC drop", "signed"),
             *_rule_bound(rows),
+            # the compute bound is 1 / the share of layer compute: one column says both
             Column("mean_exit_layer", "mean exit layer", "layer"),
-            Column("layer_share", "layer compute", "share"),
             Column("compute_bound_speedup", "compute bound", "ratio"),
         ],
     )
