@@ -367,7 +367,7 @@ def test_the_sweep_table_shows_the_rules_upper_bound_where_it_was_computed():
         }
     )
     table = tables.sweep_table(sweep)
-    column = table.frame["drop upper bound (one-sided)"].tolist()
+    column = table.frame["drop bound (one-sided)"].tolist()
     assert column[0] == "+0.004" and column[1] == MISSING
     assert any("computed on validation" in note for note in table.notes)
-    assert "drop upper bound (one-sided)" not in tables.sweep_table(sweep.drop(columns="drop_upper")).frame
+    assert "drop bound (one-sided)" not in tables.sweep_table(sweep.drop(columns="drop_upper")).frame
